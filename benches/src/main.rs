@@ -1,0 +1,2 @@
+//! regcache-bench (skeleton; the replay lands with the cache).
+fn main() {}

@@ -1,0 +1,13 @@
+//! # regcache — a memory-registration cache for RDMA
+//!
+//! (Crate documentation is completed with the cache itself.)
+
+mod access;
+mod pin;
+mod registrar;
+mod sys;
+
+pub use access::{AccessFlags, Keys, LKey, RKey};
+pub use pin::{PinRegistrar, PinnedRegion};
+pub use registrar::{Registrar, RegistrarError};
+pub use umn::{AddrRange, RangeError, page_size};

@@ -1,0 +1,103 @@
+//! The [`Registrar`] trait: what actually registers memory.
+
+use crate::{AccessFlags, Keys};
+use umn::AddrRange;
+
+/// Why a registrar failed. One variant per failure callers branch on; each
+/// names the C call that failed and carries the OS error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistrarError {
+    /// The registrar ran out of a resource it may get back if registrations
+    /// are released: `ENOMEM`/`EAGAIN` from `ibv_reg_mr`, or `RLIMIT_MEMLOCK`
+    /// reached by `mlock`. The cache evicts and retries on this one.
+    #[error("{call}: out of registration resources: {source}")]
+    NoResources {
+        /// The C call that failed (`"ibv_reg_mr"`, `"mlock"`).
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Part of the range is not mapped (`EFAULT`, or `ENOMEM` from `mlock`
+    /// on an unmapped page).
+    #[error("{call}: range {range} is not (entirely) mapped: {source}")]
+    NotMapped {
+        /// The C call that failed.
+        call: &'static str,
+        /// The range that was asked for.
+        range: AddrRange,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The device refuses these access flags for this memory (`EACCES`,
+    /// `EINVAL` for flags), e.g. write access to read-only memory.
+    #[error("{call}: access refused for range {range}: {source}")]
+    AccessRefused {
+        /// The C call that failed.
+        call: &'static str,
+        /// The range that was asked for.
+        range: AddrRange,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// No device of this kind is here (no RDMA device, libibverbs absent).
+    #[error("no {what} available: {reason}")]
+    Unavailable {
+        /// What is missing (`"RDMA device"`).
+        what: &'static str,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Any other failure of a registration call.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The C call that failed.
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl RegistrarError {
+    /// `true` for the errors eviction may cure (ENOMEM, EAGAIN, memlock
+    /// limit): the cache evicts least-recently-used idle regions and retries.
+    pub fn is_resource_exhausted(&self) -> bool {
+        matches!(self, RegistrarError::NoResources { .. })
+    }
+}
+
+/// Registers and deregisters memory. Implementations: [`crate::PinRegistrar`]
+/// (mlock), and the ibverbs protection-domain registrar.
+///
+/// The cache calls `register` outside its index lock, possibly from several
+/// threads at once, and calls `deregister` exactly once per successful
+/// `register`, never while a handle to the registration is alive, and never
+/// from an invalidation source's thread.
+pub trait Registrar: Send + Sync + 'static {
+    /// One registration (an ibverbs `MemoryRegion`, a pin record).
+    type Region: Send + Sync + 'static;
+
+    /// A short name for statistics and logs (`"pin"`, `"verbs"`).
+    fn name(&self) -> &'static str;
+
+    /// Register `range` (already page-aligned by the cache) for `access`.
+    ///
+    /// # Errors
+    /// [`RegistrarError::NoResources`] when eviction may help; the other
+    /// variants when it cannot.
+    fn register(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Self::Region, RegistrarError>;
+
+    /// The lkey/rkey of a registration, where the registrar has keys.
+    fn keys(&self, region: &Self::Region) -> Option<Keys>;
+
+    /// Release a registration made by [`Registrar::register`].
+    ///
+    /// # Errors
+    /// The OS error of the deregistration call. The cache counts and logs
+    /// it; it never panics on it.
+    fn deregister(&self, region: Self::Region) -> Result<(), RegistrarError>;
+}

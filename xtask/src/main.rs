@@ -1,0 +1,132 @@
+//! `cargo xtask`: the project's tasks, so that green locally means green in
+//! CI. `.ci/run` calls `cargo xtask ci`, which is exactly `cargo xtask test`.
+//!
+//! Tasks install what they need themselves (see [`deps`]), because CI runs
+//! on a fresh machine where nothing installed by hand survives.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser, Debug)]
+#[command(about = "regcache project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Everything CI runs: identical to `test`.
+    Ci,
+    /// Install dependencies, then fmt --check, clippy -D warnings, all tests.
+    Test,
+    /// The main job: `regcache-bench` on its workloads, results under out/.
+    Bench {
+        /// Extra arguments passed to `regcache-bench`.
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Install the system packages and tools the tasks need.
+    Deps,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Ci | Task::Test => test(&root),
+        Task::Bench { args } => bench(&root, &args),
+        Task::Deps => deps(),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Run a command, echoing it; fail with its exit status.
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Debian packages the host tier needs. Installed only when missing.
+const HOST_PACKAGES: &[(&str, &str)] = &[];
+
+fn deps() -> Result<()> {
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !Path::new(probe).exists())
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    if !have("cargo-nextest") {
+        run(cargo().args(["install", "--locked", "cargo-nextest"]))?;
+    }
+    Ok(())
+}
+
+fn test(_root: &Path) -> Result<()> {
+    deps()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--locked",
+        "--no-fail-fast",
+    ]))?;
+    run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    Ok(())
+}
+
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    deps()?;
+    let out = root.join("out");
+    std::fs::create_dir_all(&out)?;
+    run(cargo().args(["build", "--release", "--locked", "-p", "regcache-bench"]))?;
+    let bin = root.join("target/release/regcache-bench");
+    let mut cmd = Command::new(&bin);
+    if args.is_empty() {
+        cmd.args(["--out-dir", out.to_str().context("utf-8 path")?]);
+    } else {
+        cmd.args(args);
+    }
+    run(&mut cmd)
+}
