@@ -79,7 +79,7 @@ mod stats;
 mod sys;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
-pub use cache::{Cache, CacheError, Handle, RawHandle, RegionInfo};
+pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
 pub use config::{Config, ConfigError, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
