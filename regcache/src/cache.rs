@@ -920,9 +920,10 @@ impl<R: Registrar> Cache<R> {
     /// slots for [`Cache::retire_all`] once the lock is dropped.
     fn evict_lru(&self, idx: &mut Index, n: usize) -> Vec<u32> {
         let mut victims = Vec::new();
-        // Regions found in use are set aside for this pass and re-recorded
-        // at the current clock: they are the most recently used, and their
-        // eventual release stamps a later time, so recorded ≤ actual holds.
+        // Regions found in use are set aside for this pass and put back
+        // under the stamp they were recorded with: their release stamps a
+        // later time, so recorded ≤ actual still holds, and a region held
+        // only by a deferred reference keeps its true LRU position.
         let mut in_use = Vec::new();
         let mut examined = 0;
         let limit = idx.lru.len() * 2 + 1;
@@ -934,7 +935,7 @@ impl<R: Registrar> Cache<R> {
             let s = self.slab.slot(slot);
             if refs(s.state.load(Acquire)) != 0 {
                 idx.lru.remove(&(recorded, slot));
-                in_use.push(slot);
+                in_use.push((recorded, slot));
                 continue;
             }
             let actual = s.last_use.load(Relaxed);
@@ -949,13 +950,11 @@ impl<R: Registrar> Cache<R> {
             } else if idx.lru_key.contains_key(&slot) {
                 // Taken by a hit between the checks: treat as in use.
                 idx.lru.remove(&(recorded, slot));
-                in_use.push(slot);
+                in_use.push((recorded, slot));
             }
         }
-        let now = self.clock.load(Relaxed);
-        for slot in in_use {
-            idx.lru.insert((now, slot), ());
-            idx.lru_key.insert(slot, now);
+        for (recorded, slot) in in_use {
+            idx.lru.insert((recorded, slot), ());
         }
         victims
     }
