@@ -19,7 +19,7 @@ fn verbs_or_skip(test: &str) -> Option<VerbsRegistrar> {
             if std::env::var("REGCACHE_REQUIRE_RDMA").as_deref() == Ok("1") {
                 panic!("{test}: REGCACHE_REQUIRE_RDMA=1 but no RDMA device: {reason}");
             }
-            skipped(&format!(
+            note(&format!(
                 "{test}: SKIPPED: no RDMA device (runs in the VM tier): {reason}"
             ));
             None
@@ -30,7 +30,7 @@ fn verbs_or_skip(test: &str) -> Option<VerbsRegistrar> {
 
 /// Say why a test did not run, on the real stderr: `eprintln!` is
 /// captured by the test harness for passing tests and would hide it.
-fn skipped(msg: &str) {
+fn note(msg: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
@@ -177,7 +177,7 @@ fn verbs_memlock_limit_is_no_resources() {
         if std::env::var("REGCACHE_REQUIRE_UNPRIVILEGED").as_deref() == Ok("1") {
             panic!("{name}: running as root, but the VM tier must run it unprivileged");
         }
-        skipped(&format!(
+        note(&format!(
             "{name}: SKIPPED: running as root (CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK)"
         ));
         return;
@@ -190,7 +190,7 @@ fn verbs_memlock_limit_is_no_resources() {
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
     assert_eq!(rc, 0);
     if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 256 << 20 {
-        skipped(&format!(
+        note(&format!(
             "{name}: SKIPPED: RLIMIT_MEMLOCK is {} bytes",
             lim.rlim_cur
         ));
@@ -214,11 +214,11 @@ fn verbs_memlock_limit_is_no_resources() {
     }
     let e = refused.expect("registering twice RLIMIT_MEMLOCK must fail");
     assert!(e.is_resource_exhausted(), "expected NoResources, got {e}");
-    eprintln!(
+    note(&format!(
         "{name}: {} x 1 MiB registered under a {} byte limit, then: {e}",
         live.len(),
         lim.rlim_cur
-    );
+    ));
     assert!(!live.is_empty());
     // Release one; the next registration fits again.
     v.deregister(live.pop().unwrap()).unwrap();
