@@ -1,16 +1,90 @@
 //! # regcache — a memory-registration cache for RDMA
 //!
-//! (Crate documentation is completed with the cache itself.)
+//! An MPI library moving a large message over InfiniBand or RoCE must
+//! register the user's buffer with the NIC (`ibv_reg_mr`: pin the pages,
+//! program the NIC's translation tables), which costs 10–100 µs and more for
+//! large buffers. [`Cache`] keeps registrations alive and hands them out
+//! again while the memory stays mapped ("leave pinned").
+//!
+//! ## Quick start
+//!
+//! ```
+//! use regcache::{AccessFlags, AddrRange, Cache, Config, PinRegistrar};
+//!
+//! let cache = Cache::new(PinRegistrar::new(), Config::default());
+//! let buf = vec![0u8; 1 << 16];
+//! let range = AddrRange::from_buffer(buf.as_ptr(), buf.len())?;
+//!
+//! let h = cache.get(range, AccessFlags::LOCAL_WRITE)?; // miss: registers
+//! assert!(h.range().contains(&range));
+//! drop(h);                                              // release
+//! let h = cache.get(range, AccessFlags::LOCAL_WRITE)?; // hit
+//! drop(h);
+//! assert_eq!((cache.stats().hits, cache.stats().misses), (1, 1));
+//!
+//! // The application is about to free the buffer: invalidate first.
+//! cache.invalidate(range);
+//! drop(buf);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Features
+//! - Interval index over page-aligned regions; a request is a hit when a
+//!   cached region covers it with at least the requested [`AccessFlags`].
+//! - Merging of overlapping and adjacent regions on a miss ([`Config::merge`],
+//!   on by default as in UCX); with it off, overlapping regions coexist.
+//! - Reference-counted [`Handle`]s; exact LRU over idle regions; finite
+//!   default limits on regions and bytes ([`Config`]); eviction and retry
+//!   when the registrar runs out of resources (ENOMEM/EAGAIN); a one-off
+//!   uncached registration when over the limits with nothing evictable.
+//! - [`Cache::invalidate`]: regions overlapping an unmapped range leave the
+//!   index at once; idle ones are deregistered, in-use ones on last release.
+//! - [`Stats`]: gets, hits, misses, merges, evictions, invalidations,
+//!   registrations, bytes, peaks, uncached fallbacks.
+//! - Registrars: [`PinRegistrar`] (`mlock`, for hosts with no RDMA device);
+//!   any [`Registrar`] implementation.
+//!
+//! ## System requirements
+//! Linux. The pin registrar is limited by `RLIMIT_MEMLOCK` (`ulimit -l`)
+//! unless the process has `CAP_IPC_LOCK`.
+//!
+//! ## Thread safety
+//! [`Cache`] is `Send + Sync`. Hits take no lock: one compare-and-swap on
+//! the region's state word, and a per-thread statistics counter. Misses
+//! register outside the index lock and re-check before inserting, so two
+//! threads missing on the same range cache it once (the loser's
+//! registration is dropped and counted in [`Stats::lost_races`]).
+//!
+//! ## Resource cleanup
+//! Dropping a [`Handle`] releases it. Dropping the [`Cache`] deregisters
+//! every cached region. **Invariant:** a registration with a nonzero
+//! in-use count is never deregistered by the cache. Deregistration failures
+//! are counted ([`Stats::deregistration_failures`]) and logged, never a
+//! panic.
+//!
+//! ## For the detail-oriented
+//! The hit path, the slot state word, and the LRU scheme are described at
+//! the top of `src/cache.rs`.
+//!
+//! ### Hit-path costs
+//! Measured with `cargo bench -p regcache-bench --bench cache` (criterion);
+//! see `docs/RESULTS.md`.
 
 mod access;
+mod cache;
+mod config;
 mod pin;
 mod registrar;
+mod stats;
 mod sys;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
+pub use cache::{Cache, CacheError, Handle, RawHandle, RegionInfo};
+pub use config::{Config, ConfigError, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
+pub use stats::Stats;
 pub use umn::{AddrRange, RangeError, page_size};
 pub use verbs::{
     AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,

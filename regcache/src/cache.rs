@@ -1,0 +1,967 @@
+//! The registration cache: slots, the interval index, LRU, limits.
+//!
+//! ## The journey of a `get`
+//!
+//! A request `[addr, addr+len)` is first widened to page boundaries: the
+//! NIC (and `mlock`) work in pages, and two requests in the same pages
+//! should share a registration.
+//!
+//! **Fast path.** A direct-mapped *hint table*, indexed by a hash of the
+//! request's first page, remembers which slot last served a request
+//! starting there — a software TLB. The slot is checked (LIVE, covers the
+//! request, access flags suffice) and its reference count taken with a
+//! single compare-and-swap on its `state` word. The CAS also proves the
+//! slot was not recycled between the checks and the increment, because the
+//! state word carries the slot's *incarnation*. No lock, no allocation, no
+//! system call; the hit is counted in a per-thread stripe.
+//!
+//! **Slow path.** The authoritative index (a `BTreeMap` keyed by region
+//! start, under an `RwLock`) is searched under the read lock. On a miss the
+//! region to register is computed (the request, or with merging the hull
+//! of the request and every cached region it overlaps or touches), then
+//! registered *outside any lock* — `ibv_reg_mr` takes 10–100 µs. Under the
+//! write lock the index is searched again (another thread may have cached
+//! the range meanwhile; then ours is dropped and counted as a lost race),
+//! merged regions leave the index, limits are enforced by evicting least
+//! recently used idle regions, and the new region is published.
+//!
+//! **Release.** Dropping a [`Handle`] decrements the slot's count and
+//! stamps its last use for LRU. If the region was invalidated while in
+//! use, the last release deregisters it.
+//!
+//! ## Slots and the state word
+//!
+//! Regions live in *slots*, allocated in chunks that are never freed while
+//! the cache lives (only recycled), so a thread holding a stale slot index
+//! can always read it safely. Each slot's `state` is one `AtomicU64`:
+//!
+//! ```text
+//!  63            33  32   31             0
+//! [ incarnation:31 |LIVE| references:32   ]
+//! ```
+//!
+//! - LIVE set: the region is in the index; new hits may take it.
+//! - Clearing LIVE (invalidate, evict, merge) is one atomic step. Whoever
+//!   sees the transition to `!LIVE && refs == 0` first owns deregistration:
+//!   the remover if refs were already 0, else the last releaser.
+//! - Eviction only clears LIVE by CAS from a state with refs == 0, so it
+//!   never races a concurrent hit into deregistering in-use memory.
+//! - A recycled slot gets the next incarnation, so a CAS prepared against
+//!   the old region fails.
+//!
+//! ## LRU without touching a list on hits
+//!
+//! Each release stamps the slot with a logical clock. The evictor keeps a
+//! map ordered by the stamp it *last saw* for each region. Stamps only
+//! grow, so when the oldest recorded entry still has its recorded stamp it
+//! is the true least recently used; otherwise it is re-keyed with its
+//! current stamp and the search continues. Each re-key pays for at least
+//! one hit since the last, so eviction is amortised O(log n) per hit, and
+//! exact LRU single-threaded. The clock is advanced with a plain load and
+//! store, not a locked RMW: concurrent releases may share a stamp, which
+//! only blurs the order between them.
+
+use crate::stats::{Counters, Stats, add};
+use crate::{AccessFlags, Config, Keys, LKey, RKey, Registrar, RegistrarError};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+use umn::{AddrRange, RangeError};
+
+const REFS_MASK: u64 = 0xffff_ffff;
+const LIVE: u64 = 1 << 32;
+const INC_SHIFT: u32 = 33;
+const CHUNK_BITS: u32 = 8;
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// Slots are addressed by a u32; this many chunks bound the slab.
+const MAX_CHUNKS: usize = 1 << 14;
+const NO_SLOT: u32 = u32::MAX;
+
+const fn refs(state: u64) -> u64 {
+    state & REFS_MASK
+}
+
+/// Why [`Cache::get`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The request is NULL, empty or overflows the address space.
+    #[error("invalid range: {0}")]
+    Range(#[from] RangeError),
+    /// The registrar failed and eviction could not help (nothing idle left
+    /// to evict, or the error is not a resource shortage).
+    #[error(transparent)]
+    Registrar(#[from] RegistrarError),
+}
+
+/// One region slot. Fields other than `state` are written only while the
+/// slot is not LIVE and has no references (by the thread that owns it then)
+/// and published by a Release store of `state`; readers load `state` with
+/// Acquire first and validate with a CAS on `state`.
+#[repr(align(64))]
+struct Slot<R: Registrar> {
+    state: AtomicU64,
+    start: AtomicU64,
+    end: AtomicU64,
+    access: AtomicU32,
+    has_keys: AtomicU32,
+    lkey: AtomicU32,
+    rkey: AtomicU32,
+    /// Logical time of the last release (LRU).
+    last_use: AtomicU64,
+    /// The registration; taken by whoever owns deregistration.
+    region: Mutex<Option<R::Region>>,
+}
+
+impl<R: Registrar> Slot<R> {
+    fn new() -> Self {
+        Self {
+            state: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            access: AtomicU32::new(0),
+            has_keys: AtomicU32::new(0),
+            lkey: AtomicU32::new(0),
+            rkey: AtomicU32::new(0),
+            last_use: AtomicU64::new(0),
+            region: Mutex::new(None),
+        }
+    }
+
+    fn range(&self) -> AddrRange {
+        AddrRange::new(self.start.load(Relaxed), self.end.load(Relaxed))
+            .unwrap_or(AddrRange::new(0, 0).expect("empty"))
+    }
+
+    fn keys(&self) -> Option<Keys> {
+        (self.has_keys.load(Relaxed) != 0).then(|| Keys {
+            lkey: LKey(self.lkey.load(Relaxed)),
+            rkey: RKey(self.rkey.load(Relaxed)),
+        })
+    }
+
+    /// Take a reference if the slot is LIVE, covers `req` and has the
+    /// access wanted. One CAS; no lock.
+    #[inline]
+    fn try_acquire(&self, req: &AddrRange, access: AccessFlags) -> bool {
+        let st = self.state.load(Acquire);
+        if st & LIVE == 0 || refs(st) == REFS_MASK {
+            return false;
+        }
+        // Relaxed suffices: the Acquire load above saw the Release store
+        // that published these fields for this incarnation; if the slot
+        // was recycled since, the CAS below fails because the incarnation
+        // (and LIVE) in `state` changed.
+        if self.start.load(Relaxed) > req.start()
+            || self.end.load(Relaxed) < req.end()
+            || !AccessFlags::from_bits_retain(self.access.load(Relaxed)).satisfies(access)
+        {
+            return false;
+        }
+        self.state
+            .compare_exchange(st, st + 1, Acquire, Relaxed)
+            .is_ok()
+    }
+}
+
+/// The slab: chunks of slots, appended, never freed while the cache lives.
+struct Slab<R: Registrar> {
+    chunks: Box<[OnceLock<Box<[Slot<R>]>>]>,
+    /// Free slot indices and the number of slots ever created.
+    free: Mutex<(Vec<u32>, u32)>,
+}
+
+impl<R: Registrar> Slab<R> {
+    fn new() -> Self {
+        Self {
+            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
+            free: Mutex::new((Vec::new(), 0)),
+        }
+    }
+
+    #[inline]
+    fn get(&self, idx: u32) -> Option<&Slot<R>> {
+        let chunk = self.chunks.get((idx >> CHUNK_BITS) as usize)?.get()?;
+        chunk.get(idx as usize & (CHUNK - 1))
+    }
+
+    fn slot(&self, idx: u32) -> &Slot<R> {
+        self.get(idx).expect("slot index handed out by this slab")
+    }
+
+    fn alloc(&self) -> Option<u32> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = free.0.pop() {
+            return Some(i);
+        }
+        let i = free.1;
+        if i as usize >= MAX_CHUNKS * CHUNK || i == NO_SLOT {
+            return None;
+        }
+        self.chunks[(i >> CHUNK_BITS) as usize]
+            .get_or_init(|| (0..CHUNK).map(|_| Slot::new()).collect());
+        free.1 += 1;
+        Some(i)
+    }
+
+    fn release(&self, idx: u32) {
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .push(idx);
+    }
+}
+
+/// The authoritative index, under the cache's RwLock.
+#[derive(Debug, Default)]
+struct Index {
+    /// (start, slot) → end, of LIVE regions.
+    by_start: BTreeMap<(u64, u32), u64>,
+    /// (recorded last-use stamp, slot) of LIVE regions, for LRU.
+    lru: BTreeMap<(u64, u32), ()>,
+    /// slot → the stamp it is recorded under in `lru`.
+    lru_key: BTreeMap<u32, u64>,
+    /// Longest region ever indexed: bounds backward scans.
+    max_len: u64,
+    live_bytes: u64,
+}
+
+impl Index {
+    /// Slots of LIVE regions overlapping (or, with `touching`, adjacent to)
+    /// `r`, in start order.
+    fn overlapping(&self, r: &AddrRange, touching: bool) -> Vec<(u32, AddrRange)> {
+        let lo = r.start().saturating_sub(self.max_len);
+        self.by_start
+            .range((lo, 0)..=(r.end(), u32::MAX))
+            .filter_map(|(&(s, slot), &e)| {
+                let region = AddrRange::new(s, e).ok()?;
+                let hit = if touching {
+                    region.touches(r)
+                } else {
+                    region.overlaps(r)
+                };
+                hit.then_some((slot, region))
+            })
+            .collect()
+    }
+
+    /// Candidate slots that may cover `req`: starts in
+    /// `[req.end - max_len, req.start]`, nearest first.
+    fn covering_candidates(&self, req: AddrRange) -> impl Iterator<Item = u32> + '_ {
+        // No region longer than max_len exists: when the request is longer,
+        // nothing covers it and the scan is empty.
+        let lo = req
+            .end()
+            .saturating_sub(self.max_len)
+            .min(req.start().saturating_add(1));
+        self.by_start
+            .range((lo, 0)..(req.start().saturating_add(1), 0))
+            .rev()
+            .filter(move |&(_, &e)| e >= req.end())
+            .map(|(&(_, slot), _)| slot)
+    }
+
+    fn insert(&mut self, slot: u32, r: AddrRange, stamp: u64) {
+        self.by_start.insert((r.start(), slot), r.end());
+        self.lru.insert((stamp, slot), ());
+        self.lru_key.insert(slot, stamp);
+        self.max_len = self.max_len.max(r.len());
+        self.live_bytes += r.len();
+    }
+
+    fn remove(&mut self, slot: u32, r: AddrRange) {
+        if self.by_start.remove(&(r.start(), slot)).is_some() {
+            self.live_bytes -= r.len();
+        }
+        if let Some(stamp) = self.lru_key.remove(&slot) {
+            self.lru.remove(&(stamp, slot));
+        }
+    }
+
+    fn rekey(&mut self, slot: u32, old: u64, new: u64) {
+        self.lru.remove(&(old, slot));
+        self.lru.insert((new, slot), ());
+        self.lru_key.insert(slot, new);
+    }
+
+    fn len(&self) -> usize {
+        self.by_start.len()
+    }
+}
+
+/// A memory-registration cache over a [`Registrar`]. `Send + Sync`: share
+/// it between threads by reference or in an `Arc`.
+///
+/// See the [crate documentation](crate) for the contract and the module
+/// source for the protocol.
+pub struct Cache<R: Registrar> {
+    registrar: R,
+    config: Config,
+    slab: Slab<R>,
+    index: RwLock<Index>,
+    /// Direct-mapped: hash(first page of a request) → slot index + 1.
+    hints: Box<[AtomicU32]>,
+    hint_shift: u32,
+    page_shift: u32,
+    /// LRU logical clock, advanced on every release (racy by design).
+    clock: AtomicU64,
+    counters: Counters,
+}
+
+impl<R: Registrar> std::fmt::Debug for Cache<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("registrar", &self.registrar.name())
+            .field("config", &self.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// A reference to a registration from [`Cache::get`]. The registration is
+/// not deregistered while the handle lives. Dropping it, or
+/// [`Handle::release`], releases it.
+///
+/// The memory must not be unmapped or freed while the NIC may use it
+/// through this handle's keys; if it is, the cache's invalidation source
+/// invalidates the region and the registration goes at the last release.
+pub struct Handle<'c, R: Registrar> {
+    cache: &'c Cache<R>,
+    raw: std::mem::ManuallyDrop<RawHandle<R>>,
+}
+
+/// A handle detached from the cache's lifetime, for callers that cannot
+/// hold a borrow (the C API). Release it with [`Cache::release_raw`] on the
+/// cache that produced it.
+pub struct RawHandle<R: Registrar> {
+    slot: u32,
+    range: AddrRange,
+    keys: Option<Keys>,
+    /// The registration of an uncached get (`slot == NO_SLOT`).
+    uncached: Option<R::Region>,
+}
+
+impl<R: Registrar> std::fmt::Debug for RawHandle<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawHandle")
+            .field("range", &self.range)
+            .field("keys", &self.keys)
+            .field("cached", &(self.slot != NO_SLOT))
+            .finish()
+    }
+}
+
+impl<R: Registrar> RawHandle<R> {
+    /// The registered range (page-aligned; covers the request).
+    pub fn range(&self) -> AddrRange {
+        self.range
+    }
+    /// The registration's keys, where the registrar has them.
+    pub fn keys(&self) -> Option<Keys> {
+        self.keys
+    }
+    /// `false` when this registration is a one-off outside the cache.
+    pub fn is_cached(&self) -> bool {
+        self.slot != NO_SLOT
+    }
+}
+
+impl<R: Registrar> std::fmt::Debug for Handle<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.raw.fmt(f)
+    }
+}
+
+impl<'c, R: Registrar> Handle<'c, R> {
+    /// The registered range: page-aligned, covering the request.
+    pub fn range(&self) -> AddrRange {
+        self.raw.range
+    }
+    /// The registration's lkey/rkey, where the registrar has keys.
+    pub fn keys(&self) -> Option<Keys> {
+        self.raw.keys
+    }
+    /// `false` when served by a one-off registration outside the cache.
+    pub fn is_cached(&self) -> bool {
+        self.raw.is_cached()
+    }
+    /// Release the registration (same as dropping the handle).
+    pub fn release(self) {}
+
+    /// Detach from the cache's lifetime; see [`RawHandle`].
+    pub fn into_raw(self) -> RawHandle<R> {
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never dropped, so `raw` is taken exactly once.
+        unsafe { std::mem::ManuallyDrop::take(&mut me.raw) }
+    }
+}
+
+impl<R: Registrar> Drop for Handle<'_, R> {
+    fn drop(&mut self) {
+        // SAFETY: `raw` is taken only here and in `into_raw`, which
+        // prevents this drop from running.
+        let raw = unsafe { std::mem::ManuallyDrop::take(&mut self.raw) };
+        self.cache.release_inner(raw);
+    }
+}
+
+/// One cached region, as reported by [`Cache::regions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionInfo {
+    /// The registered, page-aligned range.
+    pub range: AddrRange,
+    /// The access flags it was registered with.
+    pub access: AccessFlags,
+    /// Handles alive on it.
+    pub refs: u32,
+    /// Its keys, where the registrar has them.
+    pub keys: Option<Keys>,
+}
+
+enum Lookup {
+    Hit(u32),
+    Miss,
+}
+
+impl<R: Registrar> Cache<R> {
+    /// A cache over `registrar` with `config`.
+    pub fn new(registrar: R, config: Config) -> Self {
+        let config = Config {
+            max_regions: config
+                .max_regions
+                .clamp(1, (MAX_CHUNKS * CHUNK / 2).min(u32::MAX as usize / 2)),
+            max_bytes: config.max_bytes.max(1),
+            ..config
+        };
+        let hint_len = (config.max_regions * 4)
+            .next_power_of_two()
+            .clamp(1 << 10, 1 << 20);
+        Self {
+            registrar,
+            slab: Slab::new(),
+            index: RwLock::new(Index::default()),
+            hints: (0..hint_len).map(|_| AtomicU32::new(0)).collect(),
+            hint_shift: 64 - hint_len.trailing_zeros(),
+            page_shift: umn::page_size().trailing_zeros(),
+            clock: AtomicU64::new(1),
+            counters: Counters::default(),
+            config,
+        }
+    }
+
+    /// The registrar this cache registers with.
+    pub fn registrar(&self) -> &R {
+        &self.registrar
+    }
+
+    /// The configuration in force (limits clamped to what the cache
+    /// supports).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    #[inline]
+    fn hint_index(&self, page_start: u64) -> usize {
+        ((page_start >> self.page_shift).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.hint_shift)
+            as usize
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Get a registration covering `range` with at least `access`.
+    ///
+    /// The request is widened to page boundaries. A cached region that
+    /// covers it with sufficient access is a hit; otherwise a region is
+    /// registered (merged with overlapping and adjacent cached regions when
+    /// [`Config::merge`] is on) and cached, evicting least recently used
+    /// idle regions to stay within the limits. Over the limits with nothing
+    /// evictable, the request gets a one-off registration outside the cache
+    /// (counted in [`Stats::uncached`]).
+    ///
+    /// # Errors
+    /// [`CacheError::Range`] for an empty or overflowing range;
+    /// [`CacheError::Registrar`] when registration fails and evicting every
+    /// idle region did not help, or the failure is not a resource shortage
+    /// (e.g. the memory is not mapped). The cache is unchanged by a failed
+    /// get, except for regions evicted while retrying.
+    #[inline]
+    pub fn get(&self, range: AddrRange, access: AccessFlags) -> Result<Handle<'_, R>, CacheError> {
+        let raw = self.get_raw(range, access)?;
+        Ok(Handle {
+            cache: self,
+            raw: std::mem::ManuallyDrop::new(raw),
+        })
+    }
+
+    /// As [`Cache::get`], returning a [`RawHandle`] that must be released
+    /// with [`Cache::release_raw`].
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    #[inline]
+    pub fn get_raw(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<RawHandle<R>, CacheError> {
+        if range.is_empty() {
+            return Err(RangeError::Empty {
+                start: range.start(),
+            }
+            .into());
+        }
+        let req = range.align_out(1 << self.page_shift)?;
+        let h = self.hints[self.hint_index(req.start())].load(Relaxed);
+        if h != 0 {
+            let slot = self.slab.slot(h - 1);
+            if slot.try_acquire(&req, access) {
+                self.counters.hits.incr();
+                return Ok(RawHandle {
+                    slot: h - 1,
+                    range: slot.range(),
+                    keys: slot.keys(),
+                    uncached: None,
+                });
+            }
+        }
+        self.get_slow(req, access)
+    }
+
+    /// Release a handle obtained with [`Cache::get_raw`] or
+    /// [`Handle::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` must come from *this* cache. Releasing it on another cache
+    /// corrupts that cache's reference counts, and a registration could
+    /// then be deregistered while the NIC still uses it.
+    pub unsafe fn release_raw(&self, raw: RawHandle<R>) {
+        self.release_inner(raw);
+    }
+
+    #[inline]
+    fn release_inner(&self, raw: RawHandle<R>) {
+        if raw.slot == NO_SLOT {
+            if let Some(region) = raw.uncached {
+                self.deregister(region, raw.range);
+            }
+            return;
+        }
+        let slot = self.slab.slot(raw.slot);
+        let t = self.clock.load(Relaxed).wrapping_add(1);
+        self.clock.store(t, Relaxed);
+        slot.last_use.store(t, Relaxed);
+        // Release: our uses of the registration happen before a
+        // deregistration by whoever sees refs reach zero.
+        let prev = slot.state.fetch_sub(1, AcqRel);
+        debug_assert!(refs(prev) > 0, "release of a slot with no references");
+        if refs(prev) == 1 && prev & LIVE == 0 {
+            // Invalidated, merged or evicted while we held it: we are the
+            // last user, so we deregister.
+            self.retire(raw.slot);
+        }
+    }
+
+    fn find_covering(&self, idx: &Index, req: &AddrRange, access: AccessFlags) -> Lookup {
+        for slot in idx.covering_candidates(*req) {
+            if self.slab.slot(slot).try_acquire(req, access) {
+                return Lookup::Hit(slot);
+            }
+        }
+        Lookup::Miss
+    }
+
+    fn handle_for(&self, slot: u32) -> RawHandle<R> {
+        let s = self.slab.slot(slot);
+        RawHandle {
+            slot,
+            range: s.range(),
+            keys: s.keys(),
+            uncached: None,
+        }
+    }
+
+    #[cold]
+    fn get_slow(&self, req: AddrRange, access: AccessFlags) -> Result<RawHandle<R>, CacheError> {
+        let hint = self.hint_index(req.start());
+        // 1. The authoritative index, shared.
+        let (mut target, mut target_access) = {
+            let idx = self.read_index();
+            if let Lookup::Hit(slot) = self.find_covering(&idx, &req, access) {
+                drop(idx);
+                self.hints[hint].store(slot + 1, Relaxed);
+                self.counters.hits.incr();
+                return Ok(self.handle_for(slot));
+            }
+            if self.config.merge {
+                idx.overlapping(&req, true)
+                    .iter()
+                    .fold((req, access), |(r, a), (slot, region)| {
+                        let acc = AccessFlags::from_bits_retain(
+                            self.slab.slot(*slot).access.load(Relaxed),
+                        );
+                        (r.hull(region), a | acc)
+                    })
+            } else {
+                (req, access)
+            }
+        };
+        add(&self.counters.misses, 1);
+        if target.len() > self.config.max_bytes && target != req {
+            // Merging would exceed the byte limit on its own: don't merge.
+            add(&self.counters.merge_fallbacks, 1);
+            (target, target_access) = (req, access);
+        }
+
+        // 2. Register outside any lock, evicting on resource shortage.
+        let region = loop {
+            match self.register(target, target_access) {
+                Ok(region) => break region,
+                Err(e) if e.is_resource_exhausted() => {
+                    let victims = {
+                        let mut idx = self.write_index();
+                        self.evict_lru(&mut idx, 1)
+                    };
+                    if victims.is_empty() {
+                        if target != req {
+                            add(&self.counters.merge_fallbacks, 1);
+                            (target, target_access) = (req, access);
+                            continue;
+                        }
+                        return Err(e.into());
+                    }
+                    add(&self.counters.enomem_retries, 1);
+                    self.retire_all(victims);
+                }
+                // A merged registration can fail where the request alone
+                // would not (a neighbour's memory went away): retry without
+                // merging.
+                Err(_) if target != req => {
+                    add(&self.counters.merge_fallbacks, 1);
+                    (target, target_access) = (req, access);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+
+        // 3. Publish under the write lock.
+        let mut retire = Vec::new();
+        let mut idx = self.write_index();
+        if let Lookup::Hit(slot) = self.find_covering(&idx, &req, access) {
+            drop(idx);
+            add(&self.counters.lost_races, 1);
+            self.deregister(region, target);
+            self.hints[hint].store(slot + 1, Relaxed);
+            return Ok(self.handle_for(slot));
+        }
+        if self.config.merge {
+            // Regions the new one covers are superseded.
+            for (slot, r) in idx.overlapping(&target, false) {
+                if target.contains(&r) {
+                    if self.kill(&mut idx, slot, r, false) {
+                        retire.push(slot);
+                    }
+                    add(&self.counters.merges, 1);
+                }
+            }
+        }
+        let fits = target.len() <= self.config.max_bytes;
+        while fits
+            && (idx.len() + 1 > self.config.max_regions
+                || idx.live_bytes + target.len() > self.config.max_bytes)
+        {
+            let v = self.evict_lru(&mut idx, 1);
+            if v.is_empty() {
+                break;
+            }
+            retire.extend(v);
+        }
+        let over = idx.len() + 1 > self.config.max_regions
+            || idx.live_bytes + target.len() > self.config.max_bytes;
+        let slot = if over { None } else { self.slab.alloc() };
+        let Some(slot) = slot else {
+            drop(idx);
+            self.retire_all(retire);
+            add(&self.counters.uncached, 1);
+            let keys = self.registrar.keys(&region);
+            return Ok(RawHandle {
+                slot: NO_SLOT,
+                range: target,
+                keys,
+                uncached: Some(region),
+            });
+        };
+        let s = self.slab.slot(slot);
+        let keys = self.registrar.keys(&region);
+        *s.region.lock().unwrap_or_else(|e| e.into_inner()) = Some(region);
+        s.start.store(target.start(), Relaxed);
+        s.end.store(target.end(), Relaxed);
+        s.access.store(target_access.bits(), Relaxed);
+        s.has_keys.store(keys.is_some() as u32, Relaxed);
+        let k = keys.unwrap_or(Keys {
+            lkey: LKey(0),
+            rkey: RKey(0),
+        });
+        s.lkey.store(k.lkey.0, Relaxed);
+        s.rkey.store(k.rkey.0, Relaxed);
+        let stamp = self.clock.load(Relaxed);
+        s.last_use.store(stamp, Relaxed);
+        let inc =
+            (s.state.load(Relaxed) >> INC_SHIFT).wrapping_add(1) & ((1 << (64 - INC_SHIFT)) - 1);
+        // Release: publishes the fields above to hitters, who load `state`
+        // with Acquire. One reference is ours.
+        s.state.store((inc << INC_SHIFT) | LIVE | 1, Release);
+        idx.insert(slot, target, stamp);
+        let regions = idx.len() as u64;
+        drop(idx);
+        self.counters.peak_regions.fetch_max(regions, Relaxed);
+        self.hints[hint].store(slot + 1, Relaxed);
+        self.retire_all(retire);
+        Ok(RawHandle {
+            slot,
+            range: target,
+            keys,
+            uncached: None,
+        })
+    }
+
+    /// Clear LIVE and remove from the index. Returns `true` when the caller
+    /// now owns deregistration (no references were held). With
+    /// `only_idle`, a region with references is left alone and `false`
+    /// returned without change.
+    fn kill(&self, idx: &mut Index, slot: u32, r: AddrRange, only_idle: bool) -> bool {
+        let s = self.slab.slot(slot);
+        let mut st = s.state.load(Acquire);
+        loop {
+            if st & LIVE == 0 || (only_idle && refs(st) != 0) {
+                return false;
+            }
+            match s.state.compare_exchange(st, st & !LIVE, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(now) => st = now,
+            }
+        }
+        idx.remove(slot, r);
+        refs(st) == 0
+    }
+
+    /// Evict up to `n` least recently used idle regions; returns their
+    /// slots for [`Cache::retire_all`] once the lock is dropped.
+    fn evict_lru(&self, idx: &mut Index, n: usize) -> Vec<u32> {
+        let mut victims = Vec::new();
+        // Regions found in use are set aside for this pass and re-recorded
+        // at the current clock: they are the most recently used, and their
+        // eventual release stamps a later time, so recorded ≤ actual holds.
+        let mut in_use = Vec::new();
+        let mut examined = 0;
+        let limit = idx.lru.len() * 2 + 1;
+        while victims.len() < n && examined < limit {
+            let Some((&(recorded, slot), _)) = idx.lru.first_key_value() else {
+                break;
+            };
+            examined += 1;
+            let s = self.slab.slot(slot);
+            if refs(s.state.load(Acquire)) != 0 {
+                idx.lru.remove(&(recorded, slot));
+                in_use.push(slot);
+                continue;
+            }
+            let actual = s.last_use.load(Relaxed);
+            if actual != recorded {
+                idx.rekey(slot, recorded, actual);
+                continue;
+            }
+            let r = s.range();
+            if self.kill(idx, slot, r, true) {
+                add(&self.counters.evictions, 1);
+                victims.push(slot);
+            } else if idx.lru_key.contains_key(&slot) {
+                // Taken by a hit between the checks: treat as in use.
+                idx.lru.remove(&(recorded, slot));
+                in_use.push(slot);
+            }
+        }
+        let now = self.clock.load(Relaxed);
+        for slot in in_use {
+            idx.lru.insert((now, slot), ());
+            idx.lru_key.insert(slot, now);
+        }
+        victims
+    }
+
+    /// Invalidate every cached region overlapping `range`: they leave the
+    /// index at once (no later get can hit them); idle ones are
+    /// deregistered now, in-use ones on their last release. Returns how
+    /// many regions were invalidated.
+    ///
+    /// This is what the cache's invalidation source calls for an unmapped
+    /// range, and what an MPI library with its own memory hooks calls.
+    /// It deregisters on the calling thread, so it must not be called from
+    /// inside a memory hook or monitor thread (see DESIGN.md).
+    pub fn invalidate(&self, range: AddrRange) -> usize {
+        let mut retire = Vec::new();
+        let mut n = 0;
+        {
+            let mut idx = self.write_index();
+            for (slot, r) in idx.overlapping(&range, false) {
+                n += 1;
+                if self.kill(&mut idx, slot, r, false) {
+                    add(&self.counters.invalidations_idle, 1);
+                    retire.push(slot);
+                } else {
+                    add(&self.counters.invalidations_in_use, 1);
+                }
+            }
+        }
+        self.retire_all(retire);
+        n
+    }
+
+    /// Evict every idle cached region (e.g. before a fork or at a phase
+    /// change). Returns how many were evicted.
+    pub fn flush(&self) -> usize {
+        let victims = {
+            let mut idx = self.write_index();
+            let n = idx.len();
+            self.evict_lru(&mut idx, n)
+        };
+        let n = victims.len();
+        self.retire_all(victims);
+        n
+    }
+
+    fn retire_all(&self, slots: Vec<u32>) {
+        for slot in slots {
+            self.retire(slot);
+        }
+    }
+
+    /// Deregister a slot's region and recycle the slot. Called exactly once
+    /// per region, by its deregistration owner, never with a lock held.
+    fn retire(&self, slot: u32) {
+        let s = self.slab.slot(slot);
+        let region = s.region.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(region) = region {
+            self.deregister(region, s.range());
+        }
+        self.slab.release(slot);
+    }
+
+    fn register(&self, range: AddrRange, access: AccessFlags) -> Result<R::Region, RegistrarError> {
+        let t = Instant::now();
+        let r = self.registrar.register(range, access);
+        add(&self.counters.registrar_ns, t.elapsed().as_nanos() as u64);
+        match &r {
+            Ok(_) => {
+                add(&self.counters.registrations, 1);
+                let now = self
+                    .counters
+                    .bytes_registered
+                    .fetch_add(range.len(), Relaxed)
+                    + range.len();
+                self.counters.peak_bytes.fetch_max(now, Relaxed);
+            }
+            Err(e) => {
+                add(&self.counters.registration_failures, 1);
+                log::debug!("{} register {range} failed: {e}", self.registrar.name());
+            }
+        }
+        r
+    }
+
+    fn deregister(&self, region: R::Region, range: AddrRange) {
+        let t = Instant::now();
+        let r = self.registrar.deregister(region);
+        add(&self.counters.registrar_ns, t.elapsed().as_nanos() as u64);
+        add(&self.counters.deregistrations, 1);
+        self.counters
+            .bytes_registered
+            .fetch_sub(range.len(), Relaxed);
+        if let Err(e) = r {
+            add(&self.counters.deregistration_failures, 1);
+            log::warn!("{} deregister {range} failed: {e}", self.registrar.name());
+        }
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let hits = c.hits.sum();
+        let misses = c.misses.load(Relaxed);
+        Stats {
+            gets: hits + misses,
+            hits,
+            misses,
+            merges: c.merges.load(Relaxed),
+            merge_fallbacks: c.merge_fallbacks.load(Relaxed),
+            evictions: c.evictions.load(Relaxed),
+            invalidations_idle: c.invalidations_idle.load(Relaxed),
+            invalidations_in_use: c.invalidations_in_use.load(Relaxed),
+            registrations: c.registrations.load(Relaxed),
+            registration_failures: c.registration_failures.load(Relaxed),
+            deregistrations: c.deregistrations.load(Relaxed),
+            deregistration_failures: c.deregistration_failures.load(Relaxed),
+            enomem_retries: c.enomem_retries.load(Relaxed),
+            uncached: c.uncached.load(Relaxed),
+            lost_races: c.lost_races.load(Relaxed),
+            regions: self.read_index().len() as u64,
+            peak_regions: c.peak_regions.load(Relaxed),
+            bytes_registered: c.bytes_registered.load(Relaxed),
+            peak_bytes: c.peak_bytes.load(Relaxed),
+            registrar_ns: c.registrar_ns.load(Relaxed),
+        }
+    }
+
+    /// The cached regions now, in address order (for diagnostics and
+    /// tests).
+    pub fn regions(&self) -> Vec<RegionInfo> {
+        let idx = self.read_index();
+        idx.by_start
+            .keys()
+            .map(|&(_, slot)| {
+                let s = self.slab.slot(slot);
+                RegionInfo {
+                    range: s.range(),
+                    access: AccessFlags::from_bits_retain(s.access.load(Relaxed)),
+                    refs: refs(s.state.load(Acquire)) as u32,
+                    keys: s.keys(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl<R: Registrar> Drop for Cache<R> {
+    /// Deregisters every region. Handles borrow the cache, so none is
+    /// alive here; raw handles still out are leaked registrations, logged.
+    fn drop(&mut self) {
+        let idx = std::mem::take(self.index.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for (&(start, slot), &end) in &idx.by_start {
+            let s = self.slab.slot(slot);
+            let r = refs(s.state.load(Acquire));
+            if r != 0 {
+                log::warn!(
+                    "cache dropped with {r} raw handle(s) on [{start:#x}, {end:#x}) still out"
+                );
+            }
+            s.state.fetch_and(!LIVE, AcqRel);
+            self.retire(slot);
+        }
+    }
+}
+
+// The slot table is shared: `Cache<R>` is Send + Sync when the registrar
+// and its regions are; all shared mutation goes through atomics, the
+// RwLock and per-slot Mutexes. These assertions keep that true.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cache<crate::PinRegistrar>>();
+};

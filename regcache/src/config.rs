@@ -1,0 +1,199 @@
+//! [`Config`]: limits and policy, with `REGCACHE_*` environment overrides.
+
+use std::fmt;
+
+/// Cache configuration. Build with [`Config::default`] and adjust fields, or
+/// read overrides from the environment with [`Config::from_env`].
+///
+/// | field | variable | default |
+/// |---|---|---|
+/// | `max_regions` | `REGCACHE_MAX_REGIONS` | 16384 |
+/// | `max_bytes` | `REGCACHE_MAX_BYTES` | ¼ of physical memory |
+/// | `merge` | `REGCACHE_MERGE` | `true` |
+///
+/// Why these defaults (unlimited defaults are UCX's most reported rcache
+/// problem: pinned memory that the OS can never reclaim):
+/// - **16384 regions**: every region costs a kernel MR object and a NIC
+///   translation-table entry (MPT/MTT on Mellanox hardware), and an MPI
+///   rank's rendezvous working set is a few hundred to a few thousand
+///   buffers; 16384 leaves headroom while bounding NIC context and the
+///   cost of invalidation walks.
+/// - **¼ of physical memory** (`sysconf(_SC_PHYS_PAGES) × page size / 4`):
+///   pinned pages cannot be swapped or migrated; pinning more than a
+///   quarter of RAM per rank starves the page cache and other ranks on the
+///   node. `RLIMIT_MEMLOCK` is *not* used as the limit: the registrar's
+///   `ENOMEM` already makes the cache evict and retry against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Maximum number of cached regions (≥ 1).
+    pub max_regions: usize,
+    /// Maximum bytes in cached regions (≥ one page). A request larger than
+    /// this is served uncached.
+    pub max_bytes: u64,
+    /// Merge overlapping and adjacent regions into one registration on a
+    /// miss (as UCX's rcache does). With `false`, overlapping regions
+    /// coexist.
+    pub merge: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_regions: 16384,
+            max_bytes: default_max_bytes(),
+            merge: true,
+        }
+    }
+}
+
+fn default_max_bytes() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let pages = unsafe { libc::sysconf(libc::_SC_PHYS_PAGES) };
+    if pages > 0 {
+        (pages as u64).saturating_mul(umn::page_size()) / 4
+    } else {
+        1 << 30
+    }
+}
+
+/// A malformed `REGCACHE_*` variable: names the variable, the value and
+/// what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// Its value.
+    pub value: String,
+    /// The accepted values, in words.
+    pub expected: &'static str,
+}
+
+const SIZE_HELP: &str =
+    "a positive decimal integer, optionally followed by K, M, G or T (powers of 1024)";
+const BOOL_HELP: &str = "one of 1, 0, true, false, yes, no, on, off";
+
+impl Config {
+    /// The defaults, overridden by `REGCACHE_MAX_REGIONS`,
+    /// `REGCACHE_MAX_BYTES` and `REGCACHE_MERGE` where set.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first malformed variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::default().with_overrides(|k| std::env::var(k).ok())
+    }
+
+    /// Apply overrides from a lookup function (the environment, or a test's
+    /// map).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first malformed variable.
+    pub fn with_overrides(
+        mut self,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        if let Some(v) = get("REGCACHE_MAX_REGIONS") {
+            self.max_regions = parse_size(&v)
+                .filter(|&n| n >= 1 && n <= u32::MAX as u64 / 2)
+                .ok_or(ConfigError {
+                    variable: "REGCACHE_MAX_REGIONS",
+                    value: v,
+                    expected: SIZE_HELP,
+                })? as usize;
+        }
+        if let Some(v) = get("REGCACHE_MAX_BYTES") {
+            self.max_bytes = parse_size(&v).filter(|&n| n >= 1).ok_or(ConfigError {
+                variable: "REGCACHE_MAX_BYTES",
+                value: v,
+                expected: SIZE_HELP,
+            })?;
+        }
+        if let Some(v) = get("REGCACHE_MERGE") {
+            self.merge = parse_bool(&v).ok_or(ConfigError {
+                variable: "REGCACHE_MERGE",
+                value: v,
+                expected: BOOL_HELP,
+            })?;
+        }
+        Ok(self)
+    }
+}
+
+/// `"64K"` → 65536. `None` when malformed or overflowing.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        (i, 't' | 'T') => (&s[..i], 1 << 40),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "max_regions={} max_bytes={} merge={}",
+            self.max_regions, self.max_bytes, self.merge
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_parse_and_errors_name_the_variable() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = Config::default()
+            .with_overrides(env(&[
+                ("REGCACHE_MAX_REGIONS", "100"),
+                ("REGCACHE_MAX_BYTES", "64M"),
+                ("REGCACHE_MERGE", "off"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (c.max_regions, c.max_bytes, c.merge),
+            (100, 64 << 20, false)
+        );
+        let e = Config::default()
+            .with_overrides(env(&[("REGCACHE_MERGE", "maybe")]))
+            .unwrap_err();
+        assert_eq!(e.variable, "REGCACHE_MERGE");
+        assert!(e.to_string().contains("REGCACHE_MERGE=\"maybe\""), "{e}");
+        let e = Config::default()
+            .with_overrides(env(&[("REGCACHE_MAX_BYTES", "12Q")]))
+            .unwrap_err();
+        assert_eq!(e.variable, "REGCACHE_MAX_BYTES");
+        assert!(
+            Config::default()
+                .with_overrides(env(&[("REGCACHE_MAX_REGIONS", "0")]))
+                .is_err()
+        );
+        assert_eq!(parse_size("99999999999999999999"), None);
+        assert_eq!(parse_size("17179869184T"), None);
+        assert!(Config::default().max_bytes >= umn::page_size());
+    }
+}

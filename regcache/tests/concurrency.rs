@@ -1,0 +1,136 @@
+//! Several threads get, release and invalidate overlapping ranges of real
+//! memory through the real `pin` registrar (mlock). A thin wrapper gives
+//! each registration an id (as its lkey) and fails the test if a
+//! registration is deregistered while any thread says it is using it.
+
+use regcache::{
+    AccessFlags, AddrRange, Cache, Config, Keys, LKey, PinRegistrar, RKey, Registrar,
+    RegistrarError,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+struct Checked {
+    pin: PinRegistrar,
+    next: AtomicU32,
+    /// id → threads using it now.
+    in_use: Mutex<HashMap<u32, u32>>,
+    violation: AtomicBool,
+    live: Mutex<HashMap<u32, AddrRange>>,
+}
+
+impl Registrar for Checked {
+    type Region = (u32, regcache::PinnedRegion);
+    fn name(&self) -> &'static str {
+        "checked-pin"
+    }
+    fn register(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Self::Region, RegistrarError> {
+        let r = self.pin.register(range, access)?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.live.lock().unwrap().insert(id, range);
+        Ok((id, r))
+    }
+    fn keys(&self, r: &Self::Region) -> Option<Keys> {
+        Some(Keys {
+            lkey: LKey(r.0),
+            rkey: RKey(r.0),
+        })
+    }
+    fn deregister(&self, (id, r): Self::Region) -> Result<(), RegistrarError> {
+        if self.in_use.lock().unwrap().get(&id).copied().unwrap_or(0) != 0 {
+            self.violation.store(true, Ordering::SeqCst);
+        }
+        self.live.lock().unwrap().remove(&id);
+        self.pin.deregister(r)
+    }
+}
+
+#[test]
+fn threads_never_see_a_region_deregistered_under_them() {
+    let page = regcache::page_size() as usize;
+    let pages = 64;
+    // Real memory, mapped for the whole test.
+    let buf = vec![0u8; (pages + 1) * page];
+    let base = (buf.as_ptr() as usize).next_multiple_of(page) as u64;
+    let cache = Arc::new(Cache::new(
+        Checked::default(),
+        Config {
+            max_regions: 8,
+            max_bytes: (24 * page) as u64,
+            merge: true,
+        },
+    ));
+    let threads = 4;
+    let iters = 4000;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let cache = Arc::clone(&cache);
+            s.spawn(move || {
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ t as u64;
+                let mut next = || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                for i in 0..iters {
+                    let p = next() % (pages as u64 - 4);
+                    let len = (1 + next() % 3) * page as u64;
+                    let r = AddrRange::from_start_len(base + p * page as u64, len).unwrap();
+                    if t == 0 && i % 7 == 0 {
+                        cache.invalidate(r);
+                        continue;
+                    }
+                    let access = if next() % 2 == 0 {
+                        AccessFlags::LOCAL_WRITE
+                    } else {
+                        AccessFlags::REMOTE_READ
+                    };
+                    let h = cache.get(r, access).expect("get");
+                    assert!(h.range().contains(&r));
+                    let id = h.keys().unwrap().lkey.0;
+                    *cache
+                        .registrar()
+                        .in_use
+                        .lock()
+                        .unwrap()
+                        .entry(id)
+                        .or_default() += 1;
+                    // "Use" the registration: the pages must be locked now.
+                    std::hint::black_box(&h);
+                    std::thread::yield_now();
+                    *cache
+                        .registrar()
+                        .in_use
+                        .lock()
+                        .unwrap()
+                        .get_mut(&id)
+                        .unwrap() -= 1;
+                    drop(h);
+                }
+            });
+        }
+    });
+    let reg = cache.registrar();
+    assert!(
+        !reg.violation.load(Ordering::SeqCst),
+        "a registration was deregistered while in use"
+    );
+    let s = cache.stats();
+    assert_eq!(s.gets, s.hits + s.misses);
+    assert!(s.hits > 0 && s.misses > 0, "{s:?}");
+    assert!(s.invalidations_idle + s.invalidations_in_use > 0, "{s:?}");
+    // Everything left is cached and idle; the registrar agrees.
+    let regions = cache.regions();
+    assert!(regions.iter().all(|r| r.refs == 0));
+    assert_eq!(reg.live.lock().unwrap().len(), regions.len());
+    assert_eq!(s.registrations - s.deregistrations, regions.len() as u64);
+    drop(cache);
+    drop(buf);
+}

@@ -1,0 +1,401 @@
+//! Property tests of the cache against a naive model.
+//!
+//! The registrar here is a checking stand-in (a unit test of the cache's
+//! logic above the registrar): it hands out unique ids as lkeys, keeps an
+//! optional byte capacity that makes it fail with ENOMEM like a NIC or
+//! `RLIMIT_MEMLOCK`, and fails the test if the cache ever deregisters a
+//! registration a handle still holds.
+
+use proptest::prelude::*;
+use regcache::{
+    AccessFlags, AddrRange, Cache, CacheError, Config, Keys, LKey, RKey, Registrar, RegistrarError,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+struct World {
+    next_id: u32,
+    live: BTreeMap<u32, AddrRange>,
+    /// id → handles the test holds on it.
+    held: BTreeMap<u32, usize>,
+    violations: Vec<String>,
+}
+
+#[derive(Debug)]
+struct CheckingRegistrar {
+    capacity: u64,
+    world: Mutex<World>,
+}
+
+impl Registrar for CheckingRegistrar {
+    type Region = (u32, AddrRange);
+    fn name(&self) -> &'static str {
+        "checking"
+    }
+    fn register(&self, range: AddrRange, _: AccessFlags) -> Result<Self::Region, RegistrarError> {
+        let mut w = self.world.lock().unwrap();
+        let used: u64 = w.live.values().map(|r| r.len()).sum();
+        if used + range.len() > self.capacity {
+            return Err(RegistrarError::NoResources {
+                call: "checking_reg",
+                source: std::io::Error::from_raw_os_error(libc::ENOMEM),
+            });
+        }
+        w.next_id += 1;
+        let id = w.next_id;
+        w.live.insert(id, range);
+        Ok((id, range))
+    }
+    fn keys(&self, r: &Self::Region) -> Option<Keys> {
+        Some(Keys {
+            lkey: LKey(r.0),
+            rkey: RKey(r.0),
+        })
+    }
+    fn deregister(&self, (id, _): Self::Region) -> Result<(), RegistrarError> {
+        let mut w = self.world.lock().unwrap();
+        if w.held.get(&id).copied().unwrap_or(0) != 0 {
+            w.violations
+                .push(format!("deregistered id {id} while held"));
+        }
+        if w.live.remove(&id).is_none() {
+            w.violations
+                .push(format!("double deregistration of id {id}"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Get {
+        page: u64,
+        pages: u64,
+        offset: u64,
+        access: u32,
+    },
+    Release(usize),
+    Invalidate {
+        page: u64,
+        pages: u64,
+    },
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0u64..48, 1u64..6, 0u64..4096, 0u32..4).prop_map(|(page, pages, offset, access)| Op::Get { page, pages, offset, access }),
+        4 => any::<usize>().prop_map(Op::Release),
+        1 => (0u64..48, 1u64..4).prop_map(|(page, pages)| Op::Invalidate { page, pages }),
+        1 => Just(Op::Flush),
+    ]
+}
+
+fn run(
+    ops: Vec<Op>,
+    merge: bool,
+    max_regions: usize,
+    max_pages: u64,
+    cap_pages: u64,
+) -> Result<(), TestCaseError> {
+    let page = regcache::page_size();
+    let base = 0x1000_0000u64;
+    let registrar = CheckingRegistrar {
+        capacity: cap_pages * page,
+        world: Mutex::default(),
+    };
+    let config = Config {
+        max_regions,
+        max_bytes: max_pages * page,
+        merge,
+    };
+    let cache = Cache::new(registrar, config);
+    let mut handles = Vec::new();
+    let mut dead: BTreeSet<u32> = BTreeSet::new();
+    let access_of = |a: u32| {
+        [
+            AccessFlags::empty(),
+            AccessFlags::LOCAL_WRITE,
+            AccessFlags::REMOTE_READ,
+            AccessFlags::LOCAL_WRITE | AccessFlags::REMOTE_WRITE,
+        ][a as usize]
+    };
+
+    for op in ops {
+        match op {
+            Op::Get {
+                page: p,
+                pages,
+                offset,
+                access,
+            } => {
+                let access = access_of(access);
+                let start = base + p * page + offset.min(page - 1);
+                let req =
+                    AddrRange::from_start_len(start, pages * page - offset.min(page - 1)).unwrap();
+                let aligned = req.page_align().unwrap();
+                let before = cache.stats();
+                let expect_hit = cache
+                    .regions()
+                    .iter()
+                    .any(|i| i.range.contains(&aligned) && i.access.satisfies(access));
+                match cache.get(req, access) {
+                    Ok(h) => {
+                        let after = cache.stats();
+                        prop_assert!(
+                            h.range().contains(&aligned),
+                            "{:?} does not cover {:?}",
+                            h.range(),
+                            aligned
+                        );
+                        let id = h.keys().unwrap().lkey.0;
+                        prop_assert!(
+                            !dead.contains(&id),
+                            "invalidated registration {id} returned"
+                        );
+                        prop_assert_eq!(
+                            after.hits - before.hits,
+                            expect_hit as u64,
+                            "hit iff a cached region covers"
+                        );
+                        let w = &mut cache.registrar().world.lock().unwrap();
+                        prop_assert!(w.live.contains_key(&id));
+                        *w.held.entry(id).or_default() += 1;
+                        drop(w);
+                        handles.push(h);
+                    }
+                    Err(CacheError::Registrar(e)) => {
+                        prop_assert!(e.is_resource_exhausted());
+                        prop_assert!(!expect_hit);
+                        // Nothing idle may be left to evict.
+                        prop_assert!(cache.regions().iter().all(|i| i.refs > 0));
+                    }
+                    Err(e) => prop_assert!(false, "unexpected error {e}"),
+                }
+            }
+            Op::Release(k) => {
+                if !handles.is_empty() {
+                    let h = handles.swap_remove(k % handles.len());
+                    let id = h.keys().unwrap().lkey.0;
+                    *cache
+                        .registrar()
+                        .world
+                        .lock()
+                        .unwrap()
+                        .held
+                        .get_mut(&id)
+                        .unwrap() -= 1;
+                    drop(h);
+                }
+            }
+            Op::Invalidate { page: p, pages } => {
+                let r = AddrRange::from_start_len(base + p * page, pages * page).unwrap();
+                // Every registration overlapping r is dead for later gets;
+                // uncached ones are never shared, so they do not matter.
+                for (id, lr) in cache.registrar().world.lock().unwrap().live.iter() {
+                    if lr.overlaps(&r) {
+                        dead.insert(*id);
+                    }
+                }
+                cache.invalidate(r);
+                prop_assert!(cache.regions().iter().all(|i| !i.range.overlaps(&r)));
+            }
+            Op::Flush => {
+                cache.flush();
+                prop_assert!(cache.regions().iter().all(|i| i.refs > 0));
+            }
+        }
+        // Invariants after every step.
+        let regions = cache.regions();
+        prop_assert!(regions.len() <= max_regions);
+        prop_assert!(regions.iter().map(|i| i.range.len()).sum::<u64>() <= max_pages * page);
+        if merge && cache.stats().merge_fallbacks == 0 {
+            for w in regions.windows(2) {
+                prop_assert!(
+                    !w[0].range.touches(&w[1].range),
+                    "merge on, yet {:?} and {:?} touch",
+                    w[0].range,
+                    w[1].range
+                );
+            }
+        }
+        let world = cache.registrar().world.lock().unwrap();
+        prop_assert!(world.violations.is_empty(), "{:?}", world.violations);
+        for info in &regions {
+            // Every cached region is a live, never-invalidated registration
+            // whose refcount is exactly the handles the test holds on it.
+            let id = info.keys.unwrap().lkey.0;
+            prop_assert_eq!(
+                world.live.get(&id),
+                Some(&info.range),
+                "cached {:?} is not registered",
+                info.range
+            );
+            prop_assert!(!dead.contains(&id));
+            prop_assert_eq!(
+                world.held.get(&id).copied().unwrap_or(0),
+                info.refs as usize
+            );
+        }
+        let s = cache.stats();
+        prop_assert_eq!(s.gets, s.hits + s.misses);
+    }
+    // Release everything; the registrar's live set is then exactly the
+    // cache's regions, all idle.
+    for h in handles.drain(..) {
+        let id = h.keys().unwrap().lkey.0;
+        *cache
+            .registrar()
+            .world
+            .lock()
+            .unwrap()
+            .held
+            .get_mut(&id)
+            .unwrap() -= 1;
+    }
+    let regions = cache.regions();
+    prop_assert!(regions.iter().all(|i| i.refs == 0));
+    {
+        let w = cache.registrar().world.lock().unwrap();
+        prop_assert_eq!(
+            w.live.len(),
+            regions.len(),
+            "leaked registrations: {:?}",
+            w.live
+        );
+    }
+    let s = cache.stats();
+    prop_assert_eq!(s.registrations - s.deregistrations, regions.len() as u64);
+    prop_assert_eq!(
+        s.bytes_registered,
+        regions.iter().map(|i| i.range.len()).sum::<u64>()
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merge_on_matches_model(ops in prop::collection::vec(op(), 1..120)) {
+        run(ops, true, 6, 24, u64::MAX / 1_000_000)?;
+    }
+
+    #[test]
+    fn merge_off_matches_model(ops in prop::collection::vec(op(), 1..120)) {
+        run(ops, false, 6, 24, u64::MAX / 1_000_000)?;
+    }
+
+    /// A registrar with less capacity than the cache's limits: the
+    /// ENOMEM-evict-retry path.
+    #[test]
+    fn registrar_exhaustion_evicts_and_retries(ops in prop::collection::vec(op(), 1..120), merge in any::<bool>()) {
+        run(ops, merge, 64, 1024, 10)?;
+    }
+}
+
+#[test]
+fn lru_evicts_least_recently_released() {
+    let page = regcache::page_size();
+    let registrar = CheckingRegistrar {
+        capacity: u64::MAX,
+        world: Mutex::default(),
+    };
+    let cache = Cache::new(
+        registrar,
+        Config {
+            max_regions: 3,
+            max_bytes: 1 << 40,
+            merge: false,
+        },
+    );
+    let r = |i: u64| AddrRange::from_start_len(0x2000_0000 + i * 4 * page, page).unwrap();
+    for i in 0..3 {
+        drop(cache.get(r(i), AccessFlags::empty()).unwrap());
+    }
+    // Touch 0 and 1; 2 is now least recently used.
+    drop(cache.get(r(0), AccessFlags::empty()).unwrap());
+    drop(cache.get(r(1), AccessFlags::empty()).unwrap());
+    drop(cache.get(r(3), AccessFlags::empty()).unwrap());
+    let cached: Vec<AddrRange> = cache.regions().into_iter().map(|i| i.range).collect();
+    assert_eq!(cached, vec![r(0), r(1), r(3)]);
+    // An in-use region is never the victim even when it is the oldest.
+    let held = cache.get(r(0), AccessFlags::empty()).unwrap();
+    drop(cache.get(r(1), AccessFlags::empty()).unwrap());
+    drop(cache.get(r(3), AccessFlags::empty()).unwrap());
+    drop(cache.get(r(4), AccessFlags::empty()).unwrap());
+    let cached: Vec<AddrRange> = cache.regions().into_iter().map(|i| i.range).collect();
+    assert_eq!(cached, vec![r(0), r(3), r(4)]);
+    drop(held);
+    assert_eq!(cache.stats().evictions, 2);
+}
+
+#[test]
+fn invalidation_of_in_use_region_defers_deregistration() {
+    let page = regcache::page_size();
+    let registrar = CheckingRegistrar {
+        capacity: u64::MAX,
+        world: Mutex::default(),
+    };
+    let cache = Cache::new(registrar, Config::default());
+    let r = AddrRange::from_start_len(0x3000_0000, 2 * page).unwrap();
+    let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+    let id = h.keys().unwrap().lkey.0;
+    assert_eq!(cache.invalidate(r), 1);
+    assert!(cache.regions().is_empty(), "left the index at once");
+    assert!(
+        cache
+            .registrar()
+            .world
+            .lock()
+            .unwrap()
+            .live
+            .contains_key(&id),
+        "still registered while held"
+    );
+    let h2 = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+    assert_ne!(
+        h2.keys().unwrap().lkey.0,
+        id,
+        "a new registration, never the invalidated one"
+    );
+    drop(h);
+    assert!(
+        !cache
+            .registrar()
+            .world
+            .lock()
+            .unwrap()
+            .live
+            .contains_key(&id),
+        "deregistered on last release"
+    );
+    let s = cache.stats();
+    assert_eq!(
+        (s.invalidations_in_use, s.invalidations_idle, s.misses),
+        (1, 0, 2)
+    );
+    drop(h2);
+}
+
+#[test]
+fn bad_ranges_are_errors_and_change_nothing() {
+    let registrar = CheckingRegistrar {
+        capacity: u64::MAX,
+        world: Mutex::default(),
+    };
+    let cache = Cache::new(registrar, Config::default());
+    let empty = AddrRange::new(0x1000, 0x1000).unwrap();
+    assert!(matches!(
+        cache.get(empty, AccessFlags::empty()),
+        Err(CacheError::Range(_))
+    ));
+    let top = AddrRange::new(u64::MAX - 10, u64::MAX).unwrap();
+    assert!(matches!(
+        cache.get(top, AccessFlags::empty()),
+        Err(CacheError::Range(_))
+    ));
+    assert_eq!(cache.stats().registrations, 0);
+    assert!(cache.regions().is_empty());
+}
