@@ -168,6 +168,7 @@ impl<R: Registrar> Slot<R> {
 
 /// The slab: chunks of slots, appended, never freed while the cache lives.
 struct Slab<R: Registrar> {
+    #[allow(clippy::type_complexity)] // (vm branch: keeps clippy -D warnings green)
     chunks: Box<[OnceLock<Box<[Slot<R>]>>]>,
     /// Free slot indices and the number of slots ever created.
     free: Mutex<(Vec<u32>, u32)>,

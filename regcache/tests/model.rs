@@ -159,7 +159,7 @@ fn run(
                             expect_hit as u64,
                             "hit iff a cached region covers"
                         );
-                        let w = &mut cache.registrar().world.lock().unwrap();
+                        let mut w = cache.registrar().world.lock().unwrap();
                         prop_assert!(w.live.contains_key(&id));
                         *w.held.entry(id).or_default() += 1;
                         drop(w);

@@ -304,34 +304,50 @@ fn build_test_binaries(targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
     if !out.status.success() {
         bail!("building the VM tier's test binaries failed");
     }
-    let mut bins = Vec::new();
+    let mut found = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
-            if let Some(exe) = v["executable"].as_str() {
-                bins.push(PathBuf::from(exe));
+            if let (Some(name), Some(exe)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
+            {
+                found.push((name.to_owned(), PathBuf::from(exe)));
             }
         }
     }
-    if bins.len() != targets.len() {
-        bail!("expected {} test binaries, got {bins:?}", targets.len());
-    }
-    Ok(bins)
+    // In the order asked for (cargo reports them as they finish).
+    targets
+        .iter()
+        .map(|(_, test)| {
+            found
+                .iter()
+                .find(|(name, _)| name == test)
+                .map(|(_, exe)| exe.clone())
+                .with_context(|| format!("no test binary {test} in {found:?}"))
+        })
+        .collect()
 }
 
 /// The VM tier of `cargo xtask test`: the verbs registrar tests as
 /// `nobody` (so `RLIMIT_MEMLOCK` applies), the RDMA transport tests as
 /// root, against SoftRoCE.
 pub(crate) fn test_tier(root: &Path) -> Result<()> {
-    let bins = build_test_binaries(&[("regcache", "verbs"), ("regcache-transport", "rdma")])?;
-    let [verbs, rdma] = [&bins[0], &bins[1]].map(|p| shell_quote(&p.display().to_string()));
+    let bins = build_test_binaries(&[
+        ("regcache", "verbs"),
+        ("regcache", "verbs_cache"),
+        ("regcache-transport", "rdma"),
+    ])?;
+    let [verbs, verbs_cache, rdma] =
+        [&bins[0], &bins[1], &bins[2]].map(|p| shell_quote(&p.display().to_string()));
     let script = format!(
         r#"st=0
 echo "== verbs registrar tests, as nobody (RLIMIT_MEMLOCK $(ulimit -l) KiB)"
-REGCACHE_REQUIRE_UNPRIVILEGED=1 setpriv --reuid=65534 --regid=65534 --clear-groups \
-    {verbs} --test-threads=1 || st=1
+for t in {verbs} {verbs_cache}; do
+    REGCACHE_REQUIRE_UNPRIVILEGED=1 setpriv --reuid=65534 --regid=65534 --clear-groups \
+        "$t" --test-threads=1 || st=1
+done
 echo "== RDMA transport tests"
 {rdma} --test-threads=1 || st=1
 exit $st

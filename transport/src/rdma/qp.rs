@@ -22,6 +22,8 @@ use sideway::ibverbs::queue_pair::{
     SetScatterGatherEntry, WorkRequestFlags,
 };
 use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +56,37 @@ pub struct RcConnection {
     cfg: RdmaConfig,
     next_wr_id: u64,
     broken: bool,
+    /// The control stream watched for end-of-stream during a wait.
+    watch: Option<RawFd>,
+}
+
+/// How often a waiting transfer looks at the control stream.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// `true` when the peer closed (or reset) the stream `fd`: a
+/// non-blocking `MSG_PEEK` sees end-of-stream or a connection error.
+/// Pending data (the peer's next control message) is left in place.
+fn peer_closed(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: recv writes at most 1 byte into `b`; MSG_PEEK leaves the
+    // data queued and MSG_DONTWAIT never blocks. `fd` is the caller's open
+    // socket, borrowed for the duration of the transfer.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n == 0 {
+        return true;
+    }
+    if n < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        return !matches!(e, Some(libc::EAGAIN) | Some(libc::EINTR));
+    }
+    false
 }
 
 impl std::fmt::Debug for RcConnection {
@@ -218,6 +251,7 @@ impl RcConnection {
             cfg,
             next_wr_id: 1,
             broken: false,
+            watch: None,
         })
     }
 
@@ -291,6 +325,40 @@ impl RcConnection {
     }
 
     /// # Safety
+    /// As [`RcConnection::rdma_write`].
+    pub(crate) unsafe fn rdma_write_watched(
+        &mut self,
+        local: AddrRange,
+        lkey: LKey,
+        remote_addr: u64,
+        rkey: RKey,
+        control: &TcpStream,
+    ) -> Result<(), RdmaError> {
+        self.watch = Some(control.as_raw_fd());
+        // SAFETY: forwarded from this function's contract.
+        let r = unsafe { self.transfer(Op::Write, local, lkey, remote_addr, rkey) };
+        self.watch = None;
+        r
+    }
+
+    /// # Safety
+    /// As [`RcConnection::rdma_read`].
+    pub(crate) unsafe fn rdma_read_watched(
+        &mut self,
+        local: AddrRange,
+        lkey: LKey,
+        remote_addr: u64,
+        rkey: RKey,
+        control: &TcpStream,
+    ) -> Result<(), RdmaError> {
+        self.watch = Some(control.as_raw_fd());
+        // SAFETY: forwarded from this function's contract.
+        let r = unsafe { self.transfer(Op::Read, local, lkey, remote_addr, rkey) };
+        self.watch = None;
+        r
+    }
+
+    /// # Safety
     /// As [`RcConnection::rdma_write`] / [`RcConnection::rdma_read`].
     unsafe fn transfer(
         &mut self,
@@ -344,9 +412,13 @@ impl RcConnection {
     }
 
     /// Poll until the completion of `id` arrives or the timeout passes.
+    /// While a control stream is watched, a peer that closed it (exited,
+    /// crashed) ends the wait at once with [`RdmaError::PeerDisconnected`]
+    /// instead of after the RC retries run out.
     fn wait(&mut self, id: u64, op: &'static str) -> Result<(), RdmaError> {
         let deadline = Instant::now() + self.cfg.cq_timeout;
         let mut spins = 0u32;
+        let mut next_watch = Instant::now() + WATCH_EVERY;
         loop {
             match self.cq.start_poll() {
                 Ok(poller) => {
@@ -368,7 +440,14 @@ impl RcConnection {
                 Err(PollCompletionQueueError::CompletionQueueEmpty) => {}
                 Err(e) => return Err(verbs_err("ibv_poll_cq", &e)),
             }
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if let Some(fd) = self.watch.filter(|_| now >= next_watch) {
+                next_watch = now + WATCH_EVERY;
+                if peer_closed(fd) {
+                    return Err(RdmaError::PeerDisconnected { during: op });
+                }
+            }
+            if now >= deadline {
                 return Err(RdmaError::Timeout {
                     op,
                     timeout: self.cfg.cq_timeout,
@@ -396,10 +475,22 @@ impl RcConnection {
         if let Err(e) = self.qp.modify(&attr) {
             log::error!("ibv_modify_qp(ERR) failed: {e}");
         }
+        // Flushed completions arrive asynchronously (rxe completes them
+        // from a work queue): drain until the CQ stays empty for 100 ms.
         let deadline = Instant::now() + Duration::from_secs(5);
+        let mut quiet_since = Instant::now();
         while Instant::now() < deadline {
             match self.cq.start_poll() {
-                Ok(poller) => poller.for_each(drop),
+                Ok(poller) => {
+                    poller.for_each(drop);
+                    quiet_since = Instant::now();
+                }
+                Err(PollCompletionQueueError::CompletionQueueEmpty) => {
+                    if quiet_since.elapsed() >= Duration::from_millis(100) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 Err(_) => break,
             }
         }

@@ -131,7 +131,10 @@ impl Rendezvous {
                 )));
             }
             // SAFETY: forwarded from this function's contract.
-            unsafe { s.conn.rdma_write(src, lkey, cts.addr, RKey(cts.rkey))? };
+            unsafe {
+                s.conn
+                    .rdma_write_watched(src, lkey, cts.addr, RKey(cts.rkey), &s.control)?
+            };
             let fin = RemoteBuffer {
                 addr: 0,
                 len: src.len(),
@@ -224,7 +227,10 @@ impl Rendezvous {
                 .map_err(|e| RdmaError::BadBuffer(e.to_string()))?;
             // SAFETY: `into` is a prefix of `dst`: forwarded from this
             // function's contract.
-            unsafe { s.conn.rdma_read(into, lkey, rts.addr, RKey(rts.rkey))? };
+            unsafe {
+                s.conn
+                    .rdma_read_watched(into, lkey, rts.addr, RKey(rts.rkey), &s.control)?
+            };
             let fin = RemoteBuffer {
                 addr: 0,
                 len: rts.len,
