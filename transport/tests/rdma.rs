@@ -8,8 +8,8 @@
 //! in the VM tier)`; with `REGCACHE_REQUIRE_RDMA=1` absence fails.
 
 use regcache::{
-    AccessFlags, AddrRange, MemoryRegion, ProtectionDomain, Registrar, RegistrarError,
-    VerbsRegistrar,
+    AccessFlags, AddrRange, Cache, Config, MemoryRegion, ProtectionDomain, Registrar,
+    RegistrarError, VerbsRegistrar,
 };
 use regcache_transport::rdma::{RdmaConfig, RdmaError, Rendezvous};
 use std::net::{TcpListener, TcpStream};
@@ -161,6 +161,26 @@ fn rdma_peer() {
                 assert_eq!(n, len as u64);
             }
         }
+        "cache-echo" => {
+            let cache = Cache::new(reg, no_merge());
+            let mut bufs: Vec<Vec<u8>> = (0..ROTATING).map(|_| vec![0u8; ROT_LEN]).collect();
+            for seq in 0..ROT_MESSAGES {
+                let b = &mut bufs[seq % ROTATING];
+                let r = AddrRange::from_buffer(b.as_mut_ptr(), ROT_LEN).unwrap();
+                let h = cache.get(r, ALL).expect("peer: cache get");
+                let rkey = h.keys().unwrap().rkey;
+                // SAFETY: `b` is alive and not accessed while the NIC writes.
+                let n = unsafe { rv.recv_write(r, rkey) }.expect("peer: recv_write");
+                drop(h);
+                assert_eq!(n, ROT_LEN as u64);
+                if let Some(at) = first_difference(b, &pattern(seq as u8, ROT_LEN)) {
+                    panic!("peer: message {seq} differs at byte {at}");
+                }
+            }
+            let s = cache.stats();
+            assert_eq!(s.registrations, ROTATING as u64, "{s:?}");
+            assert_eq!(s.hits, (ROT_MESSAGES - ROTATING) as u64, "{s:?}");
+        }
         "vanish-after-connect" => std::process::exit(0),
         "vanish-after-cts" => {
             let mut buf = Buf::new(&reg, 1 << 20);
@@ -220,6 +240,55 @@ fn rdma_put_and_get_between_processes_verify_every_byte() {
         remote.qpn
     ));
     assert!(wait_child(child, 120).success(), "peer failed");
+}
+
+/// Merging off: heap buffers may be adjacent, and merged regions would
+/// make the registration count depend on the allocator's layout.
+fn no_merge() -> Config {
+    Config {
+        merge: false,
+        ..Config::default()
+    }
+}
+
+const ROTATING: usize = 8;
+const ROT_LEN: usize = 256 << 10;
+const ROT_MESSAGES: usize = 3 * ROTATING;
+
+/// The rendezvous path of the design: both sides take their buffers'
+/// registrations from a `Cache<VerbsRegistrar>` in the queue pair's
+/// protection domain; 8 rotating buffers are registered once per side and
+/// every later message is a hit. Every byte is verified by the receiver.
+#[test]
+fn rdma_put_with_cached_registrations_rotating_buffers() {
+    let name = "rdma_put_with_cached_registrations_rotating_buffers";
+    let Some(pd) = pd_or_skip(name) else { return };
+    let cache = Cache::new(VerbsRegistrar::new(pd.clone()), no_merge());
+    let (l, port) = listen();
+    let child = spawn_peer("cache-echo", port);
+    let mut rv = Rendezvous::connect(&pd, accept(&l), RdmaConfig::default()).unwrap();
+    let mut bufs: Vec<Vec<u8>> = (0..ROTATING).map(|_| vec![0u8; ROT_LEN]).collect();
+    let t0 = Instant::now();
+    for seq in 0..ROT_MESSAGES {
+        let b = &mut bufs[seq % ROTATING];
+        b.copy_from_slice(&pattern(seq as u8, ROT_LEN));
+        let r = AddrRange::from_buffer(b.as_ptr(), ROT_LEN).unwrap();
+        let h = cache.get(r, ALL).expect("cache get");
+        // SAFETY: the buffer is alive and unmodified during the call.
+        let n = unsafe { rv.send_write(r, h.keys().unwrap().lkey) }.expect("send_write");
+        assert_eq!(n, ROT_LEN as u64);
+    }
+    let s = cache.stats();
+    note(&format!(
+        "{name}: {ROT_MESSAGES} messages over {ROTATING} buffers in {:?}: \
+         {} registrations, {} hits on this side",
+        t0.elapsed(),
+        s.registrations,
+        s.hits
+    ));
+    assert_eq!(s.registrations, ROTATING as u64, "{s:?}");
+    assert_eq!(s.hits, (ROT_MESSAGES - ROTATING) as u64, "{s:?}");
+    assert!(wait_child(child, 300).success(), "peer failed");
 }
 
 #[test]
