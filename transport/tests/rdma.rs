@@ -122,6 +122,9 @@ fn wait_child(mut c: Child, secs: u64) -> std::process::ExitStatus {
 /// The peer process. Roles:
 /// - `echo`: for each size, receive a put (verify), then serve the
 ///   transformed message for a get.
+/// - `cache-echo`: receive puts into 8 rotating buffers registered
+///   through a cache, verifying each.
+/// - `cts-then-expect-hangup`: offer 1 MiB, expect the sender to hang up.
 /// - `vanish-after-connect`: connect, then exit without a word.
 /// - `vanish-after-cts`: connect, send a CTS for a put, then exit.
 #[test]
@@ -180,6 +183,17 @@ fn rdma_peer() {
             let s = cache.stats();
             assert_eq!(s.registrations, ROTATING as u64, "{s:?}");
             assert_eq!(s.hits, (ROT_MESSAGES - ROTATING) as u64, "{s:?}");
+        }
+        "cts-then-expect-hangup" => {
+            let mut buf = Buf::new(&reg, 1 << 20);
+            let keys = buf.mr.keys();
+            let r = buf.range(1 << 20);
+            // SAFETY: `buf` is alive and unreferenced for the call.
+            let e = unsafe { rv.recv_write(r, keys.rkey) }.unwrap_err();
+            assert!(
+                matches!(e, RdmaError::PeerDisconnected { .. }),
+                "peer: expected the sender to hang up, got {e}"
+            );
         }
         "vanish-after-connect" => std::process::exit(0),
         "vanish-after-cts" => {
@@ -355,16 +369,20 @@ fn rdma_bad_buffers_are_refused() {
     let Some(pd) = pd_or_skip(name) else { return };
     let reg = VerbsRegistrar::new(pd.clone());
     let (l, port) = listen();
-    let child = spawn_peer("echo", port);
+    let child = spawn_peer("cts-then-expect-hangup", port);
     let mut rv = Rendezvous::connect(&pd, accept(&l), RdmaConfig::default()).unwrap();
-    // The echo peer offers a CTS for its largest buffer; a message larger
-    // than that is a protocol error, raised before any byte moves.
-    let big = *SIZES.iter().max().unwrap() + 4096;
+    // The peer offers a CTS for a 1 MiB buffer; a larger message is a
+    // protocol error, raised before any byte moves.
+    let big = (1 << 20) + 4096;
     let mut src = Buf::new(&reg, big);
     let r = src.range(big);
     // SAFETY: `src` is alive and unborrowed for the call.
     let e = unsafe { rv.send_write(r, src.mr.keys().lkey) }.unwrap_err();
     assert!(matches!(e, RdmaError::Protocol(_)), "{e}");
-    drop(rv); // the peer sees the stream end and fails; that is expected
-    let _ = wait_child(child, 60);
+    assert!(rv.connection().is_broken());
+    // SAFETY: as above.
+    let e = unsafe { rv.send_write(r, src.mr.keys().lkey) }.unwrap_err();
+    assert!(matches!(e, RdmaError::Protocol(_)), "{e}");
+    drop(rv); // the peer must see the hang-up as PeerDisconnected
+    assert!(wait_child(child, 60).success(), "peer failed");
 }

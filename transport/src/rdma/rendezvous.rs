@@ -97,6 +97,11 @@ impl Rendezvous {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, RdmaError>,
     ) -> Result<T, RdmaError> {
+        if self.conn.is_broken() {
+            return Err(RdmaError::Protocol(
+                "connection is in the error state after an earlier failure".into(),
+            ));
+        }
         let r = f(self);
         match r {
             Ok(v) => {
