@@ -37,6 +37,9 @@ enum Task {
         /// Timeout in seconds for CMD inside the VM (boot not included).
         #[arg(long, default_value_t = 1200)]
         timeout: u64,
+        /// Two VMs joined by a qemu socket network: the two-node RDMA test.
+        #[arg(long)]
+        two_nodes: bool,
         /// The command to run inside the VM, from the workspace root.
         #[arg(trailing_var_arg = true)]
         cmd: Vec<String>,
@@ -51,7 +54,11 @@ fn main() -> Result<()> {
         Task::Ci | Task::Test => test(&root),
         Task::Bench { args } => bench(&root, &args),
         Task::Deps => deps(),
-        Task::Vm { timeout, cmd } => vm::vm(&root, timeout, &cmd),
+        Task::Vm {
+            timeout,
+            two_nodes,
+            cmd,
+        } => vm::vm(&root, timeout, two_nodes, &cmd),
     }
 }
 

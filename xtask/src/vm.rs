@@ -164,9 +164,47 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Boot the VM, set up rxe0, run `script` (a shell fragment) in the
-/// workspace root, and return (exit status, output).
-pub(crate) fn run_in_vm(root: &Path, script: &str, opts: &VmOptions) -> Result<(i32, String)> {
+/// How a VM is networked.
+#[derive(Debug, Clone)]
+pub(crate) enum Net {
+    /// qemu user-mode networking (slirp); the NIC gets 10.0.2.15/24.
+    User,
+    /// A second "node": a virtio NIC on a qemu socket network over host
+    /// loopback (`listen` in one VM, `connect` in the other), found in the
+    /// guest by its fixed MAC address and given a fixed address.
+    Socket {
+        /// `true` for the side that listens.
+        listen: bool,
+        /// Host loopback TCP port joining the two VMs.
+        port: u16,
+        /// The NIC's MAC address.
+        mac: &'static str,
+        /// The guest's IPv4 address on it (/24).
+        addr: &'static str,
+    },
+}
+
+/// A VM that was started and not yet waited for.
+pub(crate) struct Spawned {
+    child: std::process::Child,
+    out: PathBuf,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// Boot a VM (`cpus`, `memory` as vng takes them), set up rxe0 on the NIC
+/// `net` describes, and run `script` (a shell fragment) in the workspace
+/// root. Wait for it with [`wait_vm`].
+pub(crate) fn spawn_vm(
+    root: &Path,
+    name: &str,
+    net: &Net,
+    cpus: u32,
+    memory: &str,
+    script: &str,
+    opts: &VmOptions,
+) -> Result<Spawned> {
+    use std::os::unix::process::CommandExt;
     deps()?;
     let kernel = find_kernel()?;
     let stamp = std::time::SystemTime::now()
@@ -174,7 +212,7 @@ pub(crate) fn run_in_vm(root: &Path, script: &str, opts: &VmOptions) -> Result<(
         .as_secs();
     let out = root
         .join("target/vm")
-        .join(format!("run-{stamp}-{}", std::process::id()));
+        .join(format!("run-{stamp}-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&out)?;
     let out = out.canonicalize()?;
     let q = |p: &Path| shell_quote(&p.display().to_string());
@@ -184,6 +222,22 @@ pub(crate) fn run_in_vm(root: &Path, script: &str, opts: &VmOptions) -> Result<(
     }
     let inner = out.join("cmd.sh");
     std::fs::write(&inner, format!("{env}cd {}\n{script}\n", q(root)))?;
+    let net_setup = match net {
+        Net::User => r#"dev=$(ls /sys/class/net | grep -v '^lo$' | head -1)
+# The user-mode network is not configured by the guest init: bring the
+# NIC up with slirp's fixed guest address (traffic here stays in the VM).
+ip link set "$dev" up
+ip -4 addr show dev "$dev" | grep -q inet || ip addr add 10.0.2.15/24 dev "$dev""#
+            .to_owned(),
+        Net::Socket { mac, addr, .. } => format!(
+            r#"dev=
+for n in /sys/class/net/*; do
+    [ "$(cat "$n/address")" = "{mac}" ] && dev=$(basename "$n")
+done
+ip link set "$dev" up
+ip addr add {addr}/24 dev "$dev""#
+        ),
+    };
     let init = out.join("init.sh");
     std::fs::write(
         &init,
@@ -193,13 +247,9 @@ pub(crate) fn run_in_vm(root: &Path, script: &str, opts: &VmOptions) -> Result<(
 OUT={out}
 exec >"$OUT/setup.log" 2>&1
 echo "kernel $(uname -r)"
-dev=$(ls /sys/class/net | grep -v '^lo$' | head -1)
+{net_setup}
 echo "netdev $dev"
-# The user-mode network is not configured by the guest init: bring the
-# NIC up with slirp's fixed guest address (traffic here stays in the VM).
-ip link set "$dev" up
-ip -4 addr show dev "$dev" | grep -q inet || ip addr add 10.0.2.15/24 dev "$dev"
-if ! modprobe rdma_rxe || ! rdma link add rxe0 type rxe netdev "$dev"; then
+if [ -z "$dev" ] || ! modprobe rdma_rxe || ! rdma link add rxe0 type rxe netdev "$dev"; then
     echo "SoftRoCE set-up failed" >"$OUT/output.txt"
     echo 97 >"$OUT/status"
     exit 0
@@ -223,52 +273,199 @@ echo $? >"$OUT/status.tmp" && mv "$OUT/status.tmp" "$OUT/status"
         ),
     )?;
     let mut vng = Command::new("vng");
-    vng.arg("--disable-kvm")
-        .arg("--run")
-        .arg(&kernel)
-        .args(["--network", "user", "--memory", "2G", "--cpus", "2"])
-        .arg("--rwdir")
+    vng.arg("--disable-kvm").arg("--run").arg(&kernel).args([
+        "--memory",
+        memory,
+        "--cpus",
+        &cpus.to_string(),
+    ]);
+    match net {
+        Net::User => {
+            vng.args(["--network", "user"]);
+        }
+        Net::Socket {
+            listen, port, mac, ..
+        } => {
+            let side = if *listen { "listen" } else { "connect" };
+            vng.arg(format!(
+                "--qemu-opts=-netdev socket,id=n1,{side}=127.0.0.1:{port} \
+                 -device virtio-net-pci,netdev=n1,mac={mac}"
+            ));
+        }
+    }
+    vng.arg("--rwdir")
         .arg(&out)
         .arg("--exec")
         .arg(format!("sh {}", q(&init)))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(out.join("console.log"))?)
-        .stderr(std::fs::File::create(out.join("console.err"))?);
-    let t0 = Instant::now();
-    let booted = run_with_timeout(&mut vng, opts.timeout + BOOT_ALLOWANCE, "the VM (vng)");
+        .stderr(std::fs::File::create(out.join("console.err"))?)
+        .process_group(0);
+    let budget = opts.timeout + BOOT_ALLOWANCE;
+    eprintln!("$ {vng:?}  (timeout {}s)", budget.as_secs());
+    let child = vng.spawn().context("spawning vng")?;
+    let started = Instant::now();
+    Ok(Spawned {
+        child,
+        out,
+        started,
+        deadline: started + budget,
+    })
+}
+
+/// Wait for a VM started by [`spawn_vm`] (killing it at its deadline) and
+/// return (exit status of the script, its output).
+pub(crate) fn wait_vm(mut vm: Spawned) -> Result<(i32, String)> {
+    let out = vm.out.clone();
+    let booted: Result<()> = loop {
+        match vm.child.try_wait()? {
+            Some(st) if st.success() => break Ok(()),
+            Some(st) => break Err(anyhow::anyhow!("vng failed with {st}")),
+            None if Instant::now() >= vm.deadline => {
+                kill_group(vm.child.id());
+                let _ = vm.child.wait();
+                break Err(anyhow::anyhow!(
+                    "the VM timed out after {} s and was killed",
+                    vm.started.elapsed().as_secs()
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
     eprintln!(
         "VM run took {:.0} s; files in {}",
-        t0.elapsed().as_secs_f64(),
+        vm.started.elapsed().as_secs_f64(),
         out.display()
     );
     let output = std::fs::read_to_string(out.join("output.txt")).unwrap_or_default();
     let status = std::fs::read_to_string(out.join("status"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
+    let setup = || std::fs::read_to_string(out.join("setup.log")).unwrap_or_default();
     match (booted, status) {
         (_, Some(st)) => Ok((st, output)),
-        (Err(e), None) => {
-            let setup = std::fs::read_to_string(out.join("setup.log")).unwrap_or_default();
-            bail!(
-                "{e}; no exit status from the VM.\nsetup.log:\n{setup}\noutput so far:\n{output}\n\
-                 console: {}",
-                out.join("console.log").display()
-            )
-        }
+        (Err(e), None) => bail!(
+            "{e}; no exit status from the VM.\nsetup.log:\n{}\noutput so far:\n{output}\n\
+             console: {}",
+            setup(),
+            out.join("console.log").display()
+        ),
         (Ok(()), None) => {
-            let setup = std::fs::read_to_string(out.join("setup.log")).unwrap_or_default();
             let console = std::fs::read_to_string(out.join("console.err")).unwrap_or_default();
             bail!(
-                "the VM exited without writing an exit status.\nsetup.log:\n{setup}\n\
-                 vng stderr:\n{console}\noutput so far:\n{output}"
+                "the VM exited without writing an exit status.\nsetup.log:\n{}\n\
+                 vng stderr:\n{console}\noutput so far:\n{output}",
+                setup()
             )
         }
     }
 }
 
-/// `cargo xtask vm [--timeout S] [-- CMD...]`: run CMD (default: the VM
-/// test tier) in the VM and return its status.
-pub(crate) fn vm(root: &Path, timeout: u64, cmd: &[String]) -> Result<()> {
+/// Boot one VM on user networking and run `script` in it.
+pub(crate) fn run_in_vm(root: &Path, script: &str, opts: &VmOptions) -> Result<(i32, String)> {
+    let vm = spawn_vm(root, "vm", &Net::User, 2, "2G", script, opts)?;
+    wait_vm(vm)
+}
+
+/// `true` once something listens on 127.0.0.1:`port` (from
+/// /proc/net/tcp, without connecting: qemu's socket netdev accepts only
+/// one connection, which must be the other VM's).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1] == want && f[3] == "0A"
+        })
+    })
+}
+
+/// Two VMs joined by a qemu socket network on host loopback, rxe on the
+/// joined NICs (192.168.77.1 and .2, nothing else routed), running the
+/// two-node RDMA test: node 1 listens, node 2 connects.
+pub(crate) fn two_nodes(root: &Path, timeout: u64) -> Result<()> {
+    let bins = build_test_binaries(&[("regcache-transport", "rdma_nodes")])?;
+    let bin = shell_quote(&bins[0].display().to_string());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let node = |role: &str| VmOptions {
+        timeout: Duration::from_secs(timeout),
+        env: vec![
+            ("REGCACHE_REQUIRE_RDMA".into(), "1".into()),
+            ("RDMA_NODE_ROLE".into(), role.into()),
+            ("RDMA_NODE_ADDR".into(), "192.168.77.1:7471".into()),
+        ],
+    };
+    let script = format!("{bin} --test-threads=1 --nocapture");
+    let a = spawn_vm(
+        root,
+        "node1",
+        &Net::Socket {
+            listen: true,
+            port,
+            mac: "52:54:00:72:64:01",
+            addr: "192.168.77.1",
+        },
+        1,
+        "1G",
+        &script,
+        &node("listen"),
+    )?;
+    let t0 = Instant::now();
+    while !listening(port) {
+        if t0.elapsed() > Duration::from_secs(120) {
+            kill_group(a.child.id());
+            bail!("node 1's qemu never listened on 127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let b = spawn_vm(
+        root,
+        "node2",
+        &Net::Socket {
+            listen: false,
+            port,
+            mac: "52:54:00:72:64:02",
+            addr: "192.168.77.2",
+        },
+        1,
+        "1G",
+        &script,
+        &node("connect"),
+    )?;
+    let rb = wait_vm(b);
+    let ra = wait_vm(a);
+    let mut failed = false;
+    for (name, r) in [("node 1", ra), ("node 2", rb)] {
+        match r {
+            Ok((st, output)) => {
+                println!("== {name} (status {st})\n{output}");
+                failed |= st != 0;
+            }
+            Err(e) => {
+                println!("== {name}: {e:#}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        bail!("two-node RDMA run failed");
+    }
+    Ok(())
+}
+
+/// `cargo xtask vm [--timeout S] [--two-nodes] [-- CMD...]`: run CMD
+/// (default: the VM test tier) in the VM and return its status; with
+/// `--two-nodes`, the two-node RDMA test in two VMs.
+pub(crate) fn vm(root: &Path, timeout: u64, two: bool, cmd: &[String]) -> Result<()> {
+    if two {
+        if !cmd.is_empty() {
+            bail!("--two-nodes runs the two-node RDMA test; it takes no command");
+        }
+        return two_nodes(root, timeout);
+    }
     if cmd.is_empty() {
         return test_tier(root);
     }
