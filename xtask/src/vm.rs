@@ -529,7 +529,8 @@ fn build_test_binaries(targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
 
 /// The VM tier of `cargo xtask test`: the verbs registrar tests as
 /// `nobody` (so `RLIMIT_MEMLOCK` applies), the RDMA transport tests as
-/// root, against SoftRoCE.
+/// root, against SoftRoCE; then the two-node test in two VMs
+/// (`REGCACHE_SKIP_TWO_NODES=1` leaves it out).
 pub(crate) fn test_tier(root: &Path) -> Result<()> {
     let bins = build_test_binaries(&[
         ("regcache", "verbs"),
@@ -559,5 +560,9 @@ exit $st
     if st != 0 {
         bail!("VM tier failed (status {st})");
     }
-    Ok(())
+    if std::env::var("REGCACHE_SKIP_TWO_NODES").as_deref() == Ok("1") {
+        eprintln!("two-node VM tier SKIPPED: REGCACHE_SKIP_TWO_NODES=1");
+        return Ok(());
+    }
+    two_nodes(root, 900)
 }
