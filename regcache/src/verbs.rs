@@ -31,8 +31,12 @@
 //! sysfs device path to the first `numa_node`. Unknown nodes sort after
 //! known close ones and ties keep libibverbs' order.
 //!
-//! This reads sysfs directly instead of hwloc: the answer needed is one
-//! number per device, and it keeps `libhwloc`/`libudev` out of the build.
+//! By default this reads sysfs directly: the answer needed is one number
+//! per device, and it keeps `libhwloc`/`libudev` out of the build. With the
+//! `hwloc` feature, hwloc's topology decides first (the OS device — for
+//! rxe, the OS device of its netdev — and whether its first non-I/O
+//! ancestor's cpuset holds the CPU the thread last ran on), and sysfs is
+//! the fallback when hwloc cannot place any device.
 //!
 //! ## Ownership
 //!
@@ -145,6 +149,10 @@ fn numa_distance(a: u32, b: u32) -> Option<u32> {
 
 /// Index into `devices` of the one closest to the calling thread.
 fn closest(devices: &[RdmaDevice]) -> usize {
+    #[cfg(feature = "hwloc")]
+    if let Some(i) = hwloc_topology::closest(devices) {
+        return i;
+    }
     let here = current_numa_node();
     let score = |d: &RdmaDevice| -> u32 {
         match (here, d.numa_node) {
@@ -158,6 +166,50 @@ fn closest(devices: &[RdmaDevice]) -> usize {
         .enumerate()
         .min_by_key(|(i, d)| (score(d), *i))
         .map_or(0, |(i, _)| i)
+}
+
+/// Device locality with hwloc (feature `hwloc`): the device's OS-device
+/// object (`OpenFabrics` type, named like the RDMA device), or for rxe the
+/// network OS device of its netdev; its first non-I/O ancestor's cpuset
+/// against the CPU the calling thread last ran on.
+#[cfg(feature = "hwloc")]
+mod hwloc_topology {
+    use super::RdmaDevice;
+    use hwlocality::Topology;
+    use hwlocality::cpu::binding::CpuBindingFlags;
+    use hwlocality::object::types::ObjectType;
+    use hwlocality::topology::builder::TypeFilter;
+
+    /// `None` when hwloc cannot say (no topology, device not found).
+    pub(super) fn closest(devices: &[RdmaDevice]) -> Option<usize> {
+        let topo = Topology::builder()
+            .with_io_type_filter(TypeFilter::KeepImportant)
+            .ok()?
+            .build()
+            .ok()?;
+        let here = topo.last_cpu_location(CpuBindingFlags::THREAD).ok()?;
+        let score = |d: &RdmaDevice| -> Option<u32> {
+            let names: Vec<&str> = std::iter::once(d.name.as_str())
+                .chain(d.netdev.as_deref())
+                .collect();
+            let osdev = topo.objects_with_type(ObjectType::OSDevice).find(|o| {
+                o.name()
+                    .and_then(|n| n.to_str().ok())
+                    .is_some_and(|n| names.contains(&n))
+            })?;
+            let cpus = osdev.first_non_io_ancestor()?.cpuset()?;
+            Some(if cpus.intersects(&here) { 0 } else { 1 })
+        };
+        let scores: Vec<Option<u32>> = devices.iter().map(score).collect();
+        if scores.iter().all(Option::is_none) {
+            return None;
+        }
+        scores
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, s)| (s.unwrap_or(2), *i))
+            .map(|(i, _)| i)
+    }
 }
 
 fn device_list() -> Result<DeviceList, RegistrarError> {

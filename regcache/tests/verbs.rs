@@ -7,8 +7,8 @@
 //! the VM tier runs this binary as `nobody`.
 
 use regcache::{
-    AccessFlags, AddrRange, RangeError, Registrar, RegistrarError, RegistrarKind, VerbsRegistrar,
-    open_registrar,
+    AccessFlags, AddrRange, RangeError, RdmaDevice, Registrar, RegistrarError, RegistrarKind,
+    VerbsRegistrar, open_registrar,
 };
 
 fn verbs_or_skip(test: &str) -> Option<VerbsRegistrar> {
@@ -228,6 +228,26 @@ fn verbs_memlock_limit_is_no_resources() {
     v.deregister(again).unwrap();
     for r in live {
         v.deregister(r).unwrap();
+    }
+}
+
+/// SoftRoCE has no PCI parent: its locality comes through its netdev.
+#[test]
+fn verbs_devices_are_located() {
+    let name = "verbs_devices_are_located";
+    let Some(v) = verbs_or_skip(name) else {
+        return;
+    };
+    let devices = RdmaDevice::list().expect("list");
+    note(&format!(
+        "{name}: {devices:?}; opened {:?}",
+        v.protection_domain().device()
+    ));
+    assert!(devices.contains(v.protection_domain().device()));
+    for d in &devices {
+        if d.name.starts_with("rxe") {
+            assert!(d.netdev.is_some(), "rxe device without its netdev: {d:?}");
+        }
     }
 }
 
