@@ -77,6 +77,7 @@ mod pin;
 mod registrar;
 mod stats;
 mod sys;
+mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
 pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
@@ -85,3 +86,7 @@ pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
 pub use stats::Stats;
 pub use umn::{AddrRange, RangeError, page_size};
+pub use verbs::{
+    AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,
+    VerbsRegistrar, open_registrar,
+};

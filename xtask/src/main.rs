@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod vm;
+
 #[derive(Parser, Debug)]
 #[command(about = "regcache project tasks")]
 struct Cli {
@@ -30,6 +32,18 @@ enum Task {
     },
     /// Install the system packages and tools the tasks need.
     Deps,
+    /// Boot the SoftRoCE VM and run CMD in it (default: the VM test tier).
+    Vm {
+        /// Timeout in seconds for CMD inside the VM (boot not included).
+        #[arg(long, default_value_t = 1200)]
+        timeout: u64,
+        /// Two VMs joined by a qemu socket network: the two-node RDMA test.
+        #[arg(long)]
+        two_nodes: bool,
+        /// The command to run inside the VM, from the workspace root.
+        #[arg(trailing_var_arg = true)]
+        cmd: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -40,6 +54,11 @@ fn main() -> Result<()> {
         Task::Ci | Task::Test => test(&root),
         Task::Bench { args } => bench(&root, &args),
         Task::Deps => deps(),
+        Task::Vm {
+            timeout,
+            two_nodes,
+            cmd,
+        } => vm::vm(&root, timeout, two_nodes, &cmd),
     }
 }
 
@@ -72,7 +91,11 @@ fn have(tool: &str) -> bool {
 }
 
 /// Debian packages the host tier needs. Installed only when missing.
-const HOST_PACKAGES: &[(&str, &str)] = &[];
+const HOST_PACKAGES: &[(&str, &str)] = &[
+    // rdma-mummy-sys' build script (cmake, bindgen); no RDMA packages.
+    ("cmake", "/usr/bin/cmake"),
+    ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+];
 
 fn deps() -> Result<()> {
     let missing: Vec<&str> = HOST_PACKAGES
@@ -113,6 +136,11 @@ fn test(_root: &Path) -> Result<()> {
         "--no-fail-fast",
     ]))?;
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
+        eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
+    } else {
+        vm::test_tier(_root)?;
+    }
     Ok(())
 }
 
