@@ -148,10 +148,7 @@ impl AddrRange {
 
     /// `true` when the two ranges share at least one byte.
     pub const fn overlaps(&self, other: &AddrRange) -> bool {
-        self.start < other.end
-            && other.start < self.end
-            && !self.is_empty()
-            && !other.is_empty()
+        self.start < other.end && other.start < self.end && !self.is_empty() && !other.is_empty()
     }
 
     /// `true` when the ranges overlap or are adjacent (`a.end == b.start`),
