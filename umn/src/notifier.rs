@@ -95,9 +95,9 @@ impl Shared {
     /// `notify_unmapped`.
     pub(crate) fn write(&self, ev: RawEvent) {
         self.word.begin();
+        self.poke();
         self.record(ev);
         self.word.end();
-        self.poke();
     }
 
     pub(crate) fn is_forked(&self) -> bool {
@@ -537,6 +537,13 @@ impl Notifier {
         if sh.overflow.swap(false, Ordering::AcqRel) {
             inner.queue.invalidate_all();
             inner.spans = Spans::default();
+        }
+        // Writers poke after `begin` and before the event can be observed.
+        // A writer that began after `g` may have had its poke cleared by us
+        // above before its event reached the ring: then the word has moved
+        // past `g`, and we poke again so pollers come back for it.
+        if sh.word.load() != g {
+            sh.poke();
         }
         g
     }

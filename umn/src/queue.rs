@@ -153,7 +153,8 @@ impl EventQueue {
     /// Everything is invalid (ring overflow, fork): every registration gets
     /// an event without hint; one counter bump.
     pub(crate) fn invalidate_all(&mut self) {
-        let all: Vec<Cookie> = self.by_cookie.keys().copied().collect();
+        let mut all: Vec<Cookie> = self.by_cookie.keys().copied().collect();
+        all.sort_unstable(); // deterministic: by cookie
         for c in &all {
             self.mark(*c, None);
         }
@@ -318,7 +319,10 @@ mod tests {
                     }
                     Op::Ev(s, e) => {
                         let mut any = false;
-                        for (c, rs, re) in m.regs.clone() {
+                        // One event hits registrations in address order.
+                        let mut regs = m.regs.clone();
+                        regs.sort_unstable_by_key(|x| (x.1, x.0));
+                        for (c, rs, re) in regs {
                             let (is, ie) = (s.max(rs), e.min(re));
                             if is < ie { any = true; m.hit(c, Some((is, ie))); }
                         }
@@ -326,7 +330,9 @@ mod tests {
                         prop_assert_eq!(q.apply(r(s, e)), any);
                     }
                     Op::All => {
-                        for (c, _, _) in m.regs.clone() { m.hit(c, None); }
+                        let mut cs: Vec<u64> = m.regs.iter().map(|x| x.0).collect();
+                        cs.sort_unstable();
+                        for c in cs { m.hit(c, None); }
                         if !m.regs.is_empty() { m.counter += 1; }
                         q.invalidate_all();
                     }
@@ -334,16 +340,22 @@ mod tests {
                         let mut buf = vec![Event::default(); k];
                         let n = q.fill(&mut buf, Generation(0));
                         let take = k.min(m.pending.len());
-                        let want: Vec<Event> = m.pending.drain(..take)
-                            .map(|(c, h)| Event::Inval(Invalidation {
-                                cookie: Cookie(c),
-                                range: h.map(|(s, e)| r(s, e)),
-                            }))
-                            .chain((m.pending.is_empty() && take < k).then_some(Event::Last {
+                        let mut want: Vec<Event> = m
+                            .pending
+                            .drain(..take)
+                            .map(|(c, h)| {
+                                Event::Inval(Invalidation {
+                                    cookie: Cookie(c),
+                                    range: h.map(|(s, e)| r(s, e)),
+                                })
+                            })
+                            .collect();
+                        if m.pending.is_empty() && take < k {
+                            want.push(Event::Last {
                                 counter: m.counter,
                                 generation: Generation(0),
-                            }))
-                            .collect();
+                            });
+                        }
                         prop_assert_eq!(&buf[..n], &want[..]);
                     }
                 }

@@ -26,8 +26,8 @@
 //!
 //! `munmap` blocks until some thread `read()`s its event, with no timeout.
 //! So a thread is always reading: it polls the uffd and a stop eventfd,
-//! and per batch does `begin` → `read` → push raw ranges into the ring →
-//! `end` (see `generation.rs`), then pokes the pollable eventfd. It never
+//! and per batch does `begin` → poke the pollable eventfd → `read` → push
+//! raw ranges into the ring → `end` (see `generation.rs`). It never
 //! allocates, takes no lock (an application thread may hold any lock while
 //! it unmaps), never touches registered memory, and never matches ranges
 //! to cookies: that happens in the caller's thread in `Notifier::read`.
@@ -200,6 +200,11 @@ pub(crate) fn read_batch(shared: &Shared, fd: RawFd) -> usize {
     let mut total = 0;
     loop {
         shared.word.begin(); // publish before consuming
+        if total == 0 {
+            // Wake pollers before the read lets munmap return (see
+            // `Notifier::pump` for the matching re-check).
+            shared.poke();
+        }
         let n = sys::read_records(fd, &mut msgs).unwrap_or(0);
         for m in &msgs[..n] {
             if let Some(ev) = to_raw(m) {
@@ -211,9 +216,6 @@ pub(crate) fn read_batch(shared: &Shared, fd: RawFd) -> usize {
         if n < msgs.len() {
             break;
         }
-    }
-    if total > 0 {
-        shared.poke();
     }
     total
 }
