@@ -1,0 +1,117 @@
+//! Hooks: SysV `shmdt` and `shmat(SHM_REMAP)`, which userfaultfd does not
+//! report, caught by symbol interposition. This test binary defines
+//! `shmdt`/`shmat` itself (as the preload library will), so the calls
+//! below go through umn's hooks to libc's functions.
+
+mod common;
+
+use std::ffi::c_void;
+
+use common::*;
+use umn::{AddrRange, Cookie, Notifier, Source};
+
+umn::interpose_shm!();
+
+struct Seg(i32);
+
+impl Seg {
+    fn new(len: u64) -> Self {
+        // SAFETY: creating a private SysV segment.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, len as usize, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        Seg(id)
+    }
+    fn attach(&self, at: Option<u64>, flags: i32) -> AddrRange {
+        let addr = at.map_or(std::ptr::null(), |a| a as *const c_void);
+        // SAFETY: calls our interposed shmat; the address, if any, is
+        // memory the test owns.
+        let p = unsafe { shmat(self.0, addr, flags) };
+        assert_ne!(p as isize, -1, "shmat: {}", std::io::Error::last_os_error());
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: reading the segment's descriptor.
+        assert_eq!(unsafe { libc::shmctl(self.0, libc::IPC_STAT, &mut ds) }, 0);
+        AddrRange::from_start_len(p as u64, ds.shm_segsz as u64)
+            .unwrap()
+            .page_align()
+            .unwrap()
+    }
+}
+
+impl Drop for Seg {
+    fn drop(&mut self) {
+        // SAFETY: removing our segment.
+        unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
+/// Through the interposed symbol: detach invalidates (uffd and external).
+#[test]
+fn shmdt_through_the_hook_invalidates() {
+    for source in [Source::External, Source::Uffd] {
+        let n = Notifier::open(source).unwrap();
+        let seg = Seg::new(4 * pg());
+        let r = seg.attach(None, 0);
+        match n.register(r, Cookie(1)) {
+            Ok(()) => {}
+            Err(e) if source == Source::Uffd && !n.wp_async() => {
+                println!("SKIPPED (uffd part): SysV memory not registrable without WP_ASYNC: {e}");
+                continue;
+            }
+            Err(e) => panic!("register SysV memory with {source:?}: {e}"),
+        }
+        let g0 = drain(&n).2;
+        // SAFETY: detaching our attachment through the interposed symbol.
+        assert_eq!(unsafe { shmdt(r.start() as *const c_void) }, 0);
+        assert_ne!(
+            n.generation(),
+            g0,
+            "{source:?}: shmdt returned, generation unchanged"
+        );
+        let (ev, c, _) = drain(&n);
+        assert_eq!(ev, vec![inval(1, Some(r))], "{source:?}");
+        assert_eq!(c, 1);
+    }
+}
+
+/// The hole the hook covers: uffd alone does not see a SysV detach.
+#[test]
+fn uffd_alone_misses_shmdt() {
+    let n = Notifier::open(Source::Uffd).unwrap();
+    if !n.wp_async() {
+        println!("SKIPPED: SysV memory not registrable without WP_ASYNC");
+        return;
+    }
+    let seg = Seg::new(2 * pg());
+    let r = seg.attach(None, 0);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = drain(&n).2;
+    // libc's shmdt directly, bypassing the hook.
+    // SAFETY: dlsym of a libc symbol with shmdt's signature.
+    let real: unsafe extern "C" fn(*const c_void) -> i32 =
+        unsafe { std::mem::transmute(libc::dlsym(libc::RTLD_NEXT, c"shmdt".as_ptr())) };
+    // SAFETY: detaching our attachment.
+    assert_eq!(unsafe { real(r.start() as *const c_void) }, 0);
+    assert_eq!(
+        n.generation(),
+        g0,
+        "uffd reported shmdt; update the docs table"
+    );
+    assert!(drain(&n).0.is_empty());
+}
+
+/// `shmat(SHM_REMAP)` over a registered attachment invalidates it.
+#[test]
+fn shmat_remap_through_the_hook_invalidates() {
+    let n = Notifier::open(Source::External).unwrap();
+    let a = Seg::new(2 * pg());
+    let b = Seg::new(2 * pg());
+    let r = a.attach(None, 0);
+    n.register(r, Cookie(5)).unwrap();
+    let g0 = drain(&n).2;
+    let r2 = b.attach(Some(r.start()), libc::SHM_REMAP);
+    assert_eq!(r2, r);
+    assert_ne!(n.generation(), g0);
+    assert_eq!(drain(&n).0, vec![inval(5, Some(r))]);
+    // SAFETY: detaching our attachment.
+    assert_eq!(unsafe { shmdt(r.start() as *const c_void) }, 0);
+}
