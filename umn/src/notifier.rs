@@ -267,7 +267,7 @@ struct Local {
 #[derive(Debug)]
 enum Backend {
     Kernel(Arc<KernelDev>),
-    Local(Local),
+    Local(Box<Local>),
 }
 
 /// A source of ummunotify events for registered address ranges.
@@ -437,13 +437,13 @@ impl Notifier {
             } else {
                 Source::External
             },
-            backend: Backend::Local(Local {
+            backend: Backend::Local(Box::new(Local {
                 shared,
                 inner: Mutex::new(Inner::default()),
                 monitor,
                 slot,
                 uffd_features: uffd.map(|u| u.features),
-            }),
+            })),
         })
     }
 

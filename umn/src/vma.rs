@@ -206,7 +206,7 @@ mod tests {
     fn query_and_parse_agree() {
         let x = 0u64;
         let stack = &x as *const u64 as u64;
-        let code = query_and_parse_agree as usize as u64;
+        let code = query_and_parse_agree as *const () as u64;
         let fd = open_maps().unwrap();
         for a in [stack, code] {
             let q = find_in(fd, a).unwrap().unwrap();

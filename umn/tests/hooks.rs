@@ -27,6 +27,7 @@ impl Seg {
         // memory the test owns.
         let p = unsafe { shmat(self.0, addr, flags) };
         assert_ne!(p as isize, -1, "shmat: {}", std::io::Error::last_os_error());
+        // SAFETY: shmid_ds is plain data; all-zero is a valid value.
         let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: reading the segment's descriptor.
         assert_eq!(unsafe { libc::shmctl(self.0, libc::IPC_STAT, &mut ds) }, 0);

@@ -148,16 +148,14 @@ fn mremap_grow_with_move() {
     let r = pages(all, 0, 2);
     let blocker = pages(all, 2, 1);
     // SAFETY: changing protection of memory the test owns splits the VMA.
-    assert_eq!(
-        unsafe {
-            libc::mprotect(
-                blocker.start() as *mut libc::c_void,
-                pg() as usize,
-                libc::PROT_READ,
-            )
-        },
-        0
-    );
+    let rc = unsafe {
+        libc::mprotect(
+            blocker.start() as *mut libc::c_void,
+            pg() as usize,
+            libc::PROT_READ,
+        )
+    };
+    assert_eq!(rc, 0);
     n.register(r, Cookie(3)).unwrap();
     let g0 = n.generation();
     let grown = mremap(r, 8 * pg(), libc::MREMAP_MAYMOVE, 0);
