@@ -58,8 +58,10 @@ pub(crate) const WRITE_STEP: u64 = BUSY_MASK + 1;
 pub struct Generation(pub u64);
 
 impl Generation {
-    /// `true` when no writer was in flight when this value was loaded
-    /// (always `true` for values a drain reports in `Event::Last`).
+    /// Local sources (uffd, hooks, external): `true` when no writer was in
+    /// flight when this value was loaded — always so for the values a drain
+    /// reports in `Event::Last`. Meaningless for the kernel device, whose
+    /// counter is a plain event count.
     pub const fn is_settled(self) -> bool {
         self.0 & BUSY_MASK == 0
     }
@@ -196,7 +198,11 @@ mod loom_tests {
     /// finds both events, and a settled value is never reported early.
     #[test]
     fn loom_two_writers() {
-        loom::model(|| {
+        // Bounded preemptions keep this under a minute; the unbounded run
+        // (about 12 min on the 2-core host) passed too.
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
             let g = Arc::new(GenCell::new());
             let ring = Arc::new(Ring::with_capacity(2));
             let w = |g: Arc<GenCell>, ring: Arc<Ring>| {
@@ -213,7 +219,9 @@ mod loom_tests {
             while ring.pop().is_some() {
                 n += 1;
             }
-            assert_eq!(n as u64, s.0 / WRITE_STEP, "drained {n} at {s:?}");
+            // Every write that ended by `s` is drained (later ones may be
+            // too: their slots can be published before their `end`).
+            assert!(n as u64 >= s.0 / WRITE_STEP, "drained {n} at {s:?}");
             a.join().unwrap();
             b.join().unwrap();
         });
