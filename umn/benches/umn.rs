@@ -109,7 +109,8 @@ fn unmap(c: &mut Criterion) {
     g.bench_function("no_monitor", |b| b.iter(|| munmap(mmap64k())));
     let n = Notifier::open(Source::Uffd).unwrap();
     // Each round: a new VMA, registered with the uffd (one UFFDIO_REGISTER
-    // plus a PROCMAP_QUERY), unmapped (event through the monitor), drained.
+    // plus a PROCMAP_QUERY), unmapped (event through the monitor), drained,
+    // unregistered.
     let mut cookie = 0;
     g.bench_function("uffd_monitor_incl_register_and_read", |b| {
         b.iter(|| {
@@ -118,6 +119,8 @@ fn unmap(c: &mut Criterion) {
             n.register(r, Cookie(cookie)).unwrap();
             munmap(r);
             drain(&n);
+            // As the cache does with an invalidated entry.
+            n.unregister(Cookie(cookie)).unwrap();
         })
     });
     g.finish();
