@@ -22,6 +22,12 @@
 //! | a VMA owned by another uffd (EBUSY)      | nothing: [`crate::Error::Busy`], serve uncached |
 //! | memory of a `fork` child                 | nothing: the child's notifier reports [`crate::Error::Forked`] |
 //!
+//! A change uffd misses also leaves the notifier believing the VMA span is
+//! still registered, so new memory mapped there later would not be
+//! registered either: the hooks' and `notify_unmapped` events therefore
+//! also drop the span (as UNMAP and REMAP events do), and the next
+//! `register` there issues `UFFDIO_REGISTER` again.
+//!
 //! ## The monitor thread
 //!
 //! `munmap` blocks until some thread `read()`s its event, with no timeout.
