@@ -116,3 +116,39 @@ fn shmat_remap_through_the_hook_invalidates() {
     // SAFETY: detaching our attachment.
     assert_eq!(unsafe { shmdt(r.start() as *const c_void) }, 0);
 }
+
+/// After a hooked `shmdt`, new memory at the same address is registered
+/// with the uffd again (the hook event dropped the stale span), so its
+/// munmap is reported.
+#[test]
+fn memory_reused_after_hooked_shmdt_is_watched() {
+    let n = Notifier::open(Source::Uffd).unwrap();
+    if !n.wp_async() {
+        println!("SKIPPED: SysV memory not registrable without WP_ASYNC");
+        return;
+    }
+    let seg = Seg::new(2 * pg());
+    let r = seg.attach(None, 0);
+    n.register(r, Cookie(1)).unwrap();
+    // SAFETY: detaching our attachment through the interposed symbol.
+    assert_eq!(unsafe { shmdt(r.start() as *const c_void) }, 0);
+    assert_eq!(drain(&n).0, vec![inval(1, Some(r))]);
+    n.unregister(Cookie(1)).unwrap();
+    // SAFETY: mapping at the address we just vacated.
+    let p = unsafe {
+        libc::mmap(
+            r.start() as *mut c_void,
+            r.len() as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(p as u64, r.start(), "address was reused by someone else");
+    n.register(r, Cookie(2)).unwrap();
+    let g0 = n.generation();
+    unmap(r);
+    assert_ne!(n.generation(), g0, "munmap of reused memory not seen");
+    assert_eq!(drain(&n).0, vec![inval(2, Some(r))]);
+}
