@@ -623,7 +623,7 @@ fn concurrent_unmaps_never_leave_generation_unchanged() {
         let (n, done) = (n.clone(), done.clone());
         std::thread::spawn(move || {
             let mut got = Vec::new();
-            let mut take = |got: &mut Vec<umn::Invalidation>| {
+            let take = |got: &mut Vec<umn::Invalidation>| {
                 for i in drain(&n).0 {
                     // As a cache does: drop the invalidated entry. (An
                     // address reused before this may hit the old cookie
