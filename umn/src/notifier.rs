@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::generation::{GenCell, Generation};
 use crate::kernel::KernelDev;
-use crate::queue::{Cookie, Event, EventQueue, QueueError};
+use crate::queue::{Cookie, Event, EventQueue, Invalidation, QueueError};
 use crate::range::{AddrRange, RangeError};
 use crate::ring::{RawEvent, RawKind, Ring};
 use crate::{sys, uffd, vma};
@@ -661,6 +661,29 @@ impl Notifier {
         let mut inner = Self::lock(l);
         let g = Self::pump(l, &mut inner);
         Ok(inner.queue.fill(out, g))
+    }
+
+    /// Read until the queue is drained, calling `f` for each invalidation;
+    /// returns the LAST record's `(counter, generation)`. The cache's slow
+    /// path: call it when [`Notifier::generation`] differs from the
+    /// generation it returned last time.
+    ///
+    /// # Errors
+    /// As [`Notifier::read`].
+    pub fn drain_with(&self, mut f: impl FnMut(Invalidation)) -> Result<(u64, Generation)> {
+        let mut buf = [Event::default(); 64];
+        loop {
+            let k = self.read(&mut buf)?;
+            for e in &buf[..k] {
+                match *e {
+                    Event::Inval(i) => f(i),
+                    Event::Last {
+                        counter,
+                        generation,
+                    } => return Ok((counter, generation)),
+                }
+            }
+        }
     }
 
     /// Tell the notifier that `range` was unmapped (or will no longer hold

@@ -99,3 +99,24 @@ fn kernel_source_refuses_notify() {
         Err(e) => panic!("unexpected: {e}"),
     }
 }
+
+#[test]
+fn drain_with_reports_all_then_last() {
+    let n = open();
+    let r = map(4);
+    for i in 0..4 {
+        n.register(pages(r, i, 1), Cookie(i)).unwrap();
+    }
+    n.notify_unmapped(r).unwrap();
+    let mut seen = Vec::new();
+    let (counter, g) = n.drain_with(|i| seen.push(i)).unwrap();
+    assert_eq!(
+        seen,
+        (0..4)
+            .map(|i| inval(i, Some(pages(r, i, 1))))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(counter, 1);
+    assert_eq!(g, n.generation());
+    unmap(r);
+}
