@@ -13,8 +13,9 @@
 //! an rlib; defining `shmdt` here would preempt it in every program that
 //! links umn). The test `tests/hooks.rs` does exactly that.
 //!
-//! Not yet covered: `remap_file_pages` and `madvise(MADV_GUARD_INSTALL)`
-//! (see the table in the `uffd` module).
+//! `remap_file_pages` and `madvise(MADV_GUARD_INSTALL)` are hooked the
+//! same way. Calls made inside libc itself (hidden internal aliases) do
+//! not go through the interposed symbols; only the application's do.
 //!
 //! Hook paths do not allocate and take no lock: they look the segment up
 //! with `PROCMAP_QUERY` (or a stack-buffer parse of `/proc/self/maps`) and
@@ -106,8 +107,81 @@ pub unsafe fn on_shmat(shmid: c_int, addr: *const c_void, flags: c_int) -> *mut 
     p
 }
 
-/// Define `shmdt` and `shmat` in the invoking crate, forwarding to
-/// [`on_shmdt`] and [`on_shmat`]. Invoke it once, in the executable or
+static REAL_REMAP_FILE_PAGES: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+static REAL_MADVISE: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// `MADV_GUARD_INSTALL` (Linux 6.13): zaps the range and installs guard
+/// markers, without a userfaultfd REMOVE event.
+pub const MADV_GUARD_INSTALL: c_int = 102;
+
+fn enosys() {
+    // SAFETY: setting errno of this thread.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+}
+
+/// The body of an interposed `remap_file_pages`: call the real one; on
+/// success report `[start, start + size)` (its pages now map other file
+/// offsets; the kernel re-mmaps the range without a uffd event).
+///
+/// # Safety
+/// Same contract as `remap_file_pages(2)`.
+pub unsafe fn on_remap_file_pages(
+    start: *mut c_void,
+    size: libc::size_t,
+    prot: c_int,
+    pgoff: libc::size_t,
+    flags: c_int,
+) -> c_int {
+    let real = next_symbol(&REAL_REMAP_FILE_PAGES, c"remap_file_pages");
+    if real.is_null() {
+        enosys();
+        return -1;
+    }
+    // SAFETY: `real` is libc's remap_file_pages, with its signature.
+    let f: unsafe extern "C" fn(*mut c_void, libc::size_t, c_int, libc::size_t, c_int) -> c_int =
+        unsafe { std::mem::transmute(real) };
+    // SAFETY: forwarding the caller's arguments (see # Safety).
+    let r = unsafe { f(start, size, prot, pgoff, flags) };
+    if r == 0 {
+        if let Ok(range) =
+            AddrRange::from_start_len(start as u64, size as u64).and_then(|r| r.page_align())
+        {
+            notify_all(range);
+        }
+    }
+    r
+}
+
+/// The body of an interposed `madvise`: call the real one; on success of
+/// `MADV_GUARD_INSTALL` report the range. Every other advice is forwarded
+/// untouched (DONTNEED/FREE/REMOVE already reach uffd as REMOVE events).
+///
+/// # Safety
+/// Same contract as `madvise(2)`.
+pub unsafe fn on_madvise(addr: *mut c_void, len: libc::size_t, advice: c_int) -> c_int {
+    let real = next_symbol(&REAL_MADVISE, c"madvise");
+    if real.is_null() {
+        enosys();
+        return -1;
+    }
+    // SAFETY: `real` is libc's madvise, with its signature.
+    let f: unsafe extern "C" fn(*mut c_void, libc::size_t, c_int) -> c_int =
+        unsafe { std::mem::transmute(real) };
+    // SAFETY: forwarding the caller's arguments (see # Safety).
+    let r = unsafe { f(addr, len, advice) };
+    if r == 0 && advice == MADV_GUARD_INSTALL {
+        if let Ok(range) =
+            AddrRange::from_start_len(addr as u64, len as u64).and_then(|r| r.page_align())
+        {
+            notify_all(range);
+        }
+    }
+    r
+}
+
+/// Define `shmdt`, `shmat`, `remap_file_pages` and `madvise` in the
+/// invoking crate, forwarding to [`on_shmdt`], [`on_shmat`],
+/// [`on_remap_file_pages`] and [`on_madvise`]. Invoke it once, in the executable or
 /// in the `LD_PRELOAD` library (cdylib) that should interpose libc.
 #[macro_export]
 macro_rules! interpose_shm {
@@ -136,6 +210,38 @@ macro_rules! interpose_shm {
         ) -> *mut ::std::ffi::c_void {
             // SAFETY: same contract as shmat(2).
             unsafe { $crate::hooks::on_shmat(shmid, addr, flags) }
+        }
+
+        /// Interposed `remap_file_pages(2)`: forwards to libc and reports
+        /// the remapped range to umn.
+        ///
+        /// # Safety
+        /// As `remap_file_pages(2)`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn remap_file_pages(
+            start: *mut ::std::ffi::c_void,
+            size: usize,
+            prot: ::std::ffi::c_int,
+            pgoff: usize,
+            flags: ::std::ffi::c_int,
+        ) -> ::std::ffi::c_int {
+            // SAFETY: same contract as remap_file_pages(2).
+            unsafe { $crate::hooks::on_remap_file_pages(start, size, prot, pgoff, flags) }
+        }
+
+        /// Interposed `madvise(2)`: forwards to libc and reports
+        /// `MADV_GUARD_INSTALL` ranges to umn.
+        ///
+        /// # Safety
+        /// As `madvise(2)`.
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn madvise(
+            addr: *mut ::std::ffi::c_void,
+            len: usize,
+            advice: ::std::ffi::c_int,
+        ) -> ::std::ffi::c_int {
+            // SAFETY: same contract as madvise(2).
+            unsafe { $crate::hooks::on_madvise(addr, len, advice) }
         }
     };
 }

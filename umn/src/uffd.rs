@@ -16,7 +16,7 @@
 //! | change                                   | covered by                         |
 //! |------------------------------------------|------------------------------------|
 //! | `shmdt`, `shmat(SHM_REMAP)`              | [`crate::hooks`] (interposition)   |
-//! | `remap_file_pages`, `MADV_GUARD_INSTALL` | hooks (not yet written), kernel device |
+//! | `remap_file_pages`, `MADV_GUARD_INSTALL` | [`crate::hooks`], kernel device   |
 //! | hole punch / truncate of a shared file   | kernel device only (MMU notifier)  |
 //! | another thread mapping new memory at the same address before the event is queued | kernel device only |
 //! | a VMA owned by another uffd (EBUSY)      | nothing: [`crate::Error::Busy`], serve uncached |

@@ -152,3 +152,86 @@ fn memory_reused_after_hooked_shmdt_is_watched() {
     assert_ne!(n.generation(), g0, "munmap of reused memory not seen");
     assert_eq!(drain(&n).0, vec![inval(2, Some(r))]);
 }
+
+/// `remap_file_pages` through the hook invalidates the range.
+#[test]
+fn remap_file_pages_through_the_hook_invalidates() {
+    let n = Notifier::open(Source::External).unwrap();
+    // SAFETY: creating and sizing a memfd we own.
+    let fd = unsafe { libc::memfd_create(c"umn-rfp".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: sizing our memfd.
+    assert_eq!(unsafe { libc::ftruncate(fd, (4 * pg()) as libc::off_t) }, 0);
+    // SAFETY: a fresh shared mapping of our memfd.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            (4 * pg()) as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    let r = AddrRange::from_start_len(p as u64, 4 * pg()).unwrap();
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = drain(&n).2;
+    let target = pages(r, 1, 1);
+    // SAFETY: remapping page 1 of our mapping to file page 3.
+    let rc = unsafe { remap_file_pages(target.start() as *mut c_void, pg() as usize, 0, 3, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "remap_file_pages: {}",
+        std::io::Error::last_os_error()
+    );
+    assert_ne!(n.generation(), g0);
+    assert_eq!(drain(&n).0, vec![inval(1, Some(target))]);
+    unmap(r);
+    // SAFETY: closing our memfd.
+    unsafe { libc::close(fd) };
+}
+
+/// `madvise(MADV_GUARD_INSTALL)` through the hook invalidates the range;
+/// other advice passes through untouched.
+#[test]
+fn guard_install_through_the_hook_invalidates() {
+    let n = Notifier::open(Source::External).unwrap();
+    let r = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = drain(&n).2;
+    // SAFETY: advice on our own mapping; WILLNEED changes nothing.
+    let rc = unsafe {
+        madvise(
+            r.start() as *mut c_void,
+            r.len() as usize,
+            libc::MADV_WILLNEED,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert_eq!(n.generation(), g0, "harmless advice reported");
+    let guard = pages(r, 2, 1);
+    // SAFETY: installing a guard page in our own mapping.
+    let rc = unsafe {
+        madvise(
+            guard.start() as *mut c_void,
+            pg() as usize,
+            umn::hooks::MADV_GUARD_INSTALL,
+        )
+    };
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+        println!("SKIPPED: MADV_GUARD_INSTALL unsupported by this kernel (needs 6.13)");
+        unmap(r);
+        return;
+    }
+    assert_eq!(
+        rc,
+        0,
+        "madvise(GUARD_INSTALL): {}",
+        std::io::Error::last_os_error()
+    );
+    assert_ne!(n.generation(), g0);
+    assert_eq!(drain(&n).0, vec![inval(1, Some(guard))]);
+    unmap(r);
+}
