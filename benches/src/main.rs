@@ -38,6 +38,11 @@ struct Opts {
     /// Do not merge overlapping and adjacent regions.
     #[arg(long, global = true)]
     no_merge: bool,
+    /// Invalidation source (default: REGCACHE_MONITOR, else auto). With
+    /// uffd or kernel, `U` records really replace the pages and the source
+    /// reports it.
+    #[arg(long, global = true, value_parser = parse_monitor)]
+    monitor: Option<regcache::MonitorKind>,
     /// Which registrar registers memory.
     #[arg(long, global = true, value_enum, default_value_t = RegistrarKind::Auto)]
     registrar: RegistrarKind,
@@ -82,6 +87,11 @@ enum RegistrarKind {
     Pin,
 }
 
+fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
+    regcache::MonitorKind::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected auto, kernel, uffd, external or none"))
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     regcache::parse_size(s)
         .ok_or_else(|| format!("{s:?}: expected bytes, e.g. 4096, 64K, 512M, 2G"))
@@ -99,6 +109,9 @@ fn config(opts: &Opts) -> anyhow::Result<Config> {
     }
     if opts.no_merge {
         c.merge = false;
+    }
+    if let Some(m) = opts.monitor {
+        c.monitor = m;
     }
     Ok(c)
 }
