@@ -80,7 +80,7 @@ mod sys;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
-pub use cache::{Cache, CacheError, Handle, RawHandle, RegionInfo};
+pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
 pub use config::{Config, ConfigError, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};

@@ -24,7 +24,9 @@ thread_local! {
     static THREAD_STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn thread_stripe() -> usize {
+/// This thread's index: unique per thread for the life of the process.
+#[inline(always)]
+pub(crate) fn thread_stripe() -> usize {
     THREAD_STRIPE.with(|c| {
         let v = c.get();
         if v != usize::MAX {
@@ -53,9 +55,8 @@ impl Default for StripedCounter {
 }
 
 impl StripedCounter {
-    #[inline]
-    pub(crate) fn incr(&self) {
-        let id = thread_stripe();
+    #[inline(always)]
+    pub(crate) fn incr_at(&self, id: usize) {
         match self.stripes.get(id) {
             // Only the thread owning stripe `id` ever writes it (ids are
             // never reused), so load + store loses no count; readers sum

@@ -114,6 +114,7 @@ fn threads_never_see_a_region_deregistered_under_them() {
                         .unwrap() -= 1;
                     drop(h);
                 }
+                cache.quiesce();
             });
         }
     });

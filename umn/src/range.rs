@@ -178,10 +178,11 @@ impl AddrRange {
     /// # Errors
     /// [`RangeError::Overflow`] when rounding the end up passes 2⁶⁴.
     ///
-    /// # Panics
-    /// When `align` is not a power of two (a programming error, not input).
+    /// `align` must be a power of two (checked in debug builds; a
+    /// programming error, not input).
+    #[inline]
     pub fn align_out(&self, align: u64) -> Result<AddrRange, RangeError> {
-        assert!(align.is_power_of_two(), "alignment must be a power of two");
+        debug_assert!(align.is_power_of_two(), "alignment must be a power of two");
         let mask = align - 1;
         let start = self.start & !mask;
         let end = match self.end.checked_add(mask) {

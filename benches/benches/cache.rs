@@ -1,0 +1,159 @@
+//! Criterion benches of the cache with the real `pin` registrar.
+//!
+//! - `hit/hot/N`: get + release of one buffer while N regions are cached
+//!   (the MPI case: a hot rendezvous buffer among many registrations).
+//! - `hit/rotating/N`: get + release cycling through all N cached regions
+//!   in a shuffled order (every hit touches a different region; at 10⁵ the
+//!   slots no longer fit in cache, so this measures memory latency too).
+//! - `miss/pin`: every get misses (a cyclic pattern over 4× the capacity),
+//!   registers with mlock and evicts the LRU region (munlock).
+//! - `invalidate/10000`: invalidation of one idle region among 10⁴
+//!   (including its munlock), re-registered between iterations.
+//!
+//! Regions are one page each, one page apart (so merging never joins
+//! them). Run: `cargo bench -p regcache-bench --bench cache`.
+
+use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
+use regcache::{AccessFlags, AddrRange, Cache, Config, PinRegistrar};
+use std::hint::black_box;
+
+struct Arena {
+    base: u64,
+    len: usize,
+}
+
+impl Arena {
+    fn new(pages: usize) -> Self {
+        let len = pages * regcache::page_size() as usize;
+        // SAFETY: fresh anonymous private mapping; aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Arena {
+            base: p as u64,
+            len,
+        }
+    }
+    /// Region i: page 2i.
+    fn region(&self, i: usize) -> AddrRange {
+        let page = regcache::page_size();
+        AddrRange::from_start_len(self.base + 2 * i as u64 * page, page).unwrap()
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`, after its cache is gone.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+fn cache_with(arena: &Arena, n: usize) -> Cache<PinRegistrar> {
+    let cache = Cache::new(
+        PinRegistrar::new(),
+        Config {
+            max_regions: n.max(1),
+            max_bytes: 1 << 40,
+            merge: true,
+        },
+    );
+    for i in 0..n {
+        drop(
+            cache
+                .get(arena.region(i), AccessFlags::LOCAL_WRITE)
+                .unwrap(),
+        );
+    }
+    assert_eq!(cache.stats().regions, n as u64);
+    cache
+}
+
+fn hits(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hit");
+    for n in [100usize, 10_000, 100_000] {
+        let arena = Arena::new(2 * n);
+        let cache = cache_with(&arena, n);
+        let hot = arena.region(n / 2);
+        g.bench_with_input(BenchmarkId::new("hot", n), &n, |b, _| {
+            b.iter(|| {
+                drop(black_box(
+                    cache.get(black_box(hot), AccessFlags::LOCAL_WRITE).unwrap(),
+                ))
+            })
+        });
+        // A fixed shuffled order (xorshift), precomputed.
+        let mut order: Vec<AddrRange> = (0..n).map(|i| arena.region(i)).collect();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut k = 0;
+        g.bench_with_input(BenchmarkId::new("rotating", n), &n, |b, _| {
+            b.iter(|| {
+                k = if k + 1 == order.len() { 0 } else { k + 1 };
+                drop(black_box(
+                    cache.get(order[k], AccessFlags::LOCAL_WRITE).unwrap(),
+                ))
+            })
+        });
+        let s = cache.stats();
+        assert_eq!(s.misses, n as u64, "benchmark iterations must all be hits");
+        drop(cache);
+    }
+    g.finish();
+}
+
+fn misses(c: &mut Criterion) {
+    let cap = 256;
+    let arena = Arena::new(2 * 4 * cap);
+    let cache = cache_with(&arena, cap);
+    let mut k = 0;
+    c.bench_function("miss/pin", |b| {
+        b.iter(|| {
+            k = (k + 1) % (4 * cap);
+            drop(black_box(
+                cache
+                    .get(arena.region(k), AccessFlags::LOCAL_WRITE)
+                    .unwrap(),
+            ))
+        })
+    });
+    let s = cache.stats();
+    assert!(s.misses > s.hits * 100, "{s:?}");
+}
+
+fn invalidation(c: &mut Criterion) {
+    let n = 10_000;
+    let arena = Arena::new(2 * n);
+    let cache = cache_with(&arena, n);
+    let mut k = 0;
+    c.bench_function("invalidate/10000", |b| {
+        b.iter_batched(
+            || {
+                k = (k + 1) % n;
+                drop(
+                    cache
+                        .get(arena.region(k), AccessFlags::LOCAL_WRITE)
+                        .unwrap(),
+                );
+                arena.region(k)
+            },
+            |r| black_box(cache.invalidate(r)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, hits, misses, invalidation);
+criterion_main!(benches);

@@ -1,0 +1,14 @@
+//! # regcache-bench — registration hit rates and costs
+//!
+//! The library behind the `regcache-bench` binary (the project's main job):
+//! the trace format ([`trace`]), how trace addresses land in real memory
+//! ([`layout`]), replay through the real cache ([`replay`]), the optimal
+//! bounds ([`optimal`]), built-in synthetic workloads ([`workloads`]) and
+//! miss-ratio curves ([`mrc`]).
+
+pub mod layout;
+pub mod mrc;
+pub mod optimal;
+pub mod replay;
+pub mod trace;
+pub mod workloads;

@@ -1,0 +1,186 @@
+//! The `regcache-bench` binary end to end: a hand-written trace whose exact
+//! hits, misses and optimal hit rate are worked out below, malformed input,
+//! and the built-in workloads with `--json`.
+
+use std::process::Command;
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_regcache-bench"))
+}
+
+/// Three one-page regions a, b, c in separate clusters; capacity 2; no
+/// merge. Worked out by hand:
+///
+/// ```text
+///  record          LRU cache (oldest first)   cache   MIN (capacity 2)
+///  A a (100 B)     [a]                          miss    miss
+///  A b             [a b]                        miss    miss
+///  A a (4 KiB)     [b a]   same page as before  hit     hit
+///  A c             [a c]   evicts b (LRU)       miss    miss, evicts a (never used again)
+///  A b             [c b]   evicts a             miss    hit
+///  A c             [b c]                        hit     hit
+///  U c             [b]                          -       -
+///  A c             [b c]                        miss    miss
+///  A b             [c b]                        hit     hit
+/// ```
+/// LRU: 3 hits, 5 misses (37.5%). MIN: 4 hits (50%). Unlimited capacity:
+/// a b a c b c U c b → hits a, b, c, b = 4 (50%).
+const TRACE: &str = "\
+# a hand-written trace
+A 10000 100
+A 20000 4096
+A 10000 4096
+A 30000 10
+A 20000 1
+A 30000 4096
+U 30000 1
+A 30000 4096
+A 20000 8
+";
+
+#[test]
+fn hand_written_trace_matches_hand_computed_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.trace");
+    std::fs::write(&path, TRACE).unwrap();
+    let out = bench()
+        .args([
+            "replay",
+            "--json",
+            "--max-regions",
+            "2",
+            "--no-merge",
+            "--registrar",
+            "pin",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v[0];
+    assert_eq!(r["acquires"], 8);
+    assert_eq!(r["unmaps"], 1);
+    assert_eq!(r["hits"], 3);
+    assert_eq!(r["misses"], 5);
+    assert_eq!(r["registrations"], 5);
+    assert_eq!(r["evictions"], 2);
+    assert_eq!(r["invalidations"], 1);
+    assert_eq!(r["capacity_regions"], 2);
+    assert_eq!(r["hit_rate"], 0.375);
+    assert_eq!(r["optimal_hit_rate"], 0.5);
+    assert_eq!(r["unlimited_hit_rate"], 0.5);
+    assert_eq!(r["distinct_ranges"], 3);
+    // During the replay: two evictions and one invalidation. The two
+    // regions still cached go when the replay's cache is dropped, after
+    // the statistics are taken.
+    assert_eq!(r["deregistrations"], 3);
+}
+
+#[test]
+fn malformed_trace_names_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.trace");
+    std::fs::write(&path, "A 10000 100\nA zz 5\n").unwrap();
+    let out = bench().args(["replay"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.trace:2:") && err.contains("not hexadecimal"),
+        "{err}"
+    );
+    let out = bench()
+        .args(["replay", "/nonexistent/x.trace"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/x.trace"));
+    let out = bench()
+        .args(["--max-bytes", "12Q", "replay", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("12Q"));
+}
+
+#[test]
+fn builtin_workloads_report_every_field() {
+    let out = bench().args(["--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["trace"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["builtin:pingpong", "builtin:halo", "builtin:collective"]
+    );
+    for r in v.as_array().unwrap() {
+        let (h, m, a) = (
+            r["hits"].as_u64().unwrap(),
+            r["misses"].as_u64().unwrap(),
+            r["acquires"].as_u64().unwrap(),
+        );
+        assert_eq!(h + m, a, "{r}");
+        assert!(
+            r["unlimited_hit_rate"].as_f64().unwrap() >= r["optimal_hit_rate"].as_f64().unwrap()
+        );
+        assert!(r["registrations"].as_u64().unwrap() >= 1);
+        let (reg, dereg) = (
+            r["registrations"].as_u64().unwrap(),
+            r["deregistrations"].as_u64().unwrap(),
+        );
+        assert!(
+            reg >= dereg && reg - dereg <= r["peak_regions"].as_u64().unwrap(),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn mrc_draws_an_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.trace");
+    std::fs::write(&path, TRACE).unwrap();
+    let svg = dir.path().join("mrc.svg");
+    let out = bench()
+        .args(["mrc", "--json", "--no-merge"])
+        .arg(&path)
+        .arg("-o")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Capacity 2 is sampled; there the replay and MIN agree with the table.
+    let at2 = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["capacity"] == 2)
+        .unwrap();
+    assert_eq!(
+        (
+            at2["cache"].as_f64().unwrap(),
+            at2["optimal"].as_f64().unwrap()
+        ),
+        (0.375, 0.5)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.contains("Belady"));
+}
