@@ -1,0 +1,654 @@
+//! The userfaultfd source against real memory-map changes.
+//!
+//! Every test: register real memory, change the map with the real system
+//! call, then assert (1) the generation changed as soon as the call
+//! returned, before any read, (2) the exact events, (3) the LAST counter,
+//! and (4) that the generation the drain reports is the current one.
+
+mod common;
+
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::time::Duration;
+
+use common::*;
+use umn::{AddrRange, Cookie, Error, Generation, Notifier, Options, Source};
+
+fn open() -> Notifier {
+    let n = Notifier::open(Source::Uffd).expect("userfaultfd source must open on this host");
+    assert_eq!(n.source(), Source::Uffd);
+    n
+}
+
+/// Assert the generation moved since `before` (no read in between), then
+/// drain and check the generation the drain reports is settled and current.
+fn changed_then_drain(n: &Notifier, before: Generation) -> (Vec<umn::Invalidation>, u64) {
+    let now = n.generation();
+    assert_ne!(
+        now, before,
+        "the change returned but the generation did not move"
+    );
+    let (ev, counter, g) = drain(n);
+    assert!(g.is_settled());
+    assert_eq!(g, n.generation(), "nothing happened after the drain");
+    // Quiet now: a second read is just LAST with the same generation.
+    let (ev2, c2, g2) = drain(n);
+    assert!(ev2.is_empty());
+    assert_eq!((c2, g2), (counter, g));
+    (ev, counter)
+}
+
+#[test]
+fn auto_picks_uffd_without_device() {
+    if std::path::Path::new(umn::DEVICE_PATH).exists() {
+        println!(
+            "SKIPPED: /dev/ummunotify present; Auto picks the device (covered in the VM tier)"
+        );
+        return;
+    }
+    let n = Notifier::open(Source::Auto).unwrap();
+    assert_eq!(n.source(), Source::Uffd);
+}
+
+#[test]
+fn quiet_generation_is_stable() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let (ev, c, g) = drain(&n);
+    assert!(ev.is_empty());
+    assert_eq!(c, 0);
+    assert_eq!(n.generation(), g);
+    assert_eq!(n.watch().load(), g);
+    // Touching registered memory (WP mode, never write-protected) does not
+    // fault into the monitor nor produce events.
+    // SAFETY: the mapping is ours.
+    unsafe { std::ptr::write_bytes(r.start() as *mut u8, 1, r.len() as usize) };
+    assert_eq!(n.generation(), g);
+    unmap(r);
+}
+
+#[test]
+fn munmap_whole_range() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(7)).unwrap();
+    let g0 = drain(&n).2;
+    unmap(r);
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(7, Some(r))]);
+    assert_eq!(c, 1);
+}
+
+#[test]
+fn munmap_middle_page_hint_is_that_page() {
+    let n = open();
+    let r = map(5);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    let mid = pages(r, 2, 1);
+    unmap(mid);
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(mid))]);
+    assert_eq!(c, 1);
+    // The rest is still registered with the uffd: unmapping it reports too.
+    n.unregister(Cookie(1)).unwrap();
+    n.register(pages(r, 3, 2), Cookie(2)).unwrap();
+    let g1 = n.generation();
+    unmap(pages(r, 3, 2));
+    let (ev, _) = changed_then_drain(&n, g1);
+    assert_eq!(ev, vec![inval(2, Some(pages(r, 3, 2)))]);
+    unmap(pages(r, 0, 2));
+}
+
+fn mremap(old: AddrRange, new_len: u64, flags: libc::c_int, to: u64) -> AddrRange {
+    // SAFETY: remapping memory the test owns.
+    let p = unsafe {
+        libc::mremap(
+            old.start() as *mut libc::c_void,
+            old.len() as usize,
+            new_len as usize,
+            flags,
+            to as *mut libc::c_void,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mremap: {}",
+        std::io::Error::last_os_error()
+    );
+    AddrRange::from_start_len(p as u64, new_len).unwrap()
+}
+
+#[test]
+fn mremap_move() {
+    let n = open();
+    let r = map(4);
+    let dst = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    let moved = mremap(
+        r,
+        r.len(),
+        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+        dst.start(),
+    );
+    assert_eq!(moved, dst);
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(r))]);
+    assert_eq!(c, 1);
+    unmap(moved);
+}
+
+#[test]
+fn mremap_grow_with_move() {
+    let n = open();
+    // [r: 2 pages][blocker: 1 page]: growing r in place is impossible.
+    let all = map(3);
+    let r = pages(all, 0, 2);
+    let blocker = pages(all, 2, 1);
+    // SAFETY: changing protection of memory the test owns splits the VMA.
+    let rc = unsafe {
+        libc::mprotect(
+            blocker.start() as *mut libc::c_void,
+            pg() as usize,
+            libc::PROT_READ,
+        )
+    };
+    assert_eq!(rc, 0);
+    n.register(r, Cookie(3)).unwrap();
+    let g0 = n.generation();
+    let grown = mremap(r, 8 * pg(), libc::MREMAP_MAYMOVE, 0);
+    assert_ne!(
+        grown.start(),
+        r.start(),
+        "the kernel grew in place; test needs a move"
+    );
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(3, Some(r))]);
+    assert_eq!(c, 1);
+    unmap(grown);
+    unmap(blocker);
+}
+
+#[test]
+fn mremap_shrink() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    let kept = mremap(r, 2 * pg(), 0, 0);
+    assert_eq!(kept, pages(r, 0, 2));
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(pages(r, 2, 2)))]);
+    assert_eq!(c, 1);
+    unmap(kept);
+}
+
+fn madvise(r: AddrRange, advice: libc::c_int) {
+    // SAFETY: advising on memory the test owns.
+    let rc = unsafe { libc::madvise(r.start() as *mut libc::c_void, r.len() as usize, advice) };
+    assert_eq!(rc, 0, "madvise: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn madvise_dontneed_and_free() {
+    let n = open();
+    let r = map(6);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    madvise(pages(r, 1, 2), libc::MADV_DONTNEED);
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(pages(r, 1, 2)))]);
+    assert_eq!(c, 1);
+    // The VMA stays registered after DONTNEED: FREE is reported too.
+    let g1 = n.generation();
+    madvise(pages(r, 4, 1), libc::MADV_FREE);
+    let (ev, c) = changed_then_drain(&n, g1);
+    assert_eq!(ev, vec![inval(1, Some(pages(r, 4, 1)))]);
+    assert_eq!(c, 2);
+    unmap(r);
+}
+
+#[test]
+fn map_fixed_over_registered_range() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    let over = pages(r, 1, 2);
+    // SAFETY: replacing memory the test owns.
+    let p = unsafe {
+        libc::mmap(
+            over.start() as *mut libc::c_void,
+            over.len() as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(p as u64, over.start());
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(over))]);
+    assert_eq!(c, 1);
+    unmap(r);
+}
+
+#[test]
+fn free_of_mmapped_malloc_block() {
+    let n = open();
+    let len = 4 << 20; // far above glibc's mmap threshold (128 KiB .. 32 MiB dynamic)
+    // SAFETY: plain malloc.
+    let p = unsafe { libc::malloc(len) };
+    assert!(!p.is_null());
+    // SAFETY: the block is ours.
+    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len) };
+    let r = AddrRange::from_buffer(p.cast(), len).unwrap();
+    n.register(r, Cookie(9)).unwrap();
+    let g0 = n.generation();
+    // SAFETY: freeing our block.
+    unsafe { libc::free(p) };
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(9, Some(r))]);
+    assert_eq!(c, 1);
+}
+
+#[test]
+fn brk_shrink() {
+    let n = open();
+    let step = 8 * pg();
+    // SAFETY: sbrk is safe to call; the test is the only user of the break
+    // between these calls (the monitor never allocates).
+    let base = unsafe { libc::sbrk(step as libc::intptr_t) };
+    assert_ne!(base as isize, -1);
+    let start = (base as u64).next_multiple_of(pg());
+    let r = AddrRange::from_start_len(start, 4 * pg()).unwrap();
+    // SAFETY: the new break area is ours.
+    unsafe { std::ptr::write_bytes(start as *mut u8, 1, r.len() as usize) };
+    n.register(r, Cookie(4)).unwrap();
+    let g0 = n.generation();
+    // SAFETY: giving back exactly what we took.
+    let rc = unsafe { libc::sbrk(-(step as libc::intptr_t)) };
+    assert_ne!(rc as isize, -1);
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(4, Some(r))]);
+    assert_eq!(c, 1);
+}
+
+#[test]
+fn overlapping_registrations_each_get_an_event() {
+    let n = open();
+    let r = map(6);
+    n.register(pages(r, 0, 4), Cookie(1)).unwrap();
+    n.register(pages(r, 2, 4), Cookie(2)).unwrap();
+    n.register(pages(r, 5, 1), Cookie(3)).unwrap(); // not hit
+    let g0 = n.generation();
+    unmap(pages(r, 3, 2));
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(
+        sorted(ev),
+        vec![
+            inval(1, Some(pages(r, 3, 1))),
+            inval(2, Some(pages(r, 3, 2)))
+        ]
+    );
+    assert_eq!(c, 1, "one event, one counter bump however many it hits");
+    unmap(pages(r, 0, 3));
+    unmap(pages(r, 5, 1));
+}
+
+#[test]
+fn hit_twice_before_read_is_one_event_without_hint() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    unmap(pages(r, 0, 1));
+    let g1 = n.generation();
+    assert_ne!(g1, g0);
+    madvise(pages(r, 2, 1), libc::MADV_DONTNEED);
+    let (ev, c) = changed_then_drain(&n, g1);
+    assert_eq!(ev, vec![inval(1, None)]);
+    assert_eq!(c, 2, "two events hit, two bumps");
+    unmap(pages(r, 1, 3));
+}
+
+#[test]
+fn unregister_drops_pending_event() {
+    let n = open();
+    let r = map(2);
+    n.register(r, Cookie(1)).unwrap();
+    let s = map(2);
+    n.register(s, Cookie(2)).unwrap();
+    unmap(r);
+    unmap(s);
+    n.unregister(Cookie(1)).unwrap();
+    let (ev, c, _) = drain(&n);
+    assert_eq!(ev, vec![inval(2, Some(s))]);
+    assert_eq!(c, 2);
+}
+
+#[test]
+fn duplicate_and_unknown_cookies() {
+    let n = open();
+    let r = map(2);
+    n.register(r, Cookie(1)).unwrap();
+    assert!(matches!(
+        n.register(pages(r, 1, 1), Cookie(1)),
+        Err(Error::DuplicateCookie(Cookie(1)))
+    ));
+    assert!(matches!(
+        n.unregister(Cookie(2)),
+        Err(Error::UnknownCookie(Cookie(2)))
+    ));
+    assert!(matches!(
+        n.register(AddrRange::new(r.start(), r.start()).unwrap(), Cookie(3)),
+        Err(Error::Range(_))
+    ));
+    // The first registration is intact.
+    unmap(r);
+    assert_eq!(drain(&n).0, vec![inval(1, Some(r))]);
+}
+
+#[test]
+fn unmapped_range_is_refused() {
+    let n = open();
+    let r = map(2);
+    unmap(r);
+    drain(&n);
+    assert!(matches!(
+        n.register(r, Cookie(1)),
+        Err(Error::NotMapped { .. })
+    ));
+}
+
+#[test]
+fn munmap_on_another_thread() {
+    let n = open();
+    let r = map(4);
+    n.register(r, Cookie(5)).unwrap();
+    let g0 = n.generation();
+    let (s, e) = (r.start(), r.len());
+    std::thread::spawn(move || unmap(AddrRange::from_start_len(s, e).unwrap()))
+        .join()
+        .unwrap();
+    let (ev, c) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(5, Some(r))]);
+    assert_eq!(c, 1);
+}
+
+#[test]
+fn whole_vmas_registered_once_no_split() {
+    let n = open();
+    let r = map(256);
+    // VMAs intersecting `r`, from /proc/self/maps.
+    let vmas_in_r = || {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let span = l.split(' ').next().unwrap();
+                let (s, e) = span.split_once('-').unwrap();
+                let s = u64::from_str_radix(s, 16).unwrap();
+                let e = u64::from_str_radix(e, 16).unwrap();
+                s < r.end() && e > r.start()
+            })
+            .count()
+    };
+    let before = vmas_in_r();
+    for i in 0..256 {
+        n.register(pages(r, i, 1), Cookie(i)).unwrap();
+    }
+    assert_eq!(vmas_in_r(), before, "page registrations split the VMA");
+    assert_eq!(n.registered_spans(), 1);
+    unmap(pages(r, 100, 1));
+    assert_eq!(drain(&n).0, vec![inval(100, Some(pages(r, 100, 1)))]);
+    unmap(pages(r, 0, 100));
+    unmap(pages(r, 101, 155));
+    assert_eq!(drain(&n).0.len(), 255);
+}
+
+/// Another userfaultfd owns the VMA: a distinct error, and nothing breaks.
+#[test]
+fn busy_when_another_uffd_owns_the_vma() {
+    let n = open();
+    let r = map(2);
+    // A second context registers the VMA first (as an application might).
+    let other = Notifier::open(Source::Uffd).unwrap();
+    other.register(r, Cookie(1)).unwrap();
+    match n.register(r, Cookie(1)) {
+        Err(Error::Busy { range }) => assert!(range.contains(&r)),
+        other => panic!("expected Error::Busy, got {other:?}"),
+    }
+    // The owner still gets its event; the refused notifier gets none.
+    let g = n.generation();
+    unmap(r);
+    assert_eq!(drain(&other).0, vec![inval(1, Some(r))]);
+    assert_eq!(drain(&n).0, vec![]);
+    assert_eq!(n.generation(), g);
+}
+
+#[test]
+fn pollable_fd_becomes_readable() {
+    use std::os::fd::AsRawFd;
+    let n = open();
+    let r = map(2);
+    n.register(r, Cookie(1)).unwrap();
+    drain(&n);
+    let poll = |n: &Notifier| {
+        let mut p = libc::pollfd {
+            fd: n.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) }
+    };
+    assert_eq!(poll(&n), 0, "readable with nothing pending");
+    unmap(r);
+    assert_eq!(poll(&n), 1, "not readable after an event");
+    drain(&n);
+    assert_eq!(poll(&n), 0, "still readable after the drain");
+}
+
+#[test]
+fn ring_overflow_invalidates_everything() {
+    let mut o = Options::default();
+    o.ring_capacity = 2;
+    let n = Notifier::open_with(Source::Uffd, &o).unwrap();
+    let rs: Vec<AddrRange> = (0..6).map(|_| map(1)).collect();
+    for (i, r) in rs.iter().enumerate() {
+        n.register(*r, Cookie(i as u64)).unwrap();
+    }
+    let keep = map(1);
+    n.register(keep, Cookie(100)).unwrap();
+    for r in &rs {
+        unmap(*r);
+    }
+    let (ev, _, _) = drain(&n);
+    let cookies: std::collections::BTreeSet<u64> = ev.iter().map(|i| i.cookie.0).collect();
+    // Nothing lost: every unmapped cookie is reported (the overflow also
+    // conservatively reports the survivor, without hint).
+    for i in 0..6 {
+        assert!(cookies.contains(&i), "cookie {i} lost in overflow: {ev:?}");
+    }
+    assert!(ev.iter().any(|i| i.range.is_none()));
+    unmap(keep);
+}
+
+/// A thread that holds a lock and unmaps completes while other threads
+/// register and read: the monitor takes no lock, and `read()` never waits
+/// for anything an unmapping thread holds. A hang is the failure (caught by
+/// the watchdog, not measured).
+#[test]
+fn unmap_under_application_lock_completes() {
+    let n = Arc::new(open());
+    let app_lock = Arc::new(Mutex::new(()));
+    let rounds = 200;
+    let (tx, rx) = mpsc::channel();
+    let start = Arc::new(Barrier::new(3));
+    let unmapper = {
+        let (n, app_lock, start) = (n.clone(), app_lock.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            for i in 0..rounds {
+                let r = map(2);
+                n.register(r, Cookie(1_000_000 + i)).unwrap();
+                let _held = app_lock.lock().unwrap();
+                unmap(r);
+            }
+        })
+    };
+    let reader = {
+        let (n, app_lock, start) = (n.clone(), app_lock.clone(), start.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            let mut seen = 0;
+            while seen < rounds {
+                let _contend = app_lock.lock().unwrap();
+                drop(_contend);
+                let (ev, _, _) = drain(&n);
+                seen += ev.len() as u64;
+                let r = map(1);
+                n.register(r, Cookie(seen + 10)).ok();
+                n.unregister(Cookie(seen + 10)).ok();
+                unmap(r);
+            }
+        })
+    };
+    std::thread::spawn(move || {
+        start.wait();
+        unmapper.join().unwrap();
+        reader.join().unwrap();
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(120))
+        .expect("deadlock: unmapping under a lock did not complete");
+}
+
+#[test]
+fn fork_child_is_inert_parent_keeps_working() {
+    let n = open();
+    let shared = map(2); // registered, inherited by the child
+    let parent_only = map(2);
+    n.register(shared, Cookie(1)).unwrap();
+    n.register(parent_only, Cookie(2)).unwrap();
+    let g0 = drain(&n).2;
+    // SAFETY: the child only makes async-signal-safe calls and umn calls
+    // that take no lock, then _exit()s.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // Child: its VMAs lost the uffd context; munmap must not block.
+        let mut code = 0;
+        if !n.is_forked() {
+            code |= 1;
+        }
+        if !matches!(n.register(parent_only, Cookie(3)), Err(Error::Forked)) {
+            code |= 2;
+        }
+        if n.generation() == g0 {
+            code |= 4; // a cache in the child must see a change
+        }
+        // SAFETY: the child's own copy of the mapping.
+        if unsafe { libc::munmap(shared.start() as *mut libc::c_void, shared.len() as usize) } != 0
+        {
+            code |= 8;
+        }
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child did not exit: {status:#x}");
+    assert_eq!(libc::WEXITSTATUS(status), 0, "child failure bits");
+    // The child's munmap did not touch the parent: no events.
+    let (ev, _, g1) = drain(&n);
+    assert_eq!(ev, vec![]);
+    assert_eq!(g1, g0);
+    assert!(!n.is_forked());
+    // The parent still gets its own events.
+    unmap(shared);
+    assert_eq!(drain(&n).0, vec![inval(1, Some(shared))]);
+    n.register(map(1), Cookie(3)).unwrap();
+    unmap(parent_only);
+    assert_eq!(drain(&n).0, vec![inval(2, Some(parent_only))]);
+}
+
+#[test]
+fn drop_with_live_registrations_releases_everything() {
+    let r = map(4);
+    {
+        let n = open();
+        n.register(r, Cookie(1)).unwrap();
+    }
+    // No monitor any more: munmap must not block (the uffd was released).
+    let (tx, rx) = mpsc::channel();
+    let (s, l) = (r.start(), r.len());
+    std::thread::spawn(move || {
+        unmap(AddrRange::from_start_len(s, l).unwrap());
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("munmap blocked after the notifier was dropped");
+}
+
+/// The protocol on the real kernel, under contention: two threads map,
+/// register and unmap while a third drains. After every munmap returns, the
+/// generation differs from the value loaded before it, and in the end every
+/// registration has been invalidated.
+#[test]
+fn concurrent_unmaps_never_leave_generation_unchanged() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let n = Arc::new(open());
+    let done = Arc::new(AtomicBool::new(false));
+    let per_thread = 300u64;
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| {
+            let n = n.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let r = map(1);
+                    n.register(r, Cookie(t * 1_000_000 + i)).unwrap();
+                    let before = n.generation();
+                    unmap(r);
+                    assert_ne!(n.generation(), before, "thread {t} round {i}");
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (n, done) = (n.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let take = |got: &mut Vec<umn::Invalidation>| {
+                for i in drain(&n).0 {
+                    // As a cache does: drop the invalidated entry. (An
+                    // address reused before this may hit the old cookie
+                    // again: hence the dedup below.)
+                    let _ = n.unregister(i.cookie);
+                    got.push(i);
+                }
+            };
+            while !done.load(Ordering::Acquire) {
+                take(&mut got);
+            }
+            take(&mut got);
+            got
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let mut got: Vec<u64> = reader.join().unwrap().iter().map(|i| i.cookie.0).collect();
+    got.sort_unstable();
+    got.dedup();
+    let mut want: Vec<u64> = (0..2u64)
+        .flat_map(|t| (0..per_thread).map(move |i| t * 1_000_000 + i))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+}
