@@ -8,8 +8,8 @@
 //! ```
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use regcache::{Config, PinRegistrar};
+use clap::{Parser, Subcommand};
+use regcache::{AnyRegistrar, Config, RegistrarKind, open_registrar};
 use regcache_bench::{mrc, replay, trace::Trace, workloads};
 use std::path::PathBuf;
 
@@ -43,9 +43,14 @@ struct Opts {
     /// reports it.
     #[arg(long, global = true, value_parser = parse_monitor)]
     monitor: Option<regcache::MonitorKind>,
-    /// Which registrar registers memory.
-    #[arg(long, global = true, value_enum, default_value_t = RegistrarKind::Auto)]
+    /// Which registrar registers memory: auto (verbs when an RDMA device is
+    /// here, else pin), pin (mlock), verbs (ibv_reg_mr; fails without a
+    /// device).
+    #[arg(long, global = true, default_value = "auto")]
     registrar: RegistrarKind,
+    /// RDMA device for the verbs registrar (default: the closest one).
+    #[arg(long, global = true)]
+    device: Option<String>,
     /// Print JSON (one array of per-rank reports) instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -79,14 +84,6 @@ enum Command {
     },
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum RegistrarKind {
-    /// The best registrar that works here (this build: pin).
-    Auto,
-    /// mlock/munlock pinning (no RDMA device needed).
-    Pin,
-}
-
 fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
     regcache::MonitorKind::parse(s)
         .ok_or_else(|| format!("{s:?}: expected auto, kernel, uffd, external or none"))
@@ -116,10 +113,8 @@ fn config(opts: &Opts) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-fn make_registrar(kind: RegistrarKind) -> impl Fn() -> anyhow::Result<PinRegistrar> {
-    move || match kind {
-        RegistrarKind::Auto | RegistrarKind::Pin => Ok(PinRegistrar::new()),
-    }
+fn make_registrar(kind: RegistrarKind, device: Option<String>) -> impl Fn() -> anyhow::Result<AnyRegistrar> {
+    move || Ok(open_registrar(kind, device.as_deref())?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -127,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let opts = &cli.opts;
     let cfg = config(opts)?;
-    let make = make_registrar(opts.registrar);
+    let make = make_registrar(opts.registrar, opts.device.clone());
     let mut reports = Vec::new();
     match &cli.command {
         Some(Command::Replay { files }) => {
