@@ -113,7 +113,10 @@ fn config(opts: &Opts) -> anyhow::Result<Config> {
     Ok(c)
 }
 
-fn make_registrar(kind: RegistrarKind, device: Option<String>) -> impl Fn() -> anyhow::Result<AnyRegistrar> {
+fn make_registrar(
+    kind: RegistrarKind,
+    device: Option<String>,
+) -> impl Fn() -> anyhow::Result<AnyRegistrar> {
     move || Ok(open_registrar(kind, device.as_deref())?)
 }
 

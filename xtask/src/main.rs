@@ -139,7 +139,15 @@ fn test(_root: &Path) -> Result<()> {
     // Loom models of the cross-thread protocols (umn's generation seqlock),
     // in their own target directory: `--cfg loom` rebuilds everything.
     run(cargo()
-        .args(["test", "--locked", "-p", "umn", "--lib", "--release", "loom"])
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "umn",
+            "--lib",
+            "--release",
+            "loom",
+        ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {

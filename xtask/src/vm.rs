@@ -539,8 +539,20 @@ pub(crate) fn test_tier(root: &Path) -> Result<()> {
     ])?;
     let [verbs, verbs_cache, rdma] =
         [&bins[0], &bins[1], &bins[2]].map(|p| shell_quote(&p.display().to_string()));
-    run(cargo().args(["build", "--locked", "-p", "regcache-bench", "--bin", "regcache-bench"]))?;
-    let bench = shell_quote(&root.join("target/debug/regcache-bench").display().to_string());
+    run(cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "regcache-bench",
+        "--bin",
+        "regcache-bench",
+    ]))?;
+    let bench = shell_quote(
+        &root
+            .join("target/debug/regcache-bench")
+            .display()
+            .to_string(),
+    );
     let script = format!(
         r#"st=0
 echo "== regcache-bench on the built-in workloads with the verbs registrar (ibv_reg_mr on rxe0)"
