@@ -995,12 +995,14 @@ impl<R: Registrar> Cache<R> {
             // after the notifier delivered an event for it, which follows
             // this registration.
             s.cookie.store(cookie, Release);
+            let t = Instant::now();
             let mut watched = m.notifier.register(target, umn::Cookie(cookie));
             if matches!(watched, Err(umn::Error::NotMapped { .. })) && target != req {
                 add(&self.counters.merge_fallbacks, 1);
                 (target, target_access) = (req, access);
                 watched = m.notifier.register(target, umn::Cookie(cookie));
             }
+            add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
             match watched {
                 Ok(()) => {}
                 Err(e) => {
@@ -1150,7 +1152,9 @@ impl<R: Registrar> Cache<R> {
         let s = self.slab.slot(slot);
         let cookie = s.cookie.swap(0, Relaxed);
         if let (Some(m), true) = (&self.monitor, cookie != 0) {
+            let t = Instant::now();
             let _ = m.notifier.unregister(umn::Cookie(cookie));
+            add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
         }
         self.slab.release(slot);
     }
@@ -1164,7 +1168,10 @@ impl<R: Registrar> Cache<R> {
     fn apply(&self, m: &Monitor) {
         let _one = m.drain.lock().unwrap_or_else(|e| e.into_inner());
         let mut cookies = Vec::new();
-        match m.notifier.drain_with(|inv| cookies.push(inv.cookie.0)) {
+        let t = Instant::now();
+        let drained = m.notifier.drain_with(|inv| cookies.push(inv.cookie.0));
+        add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+        match drained {
             Ok((_, generation)) => m.seen.store(generation.0, Relaxed),
             Err(umn::Error::Forked) => {
                 drop(_one);
@@ -1366,7 +1373,9 @@ impl<R: Registrar> Cache<R> {
         let cookie = s.cookie.swap(0, Relaxed);
         if let (Some(m), true) = (&self.monitor, cookie != 0) {
             if !self.forked.load(Relaxed) {
+                let t = Instant::now();
                 let _ = m.notifier.unregister(umn::Cookie(cookie));
+                add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
             }
         }
         if let Some(region) = region {
@@ -1449,6 +1458,7 @@ impl<R: Registrar> Cache<R> {
             bytes_registered: c.bytes_registered.load(Relaxed),
             peak_bytes: c.peak_bytes.load(Relaxed),
             registrar_ns: c.registrar_ns.load(Relaxed),
+            monitor_ns: c.monitor_ns.load(Relaxed),
         }
     }
 

@@ -97,6 +97,7 @@ pub(crate) struct Counters {
     pub(crate) peak_bytes: AtomicU64,
     pub(crate) peak_regions: AtomicU64,
     pub(crate) registrar_ns: AtomicU64,
+    pub(crate) monitor_ns: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -104,8 +105,9 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 }
 
 /// A snapshot of a cache's statistics. Counts are since the cache was
-/// created; `*_bytes` are bytes; `registrar_ns` is wall-clock nanoseconds
-/// spent inside the registrar's register and deregister calls.
+/// created; `*_bytes` are bytes; `registrar_ns` and `monitor_ns` are
+/// wall-clock nanoseconds spent inside the registrar's and the invalidation
+/// source's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// Calls to `get` that returned a handle or an error (= hits + misses).
@@ -165,6 +167,9 @@ pub struct Stats {
     pub peak_bytes: u64,
     /// Nanoseconds spent in the registrar (register + deregister).
     pub registrar_ns: u64,
+    /// Nanoseconds spent in the invalidation source's calls on slow paths
+    /// (watching and unwatching ranges, draining events).
+    pub monitor_ns: u64,
 }
 
 impl Stats {
