@@ -1,0 +1,2 @@
+//! Intra-node transport benchmarks (placeholder).
+fn main() {}
