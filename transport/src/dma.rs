@@ -26,7 +26,9 @@
 //! 6. Copy `min(source, destination)` bytes section by section: one
 //!    `process_vm_writev` with all sections as iovecs, or, when the kernel
 //!    refuses (`EPERM`) or the config forces it, a copy into the
-//!    receiver's bounce segment that the receiver copies out.
+//!    receiver's bounce segment that the receiver copies out. Messages
+//!    under [`Config::cma_min_bytes`] bounce by choice (cheaper than the
+//!    system call).
 //! 7. Store `flags`, `sender_pid`, then `used_len` with **Release**; the
 //!    receiver loads `used_len` with **Acquire**, so it sees the payload
 //!    (CMA writes are done by the kernel in our context before the
@@ -335,6 +337,13 @@ pub struct Config {
     pub spin: SpinPolicy,
     /// Bounded wait of unbind for in-flight sends. Default 10 s.
     pub unbind_wait: Duration,
+    /// Messages shorter than this many bytes take the bounce path even
+    /// when single copy is permitted: a `process_vm_writev` costs a system
+    /// call plus pinning the remote pages, more than two `memcpy`s of a
+    /// small message (the eager/rendezvous split of MPI libraries).
+    /// Default 8192; 0 means "always try single copy". Also set by
+    /// `REGCACHE_TRANSPORT_CMA_MIN_BYTES`.
+    pub cma_min_bytes: u64,
 }
 
 impl Default for Config {
@@ -344,6 +353,10 @@ impl Default for Config {
             restock_wait: Duration::from_millis(100),
             spin: SpinPolicy::default(),
             unbind_wait: Duration::from_secs(10),
+            cma_min_bytes: std::env::var("REGCACHE_TRANSPORT_CMA_MIN_BYTES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(8192),
         }
     }
 }
@@ -855,12 +868,23 @@ impl Registry {
             }
             retried = true;
             Self::bump(&self.inner.stats.no_free_first_try, 1);
-            s.want_restock.store(1, Ordering::SeqCst);
-            s.signal.irq(Side::North).notify();
-            let _: Wake = s.signal.irq(Side::South).wait(
-                SpinPolicy { iters: 0 },
-                Some(self.inner.config.restock_wait),
-            );
+            let restocked = s.signal.irq(Side::South);
+            // Discard stale restock rings (every restock rings, whether or
+            // not anyone waits), then look again before sleeping: a
+            // restock between our failed claim and the discard is seen
+            // here instead of costing the whole wait.
+            let _ = restocked.try_take();
+            let free_now = s.descs[..view.ndesc]
+                .iter()
+                .any(|d| d.used_len.load(Ordering::Acquire) == 0);
+            if !free_now {
+                s.want_restock.store(1, Ordering::SeqCst);
+                s.signal.irq(Side::North).notify();
+                let _: Wake = restocked.wait(
+                    SpinPolicy { iters: 0 },
+                    Some(self.inner.config.restock_wait),
+                );
+            }
             if s.state.load(Ordering::SeqCst) != BOUND
                 || s.gen_.load(Ordering::Relaxed) != view.gen_
             {
@@ -885,7 +909,10 @@ impl Registry {
         let n = total.min(cap);
 
         let mut path = CopyPath::Bounce;
-        if !self.inner.config.force_bounce && !self.cma_refused(view.pid) {
+        if !self.inner.config.force_bounce
+            && n >= self.inner.config.cma_min_bytes
+            && !self.cma_refused(view.pid)
+        {
             match cma_write(view.pid, src, &dst.sections, n) {
                 Ok(()) => path = CopyPath::Cma,
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {

@@ -369,6 +369,7 @@ fn dma_scatter_gather_with_different_boundaries_single_copy() {
         "sg",
         Config {
             force_bounce: false,
+            cma_min_bytes: 0,
             ..Config::default()
         },
     );
@@ -486,6 +487,7 @@ fn role_tx_nocap() {
         &env("RC_REG"),
         Config {
             force_bounce: false,
+            cma_min_bytes: 0,
             ..Config::default()
         },
     )
@@ -675,7 +677,15 @@ fn role_rx_survivor() {
 
 #[test]
 fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
-    let fx = Fixture::new("hostile", Config::default());
+    // Single copy even for small messages: the dangerous path (writes
+    // into the receiver at addresses read from shared memory).
+    let fx = Fixture::new(
+        "hostile",
+        Config {
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    );
     let (k1, k2) = (fx.key(0), fx.key(4096));
     let survivor_env = |off: u64| {
         vec![
