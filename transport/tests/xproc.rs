@@ -616,6 +616,22 @@ fn role_hostile() {
                 };
             }
         }
+        // A peer posing as a sender publishes an impossible length.
+        "used" => {
+            let me = std::process::id();
+            // SAFETY: as above: descriptor 0's used_len and sender_pid.
+            unsafe {
+                p.add(descs_at).cast::<u64>().write_volatile(1 << 40);
+                p.add(descs_at + 12).cast::<u32>().write_volatile(me);
+            }
+            tell("DONE");
+            assert_eq!(hear(), "TRY");
+            match send(&reg, key, 7, &[10]) {
+                Err(Error::CutOff { .. }) => tell("CUTOFF"),
+                other => tell(&format!("NOT CUT OFF {other:?}")),
+            }
+            return;
+        }
         h => panic!("{h}"),
     }
     tell("DONE");
@@ -699,8 +715,8 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
     victim.expect("READY");
     let mut bystander = spawn("rx_survivor", &survivor_env(4096));
     bystander.expect("READY");
-    let hostile = |how: &str| {
-        let mut h = spawn(
+    let hostile_peer = |how: &str| {
+        spawn(
             "hostile",
             &[
                 ("RC_REG", fx.reg_name.clone()),
@@ -709,7 +725,10 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
                 ("RC_KEYOFF", k1.offset.to_string()),
                 ("RC_HOW", how.to_owned()),
             ],
-        );
+        )
+    };
+    let hostile = |how: &str| {
+        let mut h = hostile_peer(how);
         h.expect("DONE");
         h.finish();
     };
@@ -754,6 +773,19 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
     assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=0 cut=1");
     victim.say("REBIND");
     victim.expect("REBOUND");
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
+    // 3. A peer publishes an impossible length as if it had sent: the
+    //    receiver rejects it, repairs the descriptor and bans that pid;
+    //    its next send is refused; everyone else carries on.
+    let mut liar = hostile_peer("used");
+    liar.expect("DONE");
+    victim.say("DRAIN");
+    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=1 cut=0");
+    liar.say("TRY");
+    assert_eq!(liar.line(), "CUTOFF");
+    liar.finish();
     roundtrip(&mut victim, k1);
     roundtrip(&mut bystander, k2);
 
