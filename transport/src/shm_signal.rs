@@ -8,8 +8,7 @@
 //!
 //! Sender, `notify(remote)`:
 //! 1. `remote.dirty.swap(1)` (AcqRel);
-//! 2. `fence(SeqCst)`;
-//! 3. if `remote.enabled == 1` (Relaxed) and `remote.pending.swap(1)`
+//! 2. if `remote.enabled == 1` (Relaxed) and `remote.pending.swap(1)`
 //!    returned 0 (AcqRel): `futex_wake(&remote.pending)`.
 //!
 //! Receiver, [`ShmSignal::wait`] on its own record `me`:
@@ -17,22 +16,24 @@
 //! 2. spin up to `spin` iterations watching `dirty` *while disabled*:
 //!    senders skip the system call, the receiver catches the store.
 //! 3. `me.enabled := 1`; `me.pending.swap(0)` (consume a stale wake-up);
-//!    `fence(SeqCst)`; re-check `me.dirty.swap(0)`: if set, disable and
-//!    return.
+//!    re-check `me.dirty.swap(0)`: if set, disable and return.
 //! 4. `futex_wait(&me.pending, 0)`; then `me.enabled := 0` and go to 1.
 //!
-//! **No lost wake-up.** The two SeqCst fences are ordered. If the
-//! sender's fence comes first, the receiver's re-check (after its fence)
-//! reads `dirty == 1`. If the receiver's fence comes first, the sender's
-//! `enabled` load (after its fence) reads 1 and its swap on `pending` is
-//! ordered after the receiver's swap to 0 in `pending`'s modification
-//! order: it reads 0 and wakes the futex (or reads 1 set by another
-//! sender after that point, who wakes it). The kernel checks
-//! `pending == 0` and queues the waiter atomically with respect to the
-//! wake, so the receiver either does not sleep or is woken. (SeqCst
-//! *fences* rather than SeqCst accesses: that is the C11 idiom for a
-//! store-load Dekker pair, and it is what loom models faithfully; loom
-//! treats SeqCst accesses as AcqRel.)
+//! **No lost wake-up.** Both sides update `dirty` with read-modify-writes,
+//! so its modification order decides. If the sender's swap comes before
+//! the receiver's step-3 re-check, the re-check reads 1 and the receiver
+//! does not sleep. If it comes after, it reads the value the re-check
+//! wrote (or one written by a later RMW of the release sequence), so it
+//! *synchronizes with* the re-check: the receiver's `enabled := 1` and
+//! `pending := 0` happen before the sender's step 2, which therefore reads
+//! `enabled == 1` and swaps `pending` 0→1 (or finds a 1 set by another
+//! sender after that point, who wakes), and wakes the futex. The kernel
+//! checks `pending == 0` and queues the waiter atomically with respect to
+//! the wake (futex hash-bucket lock), so the receiver either does not
+//! sleep or is woken. No SeqCst fence is needed: a first version had
+//! Dekker-style fences and a plain `dirty` store; making the sender's
+//! `dirty` update an RMW made the fences redundant (loom agrees, and
+//! removing the step-3 re-check makes it report the lost wake-up).
 //!
 //! **At most one wake-up in flight per direction.** `futex_wake` is issued
 //! only by the sender whose swap moved `pending` 0→1, and only the owner
@@ -54,11 +55,11 @@
 //!
 //! ## Atomics, producers and consumers
 //!
-//! - `enabled`: written by the owner (steps 3–4), read by senders; Relaxed
-//!   accesses on either side of the SeqCst fences, which give the
-//!   store-load ordering the protocol needs.
+//! - `enabled`: written by the owner (steps 3–4), read by senders;
+//!   Relaxed, because the sender reads it after acquiring the owner's
+//!   re-check through `dirty` (above).
 //! - `pending`: 0→1 by a sender, 1→0 by the owner; the futex word. AcqRel
-//!   swaps: a modification order plus the fences is all the proof uses.
+//!   swaps.
 //! - `dirty`: set by senders (AcqRel swap), cleared by the owner (AcqRel
 //!   swap): a consumer that takes the doorbell sees what was published
 //!   before it was rung. The payload itself (e.g. a DMA `used_len`) has
@@ -71,7 +72,7 @@
 
 use crate::Error;
 use crate::shm::{Segment, SharedRecord};
-use crate::sync::{AtomicU32, AtomicU64, FutexU32, Ordering, WaitOutcome, fence, spin_hint};
+use crate::sync::{AtomicU32, AtomicU64, FutexU32, Ordering, WaitOutcome, spin_hint};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,15 +210,12 @@ impl IrqRecord {
     /// (`futex_wake`) was injected, `false` when it was suppressed.
     pub fn notify(&self) -> bool {
         self.notifies.fetch_add(1, Ordering::Relaxed);
-        // An RMW, not a plain store: it is ordered after the owner's
-        // previous swap to 0 in `dirty`'s modification order, so the
-        // owner's next swap reads it (loom checks RMW chains precisely; a
-        // plain store racing an RMW is where it reports false alarms).
-        // Release half: whoever swaps `dirty` back to 0 with Acquire sees
-        // the payload the caller published before ringing.
+        // An RMW, not a plain store: `dirty`'s modification order is what
+        // the no-lost-wake-up argument rests on (module docs). Release
+        // half: the owner's Acquire swap sees the payload published before
+        // ringing; Acquire half: we see the owner's `enabled`/`pending`
+        // updates made before its last swap.
         self.dirty.swap(1, Ordering::AcqRel);
-        // The store-load fence of the Dekker pair (see module docs).
-        fence(Ordering::SeqCst);
         if self.enabled.load(Ordering::Relaxed) != 0 && self.pending.swap(1, Ordering::AcqRel) == 0
         {
             self.wakes_sent.fetch_add(1, Ordering::Relaxed);
@@ -236,7 +234,6 @@ impl IrqRecord {
     /// re-check its queue (or [`Self::try_take`]) afterwards.
     pub fn enable(&self) {
         self.enabled.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
     }
 
     /// Owner: stop wake-ups; notifies only set `dirty` (polling mode).
@@ -265,8 +262,6 @@ impl IrqRecord {
             if self.pending.swap(0, Ordering::AcqRel) != 0 {
                 self.wakes_taken.fetch_add(1, Ordering::Relaxed);
             }
-            // The store-load fence of the Dekker pair (see module docs).
-            fence(Ordering::SeqCst);
             if self.try_take() {
                 self.disable();
                 return Wake::Signalled;

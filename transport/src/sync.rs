@@ -13,10 +13,10 @@
 //! layout guarantee (layout asserts are `cfg(not(loom))`).
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Spin-loop hint (a `pause` on x86); under loom, a yield so the model
 /// checker can schedule the thread we are waiting for.
