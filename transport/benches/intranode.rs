@@ -9,7 +9,7 @@
 //!
 //! The receiver is this binary re-executed with `RC_BENCH_ROLE`. Compare
 //! with Open MPI's shared-memory path with NetPIPE (`NPmpi`, see
-//! `transport/benches/README-npmpi.md`). Numbers are wall-clock on a
+//! `transport/benches/README.md`). Numbers are wall-clock on a
 //! shared machine: run several times.
 #![allow(missing_docs)]
 
