@@ -542,17 +542,27 @@ impl Registry {
     }
 
     fn header(&self) -> &RegistryHeader {
-        match self.inner.seg.record::<RegistryHeader>(0) {
-            Ok(h) => h,
-            // The segment was checked to be REGISTRY_BYTES long at open.
-            Err(_) => unreachable!("registry header checked at open"),
-        }
+        // SAFETY: create/open checked the mapping is at least
+        // REGISTRY_BYTES long; the base is page-aligned; the header is a
+        // `SharedRecord` (atomics only, any bit pattern valid); the
+        // mapping lives as long as `self.inner`.
+        unsafe { &*self.inner.seg.as_ptr().cast::<RegistryHeader>() }
     }
 
     fn slot(&self, i: usize) -> &BindingSlot {
-        match self.inner.seg.record::<BindingSlot>(slot_offset(i)) {
-            Ok(s) => s,
-            Err(_) => unreachable!("registry size checked at open"),
+        // Indices come from loops over 0..NSLOTS or from our own bind.
+        let i = i.min(NSLOTS - 1);
+        // SAFETY: `slot_offset(i) + size_of::<BindingSlot>() <=
+        // REGISTRY_BYTES` for i < NSLOTS (checked at open/create); the
+        // offset is a multiple of 64 from a page-aligned base; a
+        // `SharedRecord`; the mapping outlives the borrow of `self`.
+        unsafe {
+            &*self
+                .inner
+                .seg
+                .as_ptr()
+                .add(slot_offset(i))
+                .cast::<BindingSlot>()
         }
     }
 
@@ -655,9 +665,15 @@ impl Registry {
         for i in 0..NSLOTS {
             let s = self.slot(i);
             let st = s.state.load(Ordering::Acquire);
+            // A dead receiver's slot is reaped with unbind's Dekker pair
+            // (state := UNBINDING, then inflight == 0?); with a send still
+            // in flight it stays UNBINDING until a later bind.
             if st != FREE && !pid_alive(s.pid.load(Ordering::Relaxed)) {
-                s.gen_.fetch_add(1, Ordering::Relaxed);
-                s.state.store(FREE, Ordering::Release);
+                s.state.store(UNBINDING, Ordering::SeqCst);
+                if s.inflight.load(Ordering::SeqCst) == 0 {
+                    s.gen_.fetch_add(1, Ordering::Relaxed);
+                    s.state.store(FREE, Ordering::Release);
+                }
                 continue;
             }
             if st == BOUND && slot_key(s) == key {
@@ -829,7 +845,9 @@ impl Registry {
         let s = self.slot(i);
         s.inflight.fetch_add(1, Ordering::SeqCst);
         let _guard = InflightGuard(s);
-        if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) == DmaKey::default_zero() {
+        // With `inflight` raised, unbind cannot complete: if the slot is
+        // still bound to `key` now, it stays so until we are done.
+        if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) != key {
             return Err(Error::NoReceiver(key));
         }
         let view = match self.view_slot(s, key) {
@@ -940,7 +958,7 @@ impl Registry {
             }
         }
         if path == CopyPath::Bounce {
-            if let Err(e) = self.bounce_write(i, &view, dst.bounce_off, src, n) {
+            if let Err(e) = self.bounce_write(key, i, &view, dst.bounce_off, src, n) {
                 match e {
                     Error::CorruptDescriptor { .. } => self.cut_off(s, 4),
                     _ => d.used_len.store(0, Ordering::Release),
@@ -994,6 +1012,7 @@ impl Registry {
 
     fn bounce_write(
         &self,
+        key: DmaKey,
         slot: usize,
         view: &SlotView,
         off: u64,
@@ -1020,7 +1039,7 @@ impl Registry {
         let end = off.checked_add(n);
         if end.is_none_or(|e| e > view.bounce_len || e > seg.len() as u64) {
             return Err(Error::CorruptDescriptor {
-                key: DmaKey::default_zero(),
+                key,
                 index: u32::MAX,
                 reason: CUT_REASONS[4],
                 sender_pid: 0,
@@ -1043,16 +1062,6 @@ impl Registry {
             left -= k;
         }
         Ok(())
-    }
-}
-
-impl DmaKey {
-    fn default_zero() -> Self {
-        DmaKey {
-            dev: 0,
-            ino: 0,
-            offset: 0,
-        }
     }
 }
 
