@@ -671,6 +671,8 @@ impl Registry {
             if st != FREE && !pid_alive(s.pid.load(Ordering::Relaxed)) {
                 s.state.store(UNBINDING, Ordering::SeqCst);
                 if s.inflight.load(Ordering::SeqCst) == 0 {
+                    let g = s.gen_.load(Ordering::Relaxed);
+                    let _ = Segment::unlink(&format!("{}-b{}-{}", self.inner.name, i, g));
                     s.gen_.fetch_add(1, Ordering::Relaxed);
                     s.state.store(FREE, Ordering::Release);
                 }

@@ -31,6 +31,7 @@ fn child_dispatch() {
         "tx_nocap" => role_tx_nocap(),
         "hostile" => role_hostile(),
         "rx_survivor" => role_rx_survivor(),
+        "rx_die" => role_rx_die(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -793,4 +794,55 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
         p.say("BYE");
         p.finish();
     }
+}
+
+// ---------------------------------------------------------------- dead peers
+
+fn role_rx_die() {
+    let reg = Registry::open(&env("RC_REG")).unwrap();
+    let seg = inherited_segment();
+    let key = DmaKey::from_fd(seg.raw_fd(), 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), 4096).unwrap(),
+    ])];
+    let rx = rx_bind(&reg, key, &mut buf, &bufs);
+    std::mem::forget(rx); // die bound: no unbind, as after a crash
+    tell("BOUND");
+    std::process::exit(0);
+}
+
+#[test]
+fn dma_binding_of_a_dead_receiver_is_reaped() {
+    let fx = Fixture::new(
+        "dead",
+        Config {
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    let mut p = spawn(
+        "rx_die",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_FD", fx.place.raw_fd().to_string()),
+        ],
+    );
+    p.expect("BOUND");
+    p.finish();
+    // Single copy to a dead pid fails cleanly (ESRCH), no crash.
+    assert!(matches!(
+        send(&fx.reg, key, 1, &[100]),
+        Err(Error::ProcessVmWritev { .. })
+    ));
+    // The next bind reaps the dead binding and takes the key.
+    let mut buf = vec![0u8; 4096];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), 4096).unwrap(),
+    ])];
+    let rx = rx_bind(&fx.reg, key, &mut buf, &bufs);
+    rx.unbind().unwrap();
+    // The reaper removed the dead receiver's bounce segment.
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}-b0-1", fx.reg_name)).exists());
 }
