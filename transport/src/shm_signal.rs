@@ -48,10 +48,14 @@
 //!
 //! Before sleeping the receiver polls `dirty` up to [`SpinPolicy::iters`]
 //! times with a `pause` hint between polls (default
-//! [`SpinPolicy::DEFAULT_ITERS`] = 2000, a few microseconds on current
-//! x86), *with the irq disabled*, so a sender answering within that window
-//! costs neither side a system call. `iters = 0` sleeps at once (for
-//! oversubscribed nodes). The spin is counted in iterations, never timed.
+//! [`SpinPolicy::DEFAULT_ITERS`] = 2000), *with the irq disabled*, so a
+//! sender answering within that window costs neither side a system call.
+//! A `pause` takes ~10 cycles on older x86 and ~140 since Skylake, so the
+//! default spin lasts roughly 10–100 µs at most: about one futex
+//! sleep/wake round trip on a loaded node, the point where sleeping starts
+//! to pay. The spin ends at the first poll that sees `dirty`. `iters = 0`
+//! sleeps at once (for oversubscribed nodes, where spinning steals the
+//! peer's core). The spin is counted in iterations, never timed.
 //!
 //! ## Atomics, producers and consumers
 //!
@@ -166,7 +170,7 @@ pub struct SpinPolicy {
 }
 
 impl SpinPolicy {
-    /// 2000 polls: a few µs on current x86, well under a futex round trip.
+    /// 2000 polls: roughly 10–100 µs depending on `pause` latency.
     pub const DEFAULT_ITERS: u32 = 2000;
 }
 
