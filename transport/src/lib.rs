@@ -19,30 +19,39 @@
 //! ## Quick start
 //!
 //! ```no_run
-//! use regcache_transport::{dma::{Registry, DmaBuffer}, DmaKey, Segment};
+//! use regcache_transport::dma::{DmaBuffer, Registry};
+//! use regcache_transport::{DmaKey, Segment};
 //! use umn::AddrRange;
-//! # fn main() -> Result<(), regcache_transport::Error> {
-//! // Both processes: the registry (a 0600 file under /dev/shm) and a
-//! // shared file whose (dev, inode, offset) names the rendezvous point.
-//! let reg = Registry::open_or_create("my-job-dma")?;
-//! let place = Segment::memfd(4096)?;
-//! let key = DmaKey::from_fd(place.raw_fd(), 0)?;
 //!
-//! // Receiver: bind one 64 KiB buffer.
-//! let mut buf = vec![0u8; 65536];
-//! let range = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
-//! // SAFETY: `buf` stays alive and unmoved until `rx` is unbound.
-//! let mut rx = unsafe { reg.bind(key, &[range], &[DmaBuffer::new(vec![range])])? };
-//!
-//! // Sender (normally another process):
-//! # let reg2 = Registry::open("my-job-dma")?;
-//! let report = reg2.send(key, &[b"hello"])?;
-//! # let _ = report;
-//! if let Some(d) = rx.recv(None)? {
-//!     assert_eq!(&buf[..d.len as usize], b"hello");
-//!     rx.restock(d.index)?;
+//! // Both processes open the job's registry (a 0600 file in /dev/shm) and
+//! // compute the same key from a shared file: (dev, inode, offset).
+//! fn key() -> Result<DmaKey, regcache_transport::Error> {
+//!     let place = Segment::open("my-job-place")?; // created by one of them
+//!     DmaKey::from_fd(place.raw_fd(), 0)
 //! }
-//! # Ok(()) }
+//!
+//! // Receiver process: bind one 64 KiB buffer, wait, consume, restock.
+//! fn receiver() -> Result<(), regcache_transport::Error> {
+//!     let reg = Registry::open_or_create("my-job-dma")?;
+//!     let mut buf = vec![0u8; 65536];
+//!     let range = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+//!     // SAFETY: `buf` stays alive and unmoved until `rx` is dropped.
+//!     let mut rx = unsafe { reg.bind(key()?, &[range], &[DmaBuffer::new(vec![range])])? };
+//!     if let Some(d) = rx.recv(None)? {
+//!         assert_eq!(&buf[..d.len as usize], b"hello");
+//!         rx.restock(d.index)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! // Sender process (never the receiver's own process):
+//! fn sender() -> Result<(), regcache_transport::Error> {
+//!     let reg = Registry::open_or_create("my-job-dma")?;
+//!     let report = reg.send(key()?, &[b"hel", b"lo"])?;
+//!     assert_eq!(report.copied, 5);
+//!     Ok(())
+//! }
+//! # let _ = (receiver, sender);
 //! ```
 //!
 //! ## Features
