@@ -17,8 +17,10 @@ use umn::AddrRange;
 
 const LONG: Option<Duration> = Some(Duration::from_secs(60));
 
-/// Not a test: the entry point of child roles (no-op without `RC_ROLE`).
+/// Not a test: the entry point of child roles, run only by the tests
+/// themselves (`--include-ignored --exact child_dispatch`, `RC_ROLE` set).
 #[test]
+#[ignore = "child-process entry point, started by the cross-process tests"]
 fn child_dispatch() {
     let Ok(role) = std::env::var("RC_ROLE") else {
         return;

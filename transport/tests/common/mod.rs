@@ -17,6 +17,7 @@ pub fn spawn(role: &str, env: &[(&str, String)]) -> Peer {
     cmd.args([
         "--exact",
         "child_dispatch",
+        "--include-ignored",
         "--nocapture",
         "--test-threads=1",
     ])
