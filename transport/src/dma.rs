@@ -900,10 +900,8 @@ impl Registry {
             if !free_now {
                 s.want_restock.store(1, Ordering::SeqCst);
                 s.signal.irq(Side::North).notify();
-                let _: Wake = restocked.wait(
-                    SpinPolicy { iters: 0 },
-                    Some(self.inner.config.restock_wait),
-                );
+                let _: Wake =
+                    restocked.wait(self.inner.config.spin, Some(self.inner.config.restock_wait));
             }
             if s.state.load(Ordering::SeqCst) != BOUND
                 || s.gen_.load(Ordering::Relaxed) != view.gen_
