@@ -53,7 +53,11 @@
 //! A `pause` takes ~10 cycles on older x86 and ~140 since Skylake, so the
 //! default spin lasts roughly 10–100 µs at most: about one futex
 //! sleep/wake round trip on a loaded node, the point where sleeping starts
-//! to pay. The spin ends at the first poll that sees `dirty`. `iters = 0`
+//! to pay. Every 64th poll is a `sched_yield` instead of a `pause`: on an
+//! oversubscribed node the peer we wait for may share our core, and pure
+//! spinning only delays it (measured here under load ~9 on 2 cores:
+//! 8-byte half round trip 21–55 µs with pure spinning, ~4 µs with the
+//! yields). The spin ends at the first poll that sees `dirty`. `iters = 0`
 //! sleeps at once (for oversubscribed nodes, where spinning steals the
 //! peer's core). The spin is counted in iterations, never timed.
 //!
@@ -162,6 +166,16 @@ impl Side {
     }
 }
 
+/// Polls between two `sched_yield`s while spinning.
+const YIELD_EVERY: u32 = 64;
+
+fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
 /// How long the receiver polls before it sleeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinPolicy {
@@ -252,12 +266,18 @@ impl IrqRecord {
                 return Wake::Signalled;
             }
             let mut rung = false;
-            for _ in 0..spin.iters {
+            for k in 0..spin.iters {
                 if self.dirty.load(Ordering::Relaxed) != 0 {
                     rung = true;
                     break;
                 }
-                spin_hint();
+                if k % YIELD_EVERY == YIELD_EVERY - 1 {
+                    // Let a peer that shares our core run (oversubscribed
+                    // nodes): spinning alone would only delay its answer.
+                    yield_now();
+                } else {
+                    spin_hint();
+                }
             }
             if rung {
                 continue;
