@@ -95,6 +95,10 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     // rdma-mummy-sys' build script (cmake, bindgen); no RDMA packages.
     ("cmake", "/usr/bin/cmake"),
     ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    // MPI tests (Open MPI's mpirun and mpicc); umn's ABI test needs cc.
+    ("openmpi-bin", "/usr/bin/mpirun"),
+    ("libopenmpi-dev", "/usr/bin/mpicc"),
+    ("gcc", "/usr/bin/gcc"),
 ];
 
 fn deps() -> Result<()> {
