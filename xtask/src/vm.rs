@@ -555,8 +555,8 @@ pub(crate) fn test_tier(root: &Path) -> Result<()> {
     );
     let script = format!(
         r#"st=0
-echo "== regcache-bench on the built-in workloads with the verbs registrar (ibv_reg_mr on rxe0)"
-{bench} --registrar verbs --monitor uffd || st=1
+echo "== regcache-bench on the built-in workloads (--quick) with the verbs registrar (ibv_reg_mr on rxe0)"
+{bench} --quick --registrar verbs --monitor uffd || st=1
 echo "== verbs registrar tests, as nobody (RLIMIT_MEMLOCK $(ulimit -l) KiB)"
 for t in {verbs} {verbs_cache}; do
     REGCACHE_REQUIRE_UNPRIVILEGED=1 setpriv --reuid=65534 --regid=65534 --clear-groups \
