@@ -19,9 +19,10 @@
  *     embedded, so the callback never allocates and the queue can never
  *     hold more than one entry per registration: bounded memory, nothing
  *     lost when "full"); already queued means "hit twice before read":
- *     the HINT flag is dropped, as the proposal specifies;
- * then bumps the generation counter at the start of the mmap'd page once,
- * and wakes readers, pollers and SIGIO owners.
+ *     the HINT flag is dropped, as the proposal specifies, unless the new
+ *     hit lies inside the pending hint (then the event is unchanged);
+ * then, if the queue changed, bumps the generation counter at the start
+ * of the mmap'd page once, and wakes readers, pollers and SIGIO owners.
  *
  * Locking
  * -------
@@ -146,7 +147,7 @@ static int umn_invalidate_range_start(struct mmu_notifier *mn,
 {
 	struct umn_file *f = container_of(mn, struct umn_file, mn);
 	struct interval_tree_node *node;
-	bool hit = false;
+	bool changed = false;
 
 	if (!umn_event_reported(range))
 		return 0;
@@ -155,22 +156,34 @@ static int umn_invalidate_range_start(struct mmu_notifier *mn,
 	for (node = interval_tree_iter_first(&f->itree, range->start, range->end - 1);
 	     node; node = interval_tree_iter_next(node, range->start, range->end - 1)) {
 		struct umn_reg *r = container_of(node, struct umn_reg, it);
+		u64 s = max_t(u64, range->start, node->start);
+		u64 e = min_t(u64, range->end, node->last + 1);
 
-		hit = true;
 		if (r->slot)
 			WRITE_ONCE(f->area[r->slot], f->area[r->slot] + 1);
 		if (r->queued) {
-			/* Hit twice before read: one event, no hint. */
+			/*
+			 * Hit again before read: still one event. Inside the
+			 * pending hint (mremap's move invalidates the old range
+			 * twice) the event is unchanged; elsewhere it loses the
+			 * hint, as the proposal specifies. Only a change to
+			 * what a read would return bumps the counter.
+			 */
+			if (!(r->flags & UMMUNOTIFY_EVENT_FLAG_HINT) ||
+			    (s >= r->hint_start && e <= r->hint_end))
+				continue;
 			r->flags &= ~UMMUNOTIFY_EVENT_FLAG_HINT;
+			changed = true;
 			continue;
 		}
 		r->queued = true;
 		r->flags = UMMUNOTIFY_EVENT_FLAG_HINT;
-		r->hint_start = max_t(u64, range->start, node->start);
-		r->hint_end = min_t(u64, range->end, node->last + 1);
+		r->hint_start = s;
+		r->hint_end = e;
 		list_add_tail(&r->event, &f->events);
+		changed = true;
 	}
-	if (hit) {
+	if (changed) {
 		/*
 		 * Userspace loads the counter without the lock; a plain
 		 * aligned 64-bit store is single-copy atomic. The store is
@@ -181,7 +194,7 @@ static int umn_invalidate_range_start(struct mmu_notifier *mn,
 	}
 	spin_unlock(&f->lock);
 
-	if (hit) {
+	if (changed) {
 		wake_up_interruptible(&f->wq);
 		kill_fasync(&f->fasync, SIGIO, POLL_IN);
 	}
