@@ -57,6 +57,22 @@ pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     if !ko.exists() {
         bail!("make succeeded but {} is missing", ko.display());
     }
+    // A C program of the 2010 ABI, run in the VM next to the Rust tests.
+    crate::run(
+        Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+            .args([
+                "-std=c99",
+                "-D_DEFAULT_SOURCE",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+            ])
+            .arg("-I")
+            .arg(out.join("include"))
+            .arg("-o")
+            .arg(out.join("compat2010"))
+            .arg(src.join("tests/compat2010.c")),
+    )?;
     Ok(ko)
 }
 
@@ -67,6 +83,9 @@ fail() { echo "FAIL: $*"; st=1; }
 dmesg -C
 insmod "$KO" || { echo "FAIL: insmod"; exit 90; }
 ls -l /dev/ummunotify
+echo "== a 2010 C program, unchanged (as nobody)"
+setpriv --reuid=65534 --regid=65534 --clear-groups "$(dirname "$KO")/compat2010" \
+    || fail "compat2010"
 echo "== device tests (root)"
 REGCACHE_REQUIRE_DEVICE=1 "$T" --test-threads=1 || fail "device tests"
 echo "== device tests as nobody (mode 0666, no privilege)"
