@@ -141,9 +141,13 @@ pub(crate) fn kmod(root: &Path, timeout: u64, build_only: bool) -> Result<()> {
         q(&bins[0]),
         q(&bins[1])
     );
+    // UMN_SKIP_BENCH=1 on the host leaves the timings out.
+    let env = std::env::var("UMN_SKIP_BENCH")
+        .map(|v| vec![("UMN_SKIP_BENCH".to_owned(), v)])
+        .unwrap_or_default();
     let opts = VmOptions {
         timeout: Duration::from_secs(timeout),
-        env: Vec::new(),
+        env,
     };
     let (st, output) = vm::run_in_vm(root, &script, &opts)?;
     print!("{output}");
