@@ -577,7 +577,11 @@ static int umn_mmap(struct file *file, struct vm_area_struct *vma)
 	size_t len = vma->vm_end - vma->vm_start;
 	int ret;
 
-	if (vma->vm_pgoff || (vma->vm_flags & VM_WRITE) || !(vma->vm_flags & VM_SHARED))
+	/*
+	 * MAP_SHARED of a descriptor opened O_RDONLY has VM_MAYSHARE but
+	 * not VM_SHARED (do_mmap clears it): test the former.
+	 */
+	if (vma->vm_pgoff || (vma->vm_flags & VM_WRITE) || !(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
 	mutex_lock(&f->setup);
 	if (len > f->area_len) {
