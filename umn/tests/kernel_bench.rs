@@ -26,10 +26,10 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 /// Median ns of `munmap` of a fresh touched page, registered with `n`
 /// under a new cookie when given; events are drained outside the timing.
-fn munmap_cost(n: Option<&Notifier>, base_cookie: u64) -> u64 {
-    let mut t = Vec::with_capacity(ROUNDS);
+fn munmap_cost(n: Option<&Notifier>, base_cookie: u64, rounds: usize) -> u64 {
+    let mut t = Vec::with_capacity(rounds);
     let mut buf = [Event::default(); 8];
-    for i in 0..ROUNDS {
+    for i in 0..rounds {
         let r = map(1);
         if let Some(n) = n {
             n.register(r, Cookie(base_cookie + i as u64)).unwrap();
@@ -108,12 +108,20 @@ fn bench_munmap_added_cost() {
         println!("SKIPPED: /dev/ummunotify absent");
         return;
     }
-    let none = munmap_cost(None, 0);
-    let dev = Notifier::open(Source::Kernel).unwrap();
-    let kernel = munmap_cost(Some(&dev), 0);
-    drop(dev);
-    let uffd = Notifier::open(Source::Uffd).map(|n| munmap_cost(Some(&n), 0));
-    println!("BENCH munmap of a registered 1-page range, median of {ROUNDS} (ns):");
+    // Three passes, each source in turn; the minimum of the per-pass
+    // medians (the shared TCG host drifts by tens of percent).
+    let (mut none, mut kernel, mut uffd) = (u64::MAX, u64::MAX, Ok(u64::MAX));
+    for pass in 0..3u64 {
+        none = none.min(munmap_cost(None, 0, ROUNDS));
+        let dev = Notifier::open(Source::Kernel).unwrap();
+        kernel = kernel.min(munmap_cost(Some(&dev), pass << 32, ROUNDS));
+        drop(dev);
+        uffd = match (uffd, Notifier::open(Source::Uffd)) {
+            (Ok(best), Ok(n)) => Ok(best.min(munmap_cost(Some(&n), pass << 32, ROUNDS / 4))),
+            (Ok(_), Err(e)) | (Err(e), _) => Err(e),
+        };
+    }
+    println!("BENCH munmap of a registered 1-page range, min over 3 passes of the median (ns):");
     println!("BENCH   no monitor      {none:>9}");
     println!(
         "BENCH   kernel device   {kernel:>9}  ({:.2}x)",
@@ -139,21 +147,26 @@ fn bench_per_event_cost_vs_registrations() {
     println!(
         "BENCH per event, median of {ROUNDS} (ns): munmap hit | read | munmap miss | hit - miss"
     );
-    // Interleaved (10, 10k, 10, 10k): the host is shared and TCG timing
-    // drifts; the second pair is the one compared.
-    let mut rows = Vec::new();
-    for bg in [10u64, 10_000, 10, 10_000] {
-        let (h, r, m) = per_event_cost(bg);
-        println!(
-            "BENCH   {bg:>6} registrations  {h:>9} | {r:>9} | {m:>9} | {:>7}",
-            h as i64 - m as i64
-        );
-        rows.push((h, r, m));
+    // Interleaved (10, 10k) x 3; per size the minimum of the medians (the
+    // shared TCG host drifts by tens of percent).
+    let mut best = [(u64::MAX, u64::MAX, u64::MAX); 2];
+    for _ in 0..3 {
+        for (j, bg) in [10u64, 10_000].into_iter().enumerate() {
+            let (h, r, m) = per_event_cost(bg);
+            println!(
+                "BENCH   {bg:>6} registrations  {h:>9} | {r:>9} | {m:>9} | {:>7}",
+                h as i64 - m as i64
+            );
+            best[j] = (best[j].0.min(h), best[j].1.min(r), best[j].2.min(m));
+        }
+    }
+    for (bg, (h, r, m)) in [10, 10_000].iter().zip(best) {
+        println!("BENCH   best {bg:>6}: munmap hit {h} | read {r} | munmap miss {m}");
     }
     println!(
-        "BENCH   ratio 10,000/10 (second pair): munmap hit {:.2}x, read {:.2}x, munmap miss {:.2}x",
-        rows[3].0 as f64 / rows[2].0 as f64,
-        rows[3].1 as f64 / rows[2].1 as f64,
-        rows[3].2 as f64 / rows[2].2 as f64
+        "BENCH   ratio 10,000/10 (best): munmap hit {:.2}x, read {:.2}x, munmap miss {:.2}x",
+        best[1].0 as f64 / best[0].0 as f64,
+        best[1].1 as f64 / best[0].1 as f64,
+        best[1].2 as f64 / best[0].2 as f64
     );
 }
