@@ -149,6 +149,8 @@ impl KernelDev {
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 return Err(Error::DuplicateCookie(cookie));
             }
+            // The file belongs to the mm that opened it: a fork child.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => return Err(Error::Forked),
             Err(e) => return Err(dev_err("ioctl(UMMUNOTIFY_REGISTER_REGION)")(e)),
         }
         let slot = if self.features & abi::UMMUNOTIFY_FEATURE_REGION_WORDS != 0 {
@@ -162,14 +164,19 @@ impl KernelDev {
 
     pub(crate) fn unregister(&self, cookie: Cookie) -> Result<()> {
         let mut cookies = self.cookies.lock().unwrap_or_else(|p| p.into_inner());
-        if cookies.remove(&cookie).is_none() {
+        let Some(slot) = cookies.remove(&cookie) else {
             return Err(Error::UnknownCookie(cookie));
-        }
+        };
         let mut c = cookie.0;
         // SAFETY: UNREGISTER_REGION reads one u64.
-        unsafe { sys::ioctl(self.fd, abi::UMMUNOTIFY_UNREGISTER_REGION, &mut c) }
-            .map_err(dev_err("ioctl(UMMUNOTIFY_UNREGISTER_REGION)"))?;
-        Ok(())
+        match unsafe { sys::ioctl(self.fd, abi::UMMUNOTIFY_UNREGISTER_REGION, &mut c) } {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                cookies.insert(cookie, slot);
+                Err(Error::Forked)
+            }
+            Err(e) => Err(dev_err("ioctl(UMMUNOTIFY_UNREGISTER_REGION)")(e)),
+        }
     }
 
     pub(crate) fn read(&self, out: &mut [Event]) -> Result<usize> {

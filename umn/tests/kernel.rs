@@ -787,6 +787,13 @@ fn two_processes_each_with_their_own_file() {
         if raw_parent.register(map(1), 9) != Err(libc::EPERM) {
             return 1;
         }
+        // The Rust client names it.
+        if !matches!(n.register(map(1), Cookie(9)), Err(Error::Forked)) {
+            return 6;
+        }
+        if !matches!(n.unregister(Cookie(1)), Err(Error::Forked)) {
+            return 7;
+        }
         // Our own copy of `r`: unmapping it is not the parent's event.
         unmap(r);
         // Our own file sees our own events.
