@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod kmod;
 mod vm;
 
 #[derive(Parser, Debug)]
@@ -44,6 +45,16 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         cmd: Vec<String>,
     },
+    /// Build the kernel device (umn/kmod) for the VM kernel, load it in the
+    /// VM and run the device tests, timings, unload and dmesg checks.
+    Kmod {
+        /// Timeout in seconds for the run inside the VM (boot not included).
+        #[arg(long, default_value_t = 1500)]
+        timeout: u64,
+        /// Only build the module on the host.
+        #[arg(long)]
+        build_only: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -59,6 +70,10 @@ fn main() -> Result<()> {
             two_nodes,
             cmd,
         } => vm::vm(&root, timeout, two_nodes, &cmd),
+        Task::Kmod {
+            timeout,
+            build_only,
+        } => kmod::kmod(&root, timeout, build_only),
     }
 }
 
@@ -158,6 +173,11 @@ fn test(_root: &Path) -> Result<()> {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
         vm::test_tier(_root)?;
+        if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
+            eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
+        } else {
+            kmod::kmod(_root, 1500, false)?;
+        }
     }
     Ok(())
 }
