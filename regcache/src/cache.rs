@@ -358,6 +358,30 @@ impl Index {
     }
 }
 
+/// Bumped in every fork child (a `pthread_atfork` child handler, installed
+/// when the first cache is built). A cache compares it with the value at
+/// its creation on every get: in a child, the registrations belong to the
+/// parent (mlock is not inherited; an MR's pages are the parent's), so the
+/// cache forgets them and caches nothing, whatever the source.
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn fork_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_EPOCH.fetch_add(1, Relaxed);
+}
+
+fn install_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add; the
+        // function pointer stays valid for the life of the process.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
+        if rc != 0 {
+            log::warn!("pthread_atfork failed ({rc}): fork children are detected only by the invalidation source");
+        }
+    });
+}
+
 /// The cache's invalidation source.
 struct Monitor {
     notifier: umn::Notifier,
@@ -396,6 +420,8 @@ pub struct Cache<R: Registrar> {
     monitor_error: Option<String>,
     /// Set in a fork child: nothing is cached any more.
     forked: AtomicBool,
+    /// [`FORK_EPOCH`] when the cache was built.
+    fork_epoch: u64,
     counters: Counters,
 }
 
@@ -610,6 +636,10 @@ impl<R: Registrar> Cache<R> {
             source,
             monitor_error,
             forked: AtomicBool::new(false),
+            fork_epoch: {
+                install_atfork();
+                FORK_EPOCH.load(Relaxed)
+            },
             counters: Counters::default(),
             config,
         }
@@ -716,6 +746,9 @@ impl<R: Registrar> Cache<R> {
             .into());
         }
         let req = range.align_out(1 << self.page_shift)?;
+        if FORK_EPOCH.load(Relaxed) != self.fork_epoch {
+            self.on_fork();
+        }
         if let Some(m) = &self.monitor {
             // One load when nothing changed. Events are applied before any
             // lookup that sees the generation move.
