@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod capi;
 mod vm;
 
 #[derive(Parser, Debug)]
@@ -32,6 +33,18 @@ enum Task {
     },
     /// Install the system packages and tools the tasks need.
     Deps,
+    /// Regenerate ffi/include/regcache.h with the pinned cbindgen.
+    Codegen {
+        /// Fail if the committed header differs instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Install libregcache.so, libregcache_pmpi.so, regcache.h, regcache.pc.
+    Install {
+        /// Installation prefix (lib/, include/, lib/pkgconfig/ below it).
+        #[arg(long)]
+        prefix: PathBuf,
+    },
     /// Boot the SoftRoCE VM and run CMD in it (default: the VM test tier).
     Vm {
         /// Timeout in seconds for CMD inside the VM (boot not included).
@@ -54,6 +67,8 @@ fn main() -> Result<()> {
         Task::Ci | Task::Test => test(&root),
         Task::Bench { args } => bench(&root, &args),
         Task::Deps => deps(),
+        Task::Codegen { check } => capi::codegen(&root, check),
+        Task::Install { prefix } => capi::install(&root, &prefix),
         Task::Vm {
             timeout,
             two_nodes,
@@ -95,6 +110,13 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     // rdma-mummy-sys' build script (cmake, bindgen); no RDMA packages.
     ("cmake", "/usr/bin/cmake"),
     ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    // C API and PMPI tiers (xtask/src/capi.rs).
+    ("pkg-config", "/usr/bin/pkg-config"),
+    ("valgrind", "/usr/bin/valgrind"),
+    ("openmpi-bin", "/usr/bin/mpirun"),
+    ("libopenmpi-dev", "/usr/bin/mpicc"),
+    ("hpcc", "/usr/bin/hpcc"),
+    ("netpipe-openmpi", "/usr/bin/NPopenmpi"),
 ];
 
 fn deps() -> Result<()> {
@@ -136,6 +158,7 @@ fn test(_root: &Path) -> Result<()> {
         "--no-fail-fast",
     ]))?;
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    capi::test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
