@@ -39,6 +39,9 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Only the C API and MPI tiers of `test` (header drift, C tests under
+    /// ASan and valgrind, mpirun tests).
+    TestCapi,
     /// Install libregcache.so, libregcache_pmpi.so, regcache.h, regcache.pc.
     Install {
         /// Installation prefix (lib/, include/, lib/pkgconfig/ below it).
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
         Task::Deps => deps(),
         Task::Codegen { check } => capi::codegen(&root, check),
         Task::Install { prefix } => capi::install(&root, &prefix),
+        Task::TestCapi => capi::test(&root),
         Task::Vm {
             timeout,
             two_nodes,
