@@ -153,7 +153,7 @@ pub(crate) fn test(root: &Path) -> Result<()> {
             .env("LD_LIBRARY_PATH", &libdir)
             // LeakSanitizer cannot run under ptrace-restricted sandboxes;
             // valgrind below checks leaks.
-            .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1")
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
             .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"))?;
         run(Command::new("valgrind")
             .args([
@@ -172,6 +172,154 @@ pub(crate) fn test(root: &Path) -> Result<()> {
     eprintln!(
         "C API tests: {} program(s) passed under ASan+UBSan and valgrind",
         sources.len()
+    );
+    mpi_test(root, &prefix, &flags)
+}
+
+/// `mpirun` with the settings of this host (root, 2 cores, shared memory).
+fn mpirun(np: u32) -> Command {
+    let mut c = Command::new("timeout");
+    c.args([
+        "600",
+        "mpirun",
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+    ])
+    .arg(np.to_string())
+    .env("OMPI_MCA_btl", "self,vader");
+    c
+}
+
+/// Run, echo and return combined stdout + stderr; fail on a nonzero exit.
+fn run_capture(cmd: &mut Command) -> Result<String> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{text}");
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(text)
+}
+
+/// Each of `ranks` ranks printed its statistics line with a hit rate;
+/// returns the hit rates (percent) by rank.
+pub(crate) fn pmpi_stats(output: &str, ranks: u32) -> Result<Vec<f64>> {
+    (0..ranks)
+        .map(|r| {
+            let prefix = format!("regcache-pmpi: rank {r}: ");
+            let line = output
+                .lines()
+                .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
+                .with_context(|| format!("rank {r} printed no regcache-pmpi statistics line"))?;
+            line.split_whitespace()
+                .skip_while(|w| *w != "hit_rate")
+                .nth(1)
+                .and_then(|v| v.trim_end_matches('%').parse::<f64>().ok())
+                .with_context(|| format!("no hit_rate in {line:?}"))
+        })
+        .collect()
+}
+
+/// Run hpcc (2 ranks, `mpi-tests/hpcc/hpccinf.txt`) in `dir` with the PMPI
+/// library preloaded; check that hpcc passed and every rank printed its
+/// statistics. `extra` are more `VAR=value` settings passed with `-x`.
+pub(crate) fn run_hpcc(root: &Path, prefix: &Path, dir: &Path, extra: &[String]) -> Result<String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    copy(
+        &root.join("mpi-tests/hpcc/hpccinf.txt"),
+        &dir.join("hpccinf.txt"),
+    )?;
+    let pmpi = prefix.join("lib/libregcache_pmpi.so");
+    let mut cmd = mpirun(2);
+    cmd.current_dir(dir)
+        .arg("-x")
+        .arg(format!("LD_PRELOAD={}", pmpi.display()));
+    for e in extra {
+        cmd.args(["-x", e]);
+    }
+    let text = run_capture(cmd.arg("hpcc"))?;
+    let outf = dir.join("hpccoutf.txt");
+    let out = std::fs::read_to_string(&outf).context("hpccoutf.txt")?;
+    for want in [
+        "End of HPL section.",
+        "Success=1",
+        "End of Summary section.",
+    ] {
+        if !out.contains(want) {
+            bail!("hpcc output ({}) lacks {want:?}", outf.display());
+        }
+    }
+    if out.contains("FAILED") || !out.contains("PASSED") {
+        bail!("hpcc reports a failed check: see {}", outf.display());
+    }
+    pmpi_stats(&text, 2)?;
+    Ok(text)
+}
+
+/// The MPI tier: the stale-registration C program with 2 ranks against the
+/// installed library, then hpcc and NetPIPE under the PMPI library.
+fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
+    let work = root.join("target/mpi-tests");
+    std::fs::create_dir_all(&work)?;
+    let libdir = prefix.join("lib");
+    let stale = work.join("stale_registration");
+    run(Command::new("mpicc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg(root.join("mpi-tests/c/stale_registration.c"))
+        .arg("-o")
+        .arg(&stale)
+        .args(flags))?;
+    for monitor in ["auto", "external", "none"] {
+        let text = run_capture(
+            mpirun(2)
+                .arg("-x")
+                .arg(format!("LD_LIBRARY_PATH={}", libdir.display()))
+                .arg("-x")
+                .arg(format!("REGCACHE_MONITOR={monitor}"))
+                .arg(&stale),
+        )?;
+        if !text.contains("stale_registration: PASSED (2 ranks)") {
+            bail!("stale_registration (REGCACHE_MONITOR={monitor}) did not pass");
+        }
+    }
+
+    let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
+    eprintln!(
+        "hpcc under regcache-pmpi: passed; hit rates by rank {:?} %",
+        pmpi_stats(&text, 2)?
+    );
+
+    let np = work.join("netpipe");
+    let _ = std::fs::remove_dir_all(&np);
+    std::fs::create_dir_all(&np)?;
+    let upper = 1 << 20;
+    let text = run_capture(
+        mpirun(2)
+            .current_dir(&np)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .args(["NPopenmpi", "-u", &upper.to_string(), "-p", "0"]),
+    )?;
+    let last = format!("{upper} bytes");
+    if !text
+        .lines()
+        .any(|l| l.contains(&last) && l.contains("Mbps"))
+    {
+        bail!("NetPIPE did not complete its run up to {upper} bytes");
+    }
+    eprintln!(
+        "NetPIPE under regcache-pmpi: completed; hit rates by rank {:?} %",
+        pmpi_stats(&text, 2)?
     );
     Ok(())
 }
