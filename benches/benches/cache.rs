@@ -63,6 +63,7 @@ fn cache_with(arena: &Arena, n: usize) -> Cache<PinRegistrar> {
             max_regions: n.max(1),
             max_bytes: 1 << 40,
             merge: true,
+            ..Config::default()
         },
     );
     for i in 0..n {

@@ -98,6 +98,38 @@ impl Layout {
             .expect("inside the mapping")
     }
 
+    /// Replace the pages of `r` (a translated range, widened to pages) with
+    /// fresh zeroed anonymous pages by `mmap(MAP_FIXED)` over them: the
+    /// kernel unmaps the old pages (an unmap event for any invalidation
+    /// source watching them) and the range never becomes a hole another
+    /// mapping could take.
+    ///
+    /// # Errors
+    /// The range is outside the mapping, or `mmap` failed.
+    pub fn replace(&self, r: &AddrRange) -> anyhow::Result<()> {
+        let r = r.page_align()?;
+        let own = AddrRange::from_start_len(self.base, self.len as u64)?;
+        anyhow::ensure!(own.contains(&r), "{r} is outside the replay mapping {own}");
+        // SAFETY: MAP_FIXED over pages of this layout's own mapping (checked
+        // above), which no Rust reference points into.
+        let p = unsafe {
+            libc::mmap(
+                r.start() as *mut libc::c_void,
+                r.len() as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        anyhow::ensure!(
+            p as u64 == r.start(),
+            "mmap(MAP_FIXED) over {r} failed: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(())
+    }
+
     /// Bytes mapped.
     pub fn footprint(&self) -> u64 {
         self.len as u64

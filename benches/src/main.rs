@@ -8,8 +8,8 @@
 //! ```
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
-use regcache::{Config, PinRegistrar};
+use clap::{Parser, Subcommand};
+use regcache::{AnyRegistrar, Config, RegistrarKind, open_registrar};
 use regcache_bench::{mrc, replay, trace::Trace, workloads};
 use std::path::PathBuf;
 
@@ -38,9 +38,19 @@ struct Opts {
     /// Do not merge overlapping and adjacent regions.
     #[arg(long, global = true)]
     no_merge: bool,
-    /// Which registrar registers memory.
-    #[arg(long, global = true, value_enum, default_value_t = RegistrarKind::Auto)]
+    /// Invalidation source (default: REGCACHE_MONITOR, else auto). With
+    /// uffd or kernel, `U` records really replace the pages and the source
+    /// reports it.
+    #[arg(long, global = true, value_parser = parse_monitor)]
+    monitor: Option<regcache::MonitorKind>,
+    /// Which registrar registers memory: auto (verbs when an RDMA device is
+    /// here, else pin), pin (mlock), verbs (ibv_reg_mr; fails without a
+    /// device).
+    #[arg(long, global = true, default_value = "auto")]
     registrar: RegistrarKind,
+    /// RDMA device for the verbs registrar (default: the closest one).
+    #[arg(long, global = true)]
+    device: Option<String>,
     /// Print JSON (one array of per-rank reports) instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -74,12 +84,9 @@ enum Command {
     },
 }
 
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-enum RegistrarKind {
-    /// The best registrar that works here (this build: pin).
-    Auto,
-    /// mlock/munlock pinning (no RDMA device needed).
-    Pin,
+fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
+    regcache::MonitorKind::parse(s)
+        .ok_or_else(|| format!("{s:?}: expected auto, kernel, uffd, external or none"))
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -100,13 +107,17 @@ fn config(opts: &Opts) -> anyhow::Result<Config> {
     if opts.no_merge {
         c.merge = false;
     }
+    if let Some(m) = opts.monitor {
+        c.monitor = m;
+    }
     Ok(c)
 }
 
-fn make_registrar(kind: RegistrarKind) -> impl Fn() -> anyhow::Result<PinRegistrar> {
-    move || match kind {
-        RegistrarKind::Auto | RegistrarKind::Pin => Ok(PinRegistrar::new()),
-    }
+fn make_registrar(
+    kind: RegistrarKind,
+    device: Option<String>,
+) -> impl Fn() -> anyhow::Result<AnyRegistrar> {
+    move || Ok(open_registrar(kind, device.as_deref())?)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -114,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let opts = &cli.opts;
     let cfg = config(opts)?;
-    let make = make_registrar(opts.registrar);
+    let make = make_registrar(opts.registrar, opts.device.clone());
     let mut reports = Vec::new();
     match &cli.command {
         Some(Command::Replay { files }) => {

@@ -38,8 +38,17 @@ A 30000 4096
 A 20000 8
 ";
 
+/// The same counts whichever source delivers the `U`: a real page
+/// replacement reported by userfaultfd, the host's `notify_unmapped`, or a
+/// direct invalidation.
 #[test]
 fn hand_written_trace_matches_hand_computed_counts() {
+    for monitor in ["uffd", "external", "none"] {
+        hand_written_with(monitor);
+    }
+}
+
+fn hand_written_with(monitor: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hand.trace");
     std::fs::write(&path, TRACE).unwrap();
@@ -52,6 +61,8 @@ fn hand_written_trace_matches_hand_computed_counts() {
             "--no-merge",
             "--registrar",
             "pin",
+            "--monitor",
+            monitor,
         ])
         .arg(&path)
         .output()
@@ -63,6 +74,7 @@ fn hand_written_trace_matches_hand_computed_counts() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &v[0];
+    assert_eq!(r["monitor"], monitor);
     assert_eq!(r["acquires"], 8);
     assert_eq!(r["unmaps"], 1);
     assert_eq!(r["hits"], 3);

@@ -1,6 +1,7 @@
 //! The C API's cost on the hit path: `regcache_cache_get` +
 //! `regcache_handle_release` against `Cache::get` + drop on the same kind
-//! of cache (`AnyRegistrar::Pin`, one hot 64 KiB buffer, merge on).
+//! of cache (`AnyRegistrar::Pin`, default config: the userfaultfd source,
+//! merge on; one hot 64 KiB buffer).
 //!
 //! Run: `cargo bench -p regcache-ffi --bench hit`. The difference of the
 //! two medians is what the C boundary adds (the handle table, the
@@ -44,7 +45,6 @@ fn hit(c: &mut Criterion) {
             regcache_result::REGCACHE_OK
         );
         cfg.registrar = regcache_registrar::REGCACHE_REGISTRAR_PIN as u32;
-        cfg.monitor = regcache_monitor::REGCACHE_MONITOR_NONE as u32;
         assert_eq!(
             regcache_cache_new(&cfg, &mut cc),
             regcache_result::REGCACHE_OK

@@ -234,6 +234,17 @@ typedef struct regcache_stats {
   uint64_t peak_bytes;
   // Nanoseconds spent registering and deregistering.
   uint64_t registrar_ns;
+  // Regions invalidated by the invalidation source (events and
+  // `regcache_cache_notify_unmapped`).
+  uint64_t monitor_invalidations;
+  // Gets served uncached because the source could not watch the memory
+  // (e.g. another userfaultfd owns it).
+  uint64_t unwatched;
+  // Registrations retried because their memory changed while they were
+  // being registered.
+  uint64_t doomed_retries;
+  // Nanoseconds spent in the invalidation source (draining events).
+  uint64_t monitor_ns;
 } regcache_stats;
 
 // One event: `struct ummunotify_event`, plus the generation on `LAST`.
@@ -378,24 +389,26 @@ enum regcache_result regcache_handle_range(const struct regcache_handle *handle,
 // `handle` as for `regcache_handle_release`; `out` NULL or writable.
 enum regcache_result regcache_handle_is_cached(const struct regcache_handle *handle, bool *out);
 
-// Report that `[addr, addr + len)` is being unmapped or freed (for a host
-// with its own memory hooks, or with `REGCACHE_MONITOR_EXTERNAL`/`NONE`).
-// Cached regions overlapping it leave the cache at once; idle ones are
-// deregistered now, in-use ones on their last release. `*out_invalidated`
-// receives how many regions were invalidated. Call it *before* the memory
-// goes away, and not from inside a memory hook that may run with libc
-// locks held: it deregisters on the calling thread.
+// Report that `[addr, addr + len)` is unmapped or freed, or no longer
+// holds the same pages (for a host with its own memory hooks; required
+// with `REGCACHE_MONITOR_EXTERNAL` and `NONE`). Cached regions overlapping
+// it can no longer be hit.
+//
+// With an invalidation source open this only records the range: it takes
+// no lock, allocates nothing and may be called from inside a memory hook;
+// the regions are invalidated by the next get on any thread. With
+// `REGCACHE_MONITOR_NONE` it invalidates at once (idle regions are
+// deregistered on the calling thread) and must not be called from a hook.
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
-// `REGCACHE_ERR_INVALID_RANGE`.
+// `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_FORKED` (a fork child).
 //
 // # Safety
-// `cache` as for `regcache_cache_get`; `out_invalidated` NULL or writable.
+// `cache` as for `regcache_cache_get`.
 enum regcache_result regcache_cache_notify_unmapped(const struct regcache_cache *cache,
                                                     const void *addr,
-                                                    size_t len,
-                                                    size_t *out_invalidated);
+                                                    size_t len);
 
 // Deregister every idle cached region; `*out_evicted` receives how many.
 //
@@ -429,7 +442,7 @@ enum regcache_result regcache_cache_stats(const struct regcache_cache *cache,
                                           struct regcache_stats *out);
 
 // The invalidation source the cache uses (a `regcache_monitor` value;
-// never `AUTO`).
+// never `AUTO`: what `AUTO` chose).
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.

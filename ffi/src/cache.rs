@@ -2,7 +2,9 @@
 
 use crate::handles;
 use crate::result::{Error, ffi_guard, regcache_result, write_out};
-use regcache::{AccessFlags, AddrRange, AnyRegistrar, Cache, Config, RegistrarKind, Stats};
+use regcache::{
+    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, MonitorKind, RegistrarKind, Stats,
+};
 use regcache_result::*;
 use std::ffi::c_void;
 use std::sync::Mutex;
@@ -127,6 +129,17 @@ pub struct regcache_stats {
     pub peak_bytes: u64,
     /// Nanoseconds spent registering and deregistering.
     pub registrar_ns: u64,
+    /// Regions invalidated by the invalidation source (events and
+    /// `regcache_cache_notify_unmapped`).
+    pub monitor_invalidations: u64,
+    /// Gets served uncached because the source could not watch the memory
+    /// (e.g. another userfaultfd owns it).
+    pub unwatched: u64,
+    /// Registrations retried because their memory changed while they were
+    /// being registered.
+    pub doomed_retries: u64,
+    /// Nanoseconds spent in the invalidation source (draining events).
+    pub monitor_ns: u64,
 }
 
 impl From<Stats> for regcache_stats {
@@ -152,6 +165,10 @@ impl From<Stats> for regcache_stats {
             bytes_registered: s.bytes_registered,
             peak_bytes: s.peak_bytes,
             registrar_ns: s.registrar_ns,
+            monitor_invalidations: s.monitor_invalidations,
+            unwatched: s.unwatched,
+            doomed_retries: s.doomed_retries,
+            monitor_ns: s.monitor_ns,
         }
     }
 }
@@ -187,7 +204,6 @@ pub(crate) struct CacheObj {
 pub(crate) struct Inner {
     pub(crate) cache: Cache<AnyRegistrar>,
     pub(crate) kind: RegistrarKind,
-    pub(crate) monitor: regcache_monitor,
 }
 
 static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
@@ -237,6 +253,28 @@ pub(crate) fn monitor_of(v: u32) -> Option<regcache_monitor> {
     })
 }
 
+fn monitor_to_c(m: MonitorKind) -> regcache_monitor {
+    use regcache_monitor::*;
+    match m {
+        MonitorKind::Auto => REGCACHE_MONITOR_AUTO,
+        MonitorKind::Kernel => REGCACHE_MONITOR_KERNEL,
+        MonitorKind::Uffd => REGCACHE_MONITOR_UFFD,
+        MonitorKind::External => REGCACHE_MONITOR_EXTERNAL,
+        _ => REGCACHE_MONITOR_NONE,
+    }
+}
+
+fn monitor_from_c(m: regcache_monitor) -> MonitorKind {
+    use regcache_monitor::*;
+    match m {
+        REGCACHE_MONITOR_AUTO => MonitorKind::Auto,
+        REGCACHE_MONITOR_KERNEL => MonitorKind::Kernel,
+        REGCACHE_MONITOR_UFFD => MonitorKind::Uffd,
+        REGCACHE_MONITOR_EXTERNAL => MonitorKind::External,
+        REGCACHE_MONITOR_NONE => MonitorKind::None,
+    }
+}
+
 fn default_config() -> regcache_config {
     let c = Config::default();
     regcache_config {
@@ -244,7 +282,7 @@ fn default_config() -> regcache_config {
         max_bytes: c.max_bytes,
         merge: c.merge as u32,
         registrar: regcache_registrar::REGCACHE_REGISTRAR_AUTO as u32,
-        monitor: regcache_monitor::REGCACHE_MONITOR_AUTO as u32,
+        monitor: monitor_to_c(c.monitor) as u32,
         reserved: 0,
     }
 }
@@ -268,20 +306,7 @@ fn env_config() -> Result<regcache_config, Error> {
             }
         };
     }
-    if let Ok(v) = std::env::var("REGCACHE_MONITOR") {
-        out.monitor = match v.trim() {
-            "auto" => 0,
-            "kernel" => 1,
-            "uffd" => 2,
-            "external" => 3,
-            "none" => 4,
-            _ => {
-                return Err(env_err(format!(
-                    "REGCACHE_MONITOR={v:?} is not valid: expected one of auto, kernel, uffd, external, none"
-                )));
-            }
-        };
-    }
+    out.monitor = monitor_to_c(c.monitor) as u32;
     Ok(out)
 }
 
@@ -366,12 +391,10 @@ pub unsafe extern "C" fn regcache_cache_new(
             max_regions: usize::try_from(c.max_regions).unwrap_or(usize::MAX),
             max_bytes: c.max_bytes,
             merge: c.merge == 1,
+            monitor: monitor_from_c(monitor),
         };
-        let inner = Box::new(Inner {
-            cache: Cache::new(registrar, config),
-            kind,
-            monitor: effective_monitor(monitor),
-        });
+        let cache = Cache::try_new(registrar, config)?;
+        let inner = Box::new(Inner { cache, kind });
         let obj = Box::leak(Box::new(CacheObj {
             magic: AtomicU64::new(LIVE),
             inner: std::sync::atomic::AtomicPtr::new(Box::into_raw(inner)),
@@ -383,16 +406,6 @@ pub unsafe extern "C" fn regcache_cache_new(
         // SAFETY: out is non-NULL and writable (contract).
         unsafe { write_out(out, "out", (obj as *mut CacheObj).cast::<regcache_cache>()) }
     })
-}
-
-/// The event source a cache configured with `asked` actually uses.
-/// Until the cache owns an invalidation source this is `NONE` for every
-/// request except `EXTERNAL` (the host reports unmaps).
-fn effective_monitor(asked: regcache_monitor) -> regcache_monitor {
-    match asked {
-        regcache_monitor::REGCACHE_MONITOR_EXTERNAL => asked,
-        _ => regcache_monitor::REGCACHE_MONITOR_NONE,
-    }
 }
 
 /// Destroy a cache: every handle still out is released (and becomes stale),
@@ -636,37 +649,35 @@ pub unsafe extern "C" fn regcache_handle_is_cached(
     })
 }
 
-/// Report that `[addr, addr + len)` is being unmapped or freed (for a host
-/// with its own memory hooks, or with `REGCACHE_MONITOR_EXTERNAL`/`NONE`).
-/// Cached regions overlapping it leave the cache at once; idle ones are
-/// deregistered now, in-use ones on their last release. `*out_invalidated`
-/// receives how many regions were invalidated. Call it *before* the memory
-/// goes away, and not from inside a memory hook that may run with libc
-/// locks held: it deregisters on the calling thread.
+/// Report that `[addr, addr + len)` is unmapped or freed, or no longer
+/// holds the same pages (for a host with its own memory hooks; required
+/// with `REGCACHE_MONITOR_EXTERNAL` and `NONE`). Cached regions overlapping
+/// it can no longer be hit.
+///
+/// With an invalidation source open this only records the range: it takes
+/// no lock, allocates nothing and may be called from inside a memory hook;
+/// the regions are invalidated by the next get on any thread. With
+/// `REGCACHE_MONITOR_NONE` it invalidates at once (idle regions are
+/// deregistered on the calling thread) and must not be called from a hook.
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
-/// `REGCACHE_ERR_INVALID_RANGE`.
+/// `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_FORKED` (a fork child).
 ///
 /// # Safety
-/// `cache` as for `regcache_cache_get`; `out_invalidated` NULL or writable.
+/// `cache` as for `regcache_cache_get`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_cache_notify_unmapped(
     cache: *const regcache_cache,
     addr: *const c_void,
     len: usize,
-    out_invalidated: *mut usize,
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
-        if out_invalidated.is_null() {
-            return Err(Error::null("out_invalidated"));
-        }
         let range = AddrRange::from_buffer(addr.cast(), len)?;
-        let n = inner.cache.invalidate(range);
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { write_out(out_invalidated, "out_invalidated", n) }
+        inner.cache.notify_unmapped(range)?;
+        Ok(())
     })
 }
 
@@ -739,7 +750,7 @@ pub unsafe extern "C" fn regcache_cache_stats(
 }
 
 /// The invalidation source the cache uses (a `regcache_monitor` value;
-/// never `AUTO`).
+/// never `AUTO`: what `AUTO` chose).
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
@@ -755,7 +766,7 @@ pub unsafe extern "C" fn regcache_cache_monitor(
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
         // SAFETY: NULL-checked by write_out; writable (contract).
-        unsafe { write_out(out, "out", inner.monitor as u32) }
+        unsafe { write_out(out, "out", monitor_to_c(inner.cache.monitor()) as u32) }
     })
 }
 

@@ -172,6 +172,7 @@ impl From<regcache::CacheError> for Error {
         match e {
             regcache::CacheError::Range(r) => r.into(),
             regcache::CacheError::Registrar(r) => r.into(),
+            regcache::CacheError::Monitor(m) => m.into(),
             other => Error::new(REGCACHE_ERR_REGISTRAR, other.to_string()),
         }
     }

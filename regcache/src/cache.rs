@@ -87,10 +87,10 @@
 //! only blurs the order between them.
 
 use crate::stats::{Counters, STRIPES, Stats, add, thread_stripe};
-use crate::{AccessFlags, Config, Keys, LKey, RKey, Registrar, RegistrarError};
+use crate::{AccessFlags, Config, Keys, LKey, MonitorKind, RKey, Registrar, RegistrarError};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 use umn::{AddrRange, RangeError};
@@ -98,6 +98,7 @@ use umn::{AddrRange, RangeError};
 const REFS_MASK: u64 = 0xffff_ffff;
 const LIVE: u64 = 1 << 32;
 const INC_SHIFT: u32 = 33;
+const INC_MASK: u64 = (1 << (64 - INC_SHIFT)) - 1;
 const CHUNK_BITS: u32 = 8;
 const CHUNK: usize = 1 << CHUNK_BITS;
 /// Slots are addressed by a u32; this many chunks bound the slab.
@@ -128,6 +129,10 @@ pub enum CacheError {
     /// The request is NULL, empty or overflows the address space.
     #[error("invalid range: {0}")]
     Range(#[from] RangeError),
+    /// The invalidation source failed (could not be opened, or refused a
+    /// range).
+    #[error("invalidation source: {0}")]
+    Monitor(#[from] umn::Error),
     /// The registrar failed and eviction could not help (nothing idle left
     /// to evict, or the error is not a resource shortage).
     #[error(transparent)]
@@ -149,6 +154,11 @@ struct Slot<R: Registrar> {
     rkey: AtomicU32,
     /// Logical time of the last release (LRU).
     last_use: AtomicU64,
+    /// The umn cookie watching this slot's range (reserved or published);
+    /// 0 when unwatched. `(incarnation << 32) | slot index`.
+    cookie: AtomicU64,
+    /// An invalidation hit the reservation before it was published.
+    doomed: AtomicBool,
     /// The registration; taken by whoever owns deregistration.
     region: Mutex<Option<R::Region>>,
 }
@@ -164,6 +174,8 @@ impl<R: Registrar> Slot<R> {
             lkey: AtomicU32::new(0),
             rkey: AtomicU32::new(0),
             last_use: AtomicU64::new(0),
+            cookie: AtomicU64::new(0),
+            doomed: AtomicBool::new(false),
             region: Mutex::new(None),
         }
     }
@@ -346,6 +358,18 @@ impl Index {
     }
 }
 
+/// The cache's invalidation source.
+struct Monitor {
+    notifier: umn::Notifier,
+    /// One-load view of the notifier's generation word.
+    watch: umn::GenerationWatch,
+    /// The generation as of the last complete drain: a get that sees
+    /// another value applies events first.
+    seen: AtomicU64,
+    /// One drain at a time.
+    drain: Mutex<()>,
+}
+
 /// A memory-registration cache over a [`Registrar`]. `Send + Sync`: share
 /// it between threads by reference or in an `Arc`.
 ///
@@ -365,6 +389,13 @@ pub struct Cache<R: Registrar> {
     /// Bumped when regions are killed while possibly deferred.
     epoch: AtomicU64,
     deferred: Box<[Deferred]>,
+    monitor: Option<Monitor>,
+    /// The source in force (what `Auto` chose, or `None`).
+    source: MonitorKind,
+    /// Why the configured source could not be opened, if it could not.
+    monitor_error: Option<String>,
+    /// Set in a fork child: nothing is cached any more.
+    forked: AtomicBool,
     counters: Counters,
 }
 
@@ -485,8 +516,76 @@ enum Lookup {
 }
 
 impl<R: Registrar> Cache<R> {
-    /// A cache over `registrar` with `config`.
+    /// A cache over `registrar` with `config`, watching memory with the
+    /// source `config.monitor` names. If that source cannot be opened the
+    /// cache runs with none, logs why, and says so in
+    /// [`Cache::monitor`] and [`Cache::monitor_error`]; use
+    /// [`Cache::try_new`] to make that an error instead.
     pub fn new(registrar: R, config: Config) -> Self {
+        match Self::open_monitor(config.monitor) {
+            Ok((monitor, source)) => Self::build(registrar, config, monitor, source, None),
+            Err(e) => {
+                log::error!(
+                    "regcache: cannot open invalidation source {}: {e}; running without one",
+                    config.monitor.name()
+                );
+                Self::build(
+                    registrar,
+                    config,
+                    None,
+                    MonitorKind::None,
+                    Some(e.to_string()),
+                )
+            }
+        }
+    }
+
+    /// As [`Cache::new`], but a source that cannot be opened is an error
+    /// (with `Auto`, only when neither the kernel device nor userfaultfd
+    /// opens).
+    ///
+    /// # Errors
+    /// [`CacheError::Monitor`] with the source's error.
+    pub fn try_new(registrar: R, config: Config) -> Result<Self, CacheError> {
+        let (monitor, source) = Self::open_monitor(config.monitor)?;
+        Ok(Self::build(registrar, config, monitor, source, None))
+    }
+
+    fn open_monitor(kind: MonitorKind) -> Result<(Option<Monitor>, MonitorKind), umn::Error> {
+        let source = match kind {
+            MonitorKind::None => return Ok((None, MonitorKind::None)),
+            MonitorKind::Auto => umn::Source::Auto,
+            MonitorKind::Kernel => umn::Source::Kernel,
+            MonitorKind::Uffd => umn::Source::Uffd,
+            MonitorKind::External => umn::Source::External,
+        };
+        let notifier = umn::Notifier::open(source)?;
+        let active = match notifier.source() {
+            umn::Source::Kernel => MonitorKind::Kernel,
+            umn::Source::Uffd => MonitorKind::Uffd,
+            umn::Source::External => MonitorKind::External,
+            _ => kind,
+        };
+        let watch = notifier.watch();
+        let seen = AtomicU64::new(notifier.generation().0);
+        Ok((
+            Some(Monitor {
+                notifier,
+                watch,
+                seen,
+                drain: Mutex::new(()),
+            }),
+            active,
+        ))
+    }
+
+    fn build(
+        registrar: R,
+        config: Config,
+        monitor: Option<Monitor>,
+        source: MonitorKind,
+        monitor_error: Option<String>,
+    ) -> Self {
         let config = Config {
             max_regions: config
                 .max_regions
@@ -507,8 +606,45 @@ impl<R: Registrar> Cache<R> {
             clock: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
             deferred: (0..STRIPES).map(|_| Deferred::default()).collect(),
+            monitor,
+            source,
+            monitor_error,
+            forked: AtomicBool::new(false),
             counters: Counters::default(),
             config,
+        }
+    }
+
+    /// The invalidation source in force: what `Auto` chose, or
+    /// [`MonitorKind::None`] when none is open.
+    pub fn monitor(&self) -> MonitorKind {
+        self.source
+    }
+
+    /// Why the configured invalidation source could not be opened.
+    pub fn monitor_error(&self) -> Option<&str> {
+        self.monitor_error.as_deref()
+    }
+
+    /// The host reports that `range` was unmapped (or no longer holds the
+    /// same pages): for an MPI library with its own memory hooks.
+    ///
+    /// With a source open this only records the range: it takes no lock,
+    /// allocates nothing and may be called from inside a memory hook; the
+    /// regions are invalidated by the next get on any thread. With no
+    /// source ([`MonitorKind::None`]) it invalidates at once, like
+    /// [`Cache::invalidate`], and must not be called from a hook.
+    ///
+    /// # Errors
+    /// [`CacheError::Monitor`] when the source refuses the range (a fork
+    /// child).
+    pub fn notify_unmapped(&self, range: AddrRange) -> Result<(), CacheError> {
+        match &self.monitor {
+            Some(m) => Ok(m.notifier.notify_unmapped(range)?),
+            None => {
+                self.invalidate(range);
+                Ok(())
+            }
         }
     }
 
@@ -580,6 +716,13 @@ impl<R: Registrar> Cache<R> {
             .into());
         }
         let req = range.align_out(1 << self.page_shift)?;
+        if let Some(m) = &self.monitor {
+            // One load when nothing changed. Events are applied before any
+            // lookup that sees the generation move.
+            if m.watch.load().0 != m.seen.load(Relaxed) {
+                self.apply(m);
+            }
+        }
         let me = thread_stripe();
         if let Some(d) = self.deferred.get(me) {
             if d.epoch.load(Relaxed) != self.epoch.load(Relaxed) {
@@ -721,6 +864,90 @@ impl<R: Registrar> Cache<R> {
 
     #[cold]
     fn get_slow(&self, req: AddrRange, access: AccessFlags) -> Result<RawHandle<R>, CacheError> {
+        if self.forked.load(Relaxed) {
+            // A fork child has no invalidation source: nothing is cached.
+            add(&self.counters.misses, 1);
+            return self.uncached(req, access);
+        }
+        for attempt in 0..8 {
+            match self.miss_once(req, access, attempt == 0)? {
+                Some(h) => return Ok(h),
+                // An unmap hit the range while we registered it: again.
+                None => add(&self.counters.doomed_retries, 1),
+            }
+        }
+        // The memory under the request keeps changing under us: a one-off
+        // registration, not cached.
+        self.uncached(req, access)
+    }
+
+    /// Register `range` outside the cache, for one handle.
+    fn uncached(&self, range: AddrRange, access: AccessFlags) -> Result<RawHandle<R>, CacheError> {
+        let (region, range, _) = self.register_evicting(range, access, range)?;
+        add(&self.counters.uncached, 1);
+        let keys = self.registrar.keys(&region);
+        Ok(RawHandle {
+            slot: NO_SLOT,
+            range,
+            keys,
+            uncached: Some(region),
+        })
+    }
+
+    /// Register `target` (falling back to `req` when the merged target
+    /// cannot be registered), evicting LRU regions and retrying when the
+    /// registrar runs out of resources. Returns the region, what was
+    /// registered, and its access.
+    fn register_evicting(
+        &self,
+        mut target: AddrRange,
+        mut access: AccessFlags,
+        req: AddrRange,
+    ) -> Result<(R::Region, AddrRange, AccessFlags), CacheError> {
+        let req_access = access;
+        loop {
+            match self.register(target, access) {
+                Ok(region) => return Ok((region, target, access)),
+                Err(e) if e.is_resource_exhausted() => {
+                    let victims = {
+                        let mut idx = self.write_index();
+                        self.evict_lru(&mut idx, 1)
+                    };
+                    if victims.is_empty() {
+                        if let Some(d) = self.own_deferred() {
+                            self.purge_deferred(d, true);
+                            continue;
+                        }
+                        if target != req {
+                            add(&self.counters.merge_fallbacks, 1);
+                            (target, access) = (req, req_access);
+                            continue;
+                        }
+                        return Err(e.into());
+                    }
+                    add(&self.counters.enomem_retries, 1);
+                    self.retire_all(victims);
+                }
+                // A merged registration can fail where the request alone
+                // would not (a neighbour's memory went away): retry without
+                // merging.
+                Err(_) if target != req => {
+                    add(&self.counters.merge_fallbacks, 1);
+                    (target, access) = (req, req_access);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// One attempt at a miss. `Ok(None)`: an invalidation event hit the
+    /// reserved slot before it was published; the caller tries again.
+    fn miss_once(
+        &self,
+        req: AddrRange,
+        access: AccessFlags,
+        first: bool,
+    ) -> Result<Option<RawHandle<R>>, CacheError> {
         let hint = self.hint_index(req.start());
         // 1. The authoritative index, shared.
         let (mut target, mut target_access) = {
@@ -729,7 +956,7 @@ impl<R: Registrar> Cache<R> {
                 drop(idx);
                 self.hints[hint].store(slot + 1, Relaxed);
                 self.counters.hits.incr_at(thread_stripe());
-                return Ok(self.handle_for(slot));
+                return Ok(Some(self.handle_for(slot)));
             }
             if self.config.merge {
                 idx.overlapping(&req, true)
@@ -744,67 +971,105 @@ impl<R: Registrar> Cache<R> {
                 (req, access)
             }
         };
-        add(&self.counters.misses, 1);
+        if first {
+            add(&self.counters.misses, 1);
+        }
         if target.len() > self.config.max_bytes && target != req {
             // Merging would exceed the byte limit on its own: don't merge.
             add(&self.counters.merge_fallbacks, 1);
             (target, target_access) = (req, access);
         }
 
-        // 2. Register outside any lock, evicting on resource shortage.
-        let region = loop {
-            match self.register(target, target_access) {
-                Ok(region) => break region,
-                Err(e) if e.is_resource_exhausted() => {
-                    let victims = {
-                        let mut idx = self.write_index();
-                        self.evict_lru(&mut idx, 1)
-                    };
-                    if victims.is_empty() {
-                        if let Some(d) = self.own_deferred() {
-                            self.purge_deferred(d, true);
-                            continue;
-                        }
-                        if target != req {
-                            add(&self.counters.merge_fallbacks, 1);
-                            (target, target_access) = (req, access);
-                            continue;
-                        }
-                        return Err(e.into());
-                    }
-                    add(&self.counters.enomem_retries, 1);
-                    self.retire_all(victims);
-                }
-                // A merged registration can fail where the request alone
-                // would not (a neighbour's memory went away): retry without
-                // merging.
-                Err(_) if target != req => {
-                    add(&self.counters.merge_fallbacks, 1);
-                    (target, target_access) = (req, access);
-                }
-                Err(e) => return Err(e.into()),
-            }
+        // 2. Reserve a slot and watch the range *before* registering it, so
+        //    an unmap at any later moment reaches the slot (see `apply`).
+        let Some(slot) = self.slab.alloc() else {
+            return self.uncached(req, access).map(Some);
         };
+        let s = self.slab.slot(slot);
+        let inc = (s.state.load(Relaxed) >> INC_SHIFT).wrapping_add(1) & INC_MASK;
+        let cookie = (inc << 32) | u64::from(slot);
+        s.doomed.store(false, Relaxed);
+        s.cookie.store(0, Relaxed);
+        if let Some(m) = &self.monitor {
+            // Release: `apply` reads the cookie (under the index lock) only
+            // after the notifier delivered an event for it, which follows
+            // this registration.
+            s.cookie.store(cookie, Release);
+            let t = Instant::now();
+            let mut watched = m.notifier.register(target, umn::Cookie(cookie));
+            if matches!(watched, Err(umn::Error::NotMapped { .. })) && target != req {
+                add(&self.counters.merge_fallbacks, 1);
+                (target, target_access) = (req, access);
+                watched = m.notifier.register(target, umn::Cookie(cookie));
+            }
+            add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+            match watched {
+                Ok(()) => {}
+                Err(e) => {
+                    s.cookie.store(0, Relaxed);
+                    self.slab.release(slot);
+                    return match e {
+                        umn::Error::NotMapped { range } => {
+                            Err(CacheError::Registrar(RegistrarError::NotMapped {
+                                call: "umn register",
+                                range,
+                                source: std::io::Error::from_raw_os_error(libc::EFAULT),
+                            }))
+                        }
+                        umn::Error::Forked => {
+                            self.on_fork();
+                            self.uncached(req, access).map(Some)
+                        }
+                        e => {
+                            // EBUSY (another userfaultfd owns the memory) or
+                            // another failure: serve it, but never cache
+                            // what nothing watches.
+                            add(&self.counters.unwatched, 1);
+                            log::debug!("{target} served uncached: {e}");
+                            self.uncached(req, access).map(Some)
+                        }
+                    };
+                }
+            }
+        }
 
-        // 3. Publish under the write lock.
+        // 3. Register outside any lock.
+        let (region, target, target_access) =
+            match self.register_evicting(target, target_access, req) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.unreserve(slot);
+                    return Err(e);
+                }
+            };
+
+        // 4. Publish under the write lock.
         let mut retire = Vec::new();
         let mut idx = self.write_index();
         let mut purged = false;
         loop {
-            if let Lookup::Hit(slot) = self.find_covering(&idx, &req, access) {
+            if s.doomed.load(Acquire) {
+                drop(idx);
+                self.deregister(region, target);
+                self.unreserve(slot);
+                self.retire_all(retire);
+                return Ok(None);
+            }
+            if let Lookup::Hit(hit) = self.find_covering(&idx, &req, access) {
                 drop(idx);
                 add(&self.counters.lost_races, 1);
                 self.deregister(region, target);
-                self.hints[hint].store(slot + 1, Relaxed);
+                self.unreserve(slot);
+                self.hints[hint].store(hit + 1, Relaxed);
                 self.retire_all(retire);
-                return Ok(self.handle_for(slot));
+                return Ok(Some(self.handle_for(hit)));
             }
             if self.config.merge {
                 // Regions the new one covers are superseded.
-                for (slot, r) in idx.overlapping(&target, false) {
+                for (victim, r) in idx.overlapping(&target, false) {
                     if target.contains(&r) {
-                        if self.kill(&mut idx, slot, r, false) {
-                            retire.push(slot);
+                        if self.kill(&mut idx, victim, r, false) {
+                            retire.push(victim);
                         }
                         add(&self.counters.merges, 1);
                     }
@@ -838,20 +1103,19 @@ impl<R: Registrar> Cache<R> {
         }
         let over = idx.len() + 1 > self.config.max_regions
             || idx.live_bytes + target.len() > self.config.max_bytes;
-        let slot = if over { None } else { self.slab.alloc() };
-        let Some(slot) = slot else {
+        if over {
             drop(idx);
+            self.unreserve(slot);
             self.retire_all(retire);
             add(&self.counters.uncached, 1);
             let keys = self.registrar.keys(&region);
-            return Ok(RawHandle {
+            return Ok(Some(RawHandle {
                 slot: NO_SLOT,
                 range: target,
                 keys,
                 uncached: Some(region),
-            });
-        };
-        let s = self.slab.slot(slot);
+            }));
+        }
         let keys = self.registrar.keys(&region);
         *s.region.lock().unwrap_or_else(|e| e.into_inner()) = Some(region);
         s.start.store(target.start(), Relaxed);
@@ -866,8 +1130,6 @@ impl<R: Registrar> Cache<R> {
         s.rkey.store(k.rkey.0, Relaxed);
         let stamp = self.clock.load(Relaxed);
         s.last_use.store(stamp, Relaxed);
-        let inc =
-            (s.state.load(Relaxed) >> INC_SHIFT).wrapping_add(1) & ((1 << (64 - INC_SHIFT)) - 1);
         // Release: publishes the fields above to hitters, who load `state`
         // with Acquire. One reference is ours.
         s.state.store((inc << INC_SHIFT) | LIVE | 1, Release);
@@ -877,12 +1139,109 @@ impl<R: Registrar> Cache<R> {
         self.counters.peak_regions.fetch_max(regions, Relaxed);
         self.hints[hint].store(slot + 1, Relaxed);
         self.retire_all(retire);
-        Ok(RawHandle {
+        Ok(Some(RawHandle {
             slot,
             range: target,
             keys,
             uncached: None,
-        })
+        }))
+    }
+
+    /// Give back a reserved, never-published slot: stop watching it.
+    fn unreserve(&self, slot: u32) {
+        let s = self.slab.slot(slot);
+        let cookie = s.cookie.swap(0, Relaxed);
+        if let (Some(m), true) = (&self.monitor, cookie != 0) {
+            let t = Instant::now();
+            let _ = m.notifier.unregister(umn::Cookie(cookie));
+            add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+        }
+        self.slab.release(slot);
+    }
+
+    /// Apply pending invalidation events: drain the notifier in this
+    /// (caller's) thread and kill the regions its cookies name. Regions
+    /// reserved but not yet published are marked doomed, so their
+    /// publisher drops them. Deregistration of idle victims happens here,
+    /// after the lock is dropped; never on the monitor thread.
+    #[cold]
+    fn apply(&self, m: &Monitor) {
+        let _one = m.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cookies = Vec::new();
+        let t = Instant::now();
+        let drained = m.notifier.drain_with(|inv| cookies.push(inv.cookie.0));
+        add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+        match drained {
+            Ok((_, generation)) => m.seen.store(generation.0, Relaxed),
+            Err(umn::Error::Forked) => {
+                drop(_one);
+                self.on_fork();
+                return;
+            }
+            Err(e) => {
+                // Without a working source nothing cached can be trusted.
+                log::error!("draining invalidation events failed ({e}); flushing the cache");
+                drop(_one);
+                self.on_fork();
+                return;
+            }
+        }
+        if cookies.is_empty() {
+            return;
+        }
+        let mut retire = Vec::new();
+        {
+            let mut idx = self.write_index();
+            for c in cookies {
+                let Some(s) = self.slab.get(c as u32) else {
+                    continue;
+                };
+                let st = s.state.load(Acquire);
+                if st & LIVE != 0 && st >> INC_SHIFT == c >> 32 {
+                    add(&self.counters.monitor_invalidations, 1);
+                    let r = s.range();
+                    if self.kill(&mut idx, c as u32, r, false) {
+                        add(&self.counters.invalidations_idle, 1);
+                        retire.push(c as u32);
+                    } else {
+                        add(&self.counters.invalidations_in_use, 1);
+                    }
+                } else if s.cookie.load(Acquire) == c {
+                    // Reserved, not yet published: its publisher checks
+                    // `doomed` under this same lock.
+                    s.doomed.store(true, Release);
+                }
+            }
+        }
+        self.retire_all(retire);
+    }
+
+    /// This process is a fork child: the notifier no longer watches it and
+    /// the registrations belong to the parent (an ibverbs MR deregistered
+    /// through the inherited context would vanish from the parent too).
+    /// Forget every region without deregistering it, and cache nothing
+    /// from now on.
+    #[cold]
+    fn on_fork(&self) {
+        if self.forked.swap(true, Relaxed) {
+            return;
+        }
+        log::info!("fork child: regcache forgets its regions and caches nothing");
+        let mut retire = Vec::new();
+        {
+            let mut idx = self.write_index();
+            let all: Vec<(u32, AddrRange)> = idx
+                .by_start
+                .iter()
+                .filter_map(|(&(s, slot), &e)| Some((slot, AddrRange::new(s, e).ok()?)))
+                .collect();
+            for (slot, r) in all {
+                if self.kill(&mut idx, slot, r, false) {
+                    retire.push(slot);
+                }
+            }
+        }
+        self.retire_all(retire);
     }
 
     /// Clear LIVE and remove from the index. Returns `true` when the caller
@@ -1011,8 +1370,24 @@ impl<R: Registrar> Cache<R> {
     fn retire(&self, slot: u32) {
         let s = self.slab.slot(slot);
         let region = s.region.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let cookie = s.cookie.swap(0, Relaxed);
+        if let (Some(m), true) = (&self.monitor, cookie != 0) {
+            if !self.forked.load(Relaxed) {
+                let t = Instant::now();
+                let _ = m.notifier.unregister(umn::Cookie(cookie));
+                add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+            }
+        }
         if let Some(region) = region {
-            self.deregister(region, s.range());
+            if self.forked.load(Relaxed) {
+                // The parent's registration: forget it (see `on_fork`).
+                std::mem::forget(region);
+                self.counters
+                    .bytes_registered
+                    .fetch_sub(s.range().len(), Relaxed);
+            } else {
+                self.deregister(region, s.range());
+            }
         }
         self.slab.release(slot);
     }
@@ -1064,6 +1439,10 @@ impl<R: Registrar> Cache<R> {
             misses,
             merges: c.merges.load(Relaxed),
             merge_fallbacks: c.merge_fallbacks.load(Relaxed),
+            monitor: self.source,
+            monitor_invalidations: c.monitor_invalidations.load(Relaxed),
+            unwatched: c.unwatched.load(Relaxed),
+            doomed_retries: c.doomed_retries.load(Relaxed),
             evictions: c.evictions.load(Relaxed),
             invalidations_idle: c.invalidations_idle.load(Relaxed),
             invalidations_in_use: c.invalidations_in_use.load(Relaxed),
@@ -1079,6 +1458,7 @@ impl<R: Registrar> Cache<R> {
             bytes_registered: c.bytes_registered.load(Relaxed),
             peak_bytes: c.peak_bytes.load(Relaxed),
             registrar_ns: c.registrar_ns.load(Relaxed),
+            monitor_ns: c.monitor_ns.load(Relaxed),
         }
     }
 

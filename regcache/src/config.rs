@@ -10,6 +10,8 @@ use std::fmt;
 /// | `max_regions` | `REGCACHE_MAX_REGIONS` | 16384 |
 /// | `max_bytes` | `REGCACHE_MAX_BYTES` | ¼ of physical memory |
 /// | `merge` | `REGCACHE_MERGE` | `true` |
+/// | `monitor` | `REGCACHE_MONITOR` | `auto` |
+/// | `monitor` | `REGCACHE_MONITOR` | `auto` |
 ///
 /// Why these defaults (unlimited defaults are UCX's most reported rcache
 /// problem: pinned memory that the OS can never reclaim):
@@ -34,6 +36,56 @@ pub struct Config {
     /// miss (as UCX's rcache does). With `false`, overlapping regions
     /// coexist.
     pub merge: bool,
+    /// Where invalidation events come from (see [`MonitorKind`]).
+    pub monitor: MonitorKind,
+}
+
+/// The invalidation source a cache opens (`REGCACHE_MONITOR`).
+///
+/// Without a source, a cached registration outlives the application's
+/// `munmap`/`free` and later transfers silently use the old pages: use
+/// [`MonitorKind::None`] only when the caller invalidates every unmapped
+/// range itself with [`crate::Cache::invalidate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MonitorKind {
+    /// The best that works here: the kernel device, else userfaultfd.
+    /// If neither opens, the cache runs with no source and says so in its
+    /// statistics and log.
+    Auto,
+    /// `/dev/ummunotify` (the project's kernel module).
+    Kernel,
+    /// userfaultfd with a monitor thread (no module needed).
+    Uffd,
+    /// Only what the host reports through [`crate::Cache::notify_unmapped`].
+    External,
+    /// No source at all.
+    None,
+}
+
+impl MonitorKind {
+    /// The name used in `REGCACHE_MONITOR` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorKind::Auto => "auto",
+            MonitorKind::Kernel => "kernel",
+            MonitorKind::Uffd => "uffd",
+            MonitorKind::External => "external",
+            MonitorKind::None => "none",
+        }
+    }
+
+    /// Parse a `REGCACHE_MONITOR` value.
+    pub fn parse(s: &str) -> Option<MonitorKind> {
+        [
+            Self::Auto,
+            Self::Kernel,
+            Self::Uffd,
+            Self::External,
+            Self::None,
+        ]
+        .into_iter()
+        .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+    }
 }
 
 impl Default for Config {
@@ -42,6 +94,7 @@ impl Default for Config {
             max_regions: 16384,
             max_bytes: default_max_bytes(),
             merge: true,
+            monitor: MonitorKind::Auto,
         }
     }
 }
@@ -75,7 +128,8 @@ const BOOL_HELP: &str = "one of 1, 0, true, false, yes, no, on, off";
 
 impl Config {
     /// The defaults, overridden by `REGCACHE_MAX_REGIONS`,
-    /// `REGCACHE_MAX_BYTES` and `REGCACHE_MERGE` where set.
+    /// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE` and `REGCACHE_MONITOR` where
+    /// set.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first malformed variable.
@@ -106,6 +160,13 @@ impl Config {
                 variable: "REGCACHE_MAX_BYTES",
                 value: v,
                 expected: SIZE_HELP,
+            })?;
+        }
+        if let Some(v) = get("REGCACHE_MONITOR") {
+            self.monitor = MonitorKind::parse(&v).ok_or(ConfigError {
+                variable: "REGCACHE_MONITOR",
+                value: v,
+                expected: "one of auto, kernel, uffd, external, none",
             })?;
         }
         if let Some(v) = get("REGCACHE_MERGE") {
@@ -147,8 +208,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max_regions={} max_bytes={} merge={}",
-            self.max_regions, self.max_bytes, self.merge
+            "max_regions={} max_bytes={} merge={} monitor={}",
+            self.max_regions,
+            self.max_bytes,
+            self.merge,
+            self.monitor.name()
         )
     }
 }
@@ -172,11 +236,20 @@ mod tests {
                 ("REGCACHE_MAX_REGIONS", "100"),
                 ("REGCACHE_MAX_BYTES", "64M"),
                 ("REGCACHE_MERGE", "off"),
+                ("REGCACHE_MONITOR", "external"),
             ]))
             .unwrap();
         assert_eq!(
             (c.max_regions, c.max_bytes, c.merge),
             (100, 64 << 20, false)
+        );
+        assert_eq!(c.monitor, MonitorKind::External);
+        let e = Config::default()
+            .with_overrides(env(&[("REGCACHE_MONITOR", "ptrace")]))
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("auto, kernel, uffd, external, none"),
+            "{e}"
         );
         let e = Config::default()
             .with_overrides(env(&[("REGCACHE_MERGE", "maybe")]))

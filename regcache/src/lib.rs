@@ -81,7 +81,7 @@ mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
 pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
-pub use config::{Config, ConfigError, parse_size};
+pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
 pub use stats::Stats;

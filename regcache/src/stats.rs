@@ -80,6 +80,9 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) merges: AtomicU64,
     pub(crate) merge_fallbacks: AtomicU64,
+    pub(crate) monitor_invalidations: AtomicU64,
+    pub(crate) unwatched: AtomicU64,
+    pub(crate) doomed_retries: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) invalidations_idle: AtomicU64,
     pub(crate) invalidations_in_use: AtomicU64,
@@ -94,6 +97,7 @@ pub(crate) struct Counters {
     pub(crate) peak_bytes: AtomicU64,
     pub(crate) peak_regions: AtomicU64,
     pub(crate) registrar_ns: AtomicU64,
+    pub(crate) monitor_ns: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -101,9 +105,10 @@ pub(crate) fn add(c: &AtomicU64, n: u64) {
 }
 
 /// A snapshot of a cache's statistics. Counts are since the cache was
-/// created; `*_bytes` are bytes; `registrar_ns` is wall-clock nanoseconds
-/// spent inside the registrar's register and deregister calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// created; `*_bytes` are bytes; `registrar_ns` and `monitor_ns` are
+/// wall-clock nanoseconds spent inside the registrar's and the invalidation
+/// source's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// Calls to `get` that returned a handle or an error (= hits + misses).
     pub gets: u64,
@@ -117,6 +122,17 @@ pub struct Stats {
     /// (too large, or the registrar refused it) and the request was
     /// registered alone, beside the regions it touches.
     pub merge_fallbacks: u64,
+    /// The invalidation source in force.
+    pub monitor: crate::MonitorKind,
+    /// Regions invalidated by events from the source (included in the
+    /// idle / in-use invalidation counts).
+    pub monitor_invalidations: u64,
+    /// Gets served uncached because the source could not watch the range
+    /// (EBUSY: another userfaultfd owns the memory).
+    pub unwatched: u64,
+    /// Misses retried because an unmap hit the range while it was being
+    /// registered.
+    pub doomed_retries: u64,
     /// Idle regions evicted (limits reached, or the registrar out of
     /// resources).
     pub evictions: u64,
@@ -151,6 +167,9 @@ pub struct Stats {
     pub peak_bytes: u64,
     /// Nanoseconds spent in the registrar (register + deregister).
     pub registrar_ns: u64,
+    /// Nanoseconds spent in the invalidation source's calls on slow paths
+    /// (watching and unwatching ranges, draining events).
+    pub monitor_ns: u64,
 }
 
 impl Stats {

@@ -64,6 +64,7 @@ fn threads_never_see_a_region_deregistered_under_them() {
             max_regions: 8,
             max_bytes: (24 * page) as u64,
             merge: true,
+            ..Config::default()
         },
     ));
     let threads = 4;

@@ -8,7 +8,8 @@
 
 use proptest::prelude::*;
 use regcache::{
-    AccessFlags, AddrRange, Cache, CacheError, Config, Keys, LKey, RKey, Registrar, RegistrarError,
+    AccessFlags, AddrRange, Cache, CacheError, Config, Keys, LKey, MonitorKind, RKey, Registrar,
+    RegistrarError,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -110,6 +111,7 @@ fn run(
         max_regions,
         max_bytes: max_pages * page,
         merge,
+        monitor: MonitorKind::None,
     };
     let cache = Cache::new(registrar, config);
     let mut handles = Vec::new();
@@ -327,6 +329,7 @@ fn lru_evicts_least_recently_released() {
             max_regions: 3,
             max_bytes: 1 << 40,
             merge: false,
+            monitor: MonitorKind::None,
         },
     );
     let r = |i: u64| AddrRange::from_start_len(0x2000_0000 + i * 4 * page, page).unwrap();
@@ -357,7 +360,13 @@ fn invalidation_of_in_use_region_defers_deregistration() {
         capacity: u64::MAX,
         world: Mutex::default(),
     };
-    let cache = Cache::new(registrar, Config::default());
+    let cache = Cache::new(
+        registrar,
+        Config {
+            monitor: MonitorKind::None,
+            ..Config::default()
+        },
+    );
     let r = AddrRange::from_start_len(0x3000_0000, 2 * page).unwrap();
     let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
     let id = h.keys().unwrap().lkey.0;
@@ -404,7 +413,13 @@ fn bad_ranges_are_errors_and_change_nothing() {
         capacity: u64::MAX,
         world: Mutex::default(),
     };
-    let cache = Cache::new(registrar, Config::default());
+    let cache = Cache::new(
+        registrar,
+        Config {
+            monitor: MonitorKind::None,
+            ..Config::default()
+        },
+    );
     let empty = AddrRange::new(0x1000, 0x1000).unwrap();
     assert!(matches!(
         cache.get(empty, AccessFlags::empty()),

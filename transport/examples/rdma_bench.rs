@@ -246,23 +246,25 @@ fn main() {
     }
     let pd = ProtectionDomain::open(None).expect("RDMA device");
     println!("device {}", pd.device().name);
-    let bufs = Buffers::new(1, a.size);
-    let r = bufs.ranges[0];
     let reg = VerbsRegistrar::new(pd.clone());
-    let regdereg = time_ns(50, || {
-        let mr = reg.register(r, ACCESS).unwrap();
-        reg.deregister(mr).unwrap();
-    });
     let cache = Cache::new(VerbsRegistrar::new(pd.clone()), Config::default());
-    drop(cache.get(r, ACCESS).unwrap());
-    let hit = time_ns(100_000, || drop(cache.get(r, ACCESS).unwrap()));
-    println!(
-        "ibv_reg_mr+ibv_dereg_mr of {} bytes: {:.1} us; cache hit (get+release): {:.0} ns; ratio {:.0}x",
-        a.size,
-        regdereg / 1e3,
-        hit,
-        regdereg / hit
-    );
+    for size in [4 << 10, 64 << 10, 1 << 20, 4 << 20] {
+        let bufs = Buffers::new(1, size);
+        let r = bufs.ranges[0];
+        let regdereg = time_ns(50, || {
+            let mr = reg.register(r, ACCESS).unwrap();
+            reg.deregister(mr).unwrap();
+        });
+        drop(cache.get(r, ACCESS).unwrap());
+        let hit = time_ns(100_000, || drop(cache.get(r, ACCESS).unwrap()));
+        println!(
+            "{size:>8} bytes: ibv_reg_mr+ibv_dereg_mr {:>8.1} us; cache hit (get+release) {hit:>5.0} ns; \
+             ratio {:.0}x",
+            regdereg / 1e3,
+            regdereg / hit
+        );
+        cache.flush();
+    }
     drop(cache);
     let (r0, t0) = sender("none", a);
     let (r1, t1) = sender("cache", a);

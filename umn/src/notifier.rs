@@ -410,17 +410,28 @@ impl Notifier {
         let monitor = if with_uffd {
             let sh = shared.clone();
             let cpu = opts.monitor_cpu;
+            // `open` returns only once the monitor thread runs: its start-up
+            // maps memory (the thread's signal stack), and done later it
+            // could land in a range the application just unmapped — inside
+            // the application's munmap, which waits for this very thread.
+            let ready = Arc::new(std::sync::Barrier::new(2));
+            let started = ready.clone();
             let h = std::thread::Builder::new()
                 .name("umn-monitor".into())
                 .stack_size(64 * 1024)
                 .spawn(move || {
+                    started.wait();
+                    drop(started);
                     if let Some(cpu) = cpu {
                         let _ = sys::pin_to_cpu(cpu);
                     }
                     uffd::monitor(&sh, mon, stop);
                 });
             match h {
-                Ok(h) => Some(h),
+                Ok(h) => {
+                    ready.wait();
+                    Some(h)
+                }
                 Err(e) => {
                     close_all(&[ufd, mon, stop, efd]);
                     return Err(sys_err("spawn(umn-monitor)")(e));

@@ -162,6 +162,20 @@ fn test(_root: &Path) -> Result<()> {
         "--no-fail-fast",
     ]))?;
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    // Loom models of the cross-thread protocols (umn's generation seqlock),
+    // in their own target directory: `--cfg loom` rebuilds everything.
+    run(cargo()
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "umn",
+            "--lib",
+            "--release",
+            "loom",
+        ])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", "target/loom"))?;
     capi::test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");

@@ -17,7 +17,7 @@
 //! `target/`. [`test_tier`] builds the RDMA test binaries with
 //! `cargo test --no-run` and runs them inside.
 
-use crate::{cargo, have};
+use crate::{cargo, have, run};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -539,8 +539,24 @@ pub(crate) fn test_tier(root: &Path) -> Result<()> {
     ])?;
     let [verbs, verbs_cache, rdma] =
         [&bins[0], &bins[1], &bins[2]].map(|p| shell_quote(&p.display().to_string()));
+    run(cargo().args([
+        "build",
+        "--locked",
+        "-p",
+        "regcache-bench",
+        "--bin",
+        "regcache-bench",
+    ]))?;
+    let bench = shell_quote(
+        &root
+            .join("target/debug/regcache-bench")
+            .display()
+            .to_string(),
+    );
     let script = format!(
         r#"st=0
+echo "== regcache-bench on the built-in workloads with the verbs registrar (ibv_reg_mr on rxe0)"
+{bench} --registrar verbs --monitor uffd || st=1
 echo "== verbs registrar tests, as nobody (RLIMIT_MEMLOCK $(ulimit -l) KiB)"
 for t in {verbs} {verbs_cache}; do
     REGCACHE_REQUIRE_UNPRIVILEGED=1 setpriv --reuid=65534 --regid=65534 --clear-groups \

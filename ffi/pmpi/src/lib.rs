@@ -250,7 +250,7 @@ pub extern "C" fn rcpmpi_finalize() {
         eprint_line(&format!(
             "regcache-pmpi: rank {rank}: gets {} hits {} misses {} hit_rate {:.2}% \
              registrations {} invalidations {} evictions {} regions {} peak_bytes {} \
-             below_min {} skipped {} failed {} registrar {} min_bytes {}\n",
+             below_min {} skipped {} failed {} registrar {} monitor {} min_bytes {}\n",
             st.gets,
             st.hits,
             st.misses,
@@ -264,6 +264,7 @@ pub extern "C" fn rcpmpi_finalize() {
             SKIPPED.load(Relaxed),
             s.failed.load(Relaxed),
             s.cache.registrar().name(),
+            s.cache.monitor().name(),
             s.min_bytes,
         ));
     });

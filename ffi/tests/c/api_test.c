@@ -182,7 +182,12 @@ static void test_cache_new_errors(void)
     CHECK(c == NULL);
     /* No RDMA device on the host tier: verbs is unavailable. In the VM
      * tier (rxe) it opens; both are fine, a crash is not. */
-    bad = cfg; bad.registrar = REGCACHE_REGISTRAR_VERBS;
+    bad = cfg; bad.registrar = REGCACHE_REGISTRAR_PIN; bad.monitor = REGCACHE_MONITOR_KERNEL;
+    if (access("/dev/ummunotify", F_OK) != 0) {
+        EXPECT(regcache_cache_new(&bad, &c), REGCACHE_ERR_UNAVAILABLE);
+        CHECK(c == NULL);
+    }
+    bad = cfg; bad.registrar = REGCACHE_REGISTRAR_VERBS; bad.monitor = REGCACHE_MONITOR_NONE;
     regcache_result r = regcache_cache_new(&bad, &c);
     CHECK(r == REGCACHE_OK || r == REGCACHE_ERR_UNAVAILABLE);
     if (r == REGCACHE_OK) {
@@ -299,14 +304,14 @@ static void test_get_release(void)
     CHECK(kind == REGCACHE_REGISTRAR_PIN);
     EXPECT(regcache_cache_registrar(NULL, &kind), REGCACHE_ERR_NULL_ARGUMENT);
 
-    /* notify_unmapped: the region leaves the cache. */
-    EXPECT(regcache_cache_notify_unmapped(c, buf, len, &n), REGCACHE_OK);
-    CHECK(n == 1);
-    EXPECT(regcache_cache_notify_unmapped(c, buf, 0, &n), REGCACHE_ERR_INVALID_RANGE);
-    EXPECT(regcache_cache_notify_unmapped(c, NULL, 10, &n), REGCACHE_ERR_INVALID_RANGE);
-    EXPECT(regcache_cache_notify_unmapped(c, buf, SIZE_MAX, &n), REGCACHE_ERR_INVALID_RANGE);
-    EXPECT(regcache_cache_notify_unmapped(c, buf, len, NULL), REGCACHE_ERR_NULL_ARGUMENT);
-    EXPECT(regcache_cache_notify_unmapped(NULL, buf, len, &n), REGCACHE_ERR_NULL_ARGUMENT);
+    /* notify_unmapped (no source of its own: invalidates at once). */
+    EXPECT(regcache_cache_notify_unmapped(c, buf, len), REGCACHE_OK);
+    EXPECT(regcache_cache_stats(c, &st), REGCACHE_OK);
+    CHECK(st.regions == 0 && st.invalidations_idle + st.invalidations_in_use == 1);
+    EXPECT(regcache_cache_notify_unmapped(c, buf, 0), REGCACHE_ERR_INVALID_RANGE);
+    EXPECT(regcache_cache_notify_unmapped(c, NULL, 10), REGCACHE_ERR_INVALID_RANGE);
+    EXPECT(regcache_cache_notify_unmapped(c, buf, SIZE_MAX), REGCACHE_ERR_INVALID_RANGE);
+    EXPECT(regcache_cache_notify_unmapped(NULL, buf, len), REGCACHE_ERR_NULL_ARGUMENT);
 
     /* flush / quiesce. */
     EXPECT(regcache_cache_get(c, buf, len, 1, &h), REGCACHE_OK);
@@ -326,7 +331,7 @@ static void test_get_release(void)
     EXPECT(regcache_cache_destroy(c), REGCACHE_ERR_DESTROYED);
     EXPECT(regcache_cache_get(c, buf, len, 1, &keep), REGCACHE_ERR_DESTROYED);
     EXPECT(regcache_cache_stats(c, &st), REGCACHE_ERR_DESTROYED);
-    EXPECT(regcache_cache_notify_unmapped(c, buf, len, &n), REGCACHE_ERR_DESTROYED);
+    EXPECT(regcache_cache_notify_unmapped(c, buf, len), REGCACHE_ERR_DESTROYED);
     EXPECT(regcache_cache_flush(c, &n), REGCACHE_ERR_DESTROYED);
     EXPECT(regcache_cache_quiesce(c), REGCACHE_ERR_DESTROYED);
     EXPECT(regcache_cache_monitor(c, &mon), REGCACHE_ERR_DESTROYED);
@@ -343,12 +348,15 @@ static void test_get_release(void)
 static void test_stale_registration(uint32_t monitor)
 {
     regcache_cache *c = new_cache(monitor, 1);
-    size_t len = 8 * page, n;
+    size_t len = 8 * page;
     uint32_t active = 99;
     regcache_handle *h = NULL;
     regcache_stats s0, s1;
 
     EXPECT(regcache_cache_monitor(c, &active), REGCACHE_OK);
+    CHECK(monitor == REGCACHE_MONITOR_AUTO ? (active == REGCACHE_MONITOR_UFFD ||
+                                              active == REGCACHE_MONITOR_KERNEL)
+                                           : active == monitor);
     char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(buf != MAP_FAILED);
     memset(buf, 1, len);
@@ -360,7 +368,7 @@ static void test_stale_registration(uint32_t monitor)
     CHECK(s0.misses == 1 && s0.hits == 1);
 
     if (active == REGCACHE_MONITOR_EXTERNAL || active == REGCACHE_MONITOR_NONE)
-        EXPECT(regcache_cache_notify_unmapped(c, buf, len, &n), REGCACHE_OK);
+        EXPECT(regcache_cache_notify_unmapped(c, buf, len), REGCACHE_OK);
     CHECK(munmap(buf, len) == 0);
     char *again = mmap(buf, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
                        -1, 0);

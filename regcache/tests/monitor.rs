@@ -1,0 +1,346 @@
+//! The cache with its invalidation source, on real memory and real kernel
+//! events: a registration never outlives the memory it was made for.
+//!
+//! The registrar is the real `pin` registrar wrapped to number each
+//! registration (the number is its lkey), so a test can tell a fresh
+//! registration from a stale one.
+
+use regcache::{
+    AccessFlags, AddrRange, Cache, Config, Keys, LKey, MonitorKind, PinRegistrar, RKey, Registrar,
+    RegistrarError,
+};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+#[derive(Debug, Default)]
+struct Numbered {
+    pin: PinRegistrar,
+    next: AtomicU32,
+    /// When set, `keys()` (which the cache calls under its index lock)
+    /// unmaps this range first.
+    unmap_in_keys: std::sync::Mutex<Option<AddrRange>>,
+}
+
+impl Registrar for Numbered {
+    type Region = (u32, regcache::PinnedRegion);
+    fn name(&self) -> &'static str {
+        "numbered-pin"
+    }
+    fn register(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Self::Region, RegistrarError> {
+        let r = self.pin.register(range, access)?;
+        Ok((self.next.fetch_add(1, Ordering::Relaxed) + 1, r))
+    }
+    fn keys(&self, r: &Self::Region) -> Option<Keys> {
+        if let Some(victim) = self.unmap_in_keys.lock().unwrap().take() {
+            unmap(victim);
+        }
+        Some(Keys {
+            lkey: LKey(r.0),
+            rkey: RKey(r.0),
+        })
+    }
+    fn deregister(&self, (_, r): Self::Region) -> Result<(), RegistrarError> {
+        self.pin.deregister(r)
+    }
+}
+
+const LEN: usize = 64 << 10;
+
+/// Map LEN bytes; `None` when `at` was given and something else took that
+/// address (another thread's allocation can land in a freed hole).
+fn try_map(at: Option<u64>) -> Option<AddrRange> {
+    let (addr, flags) = match at {
+        Some(a) => (a as *mut libc::c_void, libc::MAP_FIXED_NOREPLACE),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: a fresh anonymous private mapping (at a free address when
+    // `at` is given: MAP_FIXED_NOREPLACE never replaces a mapping).
+    let p = unsafe {
+        libc::mmap(
+            addr,
+            LEN,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED && at.is_some() {
+        eprintln!(
+            "mmap at {:#x}: {}",
+            at.unwrap_or(0),
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    if let Some(a) = at {
+        assert_eq!(p as u64, a, "kernel placed the new mapping elsewhere");
+    }
+    // SAFETY: `p` is a fresh writable mapping of LEN bytes.
+    unsafe { std::ptr::write_bytes(p as *mut u8, 0x5a, LEN) };
+    Some(AddrRange::from_start_len(p as u64, LEN as u64).unwrap())
+}
+
+fn map(at: Option<u64>) -> AddrRange {
+    try_map(at).expect("mmap")
+}
+
+/// Run `scenario` until the freed address could be mapped again (it
+/// returns `false` when something else took it first), at most 5 times.
+fn until_address_reused(mut scenario: impl FnMut() -> bool) {
+    for _ in 0..5 {
+        if scenario() {
+            return;
+        }
+        eprintln!("the freed address was taken by another mapping; trying again");
+    }
+    panic!("could not map new memory at a freed address in 5 tries");
+}
+
+fn unmap(r: AddrRange) {
+    // SAFETY: unmaps a mapping this test made; nothing references it.
+    let rc = unsafe { libc::munmap(r.start() as *mut libc::c_void, r.len() as usize) };
+    assert_eq!(rc, 0);
+}
+
+fn cache() -> Option<Cache<Numbered>> {
+    match Cache::try_new(
+        Numbered::default(),
+        Config {
+            monitor: MonitorKind::Uffd,
+            ..Config::default()
+        },
+    ) {
+        Ok(c) => {
+            assert_eq!(c.monitor(), MonitorKind::Uffd);
+            Some(c)
+        }
+        Err(e) => {
+            // Only a sandbox that forbids userfaultfd gets here.
+            println!("SKIPPED: userfaultfd unavailable here ({e}); the VM tier runs these tests");
+            None
+        }
+    }
+}
+
+fn id(h: &regcache::Handle<'_, Numbered>) -> u32 {
+    h.keys().unwrap().lkey.0
+}
+
+/// Get, munmap, map new memory at the same address, get: a miss and a new
+/// registration, never the stale one.
+fn stale_scenario(unmap_on_other_thread: bool) {
+    until_address_reused(|| stale_once(unmap_on_other_thread));
+}
+
+fn stale_once(unmap_on_other_thread: bool) -> bool {
+    let Some(cache) = cache() else { return true };
+    let r = map(None);
+    let first = {
+        let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+        id(&h)
+    };
+    // A hit while the memory is unchanged.
+    assert_eq!(id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()), first);
+    if unmap_on_other_thread {
+        std::thread::spawn(move || unmap(r)).join().unwrap();
+    } else {
+        unmap(r);
+    }
+    let Some(again) = try_map(Some(r.start())) else {
+        return false;
+    };
+    let h = cache.get(again, AccessFlags::LOCAL_WRITE).unwrap();
+    assert_ne!(
+        id(&h),
+        first,
+        "the stale registration was returned for new memory"
+    );
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses), (1, 2), "{s:?}");
+    assert!(s.monitor_invalidations >= 1, "{s:?}");
+    drop(h);
+    unmap(again);
+    true
+}
+
+#[test]
+fn munmap_then_remap_is_a_miss_never_the_stale_registration() {
+    stale_scenario(false);
+}
+
+#[test]
+fn munmap_on_another_thread_then_remap_is_a_miss() {
+    stale_scenario(true);
+}
+
+// madvise(DONTNEED/FREE) is refused (EINVAL) on mlock'ed memory, so it
+// cannot be shown with the pin registrar; umn's own tests show the event on
+// unpinned memory, and the VM tier's verbs tests cover it with ibv_reg_mr.
+
+#[test]
+fn in_use_region_unmapped_is_deregistered_on_last_release() {
+    let Some(cache) = cache() else { return };
+    let r = map(None);
+    let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+    unmap(r);
+    let other = map(None);
+    // Any get applies the pending event.
+    drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap());
+    // (The new mapping may reuse the address: compare registrations.)
+    assert!(
+        cache
+            .regions()
+            .iter()
+            .all(|i| i.keys.unwrap().lkey.0 != id(&h)),
+        "left the index at once"
+    );
+    let s = cache.stats();
+    assert_eq!(s.invalidations_in_use, 1, "{s:?}");
+    let before = s.deregistrations;
+    drop(h);
+    assert_eq!(cache.stats().deregistrations, before + 1);
+    unmap(other);
+}
+
+/// An application thread holds the cache's index lock (the registrar's
+/// `keys()` runs under it) and unmaps registered memory. munmap blocks until
+/// the userfaultfd monitor reads the event; the monitor takes no cache lock,
+/// so this completes. (A watchdog turns a deadlock into a failure.)
+#[test]
+fn unmap_while_holding_the_cache_lock_completes() {
+    let Some(cache) = cache() else { return };
+    let victim = map(None);
+    drop(cache.get(victim, AccessFlags::LOCAL_WRITE).unwrap());
+    *cache.registrar().unmap_in_keys.lock().unwrap() = Some(victim);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..200 {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            eprintln!("deadlock: munmap under the cache lock did not return in 10 s");
+            std::process::abort();
+        });
+        let other = map(None);
+        drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap()); // keys() unmaps `victim`
+        done.store(true, Ordering::SeqCst);
+        assert!(
+            cache.registrar().unmap_in_keys.lock().unwrap().is_none(),
+            "keys() did not run"
+        );
+        // The victim's region is invalidated by the next get.
+        drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap());
+        assert!(cache.regions().iter().all(|i| !i.range.overlaps(&victim)));
+        unmap(other);
+    });
+}
+
+/// fork with registrations alive: the child uses the cache, unmaps and
+/// exits; the parent keeps its regions and still sees its own unmaps.
+#[test]
+fn fork_child_unmaps_and_exits_parent_keeps_working() {
+    until_address_reused(fork_once);
+}
+
+fn fork_once() -> bool {
+    let Some(cache) = cache() else { return true };
+    let shared = map(None);
+    let first = id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap());
+    // SAFETY: the child only calls the cache (no locks held by other
+    // threads: the monitor thread holds none), munmap and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let code = (|| {
+            let h = cache.get(shared, AccessFlags::LOCAL_WRITE).ok()?;
+            // In the child nothing is cached: a one-off registration.
+            if h.is_cached() {
+                return None;
+            }
+            drop(h);
+            unmap(shared);
+            Some(0)
+        })()
+        .unwrap_or(1);
+        // SAFETY: leave the child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child failed: {status:#x}"
+    );
+    // The child's munmap was of its own copy: the parent's region is intact.
+    assert_eq!(
+        id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap()),
+        first
+    );
+    // And the parent still gets events for its own unmaps.
+    unmap(shared);
+    let Some(again) = try_map(Some(shared.start())) else {
+        return false;
+    };
+    assert_ne!(
+        id(&cache.get(again, AccessFlags::LOCAL_WRITE).unwrap()),
+        first
+    );
+    unmap(again);
+    true
+}
+
+#[test]
+fn notify_unmapped_from_the_host_invalidates() {
+    let cache = Cache::try_new(
+        Numbered::default(),
+        Config {
+            monitor: MonitorKind::External,
+            ..Config::default()
+        },
+    )
+    .expect("the external source needs no kernel support");
+    assert_eq!(cache.monitor(), MonitorKind::External);
+    let r = map(None);
+    let first = id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap());
+    assert_eq!(id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()), first);
+    cache
+        .notify_unmapped(AddrRange::from_start_len(r.start() + 4096, 1).unwrap())
+        .unwrap();
+    assert_ne!(id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()), first);
+    assert_eq!(cache.stats().monitor_invalidations, 1);
+    unmap(r);
+}
+
+#[test]
+fn explicit_source_that_cannot_open_is_an_error_and_new_says_why() {
+    if std::path::Path::new(umn::DEVICE_PATH).exists() {
+        println!("SKIPPED: /dev/ummunotify is present; this test is about its absence");
+        return;
+    }
+    let cfg = Config {
+        monitor: MonitorKind::Kernel,
+        ..Config::default()
+    };
+    assert!(Cache::try_new(Numbered::default(), cfg.clone()).is_err());
+    let c = Cache::new(Numbered::default(), cfg);
+    assert_eq!(c.monitor(), MonitorKind::None);
+    assert!(
+        c.monitor_error().unwrap().contains("ummunotify"),
+        "{:?}",
+        c.monitor_error()
+    );
+}

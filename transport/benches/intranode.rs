@@ -1,0 +1,376 @@
+//! Intra-node transport benchmarks (reported, not tests).
+//!
+//! `cargo bench -p regcache-transport --bench intranode` prints:
+//! - single-thread `memcpy` bandwidth at 1, 4, 16 MiB (the reference);
+//! - keyed-DMA bandwidth at the same sizes to a receiver in another
+//!   process, single-copy (`process_vm_writev`) and bounce;
+//! - 8-byte ping-pong half round-trip latency through `shm_signal` alone
+//!   and through keyed DMA (send + doorbell + receive + restock).
+//!
+//! The receiver is this binary re-executed with `RC_BENCH_ROLE`. Compare
+//! with Open MPI's shared-memory path with NetPIPE (`NPmpi`, see
+//! `transport/benches/README.md`). Numbers are wall-clock on a
+//! shared machine: run several times.
+#![allow(missing_docs)]
+
+use regcache_transport::dma::{Config, DmaBuffer, Registry};
+use regcache_transport::{DmaKey, Segment, ShmSignal, Side, SpinPolicy, Wake};
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use umn::AddrRange;
+
+const MIB: usize = 1 << 20;
+const SIZES: [usize; 3] = [MIB, 4 * MIB, 16 * MIB];
+
+fn main() {
+    match std::env::var("RC_BENCH_ROLE").as_deref() {
+        Ok("rx") => return role_rx(),
+        Ok("pong") => return role_pong(),
+        Ok("echo") => return role_echo(),
+        _ => {}
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` probing: nothing to list.
+    }
+    println!(
+        "# regcache-transport intra-node benchmarks (pid {})",
+        std::process::id()
+    );
+    for &s in &SIZES {
+        let memcpy = memcpy_bw(s);
+        let cma = dma_bw(s, false);
+        let bounce = dma_bw(s, true);
+        println!(
+            "size {:>2} MiB: memcpy {:6.2} GB/s | keyed DMA cma {:6.2} GB/s ({:.2}x memcpy) | bounce {:6.2} GB/s ({:.2}x)",
+            s / MIB,
+            memcpy,
+            cma,
+            cma / memcpy,
+            bounce,
+            bounce / memcpy
+        );
+    }
+    for &s in &SIZES {
+        let (cma, bounce) = (pingpong_bw(s, false), pingpong_bw(s, true));
+        println!(
+            "size {:>2} MiB ping-pong (NetPIPE method, one message in flight): keyed DMA cma {:6.2} GB/s | bounce {:6.2} GB/s",
+            s / MIB,
+            cma,
+            bounce
+        );
+    }
+    let (sig_ns, dma_ns) = latency();
+    println!(
+        "8-byte ping-pong, half round trip (spin {} iters): shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns",
+        spin().iters
+    );
+}
+
+/// `RC_BENCH_SPIN` overrides the receivers' spin policy (iterations).
+fn spin() -> SpinPolicy {
+    std::env::var("RC_BENCH_SPIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or_else(SpinPolicy::default, |iters| SpinPolicy { iters })
+}
+
+fn cfg(bounce: bool) -> Config {
+    Config {
+        force_bounce: bounce,
+        restock_wait: Duration::from_secs(10),
+        spin: spin(),
+        ..Config::default()
+    }
+}
+
+/// NetPIPE's method: one message of `size` each way, time / 2 per message.
+fn pingpong_bw(size: usize, bounce: bool) -> f64 {
+    let name = format!("rc-bench-{}-pp{size}-{bounce}", std::process::id());
+    let reg = Registry::create_with(&name, cfg(bounce)).unwrap();
+    let place = Segment::memfd(4096).unwrap();
+    let iters = (256 * MIB / size).max(4);
+    let mut child = spawn(
+        "echo",
+        &[
+            ("RC_REG", name.clone()),
+            ("RC_FD", place.raw_fd().to_string()),
+            ("RC_SIZE", size.to_string()),
+            ("RC_COUNT", (iters + 1).to_string()),
+            ("RC_BOUNCE", (bounce as u8).to_string()),
+        ],
+    );
+    let mut buf = vec![0u8; size];
+    let r = AddrRange::from_buffer(buf.as_mut_ptr(), size).unwrap();
+    // SAFETY: `buf` outlives `rx` (dropped first below).
+    let mut rx = unsafe {
+        reg.bind(
+            DmaKey::from_fd(place.raw_fd(), 0).unwrap(),
+            &[r],
+            &[DmaBuffer::new(vec![r])],
+        )
+    }
+    .unwrap();
+    assert_eq!(read_line(&mut child), "READY");
+    let to = DmaKey::from_fd(place.raw_fd(), 64).unwrap();
+    let src = vec![3u8; size];
+    let mut one = || {
+        while let Err(e) = reg.send(to, &[&src]) {
+            assert!(
+                matches!(e, regcache_transport::Error::NoFreeDescriptor(_)),
+                "{e}"
+            );
+        }
+        let d = rx.recv(None).unwrap().unwrap();
+        rx.restock(d.index).unwrap();
+    };
+    one();
+    let t = Instant::now();
+    for _ in 0..iters {
+        one();
+    }
+    let bw = (size * iters * 2) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    child.wait().unwrap();
+    drop(rx);
+    drop(buf);
+    let _ = Registry::unlink(&name);
+    bw
+}
+
+fn role_echo() {
+    let bounce = std::env::var("RC_BOUNCE").unwrap() == "1";
+    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(bounce)).unwrap();
+    let fd: i32 = std::env::var("RC_FD").unwrap().parse().unwrap();
+    // SAFETY: inherited across exec for us.
+    let place = Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
+    let size: usize = std::env::var("RC_SIZE").unwrap().parse().unwrap();
+    let count: u64 = std::env::var("RC_COUNT").unwrap().parse().unwrap();
+    let mut buf = vec![0u8; size];
+    let r = AddrRange::from_buffer(buf.as_mut_ptr(), size).unwrap();
+    // SAFETY: `buf` outlives `rx` (dropped first below).
+    let mut rx = unsafe {
+        reg.bind(
+            DmaKey::from_fd(place.raw_fd(), 64).unwrap(),
+            &[r],
+            &[DmaBuffer::new(vec![r])],
+        )
+    }
+    .unwrap();
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let back = DmaKey::from_fd(place.raw_fd(), 0).unwrap();
+    for _ in 0..count {
+        let d = rx.recv(None).unwrap().unwrap();
+        // Echo our receive buffer back (its address is stable).
+        // SAFETY: the delivered bytes lie in our own live buffer.
+        let data = unsafe { std::slice::from_raw_parts(r.start() as *const u8, d.len as usize) };
+        while let Err(e) = reg.send(back, &[data]) {
+            assert!(
+                matches!(e, regcache_transport::Error::NoFreeDescriptor(_)),
+                "{e}"
+            );
+        }
+        rx.restock(d.index).unwrap();
+    }
+    drop(rx);
+    drop(buf);
+}
+
+fn memcpy_bw(size: usize) -> f64 {
+    let src = vec![1u8; size];
+    let mut dst = vec![0u8; size];
+    let iters = (1024 * MIB / size).max(8);
+    for _ in 0..2 {
+        dst.copy_from_slice(&src);
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn spawn(role: &str, env: &[(&str, String)]) -> std::process::Child {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("RC_BENCH_ROLE", role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+fn read_line(c: &mut std::process::Child) -> String {
+    let mut l = String::new();
+    std::io::BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut l)
+        .unwrap();
+    l.trim().to_owned()
+}
+
+fn dma_bw(size: usize, bounce: bool) -> f64 {
+    let name = format!("rc-bench-{}-{size}-{bounce}", std::process::id());
+    let reg = Registry::create_with(&name, cfg(bounce)).unwrap();
+    let place = Segment::memfd(4096).unwrap();
+    let key = DmaKey::from_fd(place.raw_fd(), 0).unwrap();
+    let iters = (512 * MIB / size).max(8);
+    let mut rx = spawn(
+        "rx",
+        &[
+            ("RC_REG", name.clone()),
+            ("RC_FD", place.raw_fd().to_string()),
+            ("RC_SIZE", size.to_string()),
+            ("RC_COUNT", (iters + 2).to_string()),
+        ],
+    );
+    assert_eq!(read_line(&mut rx), "READY");
+    let src = vec![7u8; size];
+    for _ in 0..2 {
+        reg.send(key, &[&src]).unwrap(); // warm-up (page faults)
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        while let Err(e) = reg.send(key, &[&src]) {
+            assert!(
+                matches!(e, regcache_transport::Error::NoFreeDescriptor(_)),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(read_line(&mut rx), "DONE");
+    let bw = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    rx.wait().unwrap();
+    let _ = Registry::unlink(&name);
+    bw
+}
+
+fn role_rx() {
+    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(false)).unwrap();
+    let fd: i32 = std::env::var("RC_FD").unwrap().parse().unwrap();
+    // SAFETY: inherited across exec for us.
+    let place = Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
+    let key = DmaKey::from_fd(place.raw_fd(), 0).unwrap();
+    let size: usize = std::env::var("RC_SIZE").unwrap().parse().unwrap();
+    let count: u64 = std::env::var("RC_COUNT").unwrap().parse().unwrap();
+    let mut buf = vec![0u8; 2 * size];
+    let whole = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+    let halves: Vec<DmaBuffer> = (0..2)
+        .map(|k| {
+            DmaBuffer::new(vec![
+                AddrRange::from_start_len(whole.start() + (k * size) as u64, size as u64).unwrap(),
+            ])
+        })
+        .collect();
+    // SAFETY: `buf` outlives `rx` (dropped at the end of this function first).
+    let mut rx = unsafe { reg.bind(key, &[whole], &halves) }.unwrap();
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    for _ in 0..count {
+        let d = rx.recv(None).unwrap().unwrap();
+        rx.restock(d.index).unwrap();
+    }
+    println!("DONE");
+    std::io::stdout().flush().unwrap();
+    drop(rx);
+    drop(buf);
+}
+
+fn mailbox(seg: &Segment, off: usize) -> &AtomicU64 {
+    // SAFETY: in bounds (4096-byte segment), aligned, atomics only.
+    unsafe { &*seg.as_ptr().add(off).cast::<AtomicU64>() }
+}
+
+const ROUNDS: u64 = 100_000;
+
+fn latency() -> (f64, f64) {
+    // shm_signal alone: 8-byte payload in a shared mailbox + doorbell.
+    let seg = Arc::new(Segment::memfd(4096).unwrap());
+    let sig = ShmSignal::create(seg.clone(), 0, Side::North)
+        .unwrap()
+        .with_spin(spin());
+    // keyed DMA: 8-byte messages both ways.
+    let name = format!("rc-bench-{}-lat", std::process::id());
+    let reg = Registry::create_with(&name, cfg(false)).unwrap();
+    let mut child = spawn(
+        "pong",
+        &[
+            ("RC_FD", seg.raw_fd().to_string()),
+            ("RC_REG", name.clone()),
+        ],
+    );
+    assert_eq!(read_line(&mut child), "READY");
+    let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
+    let t = Instant::now();
+    for i in 1..=ROUNDS {
+        ping.store(i, Ordering::Release);
+        sig.notify();
+        while pong.load(Ordering::Acquire) < i {
+            assert_eq!(sig.wait(None), Wake::Signalled);
+        }
+    }
+    let sig_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64 / 2.0;
+
+    let place_key = |off| DmaKey::from_fd(seg.raw_fd(), off).unwrap();
+    let mut buf = [0u8; 64];
+    let r = AddrRange::from_buffer(buf.as_mut_ptr(), 64).unwrap();
+    // SAFETY: `buf` outlives `rx` (dropped below before `buf`).
+    let mut rx = unsafe { reg.bind(place_key(1024), &[r], &[DmaBuffer::new(vec![r])]) }.unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"DMA\n").unwrap();
+    assert_eq!(read_line(&mut child), "BOUND");
+    let msg = 42u64.to_le_bytes();
+    let t = Instant::now();
+    for _ in 0..ROUNDS {
+        reg.send(place_key(2048), &[&msg]).unwrap();
+        let d = rx.recv(None).unwrap().unwrap();
+        rx.restock(d.index).unwrap();
+    }
+    let dma_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64 / 2.0;
+    child.wait().unwrap();
+    drop(rx);
+    let _ = Registry::unlink(&name);
+    (sig_ns, dma_ns)
+}
+
+fn role_pong() {
+    let fd: i32 = std::env::var("RC_FD").unwrap().parse().unwrap();
+    // SAFETY: inherited across exec for us.
+    let seg = Arc::new(Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap());
+    let sig = ShmSignal::attach(seg.clone(), 0, Side::South)
+        .unwrap()
+        .with_spin(spin());
+    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(false)).unwrap();
+    println!("READY");
+    std::io::stdout().flush().unwrap();
+    let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
+    let mut next = 1;
+    while next <= ROUNDS {
+        assert_eq!(sig.wait(None), Wake::Signalled);
+        while ping.load(Ordering::Acquire) >= next {
+            pong.store(next, Ordering::Release);
+            sig.notify();
+            next += 1;
+        }
+    }
+    let mut l = String::new();
+    std::io::stdin().read_line(&mut l).unwrap();
+    let key = |off| DmaKey::from_fd(seg.raw_fd(), off).unwrap();
+    let mut buf = [0u8; 64];
+    let r = AddrRange::from_buffer(buf.as_mut_ptr(), 64).unwrap();
+    // SAFETY: `buf` outlives `rx`.
+    let mut rx = unsafe { reg.bind(key(2048), &[r], &[DmaBuffer::new(vec![r])]) }.unwrap();
+    println!("BOUND");
+    std::io::stdout().flush().unwrap();
+    for _ in 0..ROUNDS {
+        let d = rx.recv(None).unwrap().unwrap();
+        let v = u64::from_le_bytes(buf[..8].try_into().unwrap());
+        assert_eq!((d.len, v), (8, 42));
+        rx.restock(d.index).unwrap();
+        reg.send(key(1024), &[&v.to_le_bytes()]).unwrap();
+    }
+    drop(rx);
+}

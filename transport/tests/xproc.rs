@@ -1,0 +1,850 @@
+//! Cross-process tests: real fork/exec (the test binary re-executes
+//! itself), real shared memory, real futexes, real `process_vm_writev`.
+//! Tests assert behaviour (bytes, counters, errors), never timings;
+//! timeouts only turn a hang into a failure.
+
+mod common;
+
+use common::*;
+use regcache_transport::dma::{Config, CopyPath, DmaBuffer, Receiver, Registry};
+use regcache_transport::shm_signal::IrqStats;
+use regcache_transport::{DmaKey, Error, Segment, ShmSignal, Side, SpinPolicy, Wake};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use umn::AddrRange;
+
+const LONG: Option<Duration> = Some(Duration::from_secs(60));
+
+/// Not a test: the entry point of child roles, run only by the tests
+/// themselves (`--include-ignored --exact child_dispatch`, `RC_ROLE` set).
+#[test]
+#[ignore = "child-process entry point, started by the cross-process tests"]
+fn child_dispatch() {
+    let Ok(role) = std::env::var("RC_ROLE") else {
+        return;
+    };
+    match role.as_str() {
+        "sig_pong" => role_sig_pong(),
+        "sig_sleep_once" => role_sig_sleep_once(),
+        "key" => role_key(),
+        "rx" => role_rx(),
+        "tx_nocap" => role_tx_nocap(),
+        "hostile" => role_hostile(),
+        "rx_survivor" => role_rx_survivor(),
+        "rx_die" => role_rx_die(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn inherited_segment() -> Arc<Segment> {
+    let fd: i32 = env("RC_FD").parse().unwrap();
+    // SAFETY: the parent left this memfd open across exec for us.
+    Arc::new(Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap())
+}
+
+fn mailbox(seg: &Segment, off: usize) -> &AtomicU64 {
+    assert!(off + 8 <= seg.len() && off % 8 == 0);
+    // SAFETY: in bounds, aligned, shared memory accessed only atomically.
+    unsafe { &*seg.as_ptr().add(off).cast::<AtomicU64>() }
+}
+
+// ---------------------------------------------------------------- shm_signal
+
+fn role_sig_pong() {
+    let seg = inherited_segment();
+    let sig = ShmSignal::attach(seg.clone(), 0, Side::South)
+        .unwrap()
+        .with_spin(SpinPolicy { iters: 0 });
+    let rounds: u64 = env("RC_ROUNDS").parse().unwrap();
+    let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
+    tell("READY");
+    let mut next = 1;
+    while next <= rounds {
+        assert_eq!(sig.wait(LONG), Wake::Signalled, "lost wake-up at {next}");
+        // Drain: the doorbell carries no data, the mailbox does.
+        while ping.load(Ordering::Acquire) >= next {
+            pong.store(next, Ordering::Release);
+            sig.notify();
+            next += 1;
+        }
+    }
+    tell("DONE");
+}
+
+#[test]
+fn shm_signal_ping_pong_across_processes_counts_wakeups() {
+    let seg = Arc::new(Segment::memfd(4096).unwrap());
+    let sig = ShmSignal::create(seg.clone(), 0, Side::North).unwrap();
+    let rounds = 2000u64;
+    let mut child = spawn(
+        "sig_pong",
+        &[
+            ("RC_FD", seg.raw_fd().to_string()),
+            ("RC_ROUNDS", rounds.to_string()),
+        ],
+    );
+    child.expect("READY");
+    let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
+    for i in 1..=rounds {
+        ping.store(i, Ordering::Release);
+        sig.notify();
+        while pong.load(Ordering::Acquire) < i {
+            assert_eq!(sig.wait(LONG), Wake::Signalled, "lost wake-up at {i}");
+        }
+        assert_eq!(pong.load(Ordering::Acquire), i);
+    }
+    child.expect("DONE");
+    child.finish();
+    let south: IrqStats = sig.stats(Side::South);
+    let north: IrqStats = sig.stats(Side::North);
+    eprintln!("south {south:?}\nnorth {north:?}");
+    assert_eq!(south.notifies, rounds);
+    assert_eq!(north.notifies, rounds);
+    // The child never spins, so it really slept and was really woken.
+    assert!(south.sleeps >= 1 && south.wakes_sent >= 1, "{south:?}");
+    // At most one wake-up in flight per direction.
+    for s in [south, north] {
+        assert!(s.wakes_sent <= s.wakes_taken + 1, "{s:?}");
+        assert!(s.wakes_sent <= s.notifies, "{s:?}");
+    }
+}
+
+fn role_sig_sleep_once() {
+    let seg = inherited_segment();
+    let sig = ShmSignal::attach(seg, 0, Side::South)
+        .unwrap()
+        .with_spin(SpinPolicy { iters: 0 });
+    tell("READY");
+    assert_eq!(sig.wait(LONG), Wake::Signalled);
+    tell("WOKE");
+    assert_eq!(hear(), "BYE");
+}
+
+#[test]
+fn shm_signal_suppresses_redundant_wakeups() {
+    let seg = Arc::new(Segment::memfd(4096).unwrap());
+    let sig = ShmSignal::create(seg.clone(), 0, Side::North).unwrap();
+    let mut child = spawn("sig_sleep_once", &[("RC_FD", seg.raw_fd().to_string())]);
+    child.expect("READY");
+    // Wait until the child has entered its sleep (behaviour, not time).
+    while sig.stats(Side::South).sleeps == 0 {
+        std::thread::yield_now();
+    }
+    for _ in 0..1000 {
+        sig.notify();
+    }
+    child.expect("WOKE");
+    let s = sig.stats(Side::South);
+    child.say("BYE");
+    child.finish();
+    assert_eq!(s.notifies, 1000);
+    assert_eq!(
+        s.wakes_sent, 1,
+        "999 redundant wake-ups must be suppressed: {s:?}"
+    );
+}
+
+// ---------------------------------------------------------------- keys
+
+fn role_key() {
+    // Map something first so the segment lands elsewhere than in the parent.
+    let _spacer = Segment::memfd(1 << 20).unwrap();
+    let seg = inherited_segment();
+    let off = 4096 + 123;
+    let addr = seg.as_ptr() as u64 + off;
+    let a = DmaKey::from_addr(addr).unwrap();
+    let f = DmaKey::from_fd(seg.raw_fd(), off).unwrap();
+    assert_eq!(a, f);
+    tell(&format!(
+        "KEY {} {} {} {:#x}",
+        a.dev,
+        a.ino,
+        a.offset,
+        seg.as_ptr() as u64
+    ));
+}
+
+#[test]
+fn dma_keys_match_across_processes_at_different_addresses() {
+    let seg = Segment::memfd(16384).unwrap();
+    let mut child = spawn("key", &[("RC_FD", seg.raw_fd().to_string())]);
+    let l = child.expect("KEY");
+    child.finish();
+    let f: Vec<&str> = l.split(' ').collect();
+    let theirs = DmaKey {
+        dev: f[1].parse().unwrap(),
+        ino: f[2].parse().unwrap(),
+        offset: f[3].parse().unwrap(),
+    };
+    let their_base = u64::from_str_radix(f[4].trim_start_matches("0x"), 16).unwrap();
+    assert_ne!(their_base, seg.as_ptr() as u64, "want different addresses");
+    let ours = DmaKey::from_addr(seg.as_ptr() as u64 + 4096 + 123).unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(ours, DmaKey::from_fd(seg.raw_fd(), 4096 + 123).unwrap());
+    // Private memory names no shared location.
+    let private = [0u8; 64];
+    assert!(matches!(
+        DmaKey::from_addr(private.as_ptr() as u64),
+        Err(Error::NotShared { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- receiver role
+
+/// `RC_LAYOUT`: descriptors separated by `;`, sections `off+len` by `,`,
+/// offsets into one 64 KiB buffer.
+fn parse_layout(base: u64, s: &str) -> Vec<DmaBuffer> {
+    s.split(';')
+        .map(|d| {
+            DmaBuffer::new(
+                d.split(',')
+                    .map(|sec| {
+                        let (o, l) = sec.split_once('+').unwrap();
+                        AddrRange::from_start_len(
+                            base + o.parse::<u64>().unwrap(),
+                            l.parse().unwrap(),
+                        )
+                        .unwrap()
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn verify(buf_base: *const u8, bufs: &[DmaBuffer], index: u32, len: u64, seed: u64) {
+    let mut i = 0u64;
+    for s in &bufs[index as usize].sections {
+        let k = s.len().min(len - i);
+        // SAFETY: the section lies inside our own live buffer.
+        let bytes = unsafe { std::slice::from_raw_parts(s.start() as *const u8, k as usize) };
+        for (j, &b) in bytes.iter().enumerate() {
+            assert_eq!(
+                b,
+                pat(seed, i + j as u64),
+                "msg {seed} byte {}",
+                i + j as u64
+            );
+        }
+        i += k;
+        if i == len {
+            break;
+        }
+    }
+    assert_eq!(i, len);
+    let _ = buf_base;
+}
+
+fn rx_bind(reg: &Registry, key: DmaKey, buf: &mut [u8], bufs: &[DmaBuffer]) -> Receiver {
+    let whole = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+    // SAFETY: `buf` outlives the receiver (both live until the role returns;
+    // the receiver is dropped first).
+    unsafe { reg.bind(key, &[whole], bufs) }.unwrap()
+}
+
+fn role_rx() {
+    if std::env::var("RC_NONDUMPABLE").is_ok() {
+        // SAFETY: plain prctl.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    }
+    let reg = Registry::open(&env("RC_REG")).unwrap();
+    let seg = inherited_segment();
+    let key =
+        DmaKey::from_addr(seg.as_ptr() as u64 + env("RC_KEYOFF").parse::<u64>().unwrap()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let bufs = parse_layout(buf.as_mut_ptr() as u64, &env("RC_LAYOUT"));
+    let mode = env("RC_MODE");
+    let count: u64 = env("RC_COUNT").parse().unwrap();
+    let mut rx = rx_bind(&reg, key, &mut buf, &bufs);
+    tell("READY");
+    let mut got = 0u64;
+    let mut held = Vec::new();
+    while got < count {
+        while let Some(d) = rx.try_recv().unwrap() {
+            got += 1;
+            verify(buf.as_ptr(), &bufs, d.index, d.len, got);
+            let path = if d.path == CopyPath::Cma {
+                "cma"
+            } else {
+                "bounce"
+            };
+            tell(&format!("GOT {got} {} {path}", d.len));
+            match mode.as_str() {
+                "normal" => rx.restock(d.index).unwrap(),
+                _ => held.push(d.index),
+            }
+        }
+        if mode == "restock-on-request" && rx.restock_requested() {
+            tell(&format!("RESTOCK {}", held.len()));
+            for i in held.drain(..) {
+                rx.restock(i).unwrap();
+            }
+        }
+        if got < count {
+            let _ = rx.wait(LONG);
+        }
+    }
+    assert_eq!(hear(), "BYE");
+    drop(rx);
+}
+
+struct Fixture {
+    reg_name: String,
+    reg: Registry,
+    place: Segment,
+}
+
+impl Fixture {
+    fn new(name: &str, config: Config) -> Self {
+        let reg_name = unique(name);
+        let reg = Registry::create_with(&reg_name, config).unwrap();
+        Self {
+            reg_name,
+            reg,
+            place: Segment::memfd(1 << 16).unwrap(),
+        }
+    }
+
+    fn key(&self, off: u64) -> DmaKey {
+        DmaKey::from_fd(self.place.raw_fd(), off).unwrap()
+    }
+
+    fn rx(
+        &self,
+        keyoff: u64,
+        layout: &str,
+        mode: &str,
+        count: u64,
+        extra: &[(&str, String)],
+    ) -> Peer {
+        let mut env = vec![
+            ("RC_REG", self.reg_name.clone()),
+            ("RC_FD", self.place.raw_fd().to_string()),
+            ("RC_KEYOFF", keyoff.to_string()),
+            ("RC_LAYOUT", layout.to_owned()),
+            ("RC_MODE", mode.to_owned()),
+            ("RC_COUNT", count.to_string()),
+        ];
+        env.extend(extra.iter().cloned());
+        let mut p = spawn("rx", &env);
+        p.expect("READY");
+        p
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = Registry::unlink(&self.reg_name);
+    }
+}
+
+fn message(seed: u64, pieces: &[usize]) -> Vec<Vec<u8>> {
+    let mut base = 0u64;
+    pieces
+        .iter()
+        .map(|&n| {
+            let mut v = vec![0u8; n];
+            fill(seed, &mut v, base);
+            base += n as u64;
+            v
+        })
+        .collect()
+}
+
+fn send(
+    reg: &Registry,
+    key: DmaKey,
+    seed: u64,
+    pieces: &[usize],
+) -> Result<regcache_transport::dma::SendReport, Error> {
+    let m = message(seed, pieces);
+    let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
+    reg.send(key, &refs)
+}
+
+// ---------------------------------------------------------------- DMA tests
+
+#[test]
+fn dma_scatter_gather_with_different_boundaries_single_copy() {
+    let fx = Fixture::new(
+        "sg",
+        Config {
+            force_bounce: false,
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(64);
+    let mut rx = fx.rx(
+        64,
+        "0+3,100+1000,5000+7,6000+10000;20000+4096",
+        "normal",
+        3,
+        &[],
+    );
+    // Source sections of 5, 777, 1, 20000 bytes into destination sections
+    // of 3, 1000, 7, 10000: truncated to the 11010 the descriptor holds.
+    let r = send(&fx.reg, key, 1, &[5, 777, 1, 20000]).unwrap();
+    assert_eq!(
+        (r.copied, r.truncated, r.path),
+        (11010, true, CopyPath::Cma)
+    );
+    assert_eq!(rx.expect("GOT 1"), "GOT 1 11010 cma");
+    let r = send(&fx.reg, key, 2, &[50, 1, 49]).unwrap();
+    assert_eq!((r.copied, r.truncated, r.index), (100, false, 1));
+    assert_eq!(rx.expect("GOT 2"), "GOT 2 100 cma");
+    // The cursor wrapped to descriptor 0, which was restocked.
+    let r = send(&fx.reg, key, 3, &[4000, 4000, 4000]).unwrap();
+    assert_eq!((r.copied, r.index), (11010, 0));
+    rx.expect("GOT 3 11010 cma");
+    rx.say("BYE");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!((s.cma_sends, s.bounce_sends, s.cma_refusals), (3, 0, 0));
+    // Never delivers to ourselves; nothing bound under another key.
+    assert!(matches!(
+        send(&fx.reg, fx.key(65), 9, &[1]),
+        Err(Error::NoReceiver(_))
+    ));
+}
+
+#[test]
+fn dma_never_sends_to_itself() {
+    let fx = Fixture::new("self", Config::default());
+    let key = fx.key(0);
+    let mut buf = vec![0u8; 4096];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), 4096).unwrap(),
+    ])];
+    let rx = rx_bind(&fx.reg, key, &mut buf, &bufs);
+    assert!(matches!(
+        send(&fx.reg, key, 1, &[10]),
+        Err(Error::NoReceiver(_))
+    ));
+    // A second live binding of the same key is refused.
+    let mut buf2 = vec![0u8; 4096];
+    let whole = AddrRange::from_buffer(buf2.as_mut_ptr(), 4096).unwrap();
+    // SAFETY: never reached as a live binding (bind fails).
+    let dup = unsafe { fx.reg.bind(key, &[whole], &[DmaBuffer::new(vec![whole])]) };
+    assert!(matches!(dup, Err(Error::KeyInUse(_))));
+    rx.unbind().unwrap();
+}
+
+#[test]
+fn dma_forced_bounce_path() {
+    let fx = Fixture::new(
+        "bounce",
+        Config {
+            force_bounce: true,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    let mut rx = fx.rx(0, "0+10,40000+20000", "normal", 1, &[]);
+    let r = send(&fx.reg, key, 1, &[3, 20000, 4]).unwrap();
+    assert_eq!((r.copied, r.path), (20007, CopyPath::Bounce));
+    rx.expect("GOT 1 20007 bounce");
+    rx.say("BYE");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!((s.cma_sends, s.bounce_sends), (0, 1));
+}
+
+/// Drop `CAP_SYS_PTRACE` from our effective/permitted sets (a no-op for an
+/// unprivileged user), so ptrace access to a non-dumpable peer is refused.
+fn drop_cap_sys_ptrace() {
+    #[repr(C)]
+    struct Hdr {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Hdr {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget with a v3 header and two data structs.
+    let r = unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) };
+    assert_eq!(r, 0);
+    let bit = 1u32 << 19; // CAP_SYS_PTRACE
+    d[0].effective &= !bit;
+    d[0].permitted &= !bit;
+    d[0].inheritable &= !bit;
+    // SAFETY: capset with the structs capget filled, one bit cleared.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) };
+    assert_eq!(r, 0);
+}
+
+fn role_tx_nocap() {
+    drop_cap_sys_ptrace();
+    let reg = Registry::open_with(
+        &env("RC_REG"),
+        Config {
+            force_bounce: false,
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let key = DmaKey {
+        dev: env("RC_DEV").parse().unwrap(),
+        ino: env("RC_INO").parse().unwrap(),
+        offset: env("RC_KEYOFF").parse().unwrap(),
+    };
+    let r = send(&reg, key, 1, &[1000, 3000]).unwrap();
+    let s = reg.stats();
+    tell(&format!(
+        "SENT {} {:?} refusals={} cma={} bounce={}",
+        r.copied, r.path, s.cma_refusals, s.cma_sends, s.bounce_sends
+    ));
+}
+
+#[test]
+fn dma_real_cma_refusal_falls_back_to_bounce() {
+    let fx = Fixture::new("refuse", Config::default());
+    let key = fx.key(8);
+    let mut rx = fx.rx(8, "0+4096", "normal", 1, &[("RC_NONDUMPABLE", "1".into())]);
+    let mut tx = spawn(
+        "tx_nocap",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_DEV", key.dev.to_string()),
+            ("RC_INO", key.ino.to_string()),
+            ("RC_KEYOFF", key.offset.to_string()),
+        ],
+    );
+    let l = tx.expect("SENT");
+    tx.finish();
+    assert_eq!(
+        l, "SENT 4000 Bounce refusals=1 cma=0 bounce=1",
+        "kernel did not refuse CMA"
+    );
+    rx.expect("GOT 1 4000 bounce");
+    rx.say("BYE");
+    rx.finish();
+}
+
+#[test]
+fn dma_receiver_out_of_descriptors_sender_gives_up_after_one_retry() {
+    let fx = Fixture::new(
+        "nofree",
+        Config {
+            restock_wait: Duration::from_millis(50),
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    let mut rx = fx.rx(0, "0+100;100+100", "hold", 2, &[]);
+    send(&fx.reg, key, 1, &[100]).unwrap();
+    send(&fx.reg, key, 2, &[100]).unwrap();
+    rx.expect("GOT 1");
+    rx.expect("GOT 2");
+    assert!(matches!(
+        send(&fx.reg, key, 3, &[100]),
+        Err(Error::NoFreeDescriptor(_))
+    ));
+    assert_eq!(fx.reg.stats().no_free_first_try, 1);
+    rx.say("BYE");
+    rx.finish();
+}
+
+#[test]
+fn dma_receiver_out_of_descriptors_restocks_when_signalled_and_retry_succeeds() {
+    let fx = Fixture::new(
+        "restock",
+        Config {
+            restock_wait: Duration::from_secs(60),
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    let mut rx = fx.rx(0, "0+100;100+100", "restock-on-request", 3, &[]);
+    assert!(!send(&fx.reg, key, 1, &[100]).unwrap().retried);
+    assert!(!send(&fx.reg, key, 2, &[100]).unwrap().retried);
+    // Both descriptors are held: the first attempt fails, the receiver is
+    // rung, restocks, rings back, and the one retry succeeds.
+    let r = send(&fx.reg, key, 3, &[100]).unwrap();
+    assert!(r.retried);
+    rx.expect("GOT 1");
+    rx.expect("GOT 2");
+    rx.expect("RESTOCK 2");
+    rx.expect("GOT 3 100");
+    rx.say("BYE");
+    rx.finish();
+    assert_eq!(fx.reg.stats().no_free_first_try, 1);
+}
+
+// ---------------------------------------------------------------- hostile peer
+
+fn role_hostile() {
+    use rand::RngCore;
+    let reg = Registry::open(&env("RC_REG")).unwrap();
+    let key = DmaKey {
+        dev: env("RC_DEV").parse().unwrap(),
+        ino: env("RC_INO").parse().unwrap(),
+        offset: env("RC_KEYOFF").parse().unwrap(),
+    };
+    let (p, len) = reg.slot_bytes(key).expect("victim slot");
+    let mut rng = rand::rng();
+    let descs_at = 384;
+    let mut junk = vec![0u8; len - descs_at];
+    rng.fill_bytes(&mut junk);
+    match env("RC_HOW").as_str() {
+        // Random bytes over the whole descriptor table.
+        "table" => {
+            // SAFETY: inside the mapped registry slot; racing writes to
+            // shared memory are exactly what this role simulates.
+            unsafe { std::ptr::copy_nonoverlapping(junk.as_ptr(), p.add(descs_at), junk.len()) };
+        }
+        // Random sections, but used_len left 0 so senders claim them.
+        "sections" => {
+            for d in 0..((len - descs_at) / 192) {
+                let at = descs_at + d * 192;
+                // SAFETY: as above; skips the 8-byte used_len.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        junk.as_ptr().add(at - descs_at + 8),
+                        p.add(at + 8),
+                        184,
+                    )
+                };
+            }
+        }
+        // A peer posing as a sender publishes an impossible length.
+        "used" => {
+            let me = std::process::id();
+            // SAFETY: as above: descriptor 0's used_len and sender_pid.
+            unsafe {
+                p.add(descs_at).cast::<u64>().write_volatile(1 << 40);
+                p.add(descs_at + 12).cast::<u32>().write_volatile(me);
+            }
+            tell("DONE");
+            assert_eq!(hear(), "TRY");
+            match send(&reg, key, 7, &[10]) {
+                Err(Error::CutOff { .. }) => tell("CUTOFF"),
+                other => tell(&format!("NOT CUT OFF {other:?}")),
+            }
+            return;
+        }
+        h => panic!("{h}"),
+    }
+    tell("DONE");
+}
+
+fn role_rx_survivor() {
+    let reg = Registry::open(&env("RC_REG")).unwrap();
+    let seg = inherited_segment();
+    let key = DmaKey::from_fd(seg.raw_fd(), env("RC_KEYOFF").parse().unwrap()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let bufs = parse_layout(
+        buf.as_mut_ptr() as u64,
+        "0+1000;1000+1000;2000+1000;3000+1000",
+    );
+    let mut rx = Some(rx_bind(&reg, key, &mut buf, &bufs));
+    tell("READY");
+    loop {
+        let cmd = hear();
+        let r = rx.as_mut().unwrap();
+        match cmd.split(' ').collect::<Vec<_>>().as_slice() {
+            ["DRAIN"] => {
+                let (mut corrupt, mut cut, mut ok) = (0, 0, 0);
+                loop {
+                    match r.try_recv() {
+                        Ok(None) => break,
+                        Ok(Some(d)) => {
+                            ok += 1;
+                            r.restock(d.index).unwrap();
+                        }
+                        Err(Error::CorruptDescriptor { .. }) => corrupt += 1,
+                        Err(Error::CutOff { .. }) => {
+                            cut += 1;
+                            break;
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+                tell(&format!("DRAINED ok={ok} corrupt={corrupt} cut={cut}"));
+            }
+            ["EXPECT", seed] => {
+                let seed: u64 = seed.parse().unwrap();
+                let d = r.recv(LONG).unwrap().expect("a delivery");
+                verify(buf.as_ptr(), &bufs, d.index, d.len, seed);
+                r.restock(d.index).unwrap();
+                tell(&format!("GOT {seed}"));
+            }
+            ["REBIND"] => {
+                let old = rx.take().unwrap();
+                // The slot was cut off; unbinding it must still work.
+                old.unbind().unwrap();
+                rx = Some(rx_bind(&reg, key, &mut buf, &bufs));
+                tell("REBOUND");
+            }
+            ["BYE"] => break,
+            c => panic!("bad command {c:?}"),
+        }
+    }
+}
+
+#[test]
+fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
+    // Single copy even for small messages: the dangerous path (writes
+    // into the receiver at addresses read from shared memory).
+    let fx = Fixture::new(
+        "hostile",
+        Config {
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    );
+    let (k1, k2) = (fx.key(0), fx.key(4096));
+    let survivor_env = |off: u64| {
+        vec![
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_FD", fx.place.raw_fd().to_string()),
+            ("RC_KEYOFF", off.to_string()),
+            ("RC_ROLE2", "survivor".to_owned()),
+        ]
+    };
+    let mut victim = spawn("rx_survivor", &survivor_env(0));
+    victim.expect("READY");
+    let mut bystander = spawn("rx_survivor", &survivor_env(4096));
+    bystander.expect("READY");
+    let hostile_peer = |how: &str| {
+        spawn(
+            "hostile",
+            &[
+                ("RC_REG", fx.reg_name.clone()),
+                ("RC_DEV", k1.dev.to_string()),
+                ("RC_INO", k1.ino.to_string()),
+                ("RC_KEYOFF", k1.offset.to_string()),
+                ("RC_HOW", how.to_owned()),
+            ],
+        )
+    };
+    let hostile = |how: &str| {
+        let mut h = hostile_peer(how);
+        h.expect("DONE");
+        h.finish();
+    };
+    let mut seed = 0;
+    let mut roundtrip = |p: &mut Peer, key: DmaKey| {
+        seed += 1;
+        send(&fx.reg, key, seed, &[700, 300]).unwrap();
+        p.say(&format!("EXPECT {seed}"));
+        p.expect(&format!("GOT {seed}"));
+    };
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
+    // 1. Random bytes over the victim's whole descriptor table: the
+    //    receiver finds garbage "deliveries", rejects and repairs each.
+    hostile("table");
+    victim.say("DRAIN");
+    let l = victim.expect("DRAINED");
+    assert!(
+        l.starts_with("DRAINED ok=0 corrupt=") && l.ends_with("cut=0"),
+        "{l}"
+    );
+    assert_ne!(l, "DRAINED ok=0 corrupt=0 cut=0");
+    // Repaired: the victim works again; the bystander never stopped.
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
+    // 2. Random sections behind free descriptors: the sender's validation
+    //    rejects them and cuts the binding off; the receiver learns it.
+    hostile("sections");
+    assert!(matches!(
+        send(&fx.reg, k1, 99, &[10]),
+        Err(Error::CorruptDescriptor { .. })
+    ));
+    assert!(matches!(
+        send(&fx.reg, k1, 99, &[10]),
+        Err(Error::CutOff { .. })
+    ));
+    assert!(fx.reg.stats().cutoffs >= 1);
+    roundtrip(&mut bystander, k2);
+    victim.say("DRAIN");
+    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=0 cut=1");
+    victim.say("REBIND");
+    victim.expect("REBOUND");
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
+    // 3. A peer publishes an impossible length as if it had sent: the
+    //    receiver rejects it, repairs the descriptor and bans that pid;
+    //    its next send is refused; everyone else carries on.
+    let mut liar = hostile_peer("used");
+    liar.expect("DONE");
+    victim.say("DRAIN");
+    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=1 cut=0");
+    liar.say("TRY");
+    assert_eq!(liar.line(), "CUTOFF");
+    liar.finish();
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
+    for mut p in [victim, bystander] {
+        p.say("BYE");
+        p.finish();
+    }
+}
+
+// ---------------------------------------------------------------- dead peers
+
+fn role_rx_die() {
+    let reg = Registry::open(&env("RC_REG")).unwrap();
+    let seg = inherited_segment();
+    let key = DmaKey::from_fd(seg.raw_fd(), 0).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), 4096).unwrap(),
+    ])];
+    let rx = rx_bind(&reg, key, &mut buf, &bufs);
+    std::mem::forget(rx); // die bound: no unbind, as after a crash
+    tell("BOUND");
+    std::process::exit(0);
+}
+
+#[test]
+fn dma_binding_of_a_dead_receiver_is_reaped() {
+    let fx = Fixture::new(
+        "dead",
+        Config {
+            cma_min_bytes: 0,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    let mut p = spawn(
+        "rx_die",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_FD", fx.place.raw_fd().to_string()),
+        ],
+    );
+    p.expect("BOUND");
+    p.finish();
+    // Single copy to a dead pid fails cleanly (ESRCH), no crash.
+    assert!(matches!(
+        send(&fx.reg, key, 1, &[100]),
+        Err(Error::ProcessVmWritev { .. })
+    ));
+    // The next bind reaps the dead binding and takes the key.
+    let mut buf = vec![0u8; 4096];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), 4096).unwrap(),
+    ])];
+    let rx = rx_bind(&fx.reg, key, &mut buf, &bufs);
+    rx.unbind().unwrap();
+    // The reaper removed the dead receiver's bounce segment.
+    assert!(!std::path::Path::new(&format!("/dev/shm/{}-b0-1", fx.reg_name)).exists());
+}
