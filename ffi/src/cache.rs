@@ -487,20 +487,22 @@ pub unsafe extern "C" fn regcache_cache_get(
                 format!("unknown access bits {access:#x}"),
             ));
         };
-        let raw = inner.cache.get_raw(range, access)?;
-        match handles::insert(cache.cast(), raw) {
-            Ok(h) => {
+        let Some(slot) = handles::reserve() else {
+            return Err(Error::new(
+                REGCACHE_ERR_NO_RESOURCES,
+                "too many handles out at once (4 Mi)",
+            ));
+        };
+        match inner.cache.get_raw(range, access) {
+            Ok(raw) => {
+                let h = slot.publish(cache.cast(), raw);
                 // SAFETY: out is non-NULL and writable (contract).
                 unsafe { out.write(h as *mut regcache_handle) };
                 Ok(())
             }
-            Err(raw) => {
-                // SAFETY: `raw` came from this cache just now.
-                unsafe { inner.cache.release_raw(raw) };
-                Err(Error::new(
-                    REGCACHE_ERR_NO_RESOURCES,
-                    "too many handles out at once (4 Mi)",
-                ))
+            Err(e) => {
+                slot.abandon();
+                Err(e.into())
             }
         }
     })

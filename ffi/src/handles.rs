@@ -171,26 +171,47 @@ fn decode(h: usize) -> Option<(u32, u32)> {
     Some((idx, (h as u64 >> 32) as u32))
 }
 
-/// Store `raw` in a fresh entry; return the handle value (never 0).
-/// `None` when the table is full (4 Mi handles out at once).
+/// A free entry, reserved for one `get`: fill it with [`Slot::publish`] or
+/// give it back with [`Slot::abandon`].
+pub(crate) struct Slot {
+    idx: u32,
+    entry: &'static Entry,
+}
+
+/// Reserve a free entry (before the cache lookup, so that the raw handle
+/// can be written straight into it). `None` when 4 Mi handles are out.
 #[inline(always)]
-pub(crate) fn insert(cache: *const CacheObj, raw: Raw) -> Result<usize, Raw> {
-    let Some(idx) = alloc_index() else {
-        return Err(raw);
-    };
-    let Some(e) = entry(idx) else {
-        return Err(raw);
-    };
-    // Odd: live. Only a freed entry is in a free list, so it is even now.
-    let generation = e.generation.load(Relaxed).wrapping_add(1) | 1;
-    // SAFETY: the entry is free (we popped its index from a free list), so
-    // no live handle value names it and nobody else touches `raw`.
-    unsafe { (*e.raw.get()).write(raw) };
-    e.cache.store(cache.cast_mut(), Relaxed);
-    // Release: publishes `raw` and `cache` to whoever acquires the
-    // generation (a releaser on another thread, or a cache destroy).
-    e.generation.store(generation, Release);
-    Ok(encode(idx, generation))
+pub(crate) fn reserve() -> Option<Slot> {
+    let idx = alloc_index()?;
+    Some(Slot {
+        idx,
+        entry: entry(idx)?,
+    })
+}
+
+impl Slot {
+    /// Store `raw` and make the entry live; returns the handle value
+    /// (never 0).
+    #[inline(always)]
+    pub(crate) fn publish(self, cache: *const CacheObj, raw: Raw) -> usize {
+        let e = self.entry;
+        // Odd: live. Only a freed entry is in a free list, so it is even now.
+        let generation = e.generation.load(Relaxed).wrapping_add(1) | 1;
+        // SAFETY: the entry is free (its index came from a free list), so no
+        // live handle value names it and nobody else touches `raw`.
+        unsafe { (*e.raw.get()).write(raw) };
+        e.cache.store(cache.cast_mut(), Relaxed);
+        // Release: publishes `raw` and `cache` to whoever acquires the
+        // generation (a releaser on another thread, or a cache destroy).
+        e.generation.store(generation, Release);
+        encode(self.idx, generation)
+    }
+
+    /// The get failed: return the entry to the free list.
+    #[cold]
+    pub(crate) fn abandon(self) {
+        free_index(self.idx);
+    }
 }
 
 /// The live entry named by handle value `h`, or `None` when stale.

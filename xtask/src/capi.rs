@@ -323,3 +323,41 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+/// The main job on real input: hpcc (2 ranks) under the PMPI library with
+/// `REGCACHE_TRACE_DIR`, then `regcache-bench replay` of the per-rank
+/// traces and the miss-ratio curve of rank 0. Results under `out/`.
+pub(crate) fn bench_hpcc(root: &Path, out: &Path) -> Result<()> {
+    let prefix = test_prefix(root);
+    install(root, &prefix)?;
+    let traces = out.join("hpcc-traces");
+    let _ = std::fs::remove_dir_all(&traces);
+    let text = run_hpcc(
+        root,
+        &prefix,
+        &root.join("target/mpi-tests/hpcc-bench"),
+        &[format!("REGCACHE_TRACE_DIR={}", traces.display())],
+    )?;
+    let rates = pmpi_stats(&text, 2)?;
+    let bin = root.join("target/release/regcache-bench");
+    let files: Vec<PathBuf> = (0..2)
+        .map(|r| traces.join(format!("trace.{r}.txt")))
+        .collect();
+    let replay = run_capture(Command::new(&bin).arg("replay").args(&files))?;
+    std::fs::write(out.join("hpcc-replay.txt"), &replay)?;
+    let json = run_capture(Command::new(&bin).args(["--json", "replay"]).args(&files))?;
+    std::fs::write(out.join("hpcc-replay.json"), &json)?;
+    let svg = out.join("hpcc-mrc-rank0.svg");
+    run(Command::new(&bin)
+        .args(["mrc"])
+        .arg(&files[0])
+        .arg("-o")
+        .arg(&svg))?;
+    eprintln!(
+        "hpcc under regcache-pmpi: live hit rates by rank {rates:?} %; replay in {}, \
+         miss-ratio curve {}",
+        out.join("hpcc-replay.txt").display(),
+        svg.display()
+    );
+    Ok(())
+}

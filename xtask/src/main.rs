@@ -197,5 +197,9 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     } else {
         cmd.args(args);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    if args.is_empty() {
+        capi::bench_hpcc(root, &out)?;
+    }
+    Ok(())
 }
