@@ -47,6 +47,15 @@ umn::interpose_shm!();
 
 type Raw = RawHandle<AnyRegistrar>;
 
+/// A rank's trace file, and what the cache held when last looked at (to
+/// turn invalidations into `U` records).
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+    invalidations: u64,
+    misses: u64,
+    regions: Vec<AddrRange>,
+}
+
 struct State {
     cache: Cache<AnyRegistrar>,
     min_bytes: usize,
@@ -55,7 +64,7 @@ struct State {
     /// Token of each nonblocking request's registration.
     requests: Mutex<HashMap<usize, u64>>,
     next: AtomicUsize,
-    trace: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
+    trace: Mutex<Option<Trace>>,
     rank: AtomicUsize,
     below_min: AtomicUsize,
     failed: AtomicUsize,
@@ -136,7 +145,12 @@ pub extern "C" fn rcpmpi_init(rank: c_int) {
                         "# regcache-pmpi trace, rank {rank}, min_bytes {}",
                         s.min_bytes
                     );
-                    *lock(&s.trace) = Some(w);
+                    *lock(&s.trace) = Some(Trace {
+                        out: w,
+                        invalidations: 0,
+                        misses: 0,
+                        regions: Vec::new(),
+                    });
                 }
                 Err(e) => eprint_line(&format!(
                     "regcache-pmpi: rank {rank}: no trace: {}: {e}\n",
@@ -160,10 +174,11 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
         let Ok(range) = AddrRange::from_buffer(addr.cast(), len) else {
             return 0;
         };
+        let got = s.cache.get_raw(range, ACCESS);
         if let Some(t) = lock(&s.trace).as_mut() {
-            let _ = writeln!(t, "A {:x} {}", range.start(), range.len());
+            trace_get(s, t, range);
         }
-        match s.cache.get_raw(range, ACCESS) {
+        match got {
             Ok(raw) => {
                 let token = s.next.fetch_add(1, Relaxed) as u64;
                 lock(&s.held).insert(token, raw);
@@ -176,6 +191,28 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
         }
     })
     .unwrap_or(0)
+}
+
+/// Append the records of one get: `U` for every region the cache dropped
+/// through invalidation since the last look (the get applies pending
+/// events first), then `A` for the request. The cache has no invalidation
+/// callback, so regions are compared before and after whenever the
+/// invalidation or miss count moved: a region merged away or evicted in
+/// the same interval as an invalidation is reported as `U` too (evictions
+/// and merges are counted in the statistics line; hpcc has none).
+fn trace_get(s: &State, t: &mut Trace, range: AddrRange) {
+    let st = s.cache.stats();
+    let inv = st.invalidations_idle + st.invalidations_in_use;
+    if inv != t.invalidations || st.misses != t.misses {
+        let now: Vec<AddrRange> = s.cache.regions().iter().map(|r| r.range).collect();
+        if inv != t.invalidations {
+            for r in t.regions.iter().filter(|r| !now.contains(r)) {
+                let _ = writeln!(t.out, "U {:x} {}", r.start(), r.len());
+            }
+        }
+        (t.invalidations, t.misses, t.regions) = (inv, st.misses, now);
+    }
+    let _ = writeln!(t.out, "A {:x} {}", range.start(), range.len());
 }
 
 /// Release a token from [`rcpmpi_acquire`] (0 is ignored).
@@ -245,7 +282,7 @@ pub extern "C" fn rcpmpi_finalize() {
         s.cache.quiesce();
         let st = s.cache.stats();
         if let Some(mut t) = lock(&s.trace).take() {
-            let _ = t.flush();
+            let _ = t.out.flush();
         }
         eprint_line(&format!(
             "regcache-pmpi: rank {rank}: gets {} hits {} misses {} hit_rate {:.2}% \
