@@ -54,6 +54,9 @@ struct Opts {
     /// Print JSON (one array of per-rank reports) instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Built-in workloads at a tenth of their iterations (same patterns).
+    #[arg(long, global = true)]
+    quick: bool,
     /// Refuse traces whose compacted footprint exceeds this many bytes.
     #[arg(long, global = true, value_parser = parse_bytes, default_value = "4G")]
     max_footprint: u64,
@@ -161,7 +164,12 @@ fn main() -> anyhow::Result<()> {
             if !opts.json {
                 println!("Built-in workloads (synthetic; see regcache-bench docs), config: {cfg}");
             }
-            for t in workloads::all() {
+            let scale = if opts.quick {
+                workloads::Scale::Quick
+            } else {
+                workloads::Scale::Full
+            };
+            for t in workloads::all(scale) {
                 reports.extend(replay::replay(&make, &t, &cfg, opts.max_footprint)?);
                 if let Some(dir) = &opts.out_dir {
                     std::fs::create_dir_all(dir)?;

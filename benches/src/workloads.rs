@@ -87,7 +87,7 @@ impl Alloc {
 /// Ping-pong with a rotating set of 16 long-lived buffers (64 KiB–2 MiB):
 /// each message picks the next buffer of the rotation, and now and then a
 /// random one. 20,000 messages.
-pub fn pingpong() -> Trace {
+pub fn pingpong(scale: Scale) -> Trace {
     let mut rng = StdRng::seed_from_u64(1);
     let mut a = Alloc::new();
     let bufs: Vec<(u64, u64)> = (0..16)
@@ -96,7 +96,7 @@ pub fn pingpong() -> Trace {
             (a.malloc(len), len)
         })
         .collect();
-    for i in 0..20_000usize {
+    for i in 0..scale.of(20_000) {
         let (addr, len) = if rng.random_ratio(1, 10) {
             bufs[rng.random_range(0..bufs.len())]
         } else {
@@ -112,10 +112,10 @@ pub fn pingpong() -> Trace {
 /// 4 faces of 256 KiB (mmap'd, unmapped on free) and 4 corners of 8 KiB
 /// (heap, reused), 2,000 iterations, plus a long-lived 1 MiB field buffer
 /// sent every 10 iterations.
-pub fn halo() -> Trace {
+pub fn halo(scale: Scale) -> Trace {
     let mut a = Alloc::new();
     let field = a.malloc(1 << 20);
-    for it in 0..2_000 {
+    for it in 0..scale.of(2_000) {
         let faces: Vec<u64> = (0..4).map(|_| a.malloc(256 << 10)).collect();
         let corners: Vec<u64> = (0..4).map(|_| a.malloc(8 << 10)).collect();
         for &f in &faces {
@@ -141,14 +141,14 @@ pub fn halo() -> Trace {
 /// of 4 long-lived user buffers (1–8 MiB) with a temporary buffer of the
 /// same size malloc'd and freed inside the call (as reduction algorithms
 /// do), registered in 4 pipeline chunks.
-pub fn collective() -> Trace {
+pub fn collective(scale: Scale) -> Trace {
     let mut rng = StdRng::seed_from_u64(3);
     let mut a = Alloc::new();
     let users: Vec<(u64, u64)> = (0..4)
         .map(|i| (1u64 << (20 + i), 0))
         .map(|(len, _)| (a.malloc(len), len))
         .collect();
-    for _ in 0..1_000 {
+    for _ in 0..scale.of(1_000) {
         let (ua, ul) = users[rng.random_range(0..users.len())];
         let tmp = a.malloc(ul);
         let chunk = ul / 4;
@@ -168,7 +168,26 @@ fn finish(name: &str, a: Alloc) -> Trace {
     }
 }
 
+/// How many iterations the built-in workloads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// The documented iteration counts.
+    Full,
+    /// A tenth of them (`--quick`): the same patterns, for slow machines
+    /// such as the emulated SoftRoCE VM.
+    Quick,
+}
+
+impl Scale {
+    fn of(self, n: usize) -> usize {
+        match self {
+            Scale::Full => n,
+            Scale::Quick => n / 10,
+        }
+    }
+}
+
 /// Every built-in workload.
-pub fn all() -> Vec<Trace> {
-    vec![pingpong(), halo(), collective()]
+pub fn all(scale: Scale) -> Vec<Trace> {
+    vec![pingpong(scale), halo(scale), collective(scale)]
 }

@@ -79,6 +79,7 @@
 
 pub mod dma;
 pub mod key;
+#[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod shm;
 pub mod shm_signal;

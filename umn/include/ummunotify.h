@@ -60,4 +60,37 @@ struct ummunotify_register_ioctl {
 					     struct ummunotify_register_ioctl)
 #define UMMUNOTIFY_UNREGISTER_REGION	_IOW(UMMUNOTIFY_MAGIC, 3, __u64)
 
+/*
+ * Extensions (regcache umn/kmod). A program written against the 2010
+ * header never sees them: every feature is off until requested.
+ *
+ * Features, negotiated with UMMUNOTIFY_EXCHANGE_FEATURES: the caller
+ * passes the bits it wants, the device enables and returns the subset it
+ * supports (unknown bits are dropped). Features can be turned on, never
+ * off, and only before the first mmap() and the first registration
+ * (-EBUSY otherwise).
+ *
+ * UMMUNOTIFY_FEATURE_REGION_WORDS: a 64-bit word per registration in the
+ * mmap'd area. With it, UMMUNOTIFY_REGISTER_REGION writes back into
+ * `reserved` the index of the registration's word, counted in __u64 from
+ * the start of the mapping (always >= first_word of struct
+ * ummunotify_area, so never the counter at index 0). The word is 0 when
+ * the registration is made and is incremented by every event that hits
+ * it, before that event is queued: a cache validates a hit with one load
+ * (word == 0). The word belongs to the registration until it is
+ * unregistered; it may then be reused. Map the whole area
+ * (struct ummunotify_area.length bytes, offset 0, PROT_READ).
+ */
+#define UMMUNOTIFY_FEATURE_REGION_WORDS	(1U << 0)
+
+/* Result of UMMUNOTIFY_GET_AREA. */
+struct ummunotify_area {
+	__u64	length;		/* bytes that mmap() at offset 0 may map */
+	__u32	max_regions;	/* registrations this file accepts (-ENOSPC beyond) */
+	__u32	first_word;	/* index (in __u64) of the first region word; 0 if off */
+};
+
+#define UMMUNOTIFY_GET_AREA		_IOR(UMMUNOTIFY_MAGIC, 4, \
+					     struct ummunotify_area)
+
 #endif /* _UAPI_LINUX_UMMUNOTIFY_H */

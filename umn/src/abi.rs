@@ -77,5 +77,33 @@ pub const UMMUNOTIFY_REGISTER_REGION: u32 = ioc(
 pub const UMMUNOTIFY_UNREGISTER_REGION: u32 =
     ioc(IOC_WRITE, UMMUNOTIFY_MAGIC, 3, std::mem::size_of::<u64>());
 
+/// `UMMUNOTIFY_FEATURE_REGION_WORDS` (extension, umn/kmod): a 64-bit word
+/// per registration in the mmap'd area; REGISTER_REGION writes its index
+/// (in `u64`s from the start of the mapping) back into `reserved`. The word
+/// is 0 at registration and is incremented by every event that hits it.
+pub const UMMUNOTIFY_FEATURE_REGION_WORDS: u32 = 1;
+
+/// Result of `UMMUNOTIFY_GET_AREA` (extension, umn/kmod).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ummunotify_area {
+    /// Bytes that `mmap` at offset 0 may map.
+    pub length: u64,
+    /// Registrations the file accepts (`ENOSPC` beyond).
+    pub max_regions: u32,
+    /// Index (in `u64`) of the first region word; 0 without the feature.
+    pub first_word: u32,
+}
+
+/// `UMMUNOTIFY_GET_AREA`: `_IOR('U', 4, struct ummunotify_area)`
+/// (extension, umn/kmod; `ENOTTY` from other devices).
+pub const UMMUNOTIFY_GET_AREA: u32 = ioc(
+    IOC_READ,
+    UMMUNOTIFY_MAGIC,
+    4,
+    std::mem::size_of::<ummunotify_area>(),
+);
+
+const _: () = assert!(std::mem::size_of::<ummunotify_area>() == 16);
 const _: () = assert!(std::mem::size_of::<ummunotify_register_ioctl>() == 32);
 const _: () = assert!(std::mem::size_of::<ummunotify_event>() == 32);

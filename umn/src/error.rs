@@ -25,6 +25,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `REGISTER_REGION` on the kernel device: the file holds as many
+    /// registrations as it accepts (`ENOSPC`; the module's `max_regions`
+    /// parameter, read when the file was opened).
+    #[error("/dev/ummunotify: registration limit of {limit} reached (ENOSPC)")]
+    DeviceFull {
+        /// Registrations per file.
+        limit: u32,
+    },
     /// Neither `userfaultfd(2)` nor `/dev/userfaultfd` gave a descriptor
     /// (e.g. `vm.unprivileged_userfaultfd=0` without CAP_SYS_PTRACE and no
     /// access to `/dev/userfaultfd`).

@@ -45,8 +45,10 @@
 //!
 //! ## Features (sources)
 //!
-//! - [`Source::Kernel`]: `/dev/ummunotify` (the module is a later issue;
-//!   today `open` returns [`Error::DeviceAbsent`]).
+//! - [`Source::Kernel`]: `/dev/ummunotify`, the module in `umn/kmod`
+//!   (docs/KERNEL.md); [`Error::DeviceAbsent`] when it is not loaded.
+//!   With it, [`Notifier::region_word`] validates one registration with
+//!   one load.
 //! - [`Source::Uffd`]: userfaultfd with a monitor thread — see the `uffd`
 //!   module docs for what it sees and what it cannot.
 //! - Hooks: [`interpose_shm!`] defines `shmdt`/`shmat` for SysV memory.
@@ -119,7 +121,7 @@ mod vma;
 pub use error::{Error, Result};
 pub use generation::Generation;
 #[cfg(not(loom))]
-pub use kernel::DEVICE_PATH;
+pub use kernel::{DEVICE_PATH, RegionWord};
 #[cfg(not(loom))]
 pub use notifier::{GenerationWatch, Notifier, Options, Source};
 pub use queue::{Cookie, Event, Invalidation};

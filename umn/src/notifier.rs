@@ -500,6 +500,16 @@ impl Notifier {
         Generation(unsafe { &*self.word }.load(Ordering::Acquire))
     }
 
+    /// The per-registration word of `cookie` on the kernel device, when it
+    /// granted `UMMUNOTIFY_FEATURE_REGION_WORDS` (umn/kmod); `None` for
+    /// other sources, older devices and unknown cookies.
+    pub fn region_word(&self, cookie: Cookie) -> Option<crate::kernel::RegionWord> {
+        match &self.backend {
+            Backend::Kernel(d) => crate::kernel::RegionWord::new(d, cookie),
+            Backend::Local(_) => None,
+        }
+    }
+
     /// A handle the cache can keep to load the generation without going
     /// through the notifier.
     pub fn watch(&self) -> GenerationWatch {

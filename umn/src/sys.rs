@@ -99,7 +99,7 @@ pub(crate) fn dup_cloexec(fd: RawFd) -> io::Result<RawFd> {
     check(r as libc::c_long).map(|fd| fd as RawFd)
 }
 
-/// A shared read-only mapping of one page of `fd` at offset 0.
+/// A shared read-only mapping of `len` bytes of `fd` at offset 0.
 pub(crate) fn mmap_ro_page(fd: RawFd, len: usize) -> io::Result<*mut libc::c_void> {
     // SAFETY: a fresh mapping chosen by the kernel; no existing memory is
     // affected.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod capi;
+mod kmod;
 mod vm;
 
 #[derive(Parser, Debug)]
@@ -60,6 +61,16 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         cmd: Vec<String>,
     },
+    /// Build the kernel device (umn/kmod) for the VM kernel, load it in the
+    /// VM and run the device tests, timings, unload and dmesg checks.
+    Kmod {
+        /// Timeout in seconds for the run inside the VM (boot not included).
+        #[arg(long, default_value_t = 1500)]
+        timeout: u64,
+        /// Only build the module on the host.
+        #[arg(long)]
+        build_only: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,6 +89,10 @@ fn main() -> Result<()> {
             two_nodes,
             cmd,
         } => vm::vm(&root, timeout, two_nodes, &cmd),
+        Task::Kmod {
+            timeout,
+            build_only,
+        } => kmod::kmod(&root, timeout, build_only),
     }
 }
 
@@ -114,11 +129,13 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     // rdma-mummy-sys' build script (cmake, bindgen); no RDMA packages.
     ("cmake", "/usr/bin/cmake"),
     ("libclang-dev", "/usr/lib/llvm-14/lib/libclang.so"),
+    // MPI tests (Open MPI's mpirun and mpicc); umn's ABI test needs cc.
+    ("openmpi-bin", "/usr/bin/mpirun"),
+    ("libopenmpi-dev", "/usr/bin/mpicc"),
+    ("gcc", "/usr/bin/gcc"),
     // C API and PMPI tiers (xtask/src/capi.rs).
     ("pkg-config", "/usr/bin/pkg-config"),
     ("valgrind", "/usr/bin/valgrind"),
-    ("openmpi-bin", "/usr/bin/mpirun"),
-    ("libopenmpi-dev", "/usr/bin/mpicc"),
     ("hpcc", "/usr/bin/hpcc"),
     ("netpipe-openmpi", "/usr/bin/NPopenmpi"),
 ];
@@ -181,6 +198,11 @@ fn test(_root: &Path) -> Result<()> {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
         vm::test_tier(_root)?;
+        if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
+            eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
+        } else {
+            kmod::kmod(_root, 1500, false)?;
+        }
     }
     Ok(())
 }

@@ -129,7 +129,7 @@ pub(crate) fn deps() -> Result<()> {
 }
 
 /// The newest `/boot/vmlinuz-6.12.*+deb12-amd64`.
-fn find_kernel() -> Result<PathBuf> {
+pub(crate) fn find_kernel() -> Result<PathBuf> {
     let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/boot")
         .context("reading /boot")?
         .filter_map(|e| e.ok())
@@ -153,7 +153,7 @@ fn find_kernel() -> Result<PathBuf> {
     }
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
@@ -487,7 +487,7 @@ pub(crate) fn vm(root: &Path, timeout: u64, two: bool, cmd: &[String]) -> Result
 }
 
 /// Test executables of `cargo test --no-run` for the given targets.
-fn build_test_binaries(targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
+pub(crate) fn build_test_binaries(targets: &[(&str, &str)]) -> Result<Vec<PathBuf>> {
     let mut cmd = cargo();
     cmd.args(["test", "--no-run", "--locked", "--message-format=json"]);
     for (pkg, test) in targets {
@@ -555,8 +555,8 @@ pub(crate) fn test_tier(root: &Path) -> Result<()> {
     );
     let script = format!(
         r#"st=0
-echo "== regcache-bench on the built-in workloads with the verbs registrar (ibv_reg_mr on rxe0)"
-{bench} --registrar verbs --monitor uffd || st=1
+echo "== regcache-bench on the built-in workloads (--quick) with the verbs registrar (ibv_reg_mr on rxe0)"
+{bench} --quick --registrar verbs --monitor uffd || st=1
 echo "== verbs registrar tests, as nobody (RLIMIT_MEMLOCK $(ulimit -l) KiB)"
 for t in {verbs} {verbs_cache}; do
     REGCACHE_REQUIRE_UNPRIVILEGED=1 setpriv --reuid=65534 --regid=65534 --clear-groups \
