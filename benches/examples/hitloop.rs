@@ -25,7 +25,11 @@ fn main() {
     println!("{cpu:.2} ns of thread CPU time per get+release");
     let s = cache.stats();
     assert_eq!(s.hits, n);
-    println!("{ns:.2} ns per get+release ({} hits, {} invalidation source)", s.hits, cache.monitor().name());
+    println!(
+        "{ns:.2} ns per get+release ({} hits, {} invalidation source)",
+        s.hits,
+        cache.monitor().name()
+    );
 }
 
 /// This thread's CPU time (CLOCK_THREAD_CPUTIME_ID), ns: unaffected by
