@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod capi;
 mod kmod;
 mod vm;
 
@@ -33,6 +34,21 @@ enum Task {
     },
     /// Install the system packages and tools the tasks need.
     Deps,
+    /// Regenerate ffi/include/regcache.h with the pinned cbindgen.
+    Codegen {
+        /// Fail if the committed header differs instead of writing it.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Only the C API and MPI tiers of `test` (header drift, C tests under
+    /// ASan and valgrind, mpirun tests).
+    TestCapi,
+    /// Install libregcache.so, libregcache_pmpi.so, regcache.h, regcache.pc.
+    Install {
+        /// Installation prefix (lib/, include/, lib/pkgconfig/ below it).
+        #[arg(long)]
+        prefix: PathBuf,
+    },
     /// Boot the SoftRoCE VM and run CMD in it (default: the VM test tier).
     Vm {
         /// Timeout in seconds for CMD inside the VM (boot not included).
@@ -65,6 +81,9 @@ fn main() -> Result<()> {
         Task::Ci | Task::Test => test(&root),
         Task::Bench { args } => bench(&root, &args),
         Task::Deps => deps(),
+        Task::Codegen { check } => capi::codegen(&root, check),
+        Task::Install { prefix } => capi::install(&root, &prefix),
+        Task::TestCapi => capi::test(&root),
         Task::Vm {
             timeout,
             two_nodes,
@@ -114,6 +133,11 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     ("openmpi-bin", "/usr/bin/mpirun"),
     ("libopenmpi-dev", "/usr/bin/mpicc"),
     ("gcc", "/usr/bin/gcc"),
+    // C API and PMPI tiers (xtask/src/capi.rs).
+    ("pkg-config", "/usr/bin/pkg-config"),
+    ("valgrind", "/usr/bin/valgrind"),
+    ("hpcc", "/usr/bin/hpcc"),
+    ("netpipe-openmpi", "/usr/bin/NPopenmpi"),
 ];
 
 fn deps() -> Result<()> {
@@ -169,6 +193,7 @@ fn test(_root: &Path) -> Result<()> {
         ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;
+    capi::test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
@@ -194,5 +219,9 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     } else {
         cmd.args(args);
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    if args.is_empty() {
+        capi::bench_hpcc(root, &out)?;
+    }
+    Ok(())
 }

@@ -1,0 +1,375 @@
+//! # regcache-pmpi — `libregcache_pmpi.so`
+//!
+//! A PMPI interposition library for Open MPI programs. Preload it:
+//!
+//! ```text
+//! mpirun -x LD_PRELOAD=/prefix/lib/libregcache_pmpi.so -np 2 ./app
+//! ```
+//!
+//! and every point-to-point and collective buffer of at least
+//! `REGCACHE_PMPI_MIN_BYTES` (default 16384) is obtained from a
+//! registration cache for the duration of the operation, as an RDMA MPI
+//! does for its rendezvous protocol; nonblocking operations keep their
+//! registration until `MPI_Wait`/`MPI_Test` (and friends) complete them.
+//! At `MPI_Finalize` each rank prints one line of statistics to stderr,
+//! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
+//! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
+//!
+//! The cache is configured by the usual `REGCACHE_*` variables
+//! (`REGCACHE_REGISTRAR` defaults to `pin` here: `mlock`, no device
+//! needed). A malformed variable disables the cache with one message; the
+//! application runs unchanged.
+//!
+//! ## How it is put together
+//! A Rust cdylib exports only Rust symbols, so the `MPI_*` entry points are
+//! defined here and forward to `rc_MPI_*` in `src/shim.c`, compiled with
+//! `mpicc`, which knows the MPI types (sizes from `MPI_Type_size` × count;
+//! only contiguous buffers are ranged) and calls back into the `rcpmpi_*`
+//! functions below. The library also defines `shmdt`/`shmat` and friends
+//! (`umn::interpose_shm!`) so that SysV detaches invalidate.
+//!
+//! ## Thread safety
+//! Handles in flight live in a mutex-protected map: MPI calls take
+//! microseconds, the map is not the bottleneck. `MPI_THREAD_MULTIPLE` is
+//! fine.
+
+use regcache::{
+    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, RawHandle, Registrar, RegistrarKind,
+};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void};
+use std::io::Write;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Mutex, OnceLock};
+
+umn::interpose_shm!();
+
+type Raw = RawHandle<AnyRegistrar>;
+
+/// A rank's trace file, and what the cache held when last looked at (to
+/// turn invalidations into `U` records).
+struct Trace {
+    out: std::io::BufWriter<std::fs::File>,
+    invalidations: u64,
+    misses: u64,
+    regions: Vec<AddrRange>,
+}
+
+struct State {
+    cache: Cache<AnyRegistrar>,
+    min_bytes: usize,
+    /// Registrations in flight, by token.
+    held: Mutex<HashMap<u64, Raw>>,
+    /// Token of each nonblocking request's registration.
+    requests: Mutex<HashMap<usize, u64>>,
+    next: AtomicUsize,
+    trace: Mutex<Option<Trace>>,
+    rank: AtomicUsize,
+    below_min: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+static STATE: OnceLock<Option<State>> = OnceLock::new();
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+const ACCESS: AccessFlags = AccessFlags::LOCAL_WRITE
+    .union(AccessFlags::REMOTE_READ)
+    .union(AccessFlags::REMOTE_WRITE);
+
+fn eprint_line(s: &str) {
+    // One write(2) per line, so ranks' lines do not interleave.
+    let _ = std::io::stderr().lock().write_all(s.as_bytes());
+}
+
+fn setup() -> Result<State, String> {
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let min_bytes = match std::env::var("REGCACHE_PMPI_MIN_BYTES") {
+        Ok(v) => regcache::parse_size(&v).ok_or_else(|| {
+            format!("REGCACHE_PMPI_MIN_BYTES={v:?} is not valid: expected a size like 16384 or 16K")
+        })? as usize,
+        Err(_) => 16384,
+    };
+    let kind = match std::env::var("REGCACHE_REGISTRAR") {
+        Ok(v) => v.trim().parse::<RegistrarKind>()?,
+        Err(_) => RegistrarKind::Pin,
+    };
+    let device = std::env::var("REGCACHE_RDMA_DEVICE").ok();
+    let registrar = regcache::open_registrar(kind, device.as_deref()).map_err(|e| e.to_string())?;
+    Ok(State {
+        cache: Cache::new(registrar, config),
+        min_bytes,
+        held: Mutex::new(HashMap::new()),
+        requests: Mutex::new(HashMap::new()),
+        next: AtomicUsize::new(1),
+        trace: Mutex::new(None),
+        rank: AtomicUsize::new(0),
+        below_min: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+    })
+}
+
+fn state() -> Option<&'static State> {
+    STATE
+        .get_or_init(|| match setup() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprint_line(&format!(
+                    "regcache-pmpi: cache disabled: {e}; the application runs unchanged\n"
+                ));
+                None
+            }
+        })
+        .as_ref()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Called by the shim after `MPI_Init`/`MPI_Init_thread` succeeded.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_init(rank: c_int) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        s.rank.store(rank.max(0) as usize, Relaxed);
+        if let Ok(dir) = std::env::var("REGCACHE_TRACE_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("trace.{rank}.txt"));
+            let made = std::fs::create_dir_all(&dir).and_then(|_| std::fs::File::create(&path));
+            match made {
+                Ok(f) => {
+                    let mut w = std::io::BufWriter::new(f);
+                    let _ = writeln!(
+                        w,
+                        "# regcache-pmpi trace, rank {rank}, min_bytes {}",
+                        s.min_bytes
+                    );
+                    *lock(&s.trace) = Some(Trace {
+                        out: w,
+                        invalidations: 0,
+                        misses: 0,
+                        regions: Vec::new(),
+                    });
+                }
+                Err(e) => eprint_line(&format!(
+                    "regcache-pmpi: rank {rank}: no trace: {}: {e}\n",
+                    path.display()
+                )),
+            }
+        }
+    });
+}
+
+/// A registration of `[addr, addr+len)` for the duration of an MPI
+/// operation: a nonzero token, or 0 when below the threshold or failed.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
+    std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return 0 };
+        if len < s.min_bytes {
+            s.below_min.fetch_add(1, Relaxed);
+            return 0;
+        }
+        let Ok(range) = AddrRange::from_buffer(addr.cast(), len) else {
+            return 0;
+        };
+        let got = s.cache.get_raw(range, ACCESS);
+        if let Some(t) = lock(&s.trace).as_mut() {
+            trace_get(s, t, range);
+        }
+        match got {
+            Ok(raw) => {
+                let token = s.next.fetch_add(1, Relaxed) as u64;
+                lock(&s.held).insert(token, raw);
+                token
+            }
+            Err(_) => {
+                s.failed.fetch_add(1, Relaxed);
+                0
+            }
+        }
+    })
+    .unwrap_or(0)
+}
+
+/// Append the records of one get: `U` for every region the cache dropped
+/// through invalidation since the last look (the get applies pending
+/// events first), then `A` for the request. The cache has no invalidation
+/// callback, so regions are compared before and after whenever the
+/// invalidation or miss count moved: a region merged away or evicted in
+/// the same interval as an invalidation is reported as `U` too (evictions
+/// and merges are counted in the statistics line; hpcc has none).
+fn trace_get(s: &State, t: &mut Trace, range: AddrRange) {
+    let st = s.cache.stats();
+    let inv = st.invalidations_idle + st.invalidations_in_use;
+    if inv != t.invalidations || st.misses != t.misses {
+        let now: Vec<AddrRange> = s.cache.regions().iter().map(|r| r.range).collect();
+        if inv != t.invalidations {
+            for r in t.regions.iter().filter(|r| !now.contains(r)) {
+                let _ = writeln!(t.out, "U {:x} {}", r.start(), r.len());
+            }
+        }
+        (t.invalidations, t.misses, t.regions) = (inv, st.misses, now);
+    }
+    let _ = writeln!(t.out, "A {:x} {}", range.start(), range.len());
+}
+
+/// Release a token from [`rcpmpi_acquire`] (0 is ignored).
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_release(token: u64) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let raw = lock(&s.held).remove(&token);
+        if let Some(raw) = raw {
+            // SAFETY: every held raw handle came from `s.cache`.
+            unsafe { s.cache.release_raw(raw) };
+        }
+    });
+}
+
+/// Keep `token` until nonblocking request `request` completes.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_attach(request: usize, token: u64) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let old = lock(&s.requests).insert(request, token);
+        match old {
+            Some(old) => rcpmpi_release(old),
+            None => {
+                PENDING.fetch_add(1, Relaxed);
+            }
+        }
+    });
+}
+
+/// Request `request` completed (or was freed): release its registration.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_complete(request: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let token = lock(&s.requests).remove(&request);
+        if let Some(t) = token {
+            PENDING.fetch_sub(1, Relaxed);
+            rcpmpi_release(t);
+        }
+    });
+}
+
+/// Nonblocking requests holding a registration (the shim skips its
+/// bookkeeping when 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_pending() -> usize {
+    PENDING.load(Relaxed)
+}
+
+/// A buffer the shim could not range safely (derived datatype, negative
+/// displacement).
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_skipped() {
+    SKIPPED.fetch_add(1, Relaxed);
+}
+
+/// Called before `PMPI_Finalize`: print this rank's statistics line and
+/// close the trace.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_finalize() {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let rank = s.rank.load(Relaxed);
+        // Registrations still held by unfinished requests stay held: the
+        // application may never have waited on them.
+        s.cache.quiesce();
+        let st = s.cache.stats();
+        if let Some(mut t) = lock(&s.trace).take() {
+            let _ = t.out.flush();
+        }
+        eprint_line(&format!(
+            "regcache-pmpi: rank {rank}: gets {} hits {} misses {} hit_rate {:.2}% \
+             registrations {} invalidations {} evictions {} regions {} peak_bytes {} \
+             below_min {} skipped {} failed {} registrar {} monitor {} min_bytes {}\n",
+            st.gets,
+            st.hits,
+            st.misses,
+            st.hit_rate() * 100.0,
+            st.registrations,
+            st.invalidations_idle + st.invalidations_in_use,
+            st.evictions,
+            st.regions,
+            st.peak_bytes,
+            s.below_min.load(Relaxed),
+            SKIPPED.load(Relaxed),
+            s.failed.load(Relaxed),
+            s.cache.registrar().name(),
+            s.cache.monitor().name(),
+            s.min_bytes,
+        ));
+    });
+}
+
+/// Define `MPI_<name>` forwarding to the shim's `rc_MPI_<name>`.
+macro_rules! forward {
+    ($( $name:ident => $shim:ident ( $($arg:ident : $ty:ty),* ); )*) => {
+        unsafe extern "C" {
+            $( fn $shim($($arg: $ty),*) -> c_int; )*
+        }
+        $(
+            /// Interposed MPI entry point: see the crate docs.
+            ///
+            /// # Safety
+            /// As the MPI standard's function of the same name.
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $name($($arg: $ty),*) -> c_int {
+                // SAFETY: same arguments, same contract; the shim calls
+                // the PMPI_ function with them.
+                unsafe { $shim($($arg),*) }
+            }
+        )*
+    };
+}
+
+type P = *mut c_void;
+type I = c_int;
+type Ints = *const c_int;
+
+forward! {
+    MPI_Init => rc_MPI_Init(argc: *mut c_int, argv: *mut *mut *mut c_char);
+    MPI_Init_thread => rc_MPI_Init_thread(argc: *mut c_int, argv: *mut *mut *mut c_char, required: I, provided: *mut c_int);
+    MPI_Finalize => rc_MPI_Finalize();
+    MPI_Send => rc_MPI_Send(buf: P, count: I, dt: P, dest: I, tag: I, comm: P);
+    MPI_Ssend => rc_MPI_Ssend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P);
+    MPI_Rsend => rc_MPI_Rsend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P);
+    MPI_Bsend => rc_MPI_Bsend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P);
+    MPI_Recv => rc_MPI_Recv(buf: P, count: I, dt: P, src: I, tag: I, comm: P, st: P);
+    MPI_Sendrecv => rc_MPI_Sendrecv(sbuf: P, scount: I, sdt: P, dest: I, stag: I, rbuf: P, rcount: I, rdt: P, src: I, rtag: I, comm: P, st: P);
+    MPI_Sendrecv_replace => rc_MPI_Sendrecv_replace(buf: P, count: I, dt: P, dest: I, stag: I, src: I, rtag: I, comm: P, st: P);
+    MPI_Isend => rc_MPI_Isend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Issend => rc_MPI_Issend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Irsend => rc_MPI_Irsend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Ibsend => rc_MPI_Ibsend(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Irecv => rc_MPI_Irecv(buf: P, count: I, dt: P, src: I, tag: I, comm: P, req: P);
+    MPI_Wait => rc_MPI_Wait(req: P, st: P);
+    MPI_Test => rc_MPI_Test(req: P, flag: *mut c_int, st: P);
+    MPI_Request_free => rc_MPI_Request_free(req: P);
+    MPI_Waitall => rc_MPI_Waitall(n: I, reqs: P, sts: P);
+    MPI_Testall => rc_MPI_Testall(n: I, reqs: P, flag: *mut c_int, sts: P);
+    MPI_Waitany => rc_MPI_Waitany(n: I, reqs: P, idx: *mut c_int, st: P);
+    MPI_Testany => rc_MPI_Testany(n: I, reqs: P, idx: *mut c_int, flag: *mut c_int, st: P);
+    MPI_Waitsome => rc_MPI_Waitsome(n: I, reqs: P, outn: *mut c_int, idx: *mut c_int, sts: P);
+    MPI_Testsome => rc_MPI_Testsome(n: I, reqs: P, outn: *mut c_int, idx: *mut c_int, sts: P);
+    MPI_Bcast => rc_MPI_Bcast(buf: P, count: I, dt: P, root: I, comm: P);
+    MPI_Reduce => rc_MPI_Reduce(sbuf: P, rbuf: P, count: I, dt: P, op: P, root: I, comm: P);
+    MPI_Allreduce => rc_MPI_Allreduce(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P);
+    MPI_Scan => rc_MPI_Scan(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P);
+    MPI_Exscan => rc_MPI_Exscan(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P);
+    MPI_Reduce_scatter_block => rc_MPI_Reduce_scatter_block(sbuf: P, rbuf: P, rcount: I, dt: P, op: P, comm: P);
+    MPI_Reduce_scatter => rc_MPI_Reduce_scatter(sbuf: P, rbuf: P, rcounts: Ints, dt: P, op: P, comm: P);
+    MPI_Gather => rc_MPI_Gather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P);
+    MPI_Gatherv => rc_MPI_Gatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, root: I, comm: P);
+    MPI_Scatter => rc_MPI_Scatter(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P);
+    MPI_Scatterv => rc_MPI_Scatterv(sbuf: P, scounts: Ints, displs: Ints, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P);
+    MPI_Allgather => rc_MPI_Allgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Allgatherv => rc_MPI_Allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P);
+    MPI_Alltoall => rc_MPI_Alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Alltoallv => rc_MPI_Alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P);
+}

@@ -1,0 +1,372 @@
+//! `regcache_notifier_*`: the ummunotify event model without the cache.
+
+use crate::cache::{monitor_of, regcache_monitor};
+use crate::result::{Error, ffi_guard, regcache_result, write_out};
+use regcache::AddrRange;
+use regcache_result::*;
+use std::ffi::{c_int, c_void};
+use std::os::fd::AsRawFd;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::sync::atomic::{AtomicPtr, AtomicU64};
+use umn::{Cookie, Event, Notifier, Source};
+
+const LIVE: u64 = 0x756d_6e6e_6f74_6966; // "umnnotif"
+const DEAD: u64 = 0xdead_0000_dead_0001;
+
+/// An ummunotify event source (opaque): a kernel device, userfaultfd with a
+/// monitor thread, or external reports. Open with `regcache_notifier_open`.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct regcache_notifier {
+    _private: [u8; 0],
+}
+
+/// `regcache_event.type` values (`UMMUNOTIFY_EVENT_TYPE_*`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_event_type {
+    /// A registration must be dropped: `user_cookie_counter` is its cookie;
+    /// with `flags & 1` (`HINT`) `[hint_start, hint_end)` is the part hit.
+    REGCACHE_EVENT_INVAL = 0,
+    /// The queue is drained: `user_cookie_counter` is the ummunotify counter
+    /// and `generation` the value to compare `regcache_notifier_generation`
+    /// with.
+    REGCACHE_EVENT_LAST = 1,
+}
+
+/// One event: `struct ummunotify_event`, plus the generation on `LAST`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_event {
+    /// A `regcache_event_type` value.
+    pub type_: u32,
+    /// `1` (`UMMUNOTIFY_EVENT_FLAG_HINT`) when the hint range is valid.
+    pub flags: u32,
+    /// First byte of the invalidated part (with `HINT`).
+    pub hint_start: u64,
+    /// One past its last byte (with `HINT`).
+    pub hint_end: u64,
+    /// `INVAL`: the cookie; `LAST`: the event counter.
+    pub user_cookie_counter: u64,
+    /// `LAST`: the generation the drain is complete up to; else 0.
+    pub generation: u64,
+}
+
+#[derive(Debug)]
+struct NotifierObj {
+    magic: AtomicU64,
+    inner: AtomicPtr<Notifier>,
+}
+
+static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// # Safety
+/// `n` is NULL or from `regcache_notifier_open`; not closed concurrently.
+unsafe fn live<'a>(n: *const regcache_notifier) -> Result<&'a Notifier, Error> {
+    if n.is_null() {
+        return Err(Error::null("notifier"));
+    }
+    // SAFETY: from regcache_notifier_open (contract); never freed.
+    let obj = unsafe { &*n.cast::<NotifierObj>() };
+    if obj.magic.load(Acquire) != LIVE {
+        return Err(Error::new(
+            REGCACHE_ERR_DESTROYED,
+            "the notifier was closed (or is not a notifier)",
+        ));
+    }
+    // SAFETY: LIVE: `inner` is the Box from open, not yet freed.
+    Ok(unsafe { &*obj.inner.load(Acquire) })
+}
+
+fn to_c(s: Source) -> regcache_monitor {
+    match s {
+        Source::Kernel => regcache_monitor::REGCACHE_MONITOR_KERNEL,
+        Source::Uffd => regcache_monitor::REGCACHE_MONITOR_UFFD,
+        Source::External => regcache_monitor::REGCACHE_MONITOR_EXTERNAL,
+        _ => regcache_monitor::REGCACHE_MONITOR_AUTO,
+    }
+}
+
+/// Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `UFFD` or
+/// `EXTERNAL`; `AUTO` picks the kernel device, else userfaultfd).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`NONE` or
+/// unknown), `REGCACHE_ERR_UNAVAILABLE`, `REGCACHE_ERR_NOTIFIER`.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_open(
+    source: u32,
+    out: *mut *mut regcache_notifier,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        let src = match monitor_of(source) {
+            Some(regcache_monitor::REGCACHE_MONITOR_AUTO) => Source::Auto,
+            Some(regcache_monitor::REGCACHE_MONITOR_KERNEL) => Source::Kernel,
+            Some(regcache_monitor::REGCACHE_MONITOR_UFFD) => Source::Uffd,
+            Some(regcache_monitor::REGCACHE_MONITOR_EXTERNAL) => Source::External,
+            _ => {
+                return Err(Error::new(
+                    REGCACHE_ERR_INVALID_ARGUMENT,
+                    format!("not a notifier source: {source}"),
+                ));
+            }
+        };
+        let n = Box::new(Notifier::open(src)?);
+        let obj = Box::leak(Box::new(NotifierObj {
+            magic: AtomicU64::new(LIVE),
+            inner: AtomicPtr::new(Box::into_raw(n)),
+        }));
+        TOMBSTONES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(obj as *mut NotifierObj as usize);
+        // SAFETY: out non-NULL and writable (contract).
+        unsafe {
+            write_out(
+                out,
+                "out",
+                (obj as *mut NotifierObj).cast::<regcache_notifier>(),
+            )
+        }
+    })
+}
+
+/// Close a notifier (its descriptor and monitor thread). Using it afterwards
+/// returns `REGCACHE_ERR_DESTROYED`. Not concurrently with other calls on it.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `notifier` is NULL or from `regcache_notifier_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_close(
+    notifier: *mut regcache_notifier,
+) -> regcache_result {
+    ffi_guard(|| {
+        if notifier.is_null() {
+            return Err(Error::null("notifier"));
+        }
+        // SAFETY: from regcache_notifier_open (contract); never freed.
+        let obj = unsafe { &*notifier.cast::<NotifierObj>() };
+        if obj
+            .magic
+            .compare_exchange(LIVE, DEAD, AcqRel, Acquire)
+            .is_err()
+        {
+            return Err(Error::new(
+                REGCACHE_ERR_DESTROYED,
+                "the notifier was already closed",
+            ));
+        }
+        let inner = obj.inner.swap(std::ptr::null_mut(), AcqRel);
+        // SAFETY: we won LIVE→DEAD, so we own the Box from open.
+        drop(unsafe { Box::from_raw(inner) });
+        Ok(())
+    })
+}
+
+/// The source actually opened (`KERNEL`, `UFFD` or `EXTERNAL`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_source(
+    notifier: *const regcache_notifier,
+    out: *mut u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        // SAFETY: NULL-checked by write_out.
+        unsafe { write_out(out, "out", to_c(n.source()) as u32) }
+    })
+}
+
+/// Watch `[addr, addr + len)` under `cookie` (distinct per registration).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_DUPLICATE_COOKIE`,
+/// `REGCACHE_ERR_NOT_MAPPED`, `REGCACHE_ERR_BUSY`, `REGCACHE_ERR_FORKED`,
+/// `REGCACHE_ERR_NOTIFIER`.
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_register(
+    notifier: *const regcache_notifier,
+    addr: *const c_void,
+    len: usize,
+    cookie: u64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        let range = AddrRange::from_buffer(addr.cast(), len)?;
+        n.register(range, Cookie(cookie))?;
+        Ok(())
+    })
+}
+
+/// Stop watching `cookie`.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_UNKNOWN_COOKIE`, `REGCACHE_ERR_FORKED`.
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_unregister(
+    notifier: *const regcache_notifier,
+    cookie: u64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        n.unregister(Cookie(cookie))?;
+        Ok(())
+    })
+}
+
+/// Read up to `capacity` events into `events`; `*out_count` receives how
+/// many. A read that drains the queue ends with a `LAST` event; with
+/// nothing pending it returns just that record. Does not block.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_INVALID_ARGUMENT` (`capacity` 0), `REGCACHE_ERR_FORKED`,
+/// `REGCACHE_ERR_NOTIFIER`.
+///
+/// # Safety
+/// `events` valid for writes of `capacity` records; `out_count` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_read(
+    notifier: *const regcache_notifier,
+    events: *mut regcache_event,
+    capacity: usize,
+    out_count: *mut usize,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        if events.is_null() || out_count.is_null() {
+            return Err(Error::null("events/out_count"));
+        }
+        if capacity == 0 {
+            return Err(Error::new(
+                REGCACHE_ERR_INVALID_ARGUMENT,
+                "capacity must be at least 1",
+            ));
+        }
+        let mut buf = vec![Event::default(); capacity.min(4096)];
+        let k = n.read(&mut buf)?;
+        for (i, e) in buf[..k].iter().enumerate() {
+            let c = match *e {
+                Event::Inval(inv) => regcache_event {
+                    type_: regcache_event_type::REGCACHE_EVENT_INVAL as u32,
+                    flags: inv.range.is_some() as u32,
+                    hint_start: inv.range.map_or(0, |r| r.start()),
+                    hint_end: inv.range.map_or(0, |r| r.end()),
+                    user_cookie_counter: inv.cookie.0,
+                    generation: 0,
+                },
+                Event::Last {
+                    counter,
+                    generation,
+                } => regcache_event {
+                    type_: regcache_event_type::REGCACHE_EVENT_LAST as u32,
+                    flags: 0,
+                    hint_start: 0,
+                    hint_end: 0,
+                    user_cookie_counter: counter,
+                    generation: generation.0,
+                },
+            };
+            // SAFETY: i < k ≤ capacity, and events is valid for `capacity`
+            // writes (contract).
+            unsafe { events.add(i).write(c) };
+        }
+        // SAFETY: non-NULL and writable (contract).
+        unsafe { write_out(out_count, "out_count", k) }
+    })
+}
+
+/// The generation word now (one load, no system call). When it differs
+/// from the `generation` of the last `LAST` event read, read again.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_generation(
+    notifier: *const regcache_notifier,
+    out: *mut u64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        // SAFETY: NULL-checked by write_out.
+        unsafe { write_out(out, "out", n.generation().0) }
+    })
+}
+
+/// A descriptor that becomes readable (`poll`) when events are pending.
+/// Owned by the notifier: do not close it.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_fd(
+    notifier: *const regcache_notifier,
+    out: *mut c_int,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        // SAFETY: NULL-checked by write_out.
+        unsafe { write_out(out, "out", n.as_raw_fd()) }
+    })
+}
+
+/// Report that `[addr, addr + len)` is being unmapped (the `EXTERNAL`
+/// source; also accepted by userfaultfd for what it cannot see).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_UNSUPPORTED` (kernel device).
+///
+/// # Safety
+/// `notifier` as for `regcache_notifier_close`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_notify_unmapped(
+    notifier: *const regcache_notifier,
+    addr: *const c_void,
+    len: usize,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract as documented.
+        let n = unsafe { live(notifier) }?;
+        let range = AddrRange::from_buffer(addr.cast(), len)?;
+        n.notify_unmapped(range)?;
+        Ok(())
+    })
+}

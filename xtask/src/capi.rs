@@ -1,0 +1,388 @@
+//! The C API tasks: `codegen` (regcache.h with the pinned cbindgen),
+//! `install` (lib + header + pkg-config file), and the C and MPI test
+//! steps `cargo xtask test` runs.
+
+use crate::{cargo, run};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HEADER: &str = "ffi/include/regcache.h";
+const SONAME: &str = "libregcache.so.0";
+
+/// Generate `regcache.h` from `ffi/src` with cbindgen. With `check`, fail
+/// when the committed header differs instead of writing it.
+pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
+    let crate_dir = root.join("ffi");
+    let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
+        .map_err(|e| anyhow::anyhow!("ffi/cbindgen.toml: {e}"))?;
+    let mut out = Vec::new();
+    cbindgen::Builder::new()
+        .with_crate(&crate_dir)
+        .with_config(config)
+        .generate()
+        .context("cbindgen on ffi/")?
+        .write(&mut out);
+    let path = root.join(HEADER);
+    if check {
+        let committed = std::fs::read(&path).unwrap_or_default();
+        if committed != out {
+            bail!("{HEADER} is out of date with ffi/src: run `cargo xtask codegen` and commit it");
+        }
+        eprintln!("{HEADER} is up to date");
+    } else {
+        std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+        std::fs::write(&path, out)?;
+        eprintln!("wrote {HEADER}");
+    }
+    Ok(())
+}
+
+/// Build (release) and install `lib/libregcache.so*`,
+/// `lib/libregcache_pmpi.so`, `include/regcache.h` and
+/// `lib/pkgconfig/regcache.pc` under `prefix`.
+pub(crate) fn install(root: &Path, prefix: &Path) -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "regcache-ffi",
+        "-p",
+        "regcache-pmpi",
+    ]))?;
+    let prefix = std::path::absolute(prefix)?;
+    let (lib, inc, pc) = (
+        prefix.join("lib"),
+        prefix.join("include"),
+        prefix.join("lib/pkgconfig"),
+    );
+    for d in [&lib, &inc, &pc] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    let real = format!("libregcache.so.{version}");
+    let rel = root.join("target/release");
+    copy(&rel.join("libregcache_ffi.so"), &lib.join(&real))?;
+    for link in [SONAME, "libregcache.so"] {
+        let l = lib.join(link);
+        let _ = std::fs::remove_file(&l);
+        std::os::unix::fs::symlink(&real, &l)?;
+    }
+    copy(
+        &rel.join("libregcache_pmpi.so"),
+        &lib.join("libregcache_pmpi.so"),
+    )?;
+    copy(&root.join(HEADER), &inc.join("regcache.h"))?;
+    let tmpl = std::fs::read_to_string(root.join("ffi/regcache.pc.in"))?;
+    let prefix_s = prefix.to_str().context("utf-8 prefix")?;
+    std::fs::write(
+        pc.join("regcache.pc"),
+        tmpl.replace("@PREFIX@", prefix_s)
+            .replace("@VERSION@", version),
+    )?;
+    eprintln!("installed regcache {version} under {prefix_s}");
+    Ok(())
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let _ = std::fs::remove_file(to);
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// The installed tree the tests use.
+pub(crate) fn test_prefix(root: &Path) -> PathBuf {
+    root.join("target/capi-prefix")
+}
+
+/// `pkg-config --cflags --libs regcache` against the installed tree.
+fn pkg_config(prefix: &Path) -> Result<Vec<String>> {
+    let out = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "regcache"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .context("running pkg-config")?;
+    if !out.status.success() {
+        bail!(
+            "pkg-config regcache: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The C API tier: header drift check, install, then every C test program
+/// compiled against the installed header and `.pc`, run under
+/// AddressSanitizer and under valgrind.
+pub(crate) fn test(root: &Path) -> Result<()> {
+    codegen(root, true)?;
+    let prefix = test_prefix(root);
+    install(root, &prefix)?;
+    let flags = pkg_config(&prefix)?;
+    let bin = root.join("target/capi-tests");
+    std::fs::create_dir_all(&bin)?;
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(root.join("ffi/tests/c"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    sources.sort();
+    let libdir = prefix.join("lib");
+    for src in &sources {
+        let stem = src.file_stem().and_then(|s| s.to_str()).context("name")?;
+        let asan = bin.join(format!("{stem}-asan"));
+        let plain = bin.join(stem);
+        run(Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+            .args(["-fsanitize=address,undefined", "-fno-omit-frame-pointer"])
+            .arg(src)
+            .arg("-o")
+            .arg(&asan)
+            .args(&flags))?;
+        run(Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
+            .arg(src)
+            .arg("-o")
+            .arg(&plain)
+            .args(&flags))?;
+        run(Command::new(&asan)
+            .env("LD_LIBRARY_PATH", &libdir)
+            // LeakSanitizer cannot run under ptrace-restricted sandboxes;
+            // valgrind below checks leaks.
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1")
+            .env("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1"))?;
+        run(Command::new("valgrind")
+            .args([
+                "--error-exitcode=1",
+                "--leak-check=full",
+                "--errors-for-leak-kinds=definite,possible",
+                "--quiet",
+            ])
+            .arg(&plain)
+            .env("LD_LIBRARY_PATH", &libdir)
+            // valgrind holds its global lock across munmap, so a
+            // userfaultfd monitor thread can never answer: the programs
+            // skip their uffd parts (run under ASan above).
+            .env("REGCACHE_TEST_NO_UFFD", "1"))?;
+    }
+    eprintln!(
+        "C API tests: {} program(s) passed under ASan+UBSan and valgrind",
+        sources.len()
+    );
+    mpi_test(root, &prefix, &flags)
+}
+
+/// `mpirun` with the settings of this host (root, 2 cores, shared memory).
+fn mpirun(np: u32) -> Command {
+    let mut c = Command::new("timeout");
+    c.args([
+        "600",
+        "mpirun",
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+    ])
+    .arg(np.to_string())
+    .env("OMPI_MCA_btl", "self,vader");
+    c
+}
+
+/// Run, echo and return combined stdout + stderr; fail on a nonzero exit.
+fn run_capture(cmd: &mut Command) -> Result<String> {
+    eprintln!("$ {cmd:?}");
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{text}");
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(text)
+}
+
+/// Each of `ranks` ranks printed its statistics line with a hit rate;
+/// returns the hit rates (percent) by rank.
+pub(crate) fn pmpi_stats(output: &str, ranks: u32) -> Result<Vec<f64>> {
+    (0..ranks)
+        .map(|r| {
+            let prefix = format!("regcache-pmpi: rank {r}: ");
+            let line = output
+                .lines()
+                .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
+                .with_context(|| format!("rank {r} printed no regcache-pmpi statistics line"))?;
+            line.split_whitespace()
+                .skip_while(|w| *w != "hit_rate")
+                .nth(1)
+                .and_then(|v| v.trim_end_matches('%').parse::<f64>().ok())
+                .with_context(|| format!("no hit_rate in {line:?}"))
+        })
+        .collect()
+}
+
+/// Run hpcc (2 ranks, `mpi-tests/hpcc/hpccinf.txt`) in `dir` with the PMPI
+/// library preloaded; check that hpcc passed and every rank printed its
+/// statistics. `extra` are more `VAR=value` settings passed with `-x`.
+pub(crate) fn run_hpcc(root: &Path, prefix: &Path, dir: &Path, extra: &[String]) -> Result<String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    copy(
+        &root.join("mpi-tests/hpcc/hpccinf.txt"),
+        &dir.join("hpccinf.txt"),
+    )?;
+    let pmpi = prefix.join("lib/libregcache_pmpi.so");
+    let mut cmd = mpirun(2);
+    cmd.current_dir(dir)
+        .arg("-x")
+        .arg(format!("LD_PRELOAD={}", pmpi.display()));
+    for e in extra {
+        cmd.args(["-x", e]);
+    }
+    let text = run_capture(cmd.arg("hpcc"))?;
+    let outf = dir.join("hpccoutf.txt");
+    let out = std::fs::read_to_string(&outf).context("hpccoutf.txt")?;
+    for want in [
+        "End of HPL section.",
+        "Success=1",
+        "End of Summary section.",
+    ] {
+        if !out.contains(want) {
+            bail!("hpcc output ({}) lacks {want:?}", outf.display());
+        }
+    }
+    if out.contains("FAILED") || !out.contains("PASSED") {
+        bail!("hpcc reports a failed check: see {}", outf.display());
+    }
+    pmpi_stats(&text, 2)?;
+    Ok(text)
+}
+
+/// The MPI tier: the stale-registration C program with 2 ranks against the
+/// installed library, then hpcc and NetPIPE under the PMPI library.
+fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
+    let work = root.join("target/mpi-tests");
+    std::fs::create_dir_all(&work)?;
+    let libdir = prefix.join("lib");
+    let stale = work.join("stale_registration");
+    run(Command::new("mpicc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg(root.join("mpi-tests/c/stale_registration.c"))
+        .arg("-o")
+        .arg(&stale)
+        .args(flags))?;
+    for monitor in ["auto", "external", "none"] {
+        let text = run_capture(
+            mpirun(2)
+                .arg("-x")
+                .arg(format!("LD_LIBRARY_PATH={}", libdir.display()))
+                .arg("-x")
+                .arg(format!("REGCACHE_MONITOR={monitor}"))
+                .arg(&stale),
+        )?;
+        if !text.contains("stale_registration: PASSED (2 ranks)") {
+            bail!("stale_registration (REGCACHE_MONITOR={monitor}) did not pass");
+        }
+    }
+
+    // Edge cases through the PMPI library, every buffer through the cache.
+    let edge = work.join("pmpi_edge");
+    run(Command::new("mpicc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+        .arg(root.join("mpi-tests/c/pmpi_edge.c"))
+        .arg("-o")
+        .arg(&edge))?;
+    let text = run_capture(
+        mpirun(2)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
+            .arg(&edge),
+    )?;
+    if !text.contains("pmpi_edge: PASSED (2 ranks)") {
+        bail!("pmpi_edge did not pass under the PMPI library");
+    }
+    pmpi_stats(&text, 2)?;
+
+    let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
+    eprintln!(
+        "hpcc under regcache-pmpi: passed; hit rates by rank {:?} %",
+        pmpi_stats(&text, 2)?
+    );
+
+    let np = work.join("netpipe");
+    let _ = std::fs::remove_dir_all(&np);
+    std::fs::create_dir_all(&np)?;
+    let upper = 1 << 20;
+    let text = run_capture(
+        mpirun(2)
+            .current_dir(&np)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .args(["NPopenmpi", "-u", &upper.to_string(), "-p", "0"]),
+    )?;
+    // NetPIPE's own record (np.out: bytes, Mbps, seconds per size; the
+    // console line can be interleaved with the ranks' statistics lines).
+    let record = std::fs::read_to_string(np.join("np.out")).context("NetPIPE np.out")?;
+    let done = record
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    if done != Some(upper) {
+        bail!("NetPIPE did not complete its run up to {upper} bytes (np.out reaches {done:?})");
+    }
+    eprintln!(
+        "NetPIPE under regcache-pmpi: completed; hit rates by rank {:?} %",
+        pmpi_stats(&text, 2)?
+    );
+    Ok(())
+}
+
+/// The main job on real input: hpcc (2 ranks) under the PMPI library with
+/// `REGCACHE_TRACE_DIR`, then `regcache-bench replay` of the per-rank
+/// traces and the miss-ratio curve of rank 0. Results under `out/`.
+pub(crate) fn bench_hpcc(root: &Path, out: &Path) -> Result<()> {
+    let prefix = test_prefix(root);
+    install(root, &prefix)?;
+    let traces = out.join("hpcc-traces");
+    let _ = std::fs::remove_dir_all(&traces);
+    let text = run_hpcc(
+        root,
+        &prefix,
+        &root.join("target/mpi-tests/hpcc-bench"),
+        &[format!("REGCACHE_TRACE_DIR={}", traces.display())],
+    )?;
+    let rates = pmpi_stats(&text, 2)?;
+    let bin = root.join("target/release/regcache-bench");
+    let files: Vec<PathBuf> = (0..2)
+        .map(|r| traces.join(format!("trace.{r}.txt")))
+        .collect();
+    let replay = run_capture(Command::new(&bin).arg("replay").args(&files))?;
+    std::fs::write(out.join("hpcc-replay.txt"), &replay)?;
+    let json = run_capture(Command::new(&bin).args(["--json", "replay"]).args(&files))?;
+    std::fs::write(out.join("hpcc-replay.json"), &json)?;
+    let svg = out.join("hpcc-mrc-rank0.svg");
+    run(Command::new(&bin)
+        .args(["mrc"])
+        .arg(&files[0])
+        .arg("-o")
+        .arg(&svg))?;
+    eprintln!(
+        "hpcc under regcache-pmpi: live hit rates by rank {rates:?} %; replay in {}, \
+         miss-ratio curve {}",
+        out.join("hpcc-replay.txt").display(),
+        svg.display()
+    );
+    Ok(())
+}
