@@ -91,6 +91,12 @@ REGCACHE_REQUIRE_DEVICE=1 "$T" --test-threads=1 || fail "device tests"
 echo "== device tests as nobody (mode 0666, no privilege)"
 REGCACHE_REQUIRE_DEVICE=1 setpriv --reuid=65534 --regid=65534 --clear-groups \
     "$T" --test-threads=1 --skip registration_limit || fail "device tests as nobody"
+echo "== the cache on the kernel device (REGCACHE_MONITOR=kernel), with the address-reuse race"
+if REGCACHE_TEST_MONITOR=kernel REGCACHE_REQUIRE_DEVICE=1 "$C" --test-threads=1 --nocapture >/tmp/cache-kernel.out 2>&1; then
+    grep -E 'race|test result' /tmp/cache-kernel.out
+else
+    cat /tmp/cache-kernel.out; fail "cache tests on the kernel device"
+fi
 echo "== stress, longer"
 UMN_STRESS_ROUNDS=1500 REGCACHE_REQUIRE_DEVICE=1 "$T" --exact stress_register_unmap_read \
     || fail "stress"
@@ -133,13 +139,18 @@ pub(crate) fn kmod(root: &Path, timeout: u64, build_only: bool) -> Result<()> {
     if build_only {
         return Ok(());
     }
-    let bins = vm::build_test_binaries(&[("umn", "kernel"), ("umn", "kernel_bench")])?;
+    let bins = vm::build_test_binaries(&[
+        ("umn", "kernel"),
+        ("umn", "kernel_bench"),
+        ("regcache", "monitor"),
+    ])?;
     let q = |p: &Path| vm::shell_quote(&p.display().to_string());
     let script = format!(
-        "KO={}\nT={}\nB={}\n{SCRIPT}",
+        "KO={}\nT={}\nB={}\nC={}\n{SCRIPT}",
         q(&ko),
         q(&bins[0]),
-        q(&bins[1])
+        q(&bins[1]),
+        q(&bins[2])
     );
     // UMN_SKIP_BENCH=1 on the host leaves the timings out.
     let env = std::env::var("UMN_SKIP_BENCH")
