@@ -40,29 +40,58 @@ fn main() {
         "# regcache-transport intra-node benchmarks (pid {})",
         std::process::id()
     );
+    let reps = reps();
+    println!(
+        "# best of {reps} interleaved runs each (RC_BENCH_REPS); assisted = receiver-assisted single copy, \
+         single = one process_vm_writev per send"
+    );
     for &s in &SIZES {
-        let memcpy = memcpy_bw(s);
-        let cma = dma_bw(s, false);
-        let bounce = dma_bw(s, true);
+        let mut best = [0f64; 4];
+        for _ in 0..reps {
+            let r = [
+                memcpy_bw(s),
+                dma_bw(s, Mode::Assisted),
+                dma_bw(s, Mode::Single),
+                dma_bw(s, Mode::Bounce),
+            ];
+            for (b, v) in best.iter_mut().zip(r) {
+                *b = b.max(v);
+            }
+        }
+        let [memcpy, assisted, single, bounce] = best;
         println!(
-            "size {:>2} MiB: memcpy {:6.2} GB/s | keyed DMA cma {:6.2} GB/s ({:.2}x memcpy) | bounce {:6.2} GB/s ({:.2}x)",
+            "size {:>2} MiB streaming: memcpy {memcpy:6.2} GB/s | keyed DMA assisted {assisted:6.2} GB/s ({:.2}x memcpy) | single {single:6.2} GB/s ({:.2}x) | bounce {bounce:6.2} GB/s ({:.2}x)",
             s / MIB,
-            memcpy,
-            cma,
-            cma / memcpy,
-            bounce,
+            assisted / memcpy,
+            single / memcpy,
             bounce / memcpy
         );
     }
     for &s in &SIZES {
-        let (cma, bounce) = (pingpong_bw(s, false), pingpong_bw(s, true));
+        let mut best = [0f64; 4];
+        for _ in 0..reps {
+            let r = [
+                memcpy_bw(s),
+                pingpong_bw(s, Mode::Assisted),
+                pingpong_bw(s, Mode::Single),
+                pingpong_bw(s, Mode::Bounce),
+            ];
+            for (b, v) in best.iter_mut().zip(r) {
+                *b = b.max(v);
+            }
+        }
+        let [memcpy, assisted, single, bounce] = best;
         println!(
-            "size {:>2} MiB ping-pong (NetPIPE method, one message in flight): keyed DMA cma {:6.2} GB/s | bounce {:6.2} GB/s",
+            "size {:>2} MiB ping-pong (NetPIPE method, one message in flight): memcpy {memcpy:6.2} GB/s | keyed DMA assisted {assisted:6.2} GB/s ({:.2}x) | single {single:6.2} GB/s | bounce {bounce:6.2} GB/s",
             s / MIB,
-            cma,
-            bounce
+            assisted / memcpy,
         );
     }
+    println!(
+        "# single-copy sends with receiver help: {} of {} (all modes; only `assisted` can)",
+        ASSISTED.load(Ordering::Relaxed),
+        SENDS.load(Ordering::Relaxed)
+    );
     let (sig_ns, dma_ns) = latency();
     println!(
         "8-byte ping-pong, half round trip (spin {} iters): shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns",
@@ -78,19 +107,70 @@ fn spin() -> SpinPolicy {
         .map_or_else(SpinPolicy::default, |iters| SpinPolicy { iters })
 }
 
-fn cfg(bounce: bool) -> Config {
+static SENDS: AtomicU64 = AtomicU64::new(0);
+static ASSISTED: AtomicU64 = AtomicU64::new(0);
+
+fn count_assists(reg: &Registry) {
+    let s = reg.stats();
+    SENDS.fetch_add(s.cma_sends, Ordering::Relaxed);
+    ASSISTED.fetch_add(s.assisted_sends, Ordering::Relaxed);
+}
+
+/// `RC_BENCH_REPS`: interleaved repetitions, best kept (default 3).
+fn reps() -> usize {
+    std::env::var("RC_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Copy path under test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Receiver-assisted single copy (the default configuration).
+    Assisted,
+    /// One `process_vm_writev` per send (assist off).
+    Single,
+    /// Forced bounce through the shared segment.
+    Bounce,
+}
+
+impl Mode {
+    fn env(self) -> &'static str {
+        match self {
+            Mode::Assisted => "assisted",
+            Mode::Single => "single",
+            Mode::Bounce => "bounce",
+        }
+    }
+    fn from_env() -> Self {
+        match std::env::var("RC_MODE").as_deref() {
+            Ok("single") => Mode::Single,
+            Ok("bounce") => Mode::Bounce,
+            _ => Mode::Assisted,
+        }
+    }
+}
+
+fn cfg(mode: Mode) -> Config {
+    let d = Config::default();
     Config {
-        force_bounce: bounce,
+        force_bounce: mode == Mode::Bounce,
         restock_wait: Duration::from_secs(10),
         spin: spin(),
-        ..Config::default()
+        assist_min_bytes: if mode == Mode::Single {
+            u64::MAX
+        } else {
+            d.assist_min_bytes
+        },
+        ..d
     }
 }
 
 /// NetPIPE's method: one message of `size` each way, time / 2 per message.
-fn pingpong_bw(size: usize, bounce: bool) -> f64 {
-    let name = format!("rc-bench-{}-pp{size}-{bounce}", std::process::id());
-    let reg = Registry::create_with(&name, cfg(bounce)).unwrap();
+fn pingpong_bw(size: usize, mode: Mode) -> f64 {
+    let name = format!("rc-bench-{}-pp{size}-{}", std::process::id(), mode.env());
+    let reg = Registry::create_with(&name, cfg(mode)).unwrap();
     let place = Segment::memfd(4096).unwrap();
     let iters = (256 * MIB / size).max(4);
     let mut child = spawn(
@@ -100,7 +180,7 @@ fn pingpong_bw(size: usize, bounce: bool) -> f64 {
             ("RC_FD", place.raw_fd().to_string()),
             ("RC_SIZE", size.to_string()),
             ("RC_COUNT", (iters + 1).to_string()),
-            ("RC_BOUNCE", (bounce as u8).to_string()),
+            ("RC_MODE", mode.env().to_owned()),
         ],
     );
     let mut buf = vec![0u8; size];
@@ -133,6 +213,7 @@ fn pingpong_bw(size: usize, bounce: bool) -> f64 {
         one();
     }
     let bw = (size * iters * 2) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    count_assists(&reg);
     child.wait().unwrap();
     drop(rx);
     drop(buf);
@@ -141,8 +222,8 @@ fn pingpong_bw(size: usize, bounce: bool) -> f64 {
 }
 
 fn role_echo() {
-    let bounce = std::env::var("RC_BOUNCE").unwrap() == "1";
-    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(bounce)).unwrap();
+    let reg =
+        Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(Mode::from_env())).unwrap();
     let fd: i32 = std::env::var("RC_FD").unwrap().parse().unwrap();
     // SAFETY: inherited across exec for us.
     let place = Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
@@ -213,9 +294,9 @@ fn read_line(c: &mut std::process::Child) -> String {
     l.trim().to_owned()
 }
 
-fn dma_bw(size: usize, bounce: bool) -> f64 {
-    let name = format!("rc-bench-{}-{size}-{bounce}", std::process::id());
-    let reg = Registry::create_with(&name, cfg(bounce)).unwrap();
+fn dma_bw(size: usize, mode: Mode) -> f64 {
+    let name = format!("rc-bench-{}-{size}-{}", std::process::id(), mode.env());
+    let reg = Registry::create_with(&name, cfg(mode)).unwrap();
     let place = Segment::memfd(4096).unwrap();
     let key = DmaKey::from_fd(place.raw_fd(), 0).unwrap();
     let iters = (512 * MIB / size).max(8);
@@ -226,6 +307,7 @@ fn dma_bw(size: usize, bounce: bool) -> f64 {
             ("RC_FD", place.raw_fd().to_string()),
             ("RC_SIZE", size.to_string()),
             ("RC_COUNT", (iters + 2).to_string()),
+            ("RC_MODE", mode.env().to_owned()),
         ],
     );
     assert_eq!(read_line(&mut rx), "READY");
@@ -244,13 +326,15 @@ fn dma_bw(size: usize, bounce: bool) -> f64 {
     }
     assert_eq!(read_line(&mut rx), "DONE");
     let bw = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    count_assists(&reg);
     rx.wait().unwrap();
     let _ = Registry::unlink(&name);
     bw
 }
 
 fn role_rx() {
-    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(false)).unwrap();
+    let reg =
+        Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(Mode::from_env())).unwrap();
     let fd: i32 = std::env::var("RC_FD").unwrap().parse().unwrap();
     // SAFETY: inherited across exec for us.
     let place = Segment::map_fd(unsafe { OwnedFd::from_raw_fd(fd) }).unwrap();
@@ -295,7 +379,7 @@ fn latency() -> (f64, f64) {
         .with_spin(spin());
     // keyed DMA: 8-byte messages both ways.
     let name = format!("rc-bench-{}-lat", std::process::id());
-    let reg = Registry::create_with(&name, cfg(false)).unwrap();
+    let reg = Registry::create_with(&name, cfg(Mode::Single)).unwrap();
     let mut child = spawn(
         "pong",
         &[
@@ -343,7 +427,7 @@ fn role_pong() {
     let sig = ShmSignal::attach(seg.clone(), 0, Side::South)
         .unwrap()
         .with_spin(spin());
-    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(false)).unwrap();
+    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(Mode::Single)).unwrap();
     println!("READY");
     std::io::stdout().flush().unwrap();
     let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));

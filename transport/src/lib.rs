@@ -190,11 +190,12 @@ pub enum Error {
 }
 
 /// Reasons a binding is cut off, stored as a code in shared memory.
-pub(crate) const CUT_REASONS: [&str; 6] = [
+pub(crate) const CUT_REASONS: [&str; 7] = [
     "unknown",
     "binding header failed its checksum or bounds",
     "descriptor failed its checksum or bounds",
     "receiver buffer not mapped (EFAULT)",
     "bounce area out of bounds",
     "sender wrote an impossible length",
+    "receiver stalled in an assisted copy",
 ];

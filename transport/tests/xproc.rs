@@ -34,6 +34,7 @@ fn child_dispatch() {
         "hostile" => role_hostile(),
         "rx_survivor" => role_rx_survivor(),
         "rx_die" => role_rx_die(),
+        "tx_nodump" => role_tx_nodump(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -194,7 +195,7 @@ fn dma_keys_match_across_processes_at_different_addresses() {
 // ---------------------------------------------------------------- receiver role
 
 /// `RC_LAYOUT`: descriptors separated by `;`, sections `off+len` by `,`,
-/// offsets into one 64 KiB buffer.
+/// offsets into one buffer of `RC_BUFSZ` bytes (default 64 KiB).
 fn parse_layout(base: u64, s: &str) -> Vec<DmaBuffer> {
     s.split(';')
         .map(|d| {
@@ -253,7 +254,11 @@ fn role_rx() {
     let seg = inherited_segment();
     let key =
         DmaKey::from_addr(seg.as_ptr() as u64 + env("RC_KEYOFF").parse::<u64>().unwrap()).unwrap();
-    let mut buf = vec![0u8; 65536];
+    if std::env::var("RC_NOCAP").is_ok() {
+        drop_cap_sys_ptrace();
+    }
+    let size = std::env::var("RC_BUFSZ").map_or(65536, |v| v.parse().unwrap());
+    let mut buf = vec![0u8; size];
     let bufs = parse_layout(buf.as_mut_ptr() as u64, &env("RC_LAYOUT"));
     let mode = env("RC_MODE");
     let count: u64 = env("RC_COUNT").parse().unwrap();
@@ -287,6 +292,10 @@ fn role_rx() {
         }
     }
     assert_eq!(hear(), "BYE");
+    tell(&format!(
+        "RXSTATS assist_chunks={}",
+        reg.stats().assist_chunks
+    ));
     drop(rx);
 }
 
@@ -847,4 +856,138 @@ fn dma_binding_of_a_dead_receiver_is_reaped() {
     rx.unbind().unwrap();
     // The reaper removed the dead receiver's bounce segment.
     assert!(!std::path::Path::new(&format!("/dev/shm/{}-b0-1", fx.reg_name)).exists());
+}
+
+// ------------------------------------------------- receiver-assisted copy
+
+/// A 4 MiB receive buffer: descriptor 0 in three sections whose boundaries
+/// differ from the sources', descriptor 1 in one.
+const BIG_LAYOUT: &str = "0+700001,700001+1000000,1700001+399999;2100000+2000000";
+const BIG: &str = "4194304";
+
+fn assist_config(sender_idle: bool) -> Config {
+    Config {
+        force_bounce: false,
+        cma_min_bytes: 0,
+        assist_min_bytes: 256 << 10,
+        assist_sender_idle: sender_idle,
+        assist_wait: Duration::from_secs(60),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn dma_receiver_assisted_copy_delivers_every_byte() {
+    // The sender copies nothing itself, so every chunk is the receiver's
+    // `process_vm_readv` from the sender's five source slices into its own
+    // three sections: the receiver's side of the protocol, deterministic.
+    let fx = Fixture::new("assist", assist_config(true));
+    let key = fx.key(128);
+    let mut rx = fx.rx(128, BIG_LAYOUT, "normal", 3, &[("RC_BUFSZ", BIG.into())]);
+    let pieces = [5, 300_000, 1, 1_200_000, 599_994];
+    let r = send(&fx.reg, key, 1, &pieces).unwrap();
+    assert_eq!(
+        (r.copied, r.truncated, r.path),
+        (2_100_000, false, CopyPath::Cma)
+    );
+    // 2 100 000 bytes: 16 chunks of 132 KiB (n/16 rounded up to pages),
+    // all the receiver's.
+    assert_eq!(r.receiver_chunks, 16);
+    rx.expect("GOT 1 2100000 cma");
+    // Truncation: 3 MB of source into the 2 MB descriptor 1.
+    let r = send(&fx.reg, key, 2, &[1_000_000, 2_000_000]).unwrap();
+    assert_eq!((r.copied, r.truncated, r.index), (2_000_000, true, 1));
+    // 2 000 000 bytes: n/16 is under the 128 KiB minimum chunk, so 16
+    // chunks of 128 KiB (the last one short).
+    assert_eq!(r.receiver_chunks, 16);
+    rx.expect("GOT 2 2000000 cma");
+    // Under the threshold: one process_vm_writev, no job.
+    let r = send(&fx.reg, key, 3, &[100_000]).unwrap();
+    assert_eq!((r.copied, r.receiver_chunks), (100_000, 0));
+    rx.expect("GOT 3 100000 cma");
+    rx.say("BYE");
+    assert_eq!(rx.expect("RXSTATS"), "RXSTATS assist_chunks=32");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!((s.cma_sends, s.assisted_sends, s.bounce_sends), (3, 2, 0));
+}
+
+#[test]
+fn dma_assisted_copy_with_both_sides_copying_delivers_every_byte() {
+    // The default split: both sides take chunks; who takes how many is up
+    // to the scheduler, the bytes are not.
+    let fx = Fixture::new("assist2", assist_config(false));
+    let key = fx.key(192);
+    let mut rx = fx.rx(192, BIG_LAYOUT, "normal", 20, &[("RC_BUFSZ", BIG.into())]);
+    let mut theirs = 0;
+    for seed in 1..=20u64 {
+        let pieces: &[usize] = if seed % 2 == 0 {
+            &[2_000_000]
+        } else {
+            &[4096, 1_000_000, 7, 1_095_897]
+        };
+        let r = send(&fx.reg, key, seed, pieces).unwrap();
+        assert_eq!(r.copied, pieces.iter().sum::<usize>().min(2_100_000) as u64);
+        theirs += r.receiver_chunks;
+        rx.expect(&format!("GOT {seed} "));
+    }
+    rx.say("BYE");
+    let l = rx.expect("RXSTATS");
+    rx.finish();
+    assert_eq!(l, format!("RXSTATS assist_chunks={theirs}"));
+}
+
+fn role_tx_nodump() {
+    // SAFETY: plain prctl: nobody without CAP_SYS_PTRACE may now read us.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    let reg = Registry::open_with(&env("RC_REG"), assist_config(true)).unwrap();
+    let key = DmaKey {
+        dev: env("RC_DEV").parse().unwrap(),
+        ino: env("RC_INO").parse().unwrap(),
+        offset: env("RC_KEYOFF").parse().unwrap(),
+    };
+    let r = send(&reg, key, 1, &[600_000]).unwrap();
+    tell(&format!(
+        "SENT {} {:?} receiver_chunks={} assisted={}",
+        r.copied,
+        r.path,
+        r.receiver_chunks,
+        reg.stats().assisted_sends
+    ));
+}
+
+#[test]
+fn dma_assist_refused_by_the_kernel_is_redone_by_the_sender() {
+    // The sender is not dumpable and the receiver has no CAP_SYS_PTRACE:
+    // the receiver's process_vm_readv gets EPERM for every chunk it takes
+    // and flags it; the sender (which may write to the receiver) redoes
+    // them. The bytes arrive; no chunk counts as the receiver's.
+    let fx = Fixture::new("assist-eperm", Config::default());
+    let key = fx.key(256);
+    let mut rx = fx.rx(
+        256,
+        BIG_LAYOUT,
+        "normal",
+        1,
+        &[("RC_BUFSZ", BIG.into()), ("RC_NOCAP", "1".into())],
+    );
+    let mut tx = spawn(
+        "tx_nodump",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_DEV", key.dev.to_string()),
+            ("RC_INO", key.ino.to_string()),
+            ("RC_KEYOFF", key.offset.to_string()),
+        ],
+    );
+    let l = tx.expect("SENT");
+    tx.finish();
+    assert_eq!(
+        l, "SENT 600000 Cma receiver_chunks=0 assisted=0",
+        "the kernel let a capability-less receiver read a non-dumpable sender"
+    );
+    rx.expect("GOT 1 600000 cma");
+    rx.say("BYE");
+    assert_eq!(rx.expect("RXSTATS"), "RXSTATS assist_chunks=0");
+    rx.finish();
 }
