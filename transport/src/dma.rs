@@ -1221,7 +1221,11 @@ impl Registry {
 
         let mut mine = 0u64;
         let mut first_err = None;
-        while !self.inner.config.assist_sender_idle {
+        let idle = self.inner.config.assist_sender_idle;
+        loop {
+            if idle {
+                break;
+            }
             let k = u64::from(job.ticket.fetch_add(1, Ordering::AcqRel) as u32);
             if k >= nch {
                 break;
