@@ -40,6 +40,13 @@ fn main() {
         "# regcache-transport intra-node benchmarks (pid {})",
         std::process::id()
     );
+    if std::env::var("RC_BENCH_ONLY").as_deref() == Ok("latency") {
+        let (sig_ns, dma_ns) = latency();
+        println!(
+            "8-byte ping-pong, half round trip: shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns"
+        );
+        return;
+    }
     let reps = reps();
     println!(
         "# best of {reps} interleaved runs each (RC_BENCH_REPS); assisted = receiver-assisted single copy, \
@@ -478,7 +485,13 @@ fn mailbox(seg: &Segment, off: usize) -> &AtomicU64 {
     unsafe { &*seg.as_ptr().add(off).cast::<AtomicU64>() }
 }
 
-const ROUNDS: u64 = 100_000;
+/// Round trips per latency run (`RC_BENCH_ROUNDS`, default 100 000).
+fn rounds() -> u64 {
+    std::env::var("RC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
 
 fn latency() -> (f64, f64) {
     // shm_signal alone: 8-byte payload in a shared mailbox + doorbell.
@@ -499,14 +512,14 @@ fn latency() -> (f64, f64) {
     assert_eq!(read_line(&mut child), "READY");
     let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
     let t = Instant::now();
-    for i in 1..=ROUNDS {
+    for i in 1..=rounds() {
         ping.store(i, Ordering::Release);
         sig.notify();
         while pong.load(Ordering::Acquire) < i {
             assert_eq!(sig.wait(None), Wake::Signalled);
         }
     }
-    let sig_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64 / 2.0;
+    let sig_ns = t.elapsed().as_nanos() as f64 / rounds() as f64 / 2.0;
 
     let place_key = |off| DmaKey::from_fd(seg.raw_fd(), off).unwrap();
     let mut buf = [0u8; 64];
@@ -517,12 +530,12 @@ fn latency() -> (f64, f64) {
     assert_eq!(read_line(&mut child), "BOUND");
     let msg = 42u64.to_le_bytes();
     let t = Instant::now();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         reg.send(place_key(2048), &[&msg]).unwrap();
         let d = rx.recv(None).unwrap().unwrap();
         rx.restock(d.index).unwrap();
     }
-    let dma_ns = t.elapsed().as_nanos() as f64 / ROUNDS as f64 / 2.0;
+    let dma_ns = t.elapsed().as_nanos() as f64 / rounds() as f64 / 2.0;
     child.wait().unwrap();
     drop(rx);
     let _ = Registry::unlink(&name);
@@ -541,7 +554,7 @@ fn role_pong() {
     std::io::stdout().flush().unwrap();
     let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));
     let mut next = 1;
-    while next <= ROUNDS {
+    while next <= rounds() {
         assert_eq!(sig.wait(None), Wake::Signalled);
         while ping.load(Ordering::Acquire) >= next {
             pong.store(next, Ordering::Release);
@@ -558,7 +571,7 @@ fn role_pong() {
     let mut rx = unsafe { reg.bind(key(2048), &[r], &[DmaBuffer::new(vec![r])]) }.unwrap();
     println!("BOUND");
     std::io::stdout().flush().unwrap();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let d = rx.recv(None).unwrap().unwrap();
         let v = u64::from_le_bytes(buf[..8].try_into().unwrap());
         assert_eq!((d.len, v), (8, 42));

@@ -100,7 +100,7 @@ use crate::shm::{Segment, SharedRecord};
 use crate::shm_signal::{ShmSignalDesc, Side, SpinPolicy, Wake};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::{CUT_REASONS, Error};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use umn::AddrRange;
@@ -273,16 +273,16 @@ fn slot_offset(i: usize) -> usize {
     std::mem::size_of::<RegistryHeader>() + i * std::mem::size_of::<BindingSlot>()
 }
 
-/// FNV-1a over 64-bit words: detects random garbage, not an adversary.
+/// A word-at-a-time multiplicative hash (the FNV offset basis, then
+/// `rotl 5, xor, multiply` by the 64-bit golden ratio per word, as in
+/// rustc's FxHasher), finished with a xor-shift so the last word reaches
+/// the low bits: detects random garbage and torn reads, not an adversary.
 fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for w in words {
-        for b in w.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        h = (h.rotate_left(5) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
-    h
+    h ^ (h >> 32)
 }
 
 fn desc_check(gen_: u32, nsec: u32, bounce_off: u64, secs: &[(u64, u64)]) -> u64 {
@@ -500,6 +500,9 @@ impl Default for Config {
     }
 }
 
+/// A bounce segment mapped for one binding generation of a slot.
+type BounceMap = Option<(u32, Arc<Segment>)>;
+
 #[derive(Debug)]
 struct Inner {
     seg: Segment,
@@ -507,7 +510,9 @@ struct Inner {
     me: u32,
     config: Config,
     stats: LocalStats,
-    bounce: Mutex<HashMap<(usize, u32), Arc<Segment>>>,
+    /// Per slot: the bounce segment of the binding generation we last
+    /// sent to.
+    bounce: Mutex<Vec<BounceMap>>,
     cma_refused: Mutex<HashSet<u32>>,
 }
 
@@ -529,18 +534,6 @@ fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-fn sections_of(d: &DmaDesc, n: usize) -> Vec<(u64, u64)> {
-    d.sections[..n]
-        .iter()
-        .map(|s| {
-            (
-                s.addr.load(Ordering::Relaxed),
-                s.len.load(Ordering::Relaxed),
-            )
-        })
-        .collect()
-}
-
 struct InflightGuard<'a>(&'a BindingSlot);
 
 impl Drop for InflightGuard<'_> {
@@ -554,8 +547,34 @@ struct SlotView {
     pid: u32,
     gen_: u32,
     ndesc: usize,
-    ranges: Vec<AddrRange>,
+    ranges: [AddrRange; MAX_RANGES],
+    nranges: usize,
     bounce_len: u64,
+}
+
+impl SlotView {
+    fn ranges(&self) -> &[AddrRange] {
+        &self.ranges[..self.nranges]
+    }
+}
+
+/// Filler of fixed-size range arrays.
+const NO_RANGE: AddrRange = match AddrRange::from_start_len(0, 0) {
+    Ok(r) => r,
+    Err(_) => panic!("the empty range at 0 is valid"),
+};
+
+/// `{addr, len}` pairs read from shared memory, at most `N`.
+fn read_pairs<const N: usize>(secs: &[SharedSection]) -> ([(u64, u64); N], usize) {
+    let mut out = [(0, 0); N];
+    let n = secs.len().min(N);
+    for (o, s) in out.iter_mut().zip(&secs[..n]) {
+        *o = (
+            s.addr.load(Ordering::Relaxed),
+            s.len.load(Ordering::Relaxed),
+        );
+    }
+    (out, n)
 }
 
 impl Registry {
@@ -656,7 +675,7 @@ impl Registry {
                 me: std::process::id(),
                 config,
                 stats: LocalStats::default(),
-                bounce: Mutex::new(HashMap::new()),
+                bounce: Mutex::new(vec![None; NSLOTS]),
                 cma_refused: Mutex::new(HashSet::new()),
             }),
         }
@@ -905,31 +924,25 @@ impl Registry {
         if ndesc == 0 || ndesc as usize > MAX_DESCS || nranges == 0 || nranges > MAX_RANGES {
             return Err(CUT_REASONS[1]);
         }
-        let rs: Vec<(u64, u64)> = s.ranges[..nranges]
-            .iter()
-            .map(|r| {
-                (
-                    r.addr.load(Ordering::Relaxed),
-                    r.len.load(Ordering::Relaxed),
-                )
-            })
-            .collect();
-        if s.check.load(Ordering::Relaxed) != slot_check(pid, gen_, ndesc, key, bounce_len, &rs) {
+        let (rs, _) = read_pairs::<MAX_RANGES>(&s.ranges[..nranges]);
+        let rs = &rs[..nranges];
+        if s.check.load(Ordering::Relaxed) != slot_check(pid, gen_, ndesc, key, bounce_len, rs) {
             return Err(CUT_REASONS[1]);
         }
-        let mut ranges = Vec::with_capacity(nranges);
-        for &(a, l) in &rs {
+        let mut ranges = [NO_RANGE; MAX_RANGES];
+        for (out, &(a, l)) in ranges.iter_mut().zip(rs) {
             let r = AddrRange::from_start_len(a, l).map_err(|_| CUT_REASONS[1])?;
             if r.is_empty() || r.start() == 0 {
                 return Err(CUT_REASONS[1]);
             }
-            ranges.push(r);
+            *out = r;
         }
         Ok(SlotView {
             pid,
             gen_,
             ndesc: ndesc as usize,
             ranges,
+            nranges,
             bounce_len,
         })
     }
@@ -1066,7 +1079,7 @@ impl Registry {
                 });
             }
         };
-        let cap: u64 = dst.sections.iter().map(AddrRange::len).sum();
+        let cap: u64 = dst.sections().iter().map(AddrRange::len).sum();
         let n = total.min(cap);
 
         let mut path = CopyPath::Bounce;
@@ -1076,9 +1089,9 @@ impl Registry {
             && !self.cma_refused(view.pid)
         {
             let copied = if n >= self.inner.config.assist_min_bytes {
-                self.assisted_write(s, d, &view, src, &dst.sections, n)
+                self.assisted_write(s, d, &view, src, dst.sections(), n)
             } else {
-                cma_write(view.pid, src, &dst.sections, n)
+                cma_write(view.pid, src, dst.sections(), n)
                     .map(|()| 0)
                     .map_err(AssistFail::Io)
             };
@@ -1298,13 +1311,14 @@ impl Registry {
                 .bounce
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            m.retain(|&(s, g), _| s != slot || g == view.gen_);
-            match m.get(&(slot, view.gen_)) {
-                Some(s) => s.clone(),
-                None => {
+            let e = &mut m[slot.min(NSLOTS - 1)];
+            match e {
+                Some((g, s)) if *g == view.gen_ => s.clone(),
+                _ => {
+                    // The mapping of an older binding of this slot goes.
                     let name = format!("{}-b{}-{}", self.inner.name, slot, view.gen_);
                     let seg = Arc::new(Segment::open(&name)?);
-                    m.insert((slot, view.gen_), seg.clone());
+                    *e = Some((view.gen_, seg.clone()));
                     seg
                 }
             }
@@ -1357,8 +1371,15 @@ fn claim(s: &BindingSlot, ndesc: usize) -> Option<usize> {
 }
 
 struct DstView {
-    sections: Vec<AddrRange>,
+    sections: [AddrRange; MAX_SECTIONS],
+    nsec: usize,
     bounce_off: u64,
+}
+
+impl DstView {
+    fn sections(&self) -> &[AddrRange] {
+        &self.sections[..self.nsec]
+    }
 }
 
 fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> {
@@ -1366,20 +1387,21 @@ fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> 
     if nsec == 0 || nsec as usize > MAX_SECTIONS {
         return Err("section count out of range");
     }
-    let secs = sections_of(d, nsec as usize);
+    let (secs, _) = read_pairs::<MAX_SECTIONS>(&d.sections[..nsec as usize]);
+    let secs = &secs[..nsec as usize];
     let bounce_off = d.bounce_off.load(Ordering::Relaxed);
-    if d.check.load(Ordering::Relaxed) != desc_check(view.gen_, nsec, bounce_off, &secs) {
+    if d.check.load(Ordering::Relaxed) != desc_check(view.gen_, nsec, bounce_off, secs) {
         return Err("descriptor checksum mismatch");
     }
-    let mut sections = Vec::with_capacity(secs.len());
+    let mut sections = [NO_RANGE; MAX_SECTIONS];
     let mut cap: u64 = 0;
-    for (a, l) in secs {
+    for (out, &(a, l)) in sections.iter_mut().zip(secs) {
         let r = AddrRange::from_start_len(a, l).map_err(|_| "section overflows")?;
-        if r.is_empty() || !view.ranges.iter().any(|g| g.contains(&r)) {
+        if r.is_empty() || !view.ranges().iter().any(|g| g.contains(&r)) {
             return Err("section empty or outside the registered ranges");
         }
         cap = cap.checked_add(l).ok_or("capacity overflows")?;
-        sections.push(r);
+        *out = r;
     }
     if bounce_off
         .checked_add(cap)
@@ -1389,6 +1411,7 @@ fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> 
     }
     Ok(DstView {
         sections,
+        nsec: nsec as usize,
         bounce_off,
     })
 }
@@ -1591,8 +1614,9 @@ fn help_job(
     if nsrc == 0 || nsrc > MAX_SECTIONS || refused.contains(&pid) {
         return false;
     }
-    let src = sections_of_job(job, nsrc);
-    if job.check.load(Ordering::Relaxed) != assist_check(gen_, seq, pid, total, chunk, &src) {
+    let (src, _) = read_pairs::<MAX_SECTIONS>(&job.src[..nsrc]);
+    let src = &src[..nsrc];
+    if job.check.load(Ordering::Relaxed) != assist_check(gen_, seq, pid, total, chunk, src) {
         return false;
     }
     if total == 0
@@ -1604,7 +1628,7 @@ fn help_job(
         return false;
     }
     let mut sum: u64 = 0;
-    for &(a, l) in &src {
+    for &(a, l) in src {
         if a == 0 || AddrRange::from_start_len(a, l).is_err() {
             return false;
         }
@@ -1632,7 +1656,7 @@ fn help_job(
             true,
             pid,
             &iov_slice(&dst, off, len),
-            &iov_slice(&src, off, len),
+            &iov_slice(src, off, len),
             len,
         ) {
             Ok(()) => {
@@ -1652,18 +1676,6 @@ fn help_job(
         cur = job.ticket.load(Ordering::Acquire);
     }
     helped
-}
-
-fn sections_of_job(job: &AssistJob, n: usize) -> Vec<(u64, u64)> {
-    job.src[..n]
-        .iter()
-        .map(|s| {
-            (
-                s.addr.load(Ordering::Relaxed),
-                s.len.load(Ordering::Relaxed),
-            )
-        })
-        .collect()
 }
 
 impl Receiver {
@@ -1805,10 +1817,10 @@ impl Receiver {
         let nsec = d.nsec.load(Ordering::Relaxed) as usize;
         let same = nsec == p.sections.len()
             && d.bounce_off.load(Ordering::Relaxed) == p.bounce_off
-            && sections_of(d, nsec)
-                .iter()
-                .zip(&p.sections)
-                .all(|(&(a, l), r)| a == r.start() && l == r.len());
+            && d.sections[..nsec].iter().zip(&p.sections).all(|(s, r)| {
+                s.addr.load(Ordering::Relaxed) == r.start()
+                    && s.len.load(Ordering::Relaxed) == r.len()
+            });
         if !same {
             return Err("descriptor sections differ from what was bound");
         }
