@@ -82,13 +82,14 @@ int main(int argc, char **argv) {
             }
         }
     }
-    uint64_t st[3] = {0};
+    uint64_t st[5] = {0};
     rt_stats(st);
     long total = 0;
     MPI_Reduce(&errors, &total, 1, MPI_LONG, MPI_SUM, 0, MPI_COMM_WORLD);
-    printf("rank %d: %d sizes, 1 B..64 MiB, cma=%llu bounce=%llu refusals=%llu errors=%ld\n",
+    printf("rank %d: %d sizes, 1 B..64 MiB, cma=%llu bounce=%llu refusals=%llu "
+           "assisted=%llu chunks_for_peers=%llu errors=%ld\n",
            rank, active ? nsizes : 0, (unsigned long long)st[0], (unsigned long long)st[1],
-           (unsigned long long)st[2], errors);
+           (unsigned long long)st[2], (unsigned long long)st[3], (unsigned long long)st[4], errors);
     MPI_Barrier(MPI_COMM_WORLD);
     rt_fini(rank == 0);
     if (rank == 0) printf("keyed_dma: %s\n", total == 0 ? "PASS" : "FAIL");

@@ -211,10 +211,11 @@ pub extern "C" fn rt_restock() -> i64 {
 }
 
 /// Copy-path counters: `out[0]` CMA sends, `out[1]` bounce sends,
-/// `out[2]` CMA refusals.
+/// `out[2]` CMA refusals, `out[3]` sends the receiver helped copy,
+/// `out[4]` chunks this rank copied for senders as a receiver.
 ///
 /// # Safety
-/// `out` must be valid for writes of 3 `u64`.
+/// `out` must be valid for writes of 5 `u64`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rt_stats(out: *mut u64) -> i64 {
     guarded(|| {
@@ -222,11 +223,13 @@ pub unsafe extern "C" fn rt_stats(out: *mut u64) -> i64 {
             return Err("NULL out".into());
         }
         let st = with_state(|s| Ok(s.reg.stats()))?;
-        // SAFETY: the caller guarantees three writable u64.
+        // SAFETY: the caller guarantees five writable u64.
         unsafe {
             *out = st.cma_sends;
             *out.add(1) = st.bounce_sends;
             *out.add(2) = st.cma_refusals;
+            *out.add(3) = st.assisted_sends;
+            *out.add(4) = st.assist_chunks;
         }
         Ok(0)
     })
