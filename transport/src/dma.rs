@@ -14,9 +14,14 @@
 //! ## A send
 //!
 //! 1. Find a `BOUND` slot with the key whose pid is not ours.
-//! 2. `inflight += 1`, then re-check the slot is still bound with the same
+//! 2. Announce the send: our pid into a free entry of the slot's
+//!    `senders` table (or, when all [`MAX_SENDERS`] are taken, `inflight
+//!    += 1`), then re-check the slot is still bound with the same
 //!    generation (a Dekker pair with unbind's `state := UNBINDING; wait
-//!    for inflight == 0`, all SeqCst).
+//!    until no live sender is announced`, all SeqCst). A sender that dies
+//!    mid-send leaves its pid behind, which unbind and the reaper skip once
+//!    the pid is gone; only a crash of a sender counted in `inflight` (the
+//!    overflow) keeps unbind waiting for [`Config::unbind_wait`].
 //! 3. Validate the slot header (checksum, counts, ranges).
 //! 4. From `next_dma`, claim the first descriptor with `used_len == 0` by
 //!    CAS to `CLAIMED`. None free: ring the receiver, wait (bounded) for
@@ -115,6 +120,8 @@ pub const MAX_SECTIONS: usize = 8;
 pub const MAX_RANGES: usize = 4;
 /// Banned sender pids per binding.
 pub const MAX_BANNED: usize = 4;
+/// Concurrent sends per binding announced by pid (more are counted).
+pub const MAX_SENDERS: usize = 16;
 
 const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
 const REG_VERSION: u32 = 2;
@@ -212,6 +219,8 @@ pub struct BindingSlot {
     ranges: [SharedSection; MAX_RANGES],
     signal: ShmSignalDesc,
     descs: [DmaDesc; MAX_DESCS],
+    /// Pids of senders in the middle of a send (0: free entry).
+    senders: [AtomicU32; MAX_SENDERS],
 }
 
 /// Registry header: 64 bytes.
@@ -262,7 +271,8 @@ const _: () = {
     assert!(offset_of!(BindingSlot, ranges) == 112);
     assert!(offset_of!(BindingSlot, signal) == 192);
     assert!(offset_of!(BindingSlot, descs) == 384);
-    assert!(size_of::<BindingSlot>() == 384 + 384 * MAX_DESCS);
+    assert!(offset_of!(BindingSlot, senders) == 384 + 384 * MAX_DESCS);
+    assert!(size_of::<BindingSlot>() == 384 + 384 * MAX_DESCS + 4 * MAX_SENDERS);
 };
 
 /// Total registry segment size in bytes.
@@ -534,12 +544,57 @@ fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-struct InflightGuard<'a>(&'a BindingSlot);
+/// A send announced on a slot (step 2 of a send); withdrawn on drop.
+enum InflightGuard<'a> {
+    /// Our pid in `senders[i]`.
+    Entry(&'a AtomicU32),
+    /// Counted in `inflight` (every entry was taken).
+    Counted(&'a BindingSlot),
+}
+
+impl<'a> InflightGuard<'a> {
+    fn enter(s: &'a BindingSlot, me: u32) -> Self {
+        for e in &s.senders {
+            if e.compare_exchange(0, me, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                return InflightGuard::Entry(e);
+            }
+        }
+        s.inflight.fetch_add(1, Ordering::SeqCst);
+        InflightGuard::Counted(s)
+    }
+}
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+        match self {
+            InflightGuard::Entry(e) => e.store(0, Ordering::SeqCst),
+            InflightGuard::Counted(s) => {
+                s.inflight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
+}
+
+/// Whether a send may still be in flight on `s`: a counted one, or an
+/// announced pid that is alive. Entries of dead senders are cleared.
+fn sends_in_flight(s: &BindingSlot) -> bool {
+    if s.inflight.load(Ordering::SeqCst) != 0 {
+        return true;
+    }
+    let mut busy = false;
+    for e in &s.senders {
+        let p = e.load(Ordering::SeqCst);
+        if p != 0 {
+            if pid_alive(p) {
+                busy = true;
+            } else {
+                let _ = e.compare_exchange(p, 0, Ordering::SeqCst, Ordering::Relaxed);
+            }
+        }
+    }
+    busy
 }
 
 /// A validated view of a slot header, copied out of shared memory.
@@ -830,7 +885,7 @@ impl Registry {
             // in flight it stays UNBINDING until a later bind.
             if st != FREE && !pid_alive(s.pid.load(Ordering::Relaxed)) {
                 s.state.store(UNBINDING, Ordering::SeqCst);
-                if s.inflight.load(Ordering::SeqCst) == 0 {
+                if !sends_in_flight(s) {
                     let g = s.gen_.load(Ordering::Relaxed);
                     let _ = Segment::unlink(&format!("{}-b{}-{}", self.inner.name, i, g));
                     s.gen_.fetch_add(1, Ordering::Relaxed);
@@ -1001,9 +1056,8 @@ impl Registry {
         }
         let i = self.find_slot(key)?;
         let s = self.slot(i);
-        s.inflight.fetch_add(1, Ordering::SeqCst);
-        let _guard = InflightGuard(s);
-        // With `inflight` raised, unbind cannot complete: if the slot is
+        let _guard = InflightGuard::enter(s, self.inner.me);
+        // With the send announced, unbind cannot complete: if the slot is
         // still bound to `key` now, it stays so until we are done.
         if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) != key {
             return Err(Error::NoReceiver(key));
@@ -1905,6 +1959,18 @@ impl Receiver {
         Ok(())
     }
 
+    /// Pids announced as being in the middle of a send to this binding
+    /// (diagnostics; a dead pid stays listed until an unbind or a reaping
+    /// bind clears it).
+    pub fn senders_in_flight(&self) -> Vec<u32> {
+        self.slot()
+            .senders
+            .iter()
+            .map(|e| e.load(Ordering::SeqCst))
+            .filter(|&p| p != 0)
+            .collect()
+    }
+
     /// Counters of this binding's doorbell (`North` = ours, `South` =
     /// senders' restock doorbell).
     pub fn signal_stats(&self, side: Side) -> crate::shm_signal::IrqStats {
@@ -1938,7 +2004,7 @@ impl Receiver {
         s.state.store(UNBINDING, Ordering::SeqCst);
         let deadline = Instant::now() + self.reg.inner.config.unbind_wait;
         let mut spins = 0u32;
-        while s.inflight.load(Ordering::SeqCst) != 0 {
+        while sends_in_flight(s) {
             if Instant::now() > deadline {
                 return Err(Error::UnbindBusy(self.key));
             }

@@ -35,6 +35,7 @@ fn child_dispatch() {
         "rx_survivor" => role_rx_survivor(),
         "rx_die" => role_rx_die(),
         "tx_nodump" => role_tx_nodump(),
+        "tx_stuck" => role_tx_stuck(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -990,4 +991,56 @@ fn dma_assist_refused_by_the_kernel_is_redone_by_the_sender() {
     rx.say("BYE");
     assert_eq!(rx.expect("RXSTATS"), "RXSTATS assist_chunks=0");
     rx.finish();
+}
+
+fn role_tx_stuck() {
+    // An assisted send whose receiver never helps: it waits in `send`
+    // with its pid announced until the parent kills it.
+    let reg = Registry::open_with(&env("RC_REG"), assist_config(true)).unwrap();
+    let key = DmaKey {
+        dev: env("RC_DEV").parse().unwrap(),
+        ino: env("RC_INO").parse().unwrap(),
+        offset: env("RC_KEYOFF").parse().unwrap(),
+    };
+    tell("SENDING");
+    let r = send(&reg, key, 1, &[600_000]);
+    tell(&format!("UNEXPECTED {r:?}"));
+}
+
+#[test]
+fn dma_sender_killed_mid_send_does_not_hold_up_unbind() {
+    let fx = Fixture::new(
+        "killed",
+        Config {
+            unbind_wait: Duration::from_secs(5),
+            ..Config::default()
+        },
+    );
+    let key = fx.key(320);
+    let mut buf = vec![0u8; 1 << 20];
+    let whole = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+    let rx = rx_bind(&fx.reg, key, &mut buf, &[DmaBuffer::new(vec![whole])]);
+    let mut tx = spawn(
+        "tx_stuck",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_DEV", key.dev.to_string()),
+            ("RC_INO", key.ino.to_string()),
+            ("RC_KEYOFF", key.offset.to_string()),
+        ],
+    );
+    tx.expect("SENDING");
+    let pid = tx.child.id();
+    let mut waited = 0;
+    while !rx.senders_in_flight().contains(&pid) {
+        assert!(waited < 60_000, "the sender never announced its send");
+        std::thread::sleep(Duration::from_millis(1));
+        waited += 1;
+    }
+    tx.child.kill().unwrap();
+    tx.child.wait().unwrap();
+    // The dead sender's announcement does not count: unbind completes
+    // (before this, a crashed sender kept unbind busy for `unbind_wait`).
+    rx.unbind().unwrap();
+    drop(buf);
 }
