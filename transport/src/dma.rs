@@ -100,6 +100,7 @@
 //! payload happen before the next sender's writes. `next_dma` is a hint
 //! (Relaxed). `inflight`/`state` for unbind: SeqCst (store-load).
 
+use crate::assist;
 use crate::key::DmaKey;
 use crate::shm::{Segment, SharedRecord};
 use crate::shm_signal::{ShmSignalDesc, Side, SpinPolicy, Wake};
@@ -1258,9 +1259,7 @@ impl Registry {
         }
         let job = &d.assist;
         let me = self.inner.me;
-        let seq = ((job.ticket.load(Ordering::Relaxed) >> 32) as u32).wrapping_add(1);
-        job.done.store(0, Ordering::Relaxed);
-        job.failed.store(0, Ordering::Relaxed);
+        let seq = assist::open(&job.ticket, &job.done, &job.failed);
         job.src_pid.store(me, Ordering::Relaxed);
         job.total.store(n, Ordering::Relaxed);
         job.chunk.store(chunk, Ordering::Relaxed);
@@ -1273,9 +1272,7 @@ impl Registry {
             assist_check(view.gen_, seq, me, n, chunk, &src),
             Ordering::Relaxed,
         );
-        // Release: a receiver that loads this ticket (Acquire) sees the
-        // job's fields.
-        job.ticket.store(u64::from(seq) << 32, Ordering::Release);
+        assist::publish(&job.ticket, seq);
         s.assist_open.fetch_add(1, Ordering::Release);
         struct Open<'a>(&'a BindingSlot);
         impl Drop for Open<'_> {
@@ -1293,7 +1290,7 @@ impl Registry {
             if idle {
                 break;
             }
-            let k = u64::from(job.ticket.fetch_add(1, Ordering::AcqRel) as u32);
+            let k = assist::sender_claim(&job.ticket);
             if k >= nch {
                 break;
             }
@@ -1304,13 +1301,13 @@ impl Registry {
                     first_err = Some(e);
                 }
             }
-            job.done.fetch_add(1, Ordering::Release);
+            assist::finish(&job.done, &job.failed, k, true);
         }
         // Wait for the receiver's chunks: Acquire pairs with its Release
         // increments (its copies are done before we publish used_len).
         let mut spins = 0u32;
         let mut deadline = None;
-        while u64::from(job.done.load(Ordering::Acquire)) < nch {
+        while assist::finished(&job.done) < nch {
             spins = spins.wrapping_add(1);
             if spins % 64 == 0 {
                 std::thread::yield_now();
@@ -1656,7 +1653,7 @@ fn help_job(
     refused: &mut HashSet<u32>,
     stats: &LocalStats,
 ) -> bool {
-    let t = job.ticket.load(Ordering::Acquire);
+    let t = assist::observe(&job.ticket);
     let seq = (t >> 32) as u32;
     if u64::from(t as u32) >= ASSIST_MAX_CHUNKS {
         return false;
@@ -1695,39 +1692,28 @@ fn help_job(
     let dst = trim_slices(p.sections.iter().map(|r| (r.start(), r.len())), total);
     let mut helped = false;
     let mut cur = t;
-    while (cur >> 32) as u32 == seq && u64::from(cur as u32) < nch {
-        if let Err(v) =
-            job.ticket
-                .compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
-        {
-            cur = v;
-            continue;
-        }
-        let k = u64::from(cur as u32);
+    while let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) {
         let off = k * chunk;
         let len = chunk.min(total - off);
-        match pvm(
+        let copied = pvm(
             true,
             pid,
             &iov_slice(&dst, off, len),
             &iov_slice(src, off, len),
             len,
-        ) {
+        );
+        match &copied {
             Ok(()) => {
                 helped = true;
                 Registry::bump(&stats.assist_chunks, 1);
             }
-            Err(e) => {
-                if e.raw_os_error() == Some(libc::EPERM) {
-                    refused.insert(pid);
-                }
-                job.failed.fetch_or(1 << k, Ordering::Relaxed);
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                refused.insert(pid);
             }
+            Err(_) => {}
         }
-        // Release: our copy (and `failed`) happen before the sender's
-        // Acquire load that sees the count complete.
-        job.done.fetch_add(1, Ordering::Release);
-        cur = job.ticket.load(Ordering::Acquire);
+        assist::finish(&job.done, &job.failed, k, copied.is_ok());
+        cur = assist::observe(&job.ticket);
     }
     helped
 }

@@ -77,6 +77,8 @@
 //! [`dma::Registry::unlink`]; bindings of dead processes are reaped on the
 //! next bind.
 
+#[doc(hidden)]
+pub mod assist;
 pub mod dma;
 pub mod key;
 #[cfg(feature = "rdma")]

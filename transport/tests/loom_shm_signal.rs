@@ -1,4 +1,5 @@
-//! Loom model of the shm_signal protocol.
+//! Loom models of the shm_signal protocol and of the claim protocol of the
+//! receiver-assisted copy (`regcache_transport::assist`).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p regcache-transport --release --test loom_shm_signal`
 //!
@@ -100,5 +101,102 @@ fn loom_notify_while_disabled() {
             assert_eq!(irq.wait(SpinPolicy { iters: 0 }, None), Wake::Signalled);
         }
         h.join().unwrap();
+    });
+}
+
+/// The assisted copy's claim protocol (`assist`): a sender runs two jobs
+/// of two chunks, one after the other, on the same ticket; a receiver
+/// helps whenever it sees an open job, and fails (leaves to the sender)
+/// its first chunk of the second job. Checked over every interleaving:
+/// every chunk of every job is copied exactly once, with that job's own
+/// fields (a receiver that read job 1 never copies into job 2), and the
+/// sender sees all of a job's chunks finished before it moves on.
+#[test]
+fn loom_assisted_copy_every_chunk_exactly_once_per_job() {
+    use loom::sync::atomic::AtomicU64;
+    use regcache_transport::assist;
+    const JOBS: u32 = 2;
+    const CHUNKS: u64 = 2;
+    builder().check(|| {
+        let ticket = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU32::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        // The job's fields, reduced to its number (the checksum's role:
+        // fields that do not match the ticket's seq are not used).
+        let fields = Arc::new(AtomicU32::new(0));
+        // copies[job - 1][chunk]
+        let copies: Arc<Vec<AtomicU32>> = Arc::new(
+            (0..JOBS as u64 * CHUNKS)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+        );
+        let cell = |job: u32, k: u64| (u64::from(job - 1) * CHUNKS + k) as usize;
+
+        let rx = {
+            let (ticket, done, failed, fields, copies) = (
+                ticket.clone(),
+                done.clone(),
+                failed.clone(),
+                fields.clone(),
+                copies.clone(),
+            );
+            loom::thread::spawn(move || {
+                let mut failed_one = false;
+                for _ in 0..2 {
+                    let t = assist::observe(&ticket);
+                    let seq = (t >> 32) as u32;
+                    let job = fields.load(Ordering::Relaxed);
+                    if seq == 0 || job != seq {
+                        loom::thread::yield_now();
+                        continue;
+                    }
+                    let mut cur = t;
+                    while let Some(k) = assist::receiver_claim(&ticket, seq, CHUNKS, &mut cur) {
+                        let ok = !(job == 2 && !failed_one);
+                        failed_one |= job == 2;
+                        if ok {
+                            copies[cell(job, k)].fetch_add(1, Ordering::Relaxed);
+                        }
+                        assist::finish(&done, &failed, k, ok);
+                        cur = assist::observe(&ticket);
+                    }
+                }
+            })
+        };
+
+        for job in 1..=JOBS {
+            let seq = assist::open(&ticket, &done, &failed);
+            assert_eq!(seq, job);
+            fields.store(job, Ordering::Relaxed);
+            assist::publish(&ticket, seq);
+            loop {
+                let k = assist::sender_claim(&ticket);
+                if k >= CHUNKS {
+                    break;
+                }
+                copies[cell(job, k)].fetch_add(1, Ordering::Relaxed);
+                assist::finish(&done, &failed, k, true);
+            }
+            while assist::finished(&done) < CHUNKS {
+                loom::thread::yield_now();
+            }
+            let f = failed.load(Ordering::Relaxed);
+            for k in (0..CHUNKS).filter(|k| f & (1 << k) != 0) {
+                copies[cell(job, k)].fetch_add(1, Ordering::Relaxed);
+            }
+            for k in 0..CHUNKS {
+                assert_eq!(
+                    copies[cell(job, k)].load(Ordering::Relaxed),
+                    1,
+                    "job {job} chunk {k}"
+                );
+            }
+        }
+        rx.join().unwrap();
+        for job in 1..=JOBS {
+            for k in 0..CHUNKS {
+                assert_eq!(copies[cell(job, k)].load(Ordering::Relaxed), 1);
+            }
+        }
     });
 }

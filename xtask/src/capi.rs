@@ -265,10 +265,11 @@ pub(crate) fn run_hpcc(root: &Path, prefix: &Path, dir: &Path, extra: &[String])
 
 /// The MPI tier: the stale-registration C program with 2 ranks against the
 /// installed library, then hpcc and NetPIPE under the PMPI library.
-fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
+/// Compile `mpi-tests/c/stale_registration.c` with `mpicc` against the
+/// installed C API (`flags` from pkg-config).
+fn build_stale(root: &Path, flags: &[String]) -> Result<PathBuf> {
     let work = root.join("target/mpi-tests");
     std::fs::create_dir_all(&work)?;
-    let libdir = prefix.join("lib");
     let stale = work.join("stale_registration");
     run(Command::new("mpicc")
         .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
@@ -276,6 +277,22 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         .arg("-o")
         .arg(&stale)
         .args(flags))?;
+    Ok(stale)
+}
+
+/// What the VM tier needs of the C API: the installed tree (library,
+/// PMPI library) and the stale-registration MPI program built against it.
+pub(crate) fn vm_inputs(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let prefix = test_prefix(root);
+    install(root, &prefix)?;
+    let stale = build_stale(root, &pkg_config(&prefix)?)?;
+    Ok((prefix, stale))
+}
+
+fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
+    let work = root.join("target/mpi-tests");
+    let libdir = prefix.join("lib");
+    let stale = build_stale(root, flags)?;
     for monitor in ["auto", "external", "none"] {
         let text = run_capture(
             mpirun(2)

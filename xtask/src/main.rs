@@ -179,8 +179,9 @@ fn test(_root: &Path) -> Result<()> {
         "--no-fail-fast",
     ]))?;
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
-    // Loom models of the cross-thread protocols (umn's generation seqlock),
-    // in their own target directory: `--cfg loom` rebuilds everything.
+    // Loom models of the cross-thread protocols: umn's generation seqlock,
+    // and the transport's protocols; each in its own target directory
+    // (`--cfg loom` rebuilds everything).
     run(cargo()
         .args([
             "test",
@@ -190,6 +191,21 @@ fn test(_root: &Path) -> Result<()> {
             "--lib",
             "--release",
             "loom",
+        ])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", "target/loom"))?;
+    // ... and the transport's shm_signal and assisted-copy protocols
+    // (without the rdma feature: verbs has no loom model).
+    run(cargo()
+        .args([
+            "test",
+            "--locked",
+            "-p",
+            "regcache-transport",
+            "--no-default-features",
+            "--release",
+            "--test",
+            "loom_shm_signal",
         ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;

@@ -553,8 +553,27 @@ pub(crate) fn test_tier(root: &Path) -> Result<()> {
             .display()
             .to_string(),
     );
+    let (prefix, stale) = crate::capi::vm_inputs(root)?;
+    let libdir = shell_quote(&prefix.join("lib").display().to_string());
+    let pmpi = shell_quote(&prefix.join("lib/libregcache_pmpi.so").display().to_string());
+    let stale = shell_quote(&stale.display().to_string());
     let script = format!(
         r#"st=0
+echo "== the C API with the verbs registrar: stale registration, 2 ranks under mpirun"
+export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
+mpi="mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH={libdir} -x REGCACHE_REGISTRAR=verbs"
+w=$(mktemp -d)
+(cd "$w" && timeout 600 $mpi {stale}) >"$w/stale.txt" 2>&1
+cat "$w/stale.txt"
+grep -q 'stale_registration: PASSED (2 ranks)' "$w/stale.txt" || {{ echo "FAILED: stale registration with verbs"; st=1; }}
+echo "== NetPIPE under the PMPI library with the verbs registrar"
+(cd "$w" && timeout 900 $mpi -x LD_PRELOAD={pmpi} NPopenmpi -u 262144 -p 0) >"$w/np.txt" 2>&1
+cat "$w/np.txt"
+tail -1 "$w/np.out" | grep -q '^ *262144 ' || {{ echo "FAILED: NetPIPE did not reach 262144 bytes"; st=1; }}
+for r in 0 1; do
+    grep "regcache-pmpi: rank $r: " "$w/np.txt" | grep -q 'registrar verbs' ||
+        {{ echo "FAILED: rank $r printed no statistics with the verbs registrar"; st=1; }}
+done
 echo "== regcache-bench on the built-in workloads (--quick) with the verbs registrar (ibv_reg_mr on rxe0)"
 {bench} --quick --registrar verbs --monitor uffd || st=1
 echo "== verbs registrar tests, as nobody (RLIMIT_MEMLOCK $(ulimit -l) KiB)"
