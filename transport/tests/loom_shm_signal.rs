@@ -152,7 +152,7 @@ fn loom_assisted_copy_every_chunk_exactly_once_per_job() {
                     }
                     let mut cur = t;
                     while let Some(k) = assist::receiver_claim(&ticket, seq, CHUNKS, &mut cur) {
-                        let ok = !(job == 2 && !failed_one);
+                        let ok = job != 2 || failed_one;
                         failed_one |= job == 2;
                         if ok {
                             copies[cell(job, k)].fetch_add(1, Ordering::Relaxed);
