@@ -6,11 +6,15 @@
 //! mpirun -x LD_PRELOAD=/prefix/lib/libregcache_pmpi.so -np 2 ./app
 //! ```
 //!
-//! and every point-to-point and collective buffer of at least
+//! and every point-to-point, collective and one-sided buffer of at least
 //! `REGCACHE_PMPI_MIN_BYTES` (default 16384) is obtained from a
 //! registration cache for the duration of the operation, as an RDMA MPI
-//! does for its rendezvous protocol; nonblocking operations keep their
-//! registration until `MPI_Wait`/`MPI_Test` (and friends) complete them.
+//! does for its rendezvous protocol; nonblocking operations (nonblocking
+//! collectives, each `MPI_Start` of a persistent request) keep their
+//! registration until `MPI_Wait`/`MPI_Test` (and friends) complete them,
+//! windows keep theirs until `MPI_Win_free`, RMA origin buffers until the
+//! flush, unlock or fence that completes them. docs/C-API.md has the
+//! table of what is registered when.
 //! At `MPI_Finalize` each rank prints one line of statistics to stderr,
 //! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
 //! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
@@ -23,9 +27,12 @@
 //! ## How it is put together
 //! A Rust cdylib exports only Rust symbols, so the `MPI_*` entry points are
 //! defined here and forward to `rc_MPI_*` in `src/shim.c`, compiled with
-//! `mpicc`, which knows the MPI types (sizes from `MPI_Type_size` × count;
-//! only contiguous buffers are ranged) and calls back into the `rcpmpi_*`
-//! functions below. The library also defines `shmdt`/`shmat` and friends
+//! `mpicc`, which knows the MPI types (spans from the datatype's true
+//! extent, so holes and negative lower bounds are covered; a span more
+//! than 16 times the bytes moved is skipped) and calls back into the
+//! `rcpmpi_*` functions below. Registrations that outlive their call are
+//! kept under a key (request, window, window + target) until the call
+//! that completes them. The library also defines `shmdt`/`shmat` and friends
 //! (`umn::interpose_shm!`) so that SysV detaches invalidate.
 //!
 //! ## Thread safety
@@ -362,8 +369,8 @@ pub extern "C" fn rcpmpi_pending() -> usize {
     PENDING.load(Relaxed)
 }
 
-/// A buffer the shim could not range safely (derived datatype, negative
-/// displacement).
+/// A buffer the shim would not range (a datatype with a negative extent,
+/// a span more than 16 times the bytes it moves).
 #[unsafe(no_mangle)]
 pub extern "C" fn rcpmpi_skipped() {
     SKIPPED.fetch_add(1, Relaxed);

@@ -6,13 +6,16 @@
  * a registration of each one at or above REGCACHE_PMPI_MIN_BYTES (as an RDMA
  * MPI does for its rendezvous protocol), calls the PMPI_ entry point, and
  * releases the registrations when the operation completes: at return for
- * blocking calls, in MPI_Wait/Test and friends for nonblocking ones.
+ * blocking calls, in MPI_Wait/Test and friends for nonblocking ones and
+ * for each MPI_Start of a persistent request, at MPI_Win_free for window
+ * memory, at the flush/unlock/fence that completes them for RMA origin
+ * buffers.
  *
  * Never change results, never crash the application: every buffer that
  * cannot be ranged safely is skipped (MPI_IN_PLACE, MPI_BOTTOM/NULL, zero
- * counts, MPI_DATATYPE_NULL, non-contiguous derived datatypes, negative
- * displacements, intercommunicator roots). The PMPI call's result is
- * always what the application sees.
+ * counts, MPI_DATATYPE_NULL, negative extents, spans far larger than the
+ * data, intercommunicator roots). The PMPI call's result is always what
+ * the application sees.
  */
 #include <mpi.h>
 #include <stdint.h>
