@@ -349,6 +349,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
     }
 
     let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
+    pmpi_balanced(&text, 2)?;
     eprintln!(
         "hpcc under regcache-pmpi: passed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
@@ -382,6 +383,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         "NetPIPE under regcache-pmpi: completed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
     );
+    pmpi_balanced(&text, 2)?;
     Ok(())
 }
 

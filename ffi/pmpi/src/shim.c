@@ -96,8 +96,12 @@ static uint64_t get_span(const void *buf, long long lo, long long hi, long long 
 static size_t span(const void *buf, long long count, MPI_Datatype dt, const char **start)
 {
     long long lo, hi, bytes;
-    if (!real(buf) || !layout(0, count, dt, &lo, &hi, &bytes) || hi - lo > MAX_SPREAD * bytes)
+    if (!real(buf) || !layout(0, count, dt, &lo, &hi, &bytes))
         return 0;
+    if (hi - lo > MAX_SPREAD * bytes) {
+        rcpmpi_skipped();
+        return 0;
+    }
     *start = (const char *)buf + lo;
     return (size_t)(hi - lo);
 }
