@@ -353,6 +353,13 @@ pub extern "C" fn rcpmpi_freed(request: usize) {
     });
 }
 
+/// Registrations taken so far (an accessor for tests; also on the
+/// statistics line as `acquired`). Stays 0 while the cache is disabled.
+#[unsafe(no_mangle)]
+pub extern "C" fn regcache_pmpi_acquired() -> usize {
+    ACQUIRED.load(Relaxed)
+}
+
 /// Registrations taken and not yet released (an accessor for tests; also
 /// on the statistics line as `held`).
 #[unsafe(no_mangle)]
