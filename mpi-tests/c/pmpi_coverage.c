@@ -75,21 +75,22 @@ static void persistent(double *a, double *b)
     MPI_Recv_init(b, N, MPI_DOUBLE, from, 10, MPI_COMM_WORLD, &rq[0]);
     MPI_Send_init(a, N, MPI_DOUBLE, peer, 10, MPI_COMM_WORLD, &rq[1]);
     expect_held(0, "persistent requests before MPI_Start");
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < 8; round++) {
+        size_t taken = acquired != NULL ? acquired() : 0;
         fill(a, N, rank * 100 + round);
         set(b, N, -1);
-        if (round == 0) {
+        if (round % 4 == 0) {
             MPI_Start(&rq[0]);
             MPI_Start(&rq[1]);
         } else {
             MPI_Startall(2, rq);
         }
-        if (round == 0) {
+        if (round % 4 == 0) {
             MPI_Wait(&rq[0], MPI_STATUS_IGNORE);
             MPI_Wait(&rq[1], MPI_STATUS_IGNORE);
-        } else if (round == 1) {
+        } else if (round % 4 == 1) {
             MPI_Waitall(2, rq, MPI_STATUSES_IGNORE);
-        } else if (round == 2) {
+        } else if (round % 4 == 2) {
             int n = 0, idx[2], total = 0;
             while (total < 2) {
                 MPI_Testsome(2, rq, &n, idx, MPI_STATUSES_IGNORE);
@@ -106,6 +107,10 @@ static void persistent(double *a, double *b)
         }
         check(same(b, N, from * 100 + round), "persistent send/recv data");
         expect_held(0, "persistent requests completed");
+        /* Both buffers registered at every start (a request that MPI_Start
+         * replaced keeps its buffer). */
+        if (acquired != NULL)
+            check(acquired() - taken == 2, "persistent buffers registered at each start");
     }
     MPI_Request_free(&rq[0]);
     MPI_Request_free(&rq[1]);

@@ -328,6 +328,20 @@ pub extern "C" fn rcpmpi_persist(request: usize, addr: *const c_void, len: usize
     });
 }
 
+/// `MPI_Start` replaced persistent request `old` with `new` (Open MPI's
+/// ob1 does when the previous start is still in the PML's hands): the
+/// buffer goes with it.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_moved(old: usize, new: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let mut p = lock(&s.persistent);
+        if let Some(buf) = p.remove(&old) {
+            p.insert(new, buf);
+        }
+    });
+}
+
 /// `MPI_Start` of persistent request `request` succeeded: register its
 /// buffer until the completing `MPI_Wait`/`MPI_Test` (or `Request_free`).
 #[unsafe(no_mangle)]
@@ -542,4 +556,48 @@ forward! {
     MPI_Rget => rc_MPI_Rget(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P, req: P);
     MPI_Raccumulate => rc_MPI_Raccumulate(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
     MPI_Rget_accumulate => rc_MPI_Rget_accumulate(obuf: P, ocount: I, odt: P, rbuf: P, rcount: I, rdt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bookkeeping without MPI: a persistent buffer registered at each
+    /// start, following its request when `MPI_Start` replaces it; origin
+    /// buffers released per target and all at once; balance at the end.
+    #[test]
+    fn keep_complete_persist() {
+        // SAFETY: set before the state is first built, in this process only.
+        unsafe { std::env::set_var("REGCACHE_PMPI_MIN_BYTES", "1") };
+        let buf = vec![0u8; 1 << 16];
+        let p = buf.as_ptr().cast::<c_void>();
+        let base = regcache_pmpi_held();
+        rcpmpi_persist(1, p, buf.len());
+        rcpmpi_start(1);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        assert_eq!(rcpmpi_pending(), 1);
+        rcpmpi_complete(KIND_REQUEST, 1, 0);
+        assert_eq!((regcache_pmpi_held(), rcpmpi_pending()), (base, 0));
+        rcpmpi_moved(1, 2);
+        rcpmpi_start(1);
+        assert_eq!(regcache_pmpi_held(), base, "the buffer moved to request 2");
+        rcpmpi_start(2);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        rcpmpi_freed(2);
+        assert_eq!((regcache_pmpi_held(), rcpmpi_pending()), (base, 0));
+        rcpmpi_start(2);
+        assert_eq!(regcache_pmpi_held(), base, "freed: forgotten");
+
+        // Origin buffers of window 7: two to target 0, one to target 1.
+        for target in [0, 0, 1] {
+            rcpmpi_keep(2, 7, target, rcpmpi_acquire(p, 4096));
+        }
+        assert_eq!(regcache_pmpi_held(), base + 3);
+        rcpmpi_complete(2, 7, 0);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        rcpmpi_keep(2, 7, 0, rcpmpi_acquire(p, 4096));
+        rcpmpi_complete_all(2, 7);
+        assert_eq!(regcache_pmpi_held(), base);
+        assert_eq!(rcpmpi_pending(), 0);
+    }
 }

@@ -30,6 +30,7 @@ extern void rcpmpi_complete(int kind, uintptr_t key, uintptr_t sub);
 extern void rcpmpi_complete_all(int kind, uintptr_t key);
 extern void rcpmpi_persist(uintptr_t request, const void *addr, size_t len);
 extern void rcpmpi_start(uintptr_t request);
+extern void rcpmpi_moved(uintptr_t old, uintptr_t now);
 extern void rcpmpi_freed(uintptr_t request);
 extern size_t rcpmpi_pending(void);
 extern void rcpmpi_skipped(void);
@@ -317,6 +318,9 @@ int rc_MPI_Imrecv(void *buf, int count, MPI_Datatype dt, MPI_Message *msg, MPI_R
     return rc;
 }
 
+/* Request arrays up to this long are saved on the stack. */
+#define STACK_REQS 64
+
 /* ---- persistent requests ------------------------------------------- */
 /* As an RDMA MPI does (Open MPI's ob1 runs its send/receive protocol, and
  * so its registration-cache lookup, afresh at each MPI_Start): the buffer
@@ -355,21 +359,41 @@ int rc_MPI_Recv_init(void *buf, int count, MPI_Datatype dt, int src, int tag, MP
     return rc;
 }
 
+/* Open MPI's ob1 may hand back a new request from MPI_Start (when the PML
+ * still holds the previous start): the remembered buffer moves with it. */
+static void started(MPI_Request old, MPI_Request now)
+{
+    if (now == MPI_REQUEST_NULL)
+        return;
+    if (now != old && old != MPI_REQUEST_NULL)
+        rcpmpi_moved((uintptr_t)old, (uintptr_t)now);
+    rcpmpi_start((uintptr_t)now);
+}
+
 int rc_MPI_Start(MPI_Request *req)
 {
+    MPI_Request old = req != NULL ? *req : MPI_REQUEST_NULL;
     int rc = PMPI_Start(req);
-    if (rc == MPI_SUCCESS && req != NULL && *req != MPI_REQUEST_NULL)
-        rcpmpi_start((uintptr_t)*req);
+    if (rc == MPI_SUCCESS && req != NULL)
+        started(old, *req);
     return rc;
 }
 
 int rc_MPI_Startall(int n, MPI_Request *reqs)
 {
-    int rc = PMPI_Startall(n, reqs);
+    MPI_Request stack[STACK_REQS], *old = NULL;
+    int rc;
+    if (n > 0 && reqs != NULL) {
+        old = n <= STACK_REQS ? stack : malloc(sizeof(MPI_Request) * (size_t)n);
+        if (old != NULL)
+            memcpy(old, reqs, sizeof(MPI_Request) * (size_t)n);
+    }
+    rc = PMPI_Startall(n, reqs);
     if (rc == MPI_SUCCESS && reqs != NULL)
         for (int i = 0; i < n; i++)
-            if (reqs[i] != MPI_REQUEST_NULL)
-                rcpmpi_start((uintptr_t)reqs[i]);
+            started(old != NULL ? old[i] : reqs[i], reqs[i]);
+    if (old != stack)
+        free(old);
     return rc;
 }
 
@@ -383,8 +407,6 @@ int rc_MPI_Startall(int n, MPI_Request *reqs)
  * (persistent requests stay non-NULL). Statuses are never read, so
  * MPI_STATUS(ES)_IGNORE is fine. A cancelled request completes the same
  * way (MPI_Cancel itself is not wrapped). */
-
-#define STACK_REQS 64
 
 static MPI_Request *save(int n, const MPI_Request *reqs, MPI_Request *stack)
 {
