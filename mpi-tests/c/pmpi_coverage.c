@@ -485,6 +485,38 @@ static void datatypes(double *a, double *b)
     expect_held(0, "datatypes");
 }
 
+/* An intercommunicator (rank 0 | rank 1): the root group's buffers that
+ * MPI ignores are not ranged (they may be garbage); the data is right. */
+static void intercomm(double *a, double *b)
+{
+    MPI_Comm half, inter;
+    MPI_Request rq;
+    size_t taken;
+    MPI_Comm_split(MPI_COMM_WORLD, rank, 0, &half);
+    MPI_Intercomm_create(half, 0, MPI_COMM_WORLD, peer, 50, &inter);
+    fill(a, N, rank + 60);
+    set(b, N, -1);
+    taken = acquired != NULL ? acquired() : 0;
+    /* Rank 0 is the root (MPI_ROOT): its send buffer is ignored. */
+    MPI_Gather(a, N, MPI_DOUBLE, b, N, MPI_DOUBLE, rank == 0 ? MPI_ROOT : 0, inter);
+    if (rank == 0)
+        check(same(b, N, 61), "intercommunicator gather");
+    if (acquired != NULL)
+        check(acquired() - taken == (rank == 0 ? 0u : 1u),
+              "intercommunicator gather: ignored buffers not ranged");
+    set(b, N, -1);
+    MPI_Ibcast(rank == 0 ? a : b, N, MPI_DOUBLE, rank == 0 ? MPI_ROOT : 0, inter, &rq);
+    MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    if (rank == 1)
+        check(same(b, N, 60), "intercommunicator Ibcast");
+    if (acquired != NULL)
+        check(acquired() - taken == (rank == 0 ? 1u : 2u),
+              "intercommunicator Ibcast: both sides ranged");
+    MPI_Comm_free(&inter);
+    MPI_Comm_free(&half);
+    expect_held(0, "intercommunicator");
+}
+
 int main(int argc, char **argv)
 {
     int all = 0;
@@ -517,6 +549,7 @@ int main(int argc, char **argv)
     cancelled(b);
     one_sided(a, b);
     datatypes(a, b);
+    intercomm(a, b);
 
     MPI_Reduce(&ok, &all, 1, MPI_INT, MPI_LAND, 0, MPI_COMM_WORLD);
     if (rank == 0)

@@ -510,16 +510,25 @@ int rc_MPI_Request_free(MPI_Request *req)
         return rc;                                                                           \
     }
 
-static void regs_bcast(void *buf, int count, MPI_Datatype dt, uint64_t t[2])
+/* In an intercommunicator's root group the root passes MPI_ROOT and the
+ * others MPI_PROC_NULL; MPI ignores the root's send buffer of a gather or
+ * reduce (its receive buffer of a scatter) and every buffer of the others:
+ * they may be garbage, so they are not ranged. */
+static int ignored_root(int root)
 {
-    t[0] = get(buf, count, dt);
+    return root == MPI_ROOT || root == MPI_PROC_NULL;
+}
+
+static void regs_bcast(void *buf, int count, MPI_Datatype dt, int root, uint64_t t[2])
+{
+    t[0] = root == MPI_PROC_NULL ? 0 : get(buf, count, dt);
 }
 
 static void regs_reduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, int root,
                         MPI_Comm comm, uint64_t t[2])
 {
     int size, rank = rank_of(comm, &size);
-    t[0] = get(sbuf, count, dt);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, count, dt);
     t[1] = rank >= 0 && rank == root ? get(rbuf, count, dt) : 0;
 }
 
@@ -555,7 +564,7 @@ static void regs_gather(const void *sbuf, int scount, MPI_Datatype sdt, void *rb
                         MPI_Datatype rdt, int root, MPI_Comm comm, uint64_t t[2])
 {
     int size, rank = rank_of(comm, &size);
-    t[0] = get(sbuf, scount, sdt);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, scount, sdt);
     t[1] = rank >= 0 && rank == root ? get(rbuf, (long long)rcount * size, rdt) : 0;
 }
 
@@ -564,7 +573,7 @@ static void regs_gatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *r
                          MPI_Comm comm, uint64_t t[2])
 {
     int size, rank = rank_of(comm, &size);
-    t[0] = get(sbuf, scount, sdt);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, scount, sdt);
     t[1] = rank >= 0 && rank == root ? getv(rbuf, rcounts, displs, rdt, size) : 0;
 }
 
@@ -573,7 +582,7 @@ static void regs_scatter(const void *sbuf, int scount, MPI_Datatype sdt, void *r
 {
     int size, rank = rank_of(comm, &size);
     t[0] = rank >= 0 && rank == root ? get(sbuf, (long long)scount * size, sdt) : 0;
-    t[1] = get(rbuf, rcount, rdt);
+    t[1] = ignored_root(root) ? 0 : get(rbuf, rcount, rdt);
 }
 
 static void regs_scatterv(const void *sbuf, const int *scounts, const int *displs,
@@ -582,7 +591,7 @@ static void regs_scatterv(const void *sbuf, const int *scounts, const int *displ
 {
     int size, rank = rank_of(comm, &size);
     t[0] = rank >= 0 && rank == root ? getv(sbuf, scounts, displs, sdt, size) : 0;
-    t[1] = get(rbuf, rcount, rdt);
+    t[1] = ignored_root(root) ? 0 : get(rbuf, rcount, rdt);
 }
 
 static void regs_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
@@ -630,10 +639,10 @@ static void regs_alltoallw(const void *sbuf, const int *scounts, const int *sdis
 }
 
 int rc_MPI_Bcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm)
-    BLOCKING(regs_bcast(buf, count, dt, t), PMPI_Bcast(buf, count, dt, root, comm))
+    BLOCKING(regs_bcast(buf, count, dt, root, t), PMPI_Bcast(buf, count, dt, root, comm))
 int rc_MPI_Ibcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm,
                   MPI_Request *req)
-    NONBLOCKING(regs_bcast(buf, count, dt, t), PMPI_Ibcast(buf, count, dt, root, comm, req))
+    NONBLOCKING(regs_bcast(buf, count, dt, root, t), PMPI_Ibcast(buf, count, dt, root, comm, req))
 
 int rc_MPI_Reduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op, int root,
                   MPI_Comm comm)
