@@ -517,6 +517,57 @@ static void intercomm(double *a, double *b)
     expect_held(0, "intercommunicator");
 }
 
+/* Neighborhood collectives on a non-periodic line of 2: rank 0's
+ * neighbors are (MPI_PROC_NULL, 1), rank 1's (0, MPI_PROC_NULL); the
+ * MPI_PROC_NULL block of the receive buffer stays untouched. */
+static void neighborhood(double *a, double *b)
+{
+    MPI_Comm line;
+    MPI_Request rq;
+    int dims[1] = {2}, periods[1] = {0}, q = N / 2;
+    int counts[2] = {q, q}, displs[2] = {0, q};
+    MPI_Aint bdispls[2] = {0, (MPI_Aint)q * (MPI_Aint)sizeof(double)};
+    MPI_Datatype types[2] = {MPI_DOUBLE, MPI_DOUBLE};
+    /* Where the neighbor's block lands, and which of its blocks it is. */
+    double *got = rank == 0 ? b + q : b, *none = rank == 0 ? b : b + q;
+    MPI_Cart_create(MPI_COMM_WORLD, 1, dims, periods, 0, &line);
+    fill(a, N, rank * 1000.0);
+
+    set(b, N, -1);
+    MPI_Neighbor_allgather(a, q, MPI_DOUBLE, b, q, MPI_DOUBLE, line);
+    check(same(got, q, from * 1000.0) && none[0] == -1 && none[q - 1] == -1,
+          "Neighbor_allgather");
+    set(b, N, -1);
+    MPI_Ineighbor_allgatherv(a, q, MPI_DOUBLE, b, counts, displs, MPI_DOUBLE, line, &rq);
+    MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    check(same(got, q, from * 1000.0) && none[0] == -1, "Ineighbor_allgatherv");
+
+    /* Rank 1 receives rank 0's block 1 (sent right), rank 0 rank 1's
+     * block 0 (sent left). */
+    double want = rank == 0 ? 1000.0 : q;
+    set(b, N, -1);
+    MPI_Neighbor_alltoall(a, q, MPI_DOUBLE, b, q, MPI_DOUBLE, line);
+    check(same(got, q, want) && none[0] == -1, "Neighbor_alltoall");
+    set(b, N, -1);
+    MPI_Ineighbor_alltoall(a, q, MPI_DOUBLE, b, q, MPI_DOUBLE, line, &rq);
+    MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    check(same(got, q, want) && none[0] == -1, "Ineighbor_alltoall");
+    set(b, N, -1);
+    MPI_Ineighbor_alltoallv(a, counts, displs, MPI_DOUBLE, b, counts, displs, MPI_DOUBLE, line,
+                            &rq);
+    MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    check(same(got, q, want) && none[0] == -1, "Ineighbor_alltoallv");
+    set(b, N, -1);
+    MPI_Neighbor_alltoallw(a, counts, bdispls, types, b, counts, bdispls, types, line);
+    check(same(got, q, want) && none[0] == -1, "Neighbor_alltoallw");
+    set(b, N, -1);
+    MPI_Ineighbor_alltoallw(a, counts, bdispls, types, b, counts, bdispls, types, line, &rq);
+    MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    check(same(got, q, want) && none[0] == -1, "Ineighbor_alltoallw");
+    MPI_Comm_free(&line);
+    expect_held(0, "neighborhood collectives");
+}
+
 int main(int argc, char **argv)
 {
     int all = 0;
@@ -550,6 +601,7 @@ int main(int argc, char **argv)
     one_sided(a, b);
     datatypes(a, b);
     intercomm(a, b);
+    neighborhood(a, b);
 
     MPI_Reduce(&ok, &all, 1, MPI_INT, MPI_LAND, 0, MPI_COMM_WORLD);
     if (rank == 0)

@@ -534,6 +534,17 @@ forward! {
     MPI_Ialltoall => rc_MPI_Ialltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
     MPI_Ialltoallv => rc_MPI_Ialltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P, req: P);
     MPI_Ialltoallw => rc_MPI_Ialltoallw(sbuf: P, scounts: Ints, sdispls: Ints, sdts: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdts: P, comm: P, req: P);
+    // Neighborhood collectives.
+    MPI_Neighbor_allgather => rc_MPI_Neighbor_allgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Ineighbor_allgather => rc_MPI_Ineighbor_allgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Neighbor_allgatherv => rc_MPI_Neighbor_allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P);
+    MPI_Ineighbor_allgatherv => rc_MPI_Ineighbor_allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoall => rc_MPI_Neighbor_alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Ineighbor_alltoall => rc_MPI_Ineighbor_alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoallv => rc_MPI_Neighbor_alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P);
+    MPI_Ineighbor_alltoallv => rc_MPI_Ineighbor_alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoallw => rc_MPI_Neighbor_alltoallw(sbuf: P, scounts: Ints, sdispls: P, sdts: P, rbuf: P, rcounts: Ints, rdispls: P, rdts: P, comm: P);
+    MPI_Ineighbor_alltoallw => rc_MPI_Ineighbor_alltoallw(sbuf: P, scounts: Ints, sdispls: P, sdts: P, rbuf: P, rcounts: Ints, rdispls: P, rdts: P, comm: P, req: P);
     // One-sided: window memory and origin buffers.
     MPI_Win_create => rc_MPI_Win_create(base: P, size: A, disp_unit: I, info: P, comm: P, win: P);
     MPI_Win_allocate => rc_MPI_Win_allocate(size: A, disp_unit: I, info: P, comm: P, baseptr: P, win: P);

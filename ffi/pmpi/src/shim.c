@@ -139,17 +139,21 @@ static uint64_t getv(const void *buf, const int *counts, const int *displs, MPI_
     return get_span(buf, lo, hi, bytes);
 }
 
-/* The same for MPI_Alltoallw: displacements in bytes, a datatype each. */
-static uint64_t getw(const void *buf, const int *counts, const int *displs,
-                     const MPI_Datatype *dts, int n)
+/* The same for MPI_Alltoallw: displacements in bytes (int for
+ * MPI_Alltoallw, MPI_Aint for MPI_Neighbor_alltoallw: one of idispls and
+ * adispls is NULL), a datatype each. */
+static uint64_t getw(const void *buf, const int *counts, const int *idispls,
+                     const MPI_Aint *adispls, const MPI_Datatype *dts, int n)
 {
     long long lo = 0, hi = 0, bytes = 0, l, h, b;
-    if (!real(buf) || counts == NULL || displs == NULL || dts == NULL || n <= 0)
+    if (!real(buf) || counts == NULL || (idispls == NULL && adispls == NULL) || dts == NULL ||
+        n <= 0)
         return 0;
     for (int i = 0; i < n; i++) {
+        long long disp = idispls != NULL ? idispls[i] : (long long)adispls[i];
         if (counts[i] <= 0)
             continue;
-        if (!layout(displs[i], counts[i], dts[i], &l, &h, &b))
+        if (!layout(disp, counts[i], dts[i], &l, &h, &b))
             return 0;
         if (bytes == 0 || l < lo)
             lo = l;
@@ -634,8 +638,8 @@ static void regs_alltoallw(const void *sbuf, const int *scounts, const int *sdis
                            uint64_t t[2])
 {
     int size, rank = rank_of(comm, &size);
-    t[0] = rank >= 0 ? getw(sbuf, scounts, sdispls, sdts, size) : 0;
-    t[1] = rank >= 0 ? getw(rbuf, rcounts, rdispls, rdts, size) : 0;
+    t[0] = rank >= 0 ? getw(sbuf, scounts, sdispls, NULL, sdts, size) : 0;
+    t[1] = rank >= 0 ? getw(rbuf, rcounts, rdispls, NULL, rdts, size) : 0;
 }
 
 int rc_MPI_Bcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm)
@@ -778,6 +782,148 @@ int rc_MPI_Ialltoallw(const void *sbuf, const int *scounts, const int *sdispls,
                                comm, t),
                 PMPI_Ialltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
                                 comm, req))
+
+/* ---- neighborhood collectives -------------------------------------- */
+/* Buffers hold one block per neighbor, MPI_PROC_NULL neighbors of a
+ * Cartesian topology included: `in` blocks received, `out` sent. */
+static int neighbors(MPI_Comm comm, int *in, int *out)
+{
+    int topo = MPI_UNDEFINED, rank, n = 0, weighted;
+    *in = *out = 0;
+    if (comm == MPI_COMM_NULL || PMPI_Topo_test(comm, &topo) != MPI_SUCCESS)
+        return 0;
+    if (topo == MPI_CART) {
+        if (PMPI_Cartdim_get(comm, &n) != MPI_SUCCESS)
+            return 0;
+        *in = *out = 2 * n;
+    } else if (topo == MPI_GRAPH) {
+        if (PMPI_Comm_rank(comm, &rank) != MPI_SUCCESS ||
+            PMPI_Graph_neighbors_count(comm, rank, &n) != MPI_SUCCESS)
+            return 0;
+        *in = *out = n;
+    } else if (topo == MPI_DIST_GRAPH) {
+        if (PMPI_Dist_graph_neighbors_count(comm, in, out, &weighted) != MPI_SUCCESS)
+            return 0;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static void regs_nallgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                            int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = out > 0 ? get(sbuf, scount, sdt) : 0;
+    t[1] = get(rbuf, (long long)rcount * in, rdt);
+}
+
+static void regs_nallgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                             const int *rcounts, const int *displs, MPI_Datatype rdt,
+                             MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = out > 0 ? get(sbuf, scount, sdt) : 0;
+    t[1] = getv(rbuf, rcounts, displs, rdt, in);
+}
+
+static void regs_nalltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                           int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = get(sbuf, (long long)scount * out, sdt);
+    t[1] = get(rbuf, (long long)rcount * in, rdt);
+}
+
+static void regs_nalltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                            MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                            const int *rdispls, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = getv(sbuf, scounts, sdispls, sdt, out);
+    t[1] = getv(rbuf, rcounts, rdispls, rdt, in);
+}
+
+static void regs_nalltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                            const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                            const MPI_Aint *rdispls, const MPI_Datatype *rdts, MPI_Comm comm,
+                            uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = getw(sbuf, scounts, NULL, sdispls, sdts, out);
+    t[1] = getw(rbuf, rcounts, NULL, rdispls, rdts, in);
+}
+
+int rc_MPI_Neighbor_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                              int rcount, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nallgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Neighbor_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Ineighbor_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                               int rcount, MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nallgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Ineighbor_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
+
+int rc_MPI_Neighbor_allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                               const int *rcounts, const int *displs, MPI_Datatype rdt,
+                               MPI_Comm comm)
+    BLOCKING(regs_nallgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+             PMPI_Neighbor_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm))
+int rc_MPI_Ineighbor_allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                                const int *rcounts, const int *displs, MPI_Datatype rdt,
+                                MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nallgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+                PMPI_Ineighbor_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm,
+                                          req))
+
+int rc_MPI_Neighbor_alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                             int rcount, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nalltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Neighbor_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Ineighbor_alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                              int rcount, MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nalltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Ineighbor_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
+
+int rc_MPI_Neighbor_alltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                              MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                              const int *rdispls, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nalltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, t),
+             PMPI_Neighbor_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt,
+                                     comm))
+int rc_MPI_Ineighbor_alltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                               MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                               const int *rdispls, MPI_Datatype rdt, MPI_Comm comm,
+                               MPI_Request *req)
+    NONBLOCKING(regs_nalltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm,
+                                t),
+                PMPI_Ineighbor_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls,
+                                         rdt, comm, req))
+
+int rc_MPI_Neighbor_alltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                              const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                              const MPI_Aint *rdispls, const MPI_Datatype *rdts, MPI_Comm comm)
+    BLOCKING(regs_nalltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm,
+                             t),
+             PMPI_Neighbor_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                                     comm))
+int rc_MPI_Ineighbor_alltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                               const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                               const MPI_Aint *rdispls, const MPI_Datatype *rdts,
+                               MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nalltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                                comm, t),
+                PMPI_Ineighbor_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls,
+                                         rdts, comm, req))
 
 /* ---- one-sided (RMA) ----------------------------------------------- */
 /* Window memory is registered for the window's lifetime, as an RDMA MPI
