@@ -226,6 +226,36 @@ pub(crate) fn pmpi_stats(output: &str, ranks: u32) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// Each of `ranks` ranks released every registration it acquired: its
+/// statistics line has `acquired N released N held 0`.
+pub(crate) fn pmpi_balanced(output: &str, ranks: u32) -> Result<()> {
+    for r in 0..ranks {
+        let prefix = format!("regcache-pmpi: rank {r}: ");
+        let line = output
+            .lines()
+            .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
+            .with_context(|| format!("rank {r} printed no regcache-pmpi statistics line"))?;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .skip_while(|w| *w != name)
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .with_context(|| format!("no {name} in {line:?}"))
+        };
+        let (acquired, released, held) = (field("acquired")?, field("released")?, field("held")?);
+        if acquired != released || held != 0 {
+            bail!(
+                "rank {r} leaked registrations: acquired {acquired} released {released} \
+                 held {held}"
+            );
+        }
+        if acquired == 0 {
+            bail!("rank {r} registered nothing: is the PMPI library preloaded?");
+        }
+    }
+    Ok(())
+}
+
 /// Run hpcc (2 ranks, `mpi-tests/hpcc/hpccinf.txt`) in `dir` with the PMPI
 /// library preloaded; check that hpcc passed and every rank printed its
 /// statistics. `extra` are more `VAR=value` settings passed with `-x`.
@@ -307,29 +337,36 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         }
     }
 
-    // Edge cases through the PMPI library, every buffer through the cache.
-    let edge = work.join("pmpi_edge");
-    run(Command::new("mpicc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
-        .arg(root.join("mpi-tests/c/pmpi_edge.c"))
-        .arg("-o")
-        .arg(&edge))?;
-    let text = run_capture(
-        mpirun(2)
-            .arg("-x")
-            .arg(format!(
-                "LD_PRELOAD={}",
-                prefix.join("lib/libregcache_pmpi.so").display()
-            ))
-            .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
-            .arg(&edge),
-    )?;
-    if !text.contains("pmpi_edge: PASSED (2 ranks)") {
-        bail!("pmpi_edge did not pass under the PMPI library");
+    // Edge cases and coverage of every wrapped call through the PMPI
+    // library, every buffer through the cache; each rank must give back
+    // every registration it took.
+    for (name, libs) in [("pmpi_edge", &[][..]), ("pmpi_coverage", &["-ldl"][..])] {
+        let exe = work.join(name);
+        run(Command::new("mpicc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"])
+            .arg(root.join(format!("mpi-tests/c/{name}.c")))
+            .arg("-o")
+            .arg(&exe)
+            .args(libs))?;
+        let text = run_capture(
+            mpirun(2)
+                .arg("-x")
+                .arg(format!(
+                    "LD_PRELOAD={}",
+                    prefix.join("lib/libregcache_pmpi.so").display()
+                ))
+                .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
+                .arg(&exe),
+        )?;
+        if !text.contains(&format!("{name}: PASSED (2 ranks)")) {
+            bail!("{name} did not pass under the PMPI library");
+        }
+        pmpi_stats(&text, 2)?;
+        pmpi_balanced(&text, 2)?;
     }
-    pmpi_stats(&text, 2)?;
 
     let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
+    pmpi_balanced(&text, 2)?;
     eprintln!(
         "hpcc under regcache-pmpi: passed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
@@ -363,6 +400,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         "NetPIPE under regcache-pmpi: completed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
     );
+    pmpi_balanced(&text, 2)?;
     Ok(())
 }
 

@@ -6,11 +6,15 @@
 //! mpirun -x LD_PRELOAD=/prefix/lib/libregcache_pmpi.so -np 2 ./app
 //! ```
 //!
-//! and every point-to-point and collective buffer of at least
+//! and every point-to-point, collective and one-sided buffer of at least
 //! `REGCACHE_PMPI_MIN_BYTES` (default 16384) is obtained from a
 //! registration cache for the duration of the operation, as an RDMA MPI
-//! does for its rendezvous protocol; nonblocking operations keep their
-//! registration until `MPI_Wait`/`MPI_Test` (and friends) complete them.
+//! does for its rendezvous protocol; nonblocking operations (nonblocking
+//! collectives, each `MPI_Start` of a persistent request) keep their
+//! registration until `MPI_Wait`/`MPI_Test` (and friends) complete them,
+//! windows keep theirs until `MPI_Win_free`, RMA origin buffers until the
+//! flush, unlock or fence that completes them. docs/C-API.md has the
+//! table of what is registered when.
 //! At `MPI_Finalize` each rank prints one line of statistics to stderr,
 //! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
 //! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
@@ -23,9 +27,12 @@
 //! ## How it is put together
 //! A Rust cdylib exports only Rust symbols, so the `MPI_*` entry points are
 //! defined here and forward to `rc_MPI_*` in `src/shim.c`, compiled with
-//! `mpicc`, which knows the MPI types (sizes from `MPI_Type_size` × count;
-//! only contiguous buffers are ranged) and calls back into the `rcpmpi_*`
-//! functions below. The library also defines `shmdt`/`shmat` and friends
+//! `mpicc`, which knows the MPI types (spans from the datatype's true
+//! extent, so holes and negative lower bounds are covered; a span more
+//! than 16 times the bytes moved is skipped) and calls back into the
+//! `rcpmpi_*` functions below. Registrations that outlive their call are
+//! kept under a key (request, window, window + target) until the call
+//! that completes them. The library also defines `shmdt`/`shmat` and friends
 //! (`umn::interpose_shm!`) so that SysV detaches invalidate.
 //!
 //! ## Thread safety
@@ -61,8 +68,13 @@ struct State {
     min_bytes: usize,
     /// Registrations in flight, by token.
     held: Mutex<HashMap<u64, Raw>>,
-    /// Token of each nonblocking request's registration.
-    requests: Mutex<HashMap<usize, u64>>,
+    /// Tokens kept past the call that took them, by what releases them:
+    /// `(KIND_REQUEST, request, 0)`, `(KIND_WINDOW, window, base)` and
+    /// `(KIND_ORIGIN, window, target rank)`.
+    kept: Mutex<HashMap<(c_int, usize, usize), Vec<u64>>>,
+    /// The buffer of each persistent request, registered at each
+    /// `MPI_Start`.
+    persistent: Mutex<HashMap<usize, (usize, usize)>>,
     next: AtomicUsize,
     trace: Mutex<Option<Trace>>,
     rank: AtomicUsize,
@@ -73,6 +85,13 @@ struct State {
 static STATE: OnceLock<Option<State>> = OnceLock::new();
 static PENDING: AtomicUsize = AtomicUsize::new(0);
 static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+/// Tokens handed out and given back: equal at `MPI_Finalize` when every
+/// operation that took a registration released it.
+static ACQUIRED: AtomicUsize = AtomicUsize::new(0);
+static RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// Kinds of [`rcpmpi_keep`] keys (the shim's `KIND_*`).
+const KIND_REQUEST: c_int = 0;
 
 const ACCESS: AccessFlags = AccessFlags::LOCAL_WRITE
     .union(AccessFlags::REMOTE_READ)
@@ -101,7 +120,8 @@ fn setup() -> Result<State, String> {
         cache: Cache::new(registrar, config),
         min_bytes,
         held: Mutex::new(HashMap::new()),
-        requests: Mutex::new(HashMap::new()),
+        kept: Mutex::new(HashMap::new()),
+        persistent: Mutex::new(HashMap::new()),
         next: AtomicUsize::new(1),
         trace: Mutex::new(None),
         rank: AtomicUsize::new(0),
@@ -182,6 +202,7 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
             Ok(raw) => {
                 let token = s.next.fetch_add(1, Relaxed) as u64;
                 lock(&s.held).insert(token, raw);
+                ACQUIRED.fetch_add(1, Relaxed);
                 token
             }
             Err(_) => {
@@ -222,38 +243,144 @@ pub extern "C" fn rcpmpi_release(token: u64) {
         let Some(s) = state() else { return };
         let raw = lock(&s.held).remove(&token);
         if let Some(raw) = raw {
+            RELEASED.fetch_add(1, Relaxed);
             // SAFETY: every held raw handle came from `s.cache`.
             unsafe { s.cache.release_raw(raw) };
         }
     });
 }
 
-/// Keep `token` until nonblocking request `request` completes.
+/// Keep `token` (0 is ignored) until [`rcpmpi_complete`] or
+/// [`rcpmpi_complete_all`] names its key: a nonblocking request
+/// (`KIND_REQUEST`, request handle, 0), window memory (`KIND_WINDOW`,
+/// window, base) or an RMA origin buffer (`KIND_ORIGIN`, window, target).
+/// Several tokens may share a key (a collective's two buffers, the origin
+/// buffers of every `MPI_Put` to one target before the next flush); a
+/// request handle that is reused while it still holds tokens (the
+/// application never completed it) keeps the old ones until it completes.
 #[unsafe(no_mangle)]
-pub extern "C" fn rcpmpi_attach(request: usize, token: u64) {
+pub extern "C" fn rcpmpi_keep(kind: c_int, key: usize, sub: usize, token: u64) {
+    if token == 0 {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         let Some(s) = state() else { return };
-        let old = lock(&s.requests).insert(request, token);
-        match old {
-            Some(old) => rcpmpi_release(old),
-            None => {
-                PENDING.fetch_add(1, Relaxed);
+        let mut kept = lock(&s.kept);
+        let v = kept.entry((kind, key, sub)).or_default();
+        if v.is_empty() && kind == KIND_REQUEST {
+            PENDING.fetch_add(1, Relaxed);
+        }
+        v.push(token);
+    });
+}
+
+fn release_all(tokens: Vec<Vec<u64>>) {
+    for t in tokens.into_iter().flatten() {
+        rcpmpi_release(t);
+    }
+}
+
+/// The operation kept under `(kind, key, sub)` completed (or the request
+/// was freed, the window flushed or freed): release its registrations.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_complete(kind: c_int, key: usize, sub: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let tokens = lock(&s.kept).remove(&(kind, key, sub));
+        if let Some(t) = tokens {
+            if kind == KIND_REQUEST {
+                PENDING.fetch_sub(1, Relaxed);
             }
+            release_all(vec![t]);
         }
     });
 }
 
-/// Request `request` completed (or was freed): release its registration.
+/// [`rcpmpi_complete`] for every `sub` of `(kind, key)`: all targets of a
+/// window at a fence, `MPI_Win_flush_all`, `MPI_Win_unlock_all`,
+/// `MPI_Win_complete`; all memory of a window at `MPI_Win_free`.
 #[unsafe(no_mangle)]
-pub extern "C" fn rcpmpi_complete(request: usize) {
+pub extern "C" fn rcpmpi_complete_all(kind: c_int, key: usize) {
     let _ = std::panic::catch_unwind(|| {
         let Some(s) = state() else { return };
-        let token = lock(&s.requests).remove(&request);
-        if let Some(t) = token {
-            PENDING.fetch_sub(1, Relaxed);
-            rcpmpi_release(t);
+        let mut kept = lock(&s.kept);
+        let keys: Vec<_> = kept
+            .keys()
+            .filter(|k| k.0 == kind && k.1 == key)
+            .copied()
+            .collect();
+        let tokens: Vec<Vec<u64>> = keys.iter().filter_map(|k| kept.remove(k)).collect();
+        drop(kept);
+        if kind == KIND_REQUEST {
+            PENDING.fetch_sub(tokens.len(), Relaxed);
+        }
+        release_all(tokens);
+    });
+}
+
+/// Persistent request `request` moves `[addr, addr+len)` at every
+/// `MPI_Start` (len 0: nothing to register).
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_persist(request: usize, addr: *const c_void, len: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        lock(&s.persistent).insert(request, (addr as usize, len));
+    });
+}
+
+/// `MPI_Start` replaced persistent request `old` with `new` (Open MPI's
+/// ob1 does when the previous start is still in the PML's hands): the
+/// buffer goes with it.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_moved(old: usize, new: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let mut p = lock(&s.persistent);
+        if let Some(buf) = p.remove(&old) {
+            p.insert(new, buf);
         }
     });
+}
+
+/// `MPI_Start` of persistent request `request` succeeded: register its
+/// buffer until the completing `MPI_Wait`/`MPI_Test` (or `Request_free`).
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_start(request: usize) {
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        let buf = lock(&s.persistent).get(&request).copied();
+        if let Some((addr, len)) = buf.filter(|b| b.1 > 0) {
+            let t = rcpmpi_acquire(addr as *const c_void, len);
+            rcpmpi_keep(KIND_REQUEST, request, 0, t);
+        }
+    });
+}
+
+/// Request `request` was freed: release what it holds and forget its
+/// persistent buffer.
+#[unsafe(no_mangle)]
+pub extern "C" fn rcpmpi_freed(request: usize) {
+    rcpmpi_complete(KIND_REQUEST, request, 0);
+    let _ = std::panic::catch_unwind(|| {
+        let Some(s) = state() else { return };
+        lock(&s.persistent).remove(&request);
+    });
+}
+
+/// Registrations taken so far (an accessor for tests; also on the
+/// statistics line as `acquired`). Stays 0 while the cache is disabled.
+#[unsafe(no_mangle)]
+pub extern "C" fn regcache_pmpi_acquired() -> usize {
+    ACQUIRED.load(Relaxed)
+}
+
+/// Registrations taken and not yet released (an accessor for tests; also
+/// on the statistics line as `held`).
+#[unsafe(no_mangle)]
+pub extern "C" fn regcache_pmpi_held() -> usize {
+    ACQUIRED
+        .load(Relaxed)
+        .saturating_sub(RELEASED.load(Relaxed))
 }
 
 /// Nonblocking requests holding a registration (the shim skips its
@@ -263,8 +390,8 @@ pub extern "C" fn rcpmpi_pending() -> usize {
     PENDING.load(Relaxed)
 }
 
-/// A buffer the shim could not range safely (derived datatype, negative
-/// displacement).
+/// A buffer the shim would not range (a datatype with a negative extent,
+/// a span more than 16 times the bytes it moves).
 #[unsafe(no_mangle)]
 pub extern "C" fn rcpmpi_skipped() {
     SKIPPED.fetch_add(1, Relaxed);
@@ -287,7 +414,8 @@ pub extern "C" fn rcpmpi_finalize() {
         eprint_line(&format!(
             "regcache-pmpi: rank {rank}: gets {} hits {} misses {} hit_rate {:.2}% \
              registrations {} invalidations {} evictions {} regions {} peak_bytes {} \
-             below_min {} skipped {} failed {} registrar {} monitor {} min_bytes {}\n",
+             below_min {} skipped {} failed {} acquired {} released {} held {} \
+             registrar {} monitor {} min_bytes {}\n",
             st.gets,
             st.hits,
             st.misses,
@@ -300,6 +428,9 @@ pub extern "C" fn rcpmpi_finalize() {
             s.below_min.load(Relaxed),
             SKIPPED.load(Relaxed),
             s.failed.load(Relaxed),
+            ACQUIRED.load(Relaxed),
+            RELEASED.load(Relaxed),
+            regcache_pmpi_held(),
             s.cache.registrar().name(),
             s.cache.monitor().name(),
             s.min_bytes,
@@ -331,6 +462,8 @@ macro_rules! forward {
 type P = *mut c_void;
 type I = c_int;
 type Ints = *const c_int;
+/// `MPI_Aint` (Open MPI: `ptrdiff_t`).
+type A = isize;
 
 forward! {
     MPI_Init => rc_MPI_Init(argc: *mut c_int, argv: *mut *mut *mut c_char);
@@ -372,4 +505,110 @@ forward! {
     MPI_Allgatherv => rc_MPI_Allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P);
     MPI_Alltoall => rc_MPI_Alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
     MPI_Alltoallv => rc_MPI_Alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P);
+    MPI_Alltoallw => rc_MPI_Alltoallw(sbuf: P, scounts: Ints, sdispls: Ints, sdts: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdts: P, comm: P);
+    // Matched probe receives.
+    MPI_Mrecv => rc_MPI_Mrecv(buf: P, count: I, dt: P, msg: P, st: P);
+    MPI_Imrecv => rc_MPI_Imrecv(buf: P, count: I, dt: P, msg: P, req: P);
+    // Persistent requests.
+    MPI_Send_init => rc_MPI_Send_init(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Ssend_init => rc_MPI_Ssend_init(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Rsend_init => rc_MPI_Rsend_init(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Bsend_init => rc_MPI_Bsend_init(buf: P, count: I, dt: P, dest: I, tag: I, comm: P, req: P);
+    MPI_Recv_init => rc_MPI_Recv_init(buf: P, count: I, dt: P, src: I, tag: I, comm: P, req: P);
+    MPI_Start => rc_MPI_Start(req: P);
+    MPI_Startall => rc_MPI_Startall(n: I, reqs: P);
+    // Nonblocking collectives (Open MPI 4.1).
+    MPI_Ibcast => rc_MPI_Ibcast(buf: P, count: I, dt: P, root: I, comm: P, req: P);
+    MPI_Ireduce => rc_MPI_Ireduce(sbuf: P, rbuf: P, count: I, dt: P, op: P, root: I, comm: P, req: P);
+    MPI_Iallreduce => rc_MPI_Iallreduce(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P, req: P);
+    MPI_Iscan => rc_MPI_Iscan(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P, req: P);
+    MPI_Iexscan => rc_MPI_Iexscan(sbuf: P, rbuf: P, count: I, dt: P, op: P, comm: P, req: P);
+    MPI_Ireduce_scatter_block => rc_MPI_Ireduce_scatter_block(sbuf: P, rbuf: P, rcount: I, dt: P, op: P, comm: P, req: P);
+    MPI_Ireduce_scatter => rc_MPI_Ireduce_scatter(sbuf: P, rbuf: P, rcounts: Ints, dt: P, op: P, comm: P, req: P);
+    MPI_Igather => rc_MPI_Igather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P, req: P);
+    MPI_Igatherv => rc_MPI_Igatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, root: I, comm: P, req: P);
+    MPI_Iscatter => rc_MPI_Iscatter(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P, req: P);
+    MPI_Iscatterv => rc_MPI_Iscatterv(sbuf: P, scounts: Ints, displs: Ints, sdt: P, rbuf: P, rcount: I, rdt: P, root: I, comm: P, req: P);
+    MPI_Iallgather => rc_MPI_Iallgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Iallgatherv => rc_MPI_Iallgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P, req: P);
+    MPI_Ialltoall => rc_MPI_Ialltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Ialltoallv => rc_MPI_Ialltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P, req: P);
+    MPI_Ialltoallw => rc_MPI_Ialltoallw(sbuf: P, scounts: Ints, sdispls: Ints, sdts: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdts: P, comm: P, req: P);
+    // Neighborhood collectives.
+    MPI_Neighbor_allgather => rc_MPI_Neighbor_allgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Ineighbor_allgather => rc_MPI_Ineighbor_allgather(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Neighbor_allgatherv => rc_MPI_Neighbor_allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P);
+    MPI_Ineighbor_allgatherv => rc_MPI_Ineighbor_allgatherv(sbuf: P, scount: I, sdt: P, rbuf: P, rcounts: Ints, displs: Ints, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoall => rc_MPI_Neighbor_alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P);
+    MPI_Ineighbor_alltoall => rc_MPI_Ineighbor_alltoall(sbuf: P, scount: I, sdt: P, rbuf: P, rcount: I, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoallv => rc_MPI_Neighbor_alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P);
+    MPI_Ineighbor_alltoallv => rc_MPI_Ineighbor_alltoallv(sbuf: P, scounts: Ints, sdispls: Ints, sdt: P, rbuf: P, rcounts: Ints, rdispls: Ints, rdt: P, comm: P, req: P);
+    MPI_Neighbor_alltoallw => rc_MPI_Neighbor_alltoallw(sbuf: P, scounts: Ints, sdispls: P, sdts: P, rbuf: P, rcounts: Ints, rdispls: P, rdts: P, comm: P);
+    MPI_Ineighbor_alltoallw => rc_MPI_Ineighbor_alltoallw(sbuf: P, scounts: Ints, sdispls: P, sdts: P, rbuf: P, rcounts: Ints, rdispls: P, rdts: P, comm: P, req: P);
+    // One-sided: window memory and origin buffers.
+    MPI_Win_create => rc_MPI_Win_create(base: P, size: A, disp_unit: I, info: P, comm: P, win: P);
+    MPI_Win_allocate => rc_MPI_Win_allocate(size: A, disp_unit: I, info: P, comm: P, baseptr: P, win: P);
+    MPI_Win_attach => rc_MPI_Win_attach(win: P, base: P, size: A);
+    MPI_Win_detach => rc_MPI_Win_detach(win: P, base: P);
+    MPI_Win_free => rc_MPI_Win_free(win: P);
+    MPI_Win_fence => rc_MPI_Win_fence(assert: I, win: P);
+    MPI_Win_complete => rc_MPI_Win_complete(win: P);
+    MPI_Win_unlock => rc_MPI_Win_unlock(target: I, win: P);
+    MPI_Win_unlock_all => rc_MPI_Win_unlock_all(win: P);
+    MPI_Win_flush => rc_MPI_Win_flush(target: I, win: P);
+    MPI_Win_flush_all => rc_MPI_Win_flush_all(win: P);
+    MPI_Win_flush_local => rc_MPI_Win_flush_local(target: I, win: P);
+    MPI_Win_flush_local_all => rc_MPI_Win_flush_local_all(win: P);
+    MPI_Put => rc_MPI_Put(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P);
+    MPI_Get => rc_MPI_Get(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P);
+    MPI_Accumulate => rc_MPI_Accumulate(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P);
+    MPI_Get_accumulate => rc_MPI_Get_accumulate(obuf: P, ocount: I, odt: P, rbuf: P, rcount: I, rdt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P);
+    MPI_Rput => rc_MPI_Rput(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P, req: P);
+    MPI_Rget => rc_MPI_Rget(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P, req: P);
+    MPI_Raccumulate => rc_MPI_Raccumulate(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
+    MPI_Rget_accumulate => rc_MPI_Rget_accumulate(obuf: P, ocount: I, odt: P, rbuf: P, rcount: I, rdt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bookkeeping without MPI: a persistent buffer registered at each
+    /// start, following its request when `MPI_Start` replaces it; origin
+    /// buffers released per target and all at once; balance at the end.
+    #[test]
+    fn keep_complete_persist() {
+        // SAFETY: set before the state is first built, in this process only.
+        unsafe { std::env::set_var("REGCACHE_PMPI_MIN_BYTES", "1") };
+        let buf = vec![0u8; 1 << 16];
+        let p = buf.as_ptr().cast::<c_void>();
+        let base = regcache_pmpi_held();
+        rcpmpi_persist(1, p, buf.len());
+        rcpmpi_start(1);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        assert_eq!(rcpmpi_pending(), 1);
+        rcpmpi_complete(KIND_REQUEST, 1, 0);
+        assert_eq!((regcache_pmpi_held(), rcpmpi_pending()), (base, 0));
+        rcpmpi_moved(1, 2);
+        rcpmpi_start(1);
+        assert_eq!(regcache_pmpi_held(), base, "the buffer moved to request 2");
+        rcpmpi_start(2);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        rcpmpi_freed(2);
+        assert_eq!((regcache_pmpi_held(), rcpmpi_pending()), (base, 0));
+        rcpmpi_start(2);
+        assert_eq!(regcache_pmpi_held(), base, "freed: forgotten");
+
+        // Origin buffers of window 7: two to target 0, one to target 1.
+        for target in [0, 0, 1] {
+            rcpmpi_keep(2, 7, target, rcpmpi_acquire(p, 4096));
+        }
+        assert_eq!(regcache_pmpi_held(), base + 3);
+        rcpmpi_complete(2, 7, 0);
+        assert_eq!(regcache_pmpi_held(), base + 1);
+        rcpmpi_keep(2, 7, 0, rcpmpi_acquire(p, 4096));
+        rcpmpi_complete_all(2, 7);
+        assert_eq!(regcache_pmpi_held(), base);
+        assert_eq!(rcpmpi_pending(), 0);
+    }
 }

@@ -6,13 +6,16 @@
  * a registration of each one at or above REGCACHE_PMPI_MIN_BYTES (as an RDMA
  * MPI does for its rendezvous protocol), calls the PMPI_ entry point, and
  * releases the registrations when the operation completes: at return for
- * blocking calls, in MPI_Wait/Test and friends for nonblocking ones.
+ * blocking calls, in MPI_Wait/Test and friends for nonblocking ones and
+ * for each MPI_Start of a persistent request, at MPI_Win_free for window
+ * memory, at the flush/unlock/fence that completes them for RMA origin
+ * buffers.
  *
  * Never change results, never crash the application: every buffer that
  * cannot be ranged safely is skipped (MPI_IN_PLACE, MPI_BOTTOM/NULL, zero
- * counts, MPI_DATATYPE_NULL, non-contiguous derived datatypes, negative
- * displacements, intercommunicator roots). The PMPI call's result is
- * always what the application sees.
+ * counts, MPI_DATATYPE_NULL, negative extents, spans far larger than the
+ * data, intercommunicator roots). The PMPI call's result is always what
+ * the application sees.
  */
 #include <mpi.h>
 #include <stdint.h>
@@ -22,67 +25,143 @@
 /* Rust side (src/lib.rs). Tokens are nonzero; 0 means "not registered". */
 extern uint64_t rcpmpi_acquire(const void *addr, size_t len);
 extern void rcpmpi_release(uint64_t token);
-extern void rcpmpi_attach(uintptr_t request, uint64_t token);
-extern void rcpmpi_complete(uintptr_t request);
+extern void rcpmpi_keep(int kind, uintptr_t key, uintptr_t sub, uint64_t token);
+extern void rcpmpi_complete(int kind, uintptr_t key, uintptr_t sub);
+extern void rcpmpi_complete_all(int kind, uintptr_t key);
+extern void rcpmpi_persist(uintptr_t request, const void *addr, size_t len);
+extern void rcpmpi_start(uintptr_t request);
+extern void rcpmpi_moved(uintptr_t old, uintptr_t now);
+extern void rcpmpi_freed(uintptr_t request);
 extern size_t rcpmpi_pending(void);
 extern void rcpmpi_skipped(void);
 extern void rcpmpi_init(int rank);
 extern void rcpmpi_finalize(void);
 
-/* Bytes of `count` elements of `dt` at `buf` when they form one contiguous
- * block, else 0 (and counted as skipped when the buffer was real). */
-static size_t span(const void *buf, long long count, MPI_Datatype dt)
+/* What keeps a token past its call (rcpmpi_keep's kind). */
+#define KIND_REQUEST 0 /* key: the request; released when it completes or is freed */
+#define KIND_WINDOW 1  /* key: the window, sub: the base; released at Win_detach/Win_free */
+#define KIND_ORIGIN 2  /* key: the window, sub: the target; released at its flush/unlock/fence */
+
+/* A buffer's registered span may be larger than the bytes it moves
+ * (datatypes with holes, v-variants with gaps); past this factor it is
+ * skipped, as an RDMA MPI would pack such data instead of registering it. */
+#define MAX_SPREAD 16
+
+/* The byte span [*lo, *hi) relative to buf touched by `count` elements of
+ * `dt` starting `disp` bytes from buf, and the bytes moved; 0 when it cannot
+ * be ranged (MPI_DATATYPE_NULL, zero-size types, negative extents). The span
+ * is the true extent: a negative lower bound starts it before buf, holes
+ * inside the type are included. */
+static int layout(long long disp, long long count, MPI_Datatype dt, long long *lo,
+                  long long *hi, long long *bytes)
 {
     int size = 0;
     MPI_Aint lb, extent, true_lb, true_extent;
-    if (buf == NULL || buf == MPI_IN_PLACE || buf == MPI_BOTTOM || count <= 0 ||
-        dt == MPI_DATATYPE_NULL)
+    if (count <= 0 || dt == MPI_DATATYPE_NULL)
         return 0;
     if (PMPI_Type_size(dt, &size) != MPI_SUCCESS || size <= 0)
         return 0;
     if (PMPI_Type_get_extent(dt, &lb, &extent) != MPI_SUCCESS ||
         PMPI_Type_get_true_extent(dt, &true_lb, &true_extent) != MPI_SUCCESS)
         return 0;
-    if (true_lb != 0 || true_extent != size || extent != size) {
+    if (extent <= 0 || true_extent <= 0) {
         rcpmpi_skipped();
         return 0;
     }
-    return (size_t)count * (size_t)size;
+    *lo = disp + (long long)true_lb;
+    *hi = *lo + (count - 1) * (long long)extent + (long long)true_extent;
+    *bytes = count * (long long)size;
+    return 1;
+}
+
+/* A real buffer: not NULL (== MPI_BOTTOM in Open MPI: absolute addresses in
+ * a datatype are not ranged) and not MPI_IN_PLACE. */
+static int real(const void *buf)
+{
+    return buf != NULL && buf != MPI_IN_PLACE && buf != MPI_BOTTOM;
+}
+
+/* Register [buf+lo, buf+hi) for `bytes` moved, unless spread too thin. */
+static uint64_t get_span(const void *buf, long long lo, long long hi, long long bytes)
+{
+    if (hi <= lo || bytes <= 0)
+        return 0;
+    if (hi - lo > MAX_SPREAD * bytes) {
+        rcpmpi_skipped();
+        return 0;
+    }
+    return rcpmpi_acquire((const char *)buf + lo, (size_t)(hi - lo));
+}
+
+/* Bytes spanned by `count` elements of `dt` at `buf` (0 when skipped). */
+static size_t span(const void *buf, long long count, MPI_Datatype dt, const char **start)
+{
+    long long lo, hi, bytes;
+    if (!real(buf) || !layout(0, count, dt, &lo, &hi, &bytes))
+        return 0;
+    if (hi - lo > MAX_SPREAD * bytes) {
+        rcpmpi_skipped();
+        return 0;
+    }
+    *start = (const char *)buf + lo;
+    return (size_t)(hi - lo);
 }
 
 static uint64_t get(const void *buf, long long count, MPI_Datatype dt)
 {
-    size_t len = span(buf, count, dt);
-    return len ? rcpmpi_acquire(buf, len) : 0;
+    long long lo, hi, bytes;
+    if (!real(buf) || !layout(0, count, dt, &lo, &hi, &bytes))
+        return 0;
+    return get_span(buf, lo, hi, bytes);
 }
 
 /* The hull of the blocks of a v-variant buffer: counts[i] elements at
- * displs[i] elements from buf, i < n. */
+ * displs[i] extents of dt from buf, i < n. */
 static uint64_t getv(const void *buf, const int *counts, const int *displs, MPI_Datatype dt,
                      int n)
 {
-    long long lo = -1, hi = 0;
-    size_t elem;
-    if (buf == NULL || buf == MPI_IN_PLACE || counts == NULL || displs == NULL || n <= 0)
+    long long lo = 0, hi = 0, bytes = 0, l, h, b;
+    MPI_Aint lb, extent;
+    if (!real(buf) || counts == NULL || displs == NULL || n <= 0 || dt == MPI_DATATYPE_NULL ||
+        PMPI_Type_get_extent(dt, &lb, &extent) != MPI_SUCCESS)
         return 0;
     for (int i = 0; i < n; i++) {
         if (counts[i] <= 0)
             continue;
-        if (displs[i] < 0) {
-            rcpmpi_skipped();
+        if (!layout((long long)displs[i] * extent, counts[i], dt, &l, &h, &b))
             return 0;
-        }
-        if (lo < 0 || displs[i] < lo)
-            lo = displs[i];
-        if ((long long)displs[i] + counts[i] > hi)
-            hi = (long long)displs[i] + counts[i];
+        if (bytes == 0 || l < lo)
+            lo = l;
+        if (bytes == 0 || h > hi)
+            hi = h;
+        bytes += b;
     }
-    if (lo < 0)
+    return get_span(buf, lo, hi, bytes);
+}
+
+/* The same for MPI_Alltoallw: displacements in bytes (int for
+ * MPI_Alltoallw, MPI_Aint for MPI_Neighbor_alltoallw: one of idispls and
+ * adispls is NULL), a datatype each. */
+static uint64_t getw(const void *buf, const int *counts, const int *idispls,
+                     const MPI_Aint *adispls, const MPI_Datatype *dts, int n)
+{
+    long long lo = 0, hi = 0, bytes = 0, l, h, b;
+    if (!real(buf) || counts == NULL || (idispls == NULL && adispls == NULL) || dts == NULL ||
+        n <= 0)
         return 0;
-    elem = span(buf, 1, dt);
-    if (!elem)
-        return 0;
-    return rcpmpi_acquire((const char *)buf + (size_t)lo * elem, (size_t)(hi - lo) * elem);
+    for (int i = 0; i < n; i++) {
+        long long disp = idispls != NULL ? idispls[i] : (long long)adispls[i];
+        if (counts[i] <= 0)
+            continue;
+        if (!layout(disp, counts[i], dts[i], &l, &h, &b))
+            return 0;
+        if (bytes == 0 || l < lo)
+            lo = l;
+        if (bytes == 0 || h > hi)
+            hi = h;
+        bytes += b;
+    }
+    return get_span(buf, lo, hi, bytes);
 }
 
 static void put(uint64_t t)
@@ -182,14 +261,24 @@ int rc_MPI_Sendrecv_replace(void *buf, int count, MPI_Datatype dt, int dest, int
 
 /* ---- nonblocking point-to-point ------------------------------------ */
 
+/* Keep the tokens of a started nonblocking operation until its request
+ * completes; release them at once when it did not start. */
+static void attach2(int rc, MPI_Request *req, const uint64_t t[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (!t[i])
+            continue;
+        if (rc == MPI_SUCCESS && req != NULL && *req != MPI_REQUEST_NULL)
+            rcpmpi_keep(KIND_REQUEST, (uintptr_t)*req, 0, t[i]);
+        else
+            rcpmpi_release(t[i]);
+    }
+}
+
 static void attach(int rc, MPI_Request *req, uint64_t t)
 {
-    if (!t)
-        return;
-    if (rc == MPI_SUCCESS && req != NULL && *req != MPI_REQUEST_NULL)
-        rcpmpi_attach((uintptr_t)*req, t);
-    else
-        rcpmpi_release(t);
+    uint64_t two[2] = {t, 0};
+    attach2(rc, req, two);
 }
 
 #define NONBLOCKING_SEND(NAME)                                                               \
@@ -215,13 +304,113 @@ int rc_MPI_Irecv(void *buf, int count, MPI_Datatype dt, int src, int tag, MPI_Co
     return rc;
 }
 
-/* ---- completion ---------------------------------------------------- */
-/* A nonpersistent request that completes is set to MPI_REQUEST_NULL: every
- * request that was not NULL before the call and is NULL after it completed
- * (or was freed). Registrations are attached only to nonpersistent
- * requests, so persistent ones never match. */
+/* ---- matched probe receives ---------------------------------------- */
 
+int rc_MPI_Mrecv(void *buf, int count, MPI_Datatype dt, MPI_Message *msg, MPI_Status *st)
+{
+    uint64_t t = get(buf, count, dt);
+    int rc = PMPI_Mrecv(buf, count, dt, msg, st);
+    put(t);
+    return rc;
+}
+
+int rc_MPI_Imrecv(void *buf, int count, MPI_Datatype dt, MPI_Message *msg, MPI_Request *req)
+{
+    uint64_t t = get(buf, count, dt);
+    int rc = PMPI_Imrecv(buf, count, dt, msg, req);
+    attach(rc, req, t);
+    return rc;
+}
+
+/* Request arrays up to this long are saved on the stack. */
 #define STACK_REQS 64
+
+/* ---- persistent requests ------------------------------------------- */
+/* As an RDMA MPI does (Open MPI's ob1 runs its send/receive protocol, and
+ * so its registration-cache lookup, afresh at each MPI_Start): the buffer
+ * is remembered at *_init, registered at each MPI_Start and released when
+ * that start completes (MPI_Wait/Test and friends) or at MPI_Request_free.
+ * An inactive persistent request holds nothing. */
+
+static void persist(int rc, MPI_Request *req, const void *buf, int count, MPI_Datatype dt)
+{
+    const char *start = NULL;
+    size_t len;
+    if (rc != MPI_SUCCESS || req == NULL || *req == MPI_REQUEST_NULL)
+        return;
+    len = span(buf, count, dt, &start);
+    rcpmpi_persist((uintptr_t)*req, start, len);
+}
+
+#define PERSISTENT_SEND(NAME)                                                                \
+    int rc_MPI_##NAME(const void *buf, int count, MPI_Datatype dt, int dest, int tag,        \
+                      MPI_Comm comm, MPI_Request *req)                                       \
+    {                                                                                        \
+        int rc = PMPI_##NAME(buf, count, dt, dest, tag, comm, req);                          \
+        persist(rc, req, buf, count, dt);                                                    \
+        return rc;                                                                           \
+    }
+PERSISTENT_SEND(Send_init)
+PERSISTENT_SEND(Ssend_init)
+PERSISTENT_SEND(Rsend_init)
+PERSISTENT_SEND(Bsend_init)
+
+int rc_MPI_Recv_init(void *buf, int count, MPI_Datatype dt, int src, int tag, MPI_Comm comm,
+                     MPI_Request *req)
+{
+    int rc = PMPI_Recv_init(buf, count, dt, src, tag, comm, req);
+    persist(rc, req, buf, count, dt);
+    return rc;
+}
+
+/* Open MPI's ob1 may hand back a new request from MPI_Start (when the PML
+ * still holds the previous start): the remembered buffer moves with it. */
+static void started(MPI_Request old, MPI_Request now)
+{
+    if (now == MPI_REQUEST_NULL)
+        return;
+    if (now != old && old != MPI_REQUEST_NULL)
+        rcpmpi_moved((uintptr_t)old, (uintptr_t)now);
+    rcpmpi_start((uintptr_t)now);
+}
+
+int rc_MPI_Start(MPI_Request *req)
+{
+    MPI_Request old = req != NULL ? *req : MPI_REQUEST_NULL;
+    int rc = PMPI_Start(req);
+    if (rc == MPI_SUCCESS && req != NULL)
+        started(old, *req);
+    return rc;
+}
+
+int rc_MPI_Startall(int n, MPI_Request *reqs)
+{
+    MPI_Request stack[STACK_REQS], *old = NULL;
+    int rc;
+    if (n > 0 && reqs != NULL) {
+        old = n <= STACK_REQS ? stack : malloc(sizeof(MPI_Request) * (size_t)n);
+        if (old != NULL)
+            memcpy(old, reqs, sizeof(MPI_Request) * (size_t)n);
+    }
+    rc = PMPI_Startall(n, reqs);
+    if (rc == MPI_SUCCESS && reqs != NULL)
+        for (int i = 0; i < n; i++)
+            started(old != NULL ? old[i] : reqs[i], reqs[i]);
+    if (old != stack)
+        free(old);
+    return rc;
+}
+
+/* ---- completion ---------------------------------------------------- */
+/* A request's registrations are released when it completes. The handles
+ * are saved before the call because a nonpersistent request that completes
+ * is set to MPI_REQUEST_NULL. Request i completed when it was not NULL
+ * before and is after (nonpersistent), or when the call says so: MPI_Wait
+ * and MPI_Waitall returned MPI_SUCCESS, MPI_Test/Testall set the flag,
+ * MPI_Waitany/Testany returned its index, MPI_Waitsome/Testsome listed it
+ * (persistent requests stay non-NULL). Statuses are never read, so
+ * MPI_STATUS(ES)_IGNORE is fine. A cancelled request completes the same
+ * way (MPI_Cancel itself is not wrapped). */
 
 static MPI_Request *save(int n, const MPI_Request *reqs, MPI_Request *stack)
 {
@@ -234,201 +423,683 @@ static MPI_Request *save(int n, const MPI_Request *reqs, MPI_Request *stack)
     return old;
 }
 
-static void completed(int n, const MPI_Request *reqs, MPI_Request *old, MPI_Request *stack)
+static void done(const MPI_Request *old, int i)
+{
+    if (old[i] != MPI_REQUEST_NULL)
+        rcpmpi_complete(KIND_REQUEST, (uintptr_t)old[i], 0);
+}
+
+/* `all`: every request completed; `one`: index of the one that did (or
+ * MPI_UNDEFINED/-1); `some`/`idx`: the list of those that did. */
+static void completed(int n, const MPI_Request *reqs, MPI_Request *old, MPI_Request *stack,
+                      int all, int one, const int *some, const int *idx)
 {
     if (old == NULL)
         return;
     for (int i = 0; i < n; i++)
-        if (old[i] != MPI_REQUEST_NULL && reqs[i] == MPI_REQUEST_NULL)
-            rcpmpi_complete((uintptr_t)old[i]);
+        if (all || (reqs[i] == MPI_REQUEST_NULL))
+            done(old, i);
+    if (one >= 0 && one < n)
+        done(old, one);
+    if (some != NULL && idx != NULL && *some != MPI_UNDEFINED)
+        for (int k = 0; k < *some && k < n; k++)
+            if (idx[k] >= 0 && idx[k] < n)
+                done(old, idx[k]);
     if (old != stack)
         free(old);
 }
 
-#define COMPLETION(NAME, N, REQS, PARAMS, ARGS)                                              \
+#define COMPLETION(NAME, N, REQS, PARAMS, ARGS, ALL, ONE, SOME, IDX)                         \
     int rc_MPI_##NAME PARAMS                                                                 \
     {                                                                                        \
         MPI_Request stack[STACK_REQS];                                                       \
         MPI_Request *old = save((N), (REQS), stack);                                         \
         int rc = PMPI_##NAME ARGS;                                                           \
-        completed((N), (REQS), old, stack);                                                  \
+        completed((N), (REQS), old, stack, (ALL), (ONE), (SOME), (IDX));                     \
         return rc;                                                                           \
     }
 
-COMPLETION(Wait, 1, req, (MPI_Request * req, MPI_Status *st), (req, st))
-COMPLETION(Test, 1, req, (MPI_Request * req, int *flag, MPI_Status *st), (req, flag, st))
-COMPLETION(Request_free, 1, req, (MPI_Request * req), (req))
-COMPLETION(Waitall, n, reqs, (int n, MPI_Request *reqs, MPI_Status *sts), (n, reqs, sts))
+#define OK (rc == MPI_SUCCESS)
+#define FLAG (rc == MPI_SUCCESS && flag != NULL && *flag)
+#define INDEX (rc == MPI_SUCCESS && idx != NULL ? *idx : -1)
+COMPLETION(Wait, 1, req, (MPI_Request * req, MPI_Status *st), (req, st), OK, -1, NULL, NULL)
+COMPLETION(Test, 1, req, (MPI_Request * req, int *flag, MPI_Status *st), (req, flag, st), FLAG,
+           -1, NULL, NULL)
+COMPLETION(Waitall, n, reqs, (int n, MPI_Request *reqs, MPI_Status *sts), (n, reqs, sts), OK,
+           -1, NULL, NULL)
 COMPLETION(Testall, n, reqs, (int n, MPI_Request *reqs, int *flag, MPI_Status *sts),
-           (n, reqs, flag, sts))
+           (n, reqs, flag, sts), FLAG, -1, NULL, NULL)
 COMPLETION(Waitany, n, reqs, (int n, MPI_Request *reqs, int *idx, MPI_Status *st),
-           (n, reqs, idx, st))
+           (n, reqs, idx, st), 0, INDEX, NULL, NULL)
 COMPLETION(Testany, n, reqs, (int n, MPI_Request *reqs, int *idx, int *flag, MPI_Status *st),
-           (n, reqs, idx, flag, st))
+           (n, reqs, idx, flag, st), 0, FLAG ? INDEX : -1, NULL, NULL)
 COMPLETION(Waitsome, n, reqs, (int n, MPI_Request *reqs, int *outn, int *idx, MPI_Status *sts),
-           (n, reqs, outn, idx, sts))
+           (n, reqs, outn, idx, sts), 0, -1, rc == MPI_SUCCESS ? outn : NULL, idx)
 COMPLETION(Testsome, n, reqs, (int n, MPI_Request *reqs, int *outn, int *idx, MPI_Status *sts),
-           (n, reqs, outn, idx, sts))
+           (n, reqs, outn, idx, sts), 0, -1, rc == MPI_SUCCESS ? outn : NULL, idx)
+#undef OK
+#undef FLAG
+#undef INDEX
+
+/* A freed request (active or not, persistent or not) releases what it
+ * holds at once: the application gave up the means to learn when it ends. */
+int rc_MPI_Request_free(MPI_Request *req)
+{
+    MPI_Request old = req != NULL ? *req : MPI_REQUEST_NULL;
+    int rc = PMPI_Request_free(req);
+    if (rc == MPI_SUCCESS && old != MPI_REQUEST_NULL)
+        rcpmpi_freed((uintptr_t)old);
+    return rc;
+}
 
 /* ---- collectives --------------------------------------------------- */
+/* Each collective's buffers are worked out once (REGS_*), then either
+ * released at return (blocking) or kept on the request (nonblocking). */
 
-int rc_MPI_Bcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm)
-{
-    uint64_t t = get(buf, count, dt);
-    int rc = PMPI_Bcast(buf, count, dt, root, comm);
-    put(t);
-    return rc;
-}
-
-int rc_MPI_Reduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op, int root,
-                  MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = get(sbuf, count, dt), b = rank == root ? get(rbuf, count, dt) : 0;
-    int rc = PMPI_Reduce(sbuf, rbuf, count, dt, op, root, comm);
-    put(a);
-    put(b);
-    return rc;
-}
-
-#define REDUCE_ALL(NAME)                                                                     \
-    int rc_MPI_##NAME(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op,   \
-                      MPI_Comm comm)                                                         \
+#define BLOCKING(REGS, CALL)                                                                 \
     {                                                                                        \
-        uint64_t a = get(sbuf, count, dt), b = get(rbuf, count, dt);                         \
-        int rc = PMPI_##NAME(sbuf, rbuf, count, dt, op, comm);                               \
-        put(a);                                                                              \
-        put(b);                                                                              \
+        uint64_t t[2] = {0, 0};                                                              \
+        REGS;                                                                                \
+        int rc = CALL;                                                                       \
+        put(t[0]);                                                                           \
+        put(t[1]);                                                                           \
         return rc;                                                                           \
     }
-REDUCE_ALL(Allreduce)
-REDUCE_ALL(Scan)
-REDUCE_ALL(Exscan)
+#define NONBLOCKING(REGS, CALL)                                                              \
+    {                                                                                        \
+        uint64_t t[2] = {0, 0};                                                              \
+        REGS;                                                                                \
+        int rc = CALL;                                                                       \
+        attach2(rc, req, t);                                                                 \
+        return rc;                                                                           \
+    }
 
-int rc_MPI_Reduce_scatter_block(const void *sbuf, void *rbuf, int rcount, MPI_Datatype dt,
-                                MPI_Op op, MPI_Comm comm)
+/* In an intercommunicator's root group the root passes MPI_ROOT and the
+ * others MPI_PROC_NULL; MPI ignores the root's send buffer of a gather or
+ * reduce (its receive buffer of a scatter) and every buffer of the others:
+ * they may be garbage, so they are not ranged. */
+static int ignored_root(int root)
 {
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = rank >= 0 ? get(sbuf, (long long)rcount * size, dt) : 0;
-    uint64_t b = get(rbuf, rcount, dt);
-    int rc = PMPI_Reduce_scatter_block(sbuf, rbuf, rcount, dt, op, comm);
-    put(a);
-    put(b);
-    return rc;
+    return root == MPI_ROOT || root == MPI_PROC_NULL;
 }
 
-int rc_MPI_Reduce_scatter(const void *sbuf, void *rbuf, const int *rcounts, MPI_Datatype dt,
-                          MPI_Op op, MPI_Comm comm)
+static void regs_bcast(void *buf, int count, MPI_Datatype dt, int root, uint64_t t[2])
+{
+    t[0] = root == MPI_PROC_NULL ? 0 : get(buf, count, dt);
+}
+
+static void regs_reduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, int root,
+                        MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, count, dt);
+    t[1] = rank >= 0 && rank == root ? get(rbuf, count, dt) : 0;
+}
+
+static void regs_allreduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt,
+                           uint64_t t[2])
+{
+    t[0] = get(sbuf, count, dt);
+    t[1] = get(rbuf, count, dt);
+}
+
+static void regs_rsb(const void *sbuf, void *rbuf, int rcount, MPI_Datatype dt, MPI_Comm comm,
+                     uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 ? get(sbuf, (long long)rcount * size, dt) : 0;
+    t[1] = get(rbuf, rcount, dt);
+}
+
+static void regs_rs(const void *sbuf, void *rbuf, const int *rcounts, MPI_Datatype dt,
+                    MPI_Comm comm, uint64_t t[2])
 {
     int size, rank = rank_of(comm, &size);
     long long total = 0;
-    uint64_t a = 0, b = 0;
     if (rank >= 0 && rcounts != NULL) {
         for (int i = 0; i < size; i++)
             total += rcounts[i] > 0 ? rcounts[i] : 0;
-        a = get(sbuf, total, dt);
-        b = get(rbuf, rcounts[rank], dt);
+        t[0] = get(sbuf, total, dt);
+        t[1] = get(rbuf, rcounts[rank], dt);
     }
-    int rc = PMPI_Reduce_scatter(sbuf, rbuf, rcounts, dt, op, comm);
-    put(a);
-    put(b);
-    return rc;
 }
+
+static void regs_gather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                        MPI_Datatype rdt, int root, MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, scount, sdt);
+    t[1] = rank >= 0 && rank == root ? get(rbuf, (long long)rcount * size, rdt) : 0;
+}
+
+static void regs_gatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                         const int *rcounts, const int *displs, MPI_Datatype rdt, int root,
+                         MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = ignored_root(root) ? 0 : get(sbuf, scount, sdt);
+    t[1] = rank >= 0 && rank == root ? getv(rbuf, rcounts, displs, rdt, size) : 0;
+}
+
+static void regs_scatter(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                         MPI_Datatype rdt, int root, MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 && rank == root ? get(sbuf, (long long)scount * size, sdt) : 0;
+    t[1] = ignored_root(root) ? 0 : get(rbuf, rcount, rdt);
+}
+
+static void regs_scatterv(const void *sbuf, const int *scounts, const int *displs,
+                          MPI_Datatype sdt, void *rbuf, int rcount, MPI_Datatype rdt, int root,
+                          MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 && rank == root ? getv(sbuf, scounts, displs, sdt, size) : 0;
+    t[1] = ignored_root(root) ? 0 : get(rbuf, rcount, rdt);
+}
+
+static void regs_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                           int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = get(sbuf, scount, sdt);
+    t[1] = rank >= 0 ? get(rbuf, (long long)rcount * size, rdt) : 0;
+}
+
+static void regs_allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                            const int *rcounts, const int *displs, MPI_Datatype rdt,
+                            MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = get(sbuf, scount, sdt);
+    t[1] = rank >= 0 ? getv(rbuf, rcounts, displs, rdt, size) : 0;
+}
+
+static void regs_alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                          int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 ? get(sbuf, (long long)scount * size, sdt) : 0;
+    t[1] = rank >= 0 ? get(rbuf, (long long)rcount * size, rdt) : 0;
+}
+
+static void regs_alltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                           MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                           const int *rdispls, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 ? getv(sbuf, scounts, sdispls, sdt, size) : 0;
+    t[1] = rank >= 0 ? getv(rbuf, rcounts, rdispls, rdt, size) : 0;
+}
+
+static void regs_alltoallw(const void *sbuf, const int *scounts, const int *sdispls,
+                           const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                           const int *rdispls, const MPI_Datatype *rdts, MPI_Comm comm,
+                           uint64_t t[2])
+{
+    int size, rank = rank_of(comm, &size);
+    t[0] = rank >= 0 ? getw(sbuf, scounts, sdispls, NULL, sdts, size) : 0;
+    t[1] = rank >= 0 ? getw(rbuf, rcounts, rdispls, NULL, rdts, size) : 0;
+}
+
+int rc_MPI_Bcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm)
+    BLOCKING(regs_bcast(buf, count, dt, root, t), PMPI_Bcast(buf, count, dt, root, comm))
+int rc_MPI_Ibcast(void *buf, int count, MPI_Datatype dt, int root, MPI_Comm comm,
+                  MPI_Request *req)
+    NONBLOCKING(regs_bcast(buf, count, dt, root, t), PMPI_Ibcast(buf, count, dt, root, comm, req))
+
+int rc_MPI_Reduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op, int root,
+                  MPI_Comm comm)
+    BLOCKING(regs_reduce(sbuf, rbuf, count, dt, root, comm, t),
+             PMPI_Reduce(sbuf, rbuf, count, dt, op, root, comm))
+int rc_MPI_Ireduce(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op,
+                   int root, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_reduce(sbuf, rbuf, count, dt, root, comm, t),
+                PMPI_Ireduce(sbuf, rbuf, count, dt, op, root, comm, req))
+
+#define REDUCE_ALL(NAME, INAME)                                                              \
+    int rc_MPI_##NAME(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op,   \
+                      MPI_Comm comm)                                                         \
+        BLOCKING(regs_allreduce(sbuf, rbuf, count, dt, t),                                   \
+                 PMPI_##NAME(sbuf, rbuf, count, dt, op, comm))                               \
+    int rc_MPI_##INAME(const void *sbuf, void *rbuf, int count, MPI_Datatype dt, MPI_Op op,  \
+                       MPI_Comm comm, MPI_Request *req)                                      \
+        NONBLOCKING(regs_allreduce(sbuf, rbuf, count, dt, t),                                \
+                    PMPI_##INAME(sbuf, rbuf, count, dt, op, comm, req))
+REDUCE_ALL(Allreduce, Iallreduce)
+REDUCE_ALL(Scan, Iscan)
+REDUCE_ALL(Exscan, Iexscan)
+
+int rc_MPI_Reduce_scatter_block(const void *sbuf, void *rbuf, int rcount, MPI_Datatype dt,
+                                MPI_Op op, MPI_Comm comm)
+    BLOCKING(regs_rsb(sbuf, rbuf, rcount, dt, comm, t),
+             PMPI_Reduce_scatter_block(sbuf, rbuf, rcount, dt, op, comm))
+int rc_MPI_Ireduce_scatter_block(const void *sbuf, void *rbuf, int rcount, MPI_Datatype dt,
+                                 MPI_Op op, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_rsb(sbuf, rbuf, rcount, dt, comm, t),
+                PMPI_Ireduce_scatter_block(sbuf, rbuf, rcount, dt, op, comm, req))
+
+int rc_MPI_Reduce_scatter(const void *sbuf, void *rbuf, const int *rcounts, MPI_Datatype dt,
+                          MPI_Op op, MPI_Comm comm)
+    BLOCKING(regs_rs(sbuf, rbuf, rcounts, dt, comm, t),
+             PMPI_Reduce_scatter(sbuf, rbuf, rcounts, dt, op, comm))
+int rc_MPI_Ireduce_scatter(const void *sbuf, void *rbuf, const int *rcounts, MPI_Datatype dt,
+                           MPI_Op op, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_rs(sbuf, rbuf, rcounts, dt, comm, t),
+                PMPI_Ireduce_scatter(sbuf, rbuf, rcounts, dt, op, comm, req))
 
 int rc_MPI_Gather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
                   MPI_Datatype rdt, int root, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = get(sbuf, scount, sdt);
-    uint64_t b = rank >= 0 && rank == root ? get(rbuf, (long long)rcount * size, rdt) : 0;
-    int rc = PMPI_Gather(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_gather(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, t),
+             PMPI_Gather(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm))
+int rc_MPI_Igather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                   MPI_Datatype rdt, int root, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_gather(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, t),
+                PMPI_Igather(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, req))
 
 int rc_MPI_Gatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
                    const int *rcounts, const int *displs, MPI_Datatype rdt, int root,
                    MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = get(sbuf, scount, sdt);
-    uint64_t b = rank >= 0 && rank == root ? getv(rbuf, rcounts, displs, rdt, size) : 0;
-    int rc = PMPI_Gatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_gatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, t),
+             PMPI_Gatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm))
+int rc_MPI_Igatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                    const int *rcounts, const int *displs, MPI_Datatype rdt, int root,
+                    MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_gatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, t),
+                PMPI_Igatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, req))
 
 int rc_MPI_Scatter(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
                    MPI_Datatype rdt, int root, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = rank >= 0 && rank == root ? get(sbuf, (long long)scount * size, sdt) : 0;
-    uint64_t b = get(rbuf, rcount, rdt);
-    int rc = PMPI_Scatter(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_scatter(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, t),
+             PMPI_Scatter(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm))
+int rc_MPI_Iscatter(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                    MPI_Datatype rdt, int root, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_scatter(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, t),
+                PMPI_Iscatter(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, req))
 
 int rc_MPI_Scatterv(const void *sbuf, const int *scounts, const int *displs, MPI_Datatype sdt,
                     void *rbuf, int rcount, MPI_Datatype rdt, int root, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = rank >= 0 && rank == root ? getv(sbuf, scounts, displs, sdt, size) : 0;
-    uint64_t b = get(rbuf, rcount, rdt);
-    int rc = PMPI_Scatterv(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_scatterv(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, t),
+             PMPI_Scatterv(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm))
+int rc_MPI_Iscatterv(const void *sbuf, const int *scounts, const int *displs, MPI_Datatype sdt,
+                     void *rbuf, int rcount, MPI_Datatype rdt, int root, MPI_Comm comm,
+                     MPI_Request *req)
+    NONBLOCKING(regs_scatterv(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, t),
+                PMPI_Iscatterv(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, req))
 
 int rc_MPI_Allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
                      MPI_Datatype rdt, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = get(sbuf, scount, sdt);
-    uint64_t b = rank >= 0 ? get(rbuf, (long long)rcount * size, rdt) : 0;
-    int rc = PMPI_Allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Iallgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                      MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Iallgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
 
 int rc_MPI_Allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
                       const int *rcounts, const int *displs, MPI_Datatype rdt, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = get(sbuf, scount, sdt);
-    uint64_t b = rank >= 0 ? getv(rbuf, rcounts, displs, rdt, size) : 0;
-    int rc = PMPI_Allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+             PMPI_Allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm))
+int rc_MPI_Iallgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                       const int *rcounts, const int *displs, MPI_Datatype rdt, MPI_Comm comm,
+                       MPI_Request *req)
+    NONBLOCKING(regs_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+                PMPI_Iallgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, req))
 
 int rc_MPI_Alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
                     MPI_Datatype rdt, MPI_Comm comm)
-{
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = rank >= 0 ? get(sbuf, (long long)scount * size, sdt) : 0;
-    uint64_t b = rank >= 0 ? get(rbuf, (long long)rcount * size, rdt) : 0;
-    int rc = PMPI_Alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm);
-    put(a);
-    put(b);
-    return rc;
-}
+    BLOCKING(regs_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Ialltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf, int rcount,
+                     MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Ialltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
 
 int rc_MPI_Alltoallv(const void *sbuf, const int *scounts, const int *sdispls, MPI_Datatype sdt,
                      void *rbuf, const int *rcounts, const int *rdispls, MPI_Datatype rdt,
                      MPI_Comm comm)
+    BLOCKING(regs_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, t),
+             PMPI_Alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm))
+int rc_MPI_Ialltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                      MPI_Datatype sdt, void *rbuf, const int *rcounts, const int *rdispls,
+                      MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm,
+                               t),
+                PMPI_Ialltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm,
+                                req))
+
+int rc_MPI_Alltoallw(const void *sbuf, const int *scounts, const int *sdispls,
+                     const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                     const int *rdispls, const MPI_Datatype *rdts, MPI_Comm comm)
+    BLOCKING(regs_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm,
+                            t),
+             PMPI_Alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm))
+int rc_MPI_Ialltoallw(const void *sbuf, const int *scounts, const int *sdispls,
+                      const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                      const int *rdispls, const MPI_Datatype *rdts, MPI_Comm comm,
+                      MPI_Request *req)
+    NONBLOCKING(regs_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                               comm, t),
+                PMPI_Ialltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                                comm, req))
+
+/* ---- neighborhood collectives -------------------------------------- */
+/* Buffers hold one block per neighbor, MPI_PROC_NULL neighbors of a
+ * Cartesian topology included: `in` blocks received, `out` sent. */
+static int neighbors(MPI_Comm comm, int *in, int *out)
 {
-    int size, rank = rank_of(comm, &size);
-    uint64_t a = rank >= 0 ? getv(sbuf, scounts, sdispls, sdt, size) : 0;
-    uint64_t b = rank >= 0 ? getv(rbuf, rcounts, rdispls, rdt, size) : 0;
-    int rc = PMPI_Alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm);
-    put(a);
-    put(b);
+    int topo = MPI_UNDEFINED, rank, n = 0, weighted;
+    *in = *out = 0;
+    if (comm == MPI_COMM_NULL || PMPI_Topo_test(comm, &topo) != MPI_SUCCESS)
+        return 0;
+    if (topo == MPI_CART) {
+        if (PMPI_Cartdim_get(comm, &n) != MPI_SUCCESS)
+            return 0;
+        *in = *out = 2 * n;
+    } else if (topo == MPI_GRAPH) {
+        if (PMPI_Comm_rank(comm, &rank) != MPI_SUCCESS ||
+            PMPI_Graph_neighbors_count(comm, rank, &n) != MPI_SUCCESS)
+            return 0;
+        *in = *out = n;
+    } else if (topo == MPI_DIST_GRAPH) {
+        if (PMPI_Dist_graph_neighbors_count(comm, in, out, &weighted) != MPI_SUCCESS)
+            return 0;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static void regs_nallgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                            int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = out > 0 ? get(sbuf, scount, sdt) : 0;
+    t[1] = get(rbuf, (long long)rcount * in, rdt);
+}
+
+static void regs_nallgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                             const int *rcounts, const int *displs, MPI_Datatype rdt,
+                             MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = out > 0 ? get(sbuf, scount, sdt) : 0;
+    t[1] = getv(rbuf, rcounts, displs, rdt, in);
+}
+
+static void regs_nalltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                           int rcount, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = get(sbuf, (long long)scount * out, sdt);
+    t[1] = get(rbuf, (long long)rcount * in, rdt);
+}
+
+static void regs_nalltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                            MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                            const int *rdispls, MPI_Datatype rdt, MPI_Comm comm, uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = getv(sbuf, scounts, sdispls, sdt, out);
+    t[1] = getv(rbuf, rcounts, rdispls, rdt, in);
+}
+
+static void regs_nalltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                            const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                            const MPI_Aint *rdispls, const MPI_Datatype *rdts, MPI_Comm comm,
+                            uint64_t t[2])
+{
+    int in, out;
+    if (!neighbors(comm, &in, &out))
+        return;
+    t[0] = getw(sbuf, scounts, NULL, sdispls, sdts, out);
+    t[1] = getw(rbuf, rcounts, NULL, rdispls, rdts, in);
+}
+
+int rc_MPI_Neighbor_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                              int rcount, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nallgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Neighbor_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Ineighbor_allgather(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                               int rcount, MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nallgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Ineighbor_allgather(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
+
+int rc_MPI_Neighbor_allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                               const int *rcounts, const int *displs, MPI_Datatype rdt,
+                               MPI_Comm comm)
+    BLOCKING(regs_nallgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+             PMPI_Neighbor_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm))
+int rc_MPI_Ineighbor_allgatherv(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                                const int *rcounts, const int *displs, MPI_Datatype rdt,
+                                MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nallgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, t),
+                PMPI_Ineighbor_allgatherv(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm,
+                                          req))
+
+int rc_MPI_Neighbor_alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                             int rcount, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nalltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+             PMPI_Neighbor_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm))
+int rc_MPI_Ineighbor_alltoall(const void *sbuf, int scount, MPI_Datatype sdt, void *rbuf,
+                              int rcount, MPI_Datatype rdt, MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nalltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, t),
+                PMPI_Ineighbor_alltoall(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req))
+
+int rc_MPI_Neighbor_alltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                              MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                              const int *rdispls, MPI_Datatype rdt, MPI_Comm comm)
+    BLOCKING(regs_nalltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, t),
+             PMPI_Neighbor_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt,
+                                     comm))
+int rc_MPI_Ineighbor_alltoallv(const void *sbuf, const int *scounts, const int *sdispls,
+                               MPI_Datatype sdt, void *rbuf, const int *rcounts,
+                               const int *rdispls, MPI_Datatype rdt, MPI_Comm comm,
+                               MPI_Request *req)
+    NONBLOCKING(regs_nalltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm,
+                                t),
+                PMPI_Ineighbor_alltoallv(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls,
+                                         rdt, comm, req))
+
+int rc_MPI_Neighbor_alltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                              const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                              const MPI_Aint *rdispls, const MPI_Datatype *rdts, MPI_Comm comm)
+    BLOCKING(regs_nalltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm,
+                             t),
+             PMPI_Neighbor_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                                     comm))
+int rc_MPI_Ineighbor_alltoallw(const void *sbuf, const int *scounts, const MPI_Aint *sdispls,
+                               const MPI_Datatype *sdts, void *rbuf, const int *rcounts,
+                               const MPI_Aint *rdispls, const MPI_Datatype *rdts,
+                               MPI_Comm comm, MPI_Request *req)
+    NONBLOCKING(regs_nalltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts,
+                                comm, t),
+                PMPI_Ineighbor_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls,
+                                         rdts, comm, req))
+
+/* ---- one-sided (RMA) ----------------------------------------------- */
+/* Window memory is registered for the window's lifetime, as an RDMA MPI
+ * registers it at creation so that peers can target it: MPI_Win_create's
+ * buffer and MPI_Win_allocate's memory until MPI_Win_free, MPI_Win_attach's
+ * until MPI_Win_detach (or MPI_Win_free). Origin buffers of MPI_Put/Get/
+ * Accumulate/Get_accumulate are registered until the synchronization that
+ * completes them at the origin: MPI_Win_flush(_local)/MPI_Win_unlock for
+ * that target, MPI_Win_fence/flush(_local)_all/unlock_all/complete/free for
+ * all. The request-based MPI_Rput/Rget/Raccumulate/Rget_accumulate keep
+ * theirs on the request. Shared-memory windows (MPI_Win_allocate_shared),
+ * MPI_Compare_and_swap and MPI_Fetch_and_op (one element) are not ranged. */
+
+int rc_MPI_Win_create(void *base, MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
+                      MPI_Win *win)
+{
+    uint64_t t = real(base) && size > 0 ? rcpmpi_acquire(base, (size_t)size) : 0;
+    int rc = PMPI_Win_create(base, size, disp_unit, info, comm, win);
+    if (rc == MPI_SUCCESS && win != NULL && *win != MPI_WIN_NULL)
+        rcpmpi_keep(KIND_WINDOW, (uintptr_t)*win, 0, t);
+    else
+        put(t);
+    return rc;
+}
+
+int rc_MPI_Win_allocate(MPI_Aint size, int disp_unit, MPI_Info info, MPI_Comm comm,
+                        void *baseptr, MPI_Win *win)
+{
+    int rc = PMPI_Win_allocate(size, disp_unit, info, comm, baseptr, win);
+    if (rc == MPI_SUCCESS && win != NULL && *win != MPI_WIN_NULL && baseptr != NULL &&
+        size > 0) {
+        void *base = *(void **)baseptr;
+        if (real(base))
+            rcpmpi_keep(KIND_WINDOW, (uintptr_t)*win, 0, rcpmpi_acquire(base, (size_t)size));
+    }
+    return rc;
+}
+
+int rc_MPI_Win_attach(MPI_Win win, void *base, MPI_Aint size)
+{
+    int rc = PMPI_Win_attach(win, base, size);
+    if (rc == MPI_SUCCESS && real(base) && size > 0)
+        rcpmpi_keep(KIND_WINDOW, (uintptr_t)win, (uintptr_t)base,
+                    rcpmpi_acquire(base, (size_t)size));
+    return rc;
+}
+
+int rc_MPI_Win_detach(MPI_Win win, const void *base)
+{
+    int rc = PMPI_Win_detach(win, base);
+    if (rc == MPI_SUCCESS)
+        rcpmpi_complete(KIND_WINDOW, (uintptr_t)win, (uintptr_t)base);
+    return rc;
+}
+
+int rc_MPI_Win_free(MPI_Win *win)
+{
+    MPI_Win old = win != NULL ? *win : MPI_WIN_NULL;
+    int rc = PMPI_Win_free(win);
+    if (rc == MPI_SUCCESS && old != MPI_WIN_NULL) {
+        rcpmpi_complete_all(KIND_ORIGIN, (uintptr_t)old);
+        rcpmpi_complete_all(KIND_WINDOW, (uintptr_t)old);
+    }
+    return rc;
+}
+
+#define SYNC_ALL(NAME, PARAMS, ARGS)                                                         \
+    int rc_MPI_##NAME PARAMS                                                                 \
+    {                                                                                        \
+        int rc = PMPI_##NAME ARGS;                                                           \
+        if (rc == MPI_SUCCESS)                                                               \
+            rcpmpi_complete_all(KIND_ORIGIN, (uintptr_t)win);                                \
+        return rc;                                                                           \
+    }
+SYNC_ALL(Win_fence, (int assert, MPI_Win win), (assert, win))
+SYNC_ALL(Win_complete, (MPI_Win win), (win))
+SYNC_ALL(Win_unlock_all, (MPI_Win win), (win))
+SYNC_ALL(Win_flush_all, (MPI_Win win), (win))
+SYNC_ALL(Win_flush_local_all, (MPI_Win win), (win))
+
+#define SYNC_ONE(NAME)                                                                       \
+    int rc_MPI_##NAME(int target, MPI_Win win)                                               \
+    {                                                                                        \
+        int rc = PMPI_##NAME(target, win);                                                   \
+        if (rc == MPI_SUCCESS)                                                               \
+            rcpmpi_complete(KIND_ORIGIN, (uintptr_t)win, (uintptr_t)target);                 \
+        return rc;                                                                           \
+    }
+SYNC_ONE(Win_unlock)
+SYNC_ONE(Win_flush)
+SYNC_ONE(Win_flush_local)
+
+/* An origin buffer kept until its target is synchronized. */
+static void origin(int rc, MPI_Win win, int target, uint64_t t)
+{
+    if (rc == MPI_SUCCESS && win != MPI_WIN_NULL && target >= 0)
+        rcpmpi_keep(KIND_ORIGIN, (uintptr_t)win, (uintptr_t)target, t);
+    else
+        put(t);
+}
+
+int rc_MPI_Put(const void *obuf, int ocount, MPI_Datatype odt, int target, MPI_Aint tdisp,
+               int tcount, MPI_Datatype tdt, MPI_Win win)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Put(obuf, ocount, odt, target, tdisp, tcount, tdt, win);
+    origin(rc, win, target, t);
+    return rc;
+}
+
+int rc_MPI_Get(void *obuf, int ocount, MPI_Datatype odt, int target, MPI_Aint tdisp, int tcount,
+               MPI_Datatype tdt, MPI_Win win)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Get(obuf, ocount, odt, target, tdisp, tcount, tdt, win);
+    origin(rc, win, target, t);
+    return rc;
+}
+
+int rc_MPI_Accumulate(const void *obuf, int ocount, MPI_Datatype odt, int target,
+                      MPI_Aint tdisp, int tcount, MPI_Datatype tdt, MPI_Op op, MPI_Win win)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Accumulate(obuf, ocount, odt, target, tdisp, tcount, tdt, op, win);
+    origin(rc, win, target, t);
+    return rc;
+}
+
+int rc_MPI_Get_accumulate(const void *obuf, int ocount, MPI_Datatype odt, void *rbuf,
+                          int rcount, MPI_Datatype rdt, int target, MPI_Aint tdisp, int tcount,
+                          MPI_Datatype tdt, MPI_Op op, MPI_Win win)
+{
+    uint64_t a = get(obuf, ocount, odt), b = get(rbuf, rcount, rdt);
+    int rc = PMPI_Get_accumulate(obuf, ocount, odt, rbuf, rcount, rdt, target, tdisp, tcount,
+                                 tdt, op, win);
+    origin(rc, win, target, a);
+    origin(rc, win, target, b);
+    return rc;
+}
+
+int rc_MPI_Rput(const void *obuf, int ocount, MPI_Datatype odt, int target, MPI_Aint tdisp,
+                int tcount, MPI_Datatype tdt, MPI_Win win, MPI_Request *req)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Rput(obuf, ocount, odt, target, tdisp, tcount, tdt, win, req);
+    attach(rc, req, t);
+    return rc;
+}
+
+int rc_MPI_Rget(void *obuf, int ocount, MPI_Datatype odt, int target, MPI_Aint tdisp,
+                int tcount, MPI_Datatype tdt, MPI_Win win, MPI_Request *req)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Rget(obuf, ocount, odt, target, tdisp, tcount, tdt, win, req);
+    attach(rc, req, t);
+    return rc;
+}
+
+int rc_MPI_Raccumulate(const void *obuf, int ocount, MPI_Datatype odt, int target,
+                       MPI_Aint tdisp, int tcount, MPI_Datatype tdt, MPI_Op op, MPI_Win win,
+                       MPI_Request *req)
+{
+    uint64_t t = get(obuf, ocount, odt);
+    int rc = PMPI_Raccumulate(obuf, ocount, odt, target, tdisp, tcount, tdt, op, win, req);
+    attach(rc, req, t);
+    return rc;
+}
+
+int rc_MPI_Rget_accumulate(const void *obuf, int ocount, MPI_Datatype odt, void *rbuf,
+                           int rcount, MPI_Datatype rdt, int target, MPI_Aint tdisp,
+                           int tcount, MPI_Datatype tdt, MPI_Op op, MPI_Win win,
+                           MPI_Request *req)
+{
+    uint64_t t[2] = {get(obuf, ocount, odt), get(rbuf, rcount, rdt)};
+    int rc = PMPI_Rget_accumulate(obuf, ocount, odt, rbuf, rcount, rdt, target, tdisp, tcount,
+                                  tdt, op, win, req);
+    attach2(rc, req, t);
     return rc;
 }
