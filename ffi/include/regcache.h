@@ -514,8 +514,9 @@ typedef struct regcache_dma_delivery {
   uint32_t reserved;
 } regcache_dma_delivery;
 
-// Counters of one doorbell record of a shm_signal.
-typedef struct regcache_shm_signal_stats {
+// Counters of one doorbell (irq) record of a shm_signal
+// (`regcache_shm_signal_stats`).
+typedef struct regcache_irq_stats {
   // `notify` calls aimed at this record.
   uint64_t notifies;
   // Real `futex_wake` calls issued for it.
@@ -524,7 +525,7 @@ typedef struct regcache_shm_signal_stats {
   uint64_t wakes_taken;
   // Times its owner slept in `futex_wait`.
   uint64_t sleeps;
-} regcache_shm_signal_stats;
+} regcache_irq_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1131,7 +1132,7 @@ enum regcache_result regcache_shm_signal_wait(const struct regcache_shm_signal *
 // As for `regcache_shm_signal_close`; `out` NULL or writable.
 enum regcache_result regcache_shm_signal_stats(const struct regcache_shm_signal *signal,
                                                uint32_t side,
-                                               struct regcache_shm_signal_stats *out);
+                                               struct regcache_irq_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

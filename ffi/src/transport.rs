@@ -406,11 +406,12 @@ pub struct regcache_dma_delivery {
     pub reserved: u32,
 }
 
-/// Counters of one doorbell record of a shm_signal.
+/// Counters of one doorbell (irq) record of a shm_signal
+/// (`regcache_shm_signal_stats`).
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct regcache_shm_signal_stats {
+pub struct regcache_irq_stats {
     /// `notify` calls aimed at this record.
     pub notifies: u64,
     /// Real `futex_wake` calls issued for it.
@@ -421,7 +422,7 @@ pub struct regcache_shm_signal_stats {
     pub sleeps: u64,
 }
 
-impl From<IrqStats> for regcache_shm_signal_stats {
+impl From<IrqStats> for regcache_irq_stats {
     fn from(s: IrqStats) -> Self {
         Self {
             notifies: s.notifies,
@@ -1219,7 +1220,7 @@ pub unsafe extern "C" fn regcache_shm_signal_wait(
 pub unsafe extern "C" fn regcache_shm_signal_stats(
     signal: *const regcache_shm_signal,
     side: u32,
-    out: *mut regcache_shm_signal_stats,
+    out: *mut regcache_irq_stats,
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
