@@ -1230,3 +1230,111 @@ pub unsafe extern "C" fn regcache_shm_signal_stats(
         unsafe { write_out(out, "out", s.stats(side).into()) }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regcache_transport::Error as E;
+
+    fn code(e: E) -> regcache_result {
+        Error::from(e).code
+    }
+
+    #[test]
+    fn every_transport_error_has_its_code() {
+        let k = DmaKey {
+            dev: 1,
+            ino: 2,
+            offset: 3,
+        };
+        let io = |n| std::io::Error::from_raw_os_error(n);
+        let cases = [
+            (E::BadName("a/b".into()), REGCACHE_ERR_INVALID_ARGUMENT),
+            (E::Open(io(libc::EEXIST)), REGCACHE_ERR_EXISTS),
+            (E::Open(io(libc::ENOENT)), REGCACHE_ERR_NOT_FOUND),
+            (E::Open(io(libc::EACCES)), REGCACHE_ERR_SHM),
+            (E::Truncate(io(libc::ENOSPC)), REGCACHE_ERR_SHM),
+            (E::Map(io(libc::ENOMEM)), REGCACHE_ERR_SHM),
+            (E::SegmentTooSmall, REGCACHE_ERR_SEGMENT_TOO_SMALL),
+            (
+                E::BadSignal {
+                    magic: 0,
+                    version: 0,
+                },
+                REGCACHE_ERR_BAD_SHARED_LAYOUT,
+            ),
+            (
+                E::BadRegistry {
+                    magic: 0,
+                    version: 0,
+                },
+                REGCACHE_ERR_BAD_SHARED_LAYOUT,
+            ),
+            (E::Key(io(libc::EBADF)), REGCACHE_ERR_KEY),
+            (E::NotShared { addr: 1 }, REGCACHE_ERR_NOT_SHARED),
+            (E::InvalidBind("x"), REGCACHE_ERR_INVALID_ARGUMENT),
+            (E::KeyInUse(k), REGCACHE_ERR_KEY_IN_USE),
+            (E::RegistryFull, REGCACHE_ERR_REGISTRY_FULL),
+            (E::NoReceiver(k), REGCACHE_ERR_NO_RECEIVER),
+            (E::NoFreeDescriptor(k), REGCACHE_ERR_NO_FREE_DESCRIPTOR),
+            (E::EmptySend, REGCACHE_ERR_INVALID_RANGE),
+            (
+                E::CorruptDescriptor {
+                    key: k,
+                    index: 0,
+                    reason: "x",
+                    sender_pid: 0,
+                },
+                REGCACHE_ERR_CORRUPT_DESCRIPTOR,
+            ),
+            (
+                E::CutOff {
+                    key: k,
+                    reason: "x",
+                },
+                REGCACHE_ERR_CUT_OFF,
+            ),
+            (
+                E::ProcessVmWritev {
+                    pid: 1,
+                    source: io(libc::ESRCH),
+                },
+                REGCACHE_ERR_COPY_FAILED,
+            ),
+            (E::UnbindBusy(k), REGCACHE_ERR_UNBIND_BUSY),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            assert_eq!(code(e), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn closed_objects_are_tombstones() {
+        let name = format!("regcache-ffi-unit-{}", std::process::id());
+        let mut reg = std::ptr::null_mut();
+        // SAFETY: valid C string and out pointer.
+        let rc = unsafe {
+            regcache_dma_registry_open(c"x".as_ptr().cast(), 9, std::ptr::null(), &raw mut reg)
+        };
+        assert_eq!(rc, REGCACHE_ERR_INVALID_ARGUMENT);
+        assert!(reg.is_null());
+        let cname = std::ffi::CString::new(name).unwrap();
+        // SAFETY: as above.
+        let rc = unsafe {
+            regcache_dma_registry_open(cname.as_ptr(), 0, std::ptr::null(), &raw mut reg)
+        };
+        assert_eq!(rc, REGCACHE_OK);
+        // SAFETY: `reg` came from open; the calls are sequential.
+        unsafe {
+            assert_eq!(regcache_dma_registry_close(reg), REGCACHE_OK);
+            assert_eq!(regcache_dma_registry_close(reg), REGCACHE_ERR_DESTROYED);
+            let mut st = regcache_dma_stats::default();
+            assert_eq!(
+                regcache_dma_registry_stats(reg, &raw mut st),
+                REGCACHE_ERR_DESTROYED
+            );
+            assert_eq!(regcache_dma_registry_unlink(cname.as_ptr()), REGCACHE_OK);
+        }
+    }
+}
