@@ -1028,6 +1028,20 @@ enum regcache_result regcache_dma_receiver_restock(struct regcache_dma_receiver 
 enum regcache_result regcache_dma_receiver_restock_requested(struct regcache_dma_receiver *receiver,
                                                              uint32_t *out);
 
+// Wait on the receiver's doorbell without taking a delivery (for loops
+// that also watch `regcache_dma_receiver_restock_requested`):
+// `timeout_ns` < 0 forever, 0 only checks, > 0 that long. `REGCACHE_OK`
+// when rung (then call `regcache_dma_receiver_recv` with timeout 0).
+//
+// # Errors
+// `REGCACHE_ERR_TIMED_OUT`, `REGCACHE_ERR_NULL_ARGUMENT`,
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_wait(struct regcache_dma_receiver *receiver,
+                                                int64_t timeout_ns);
+
 // The key this receiver is bound to.
 //
 // # Errors

@@ -967,6 +967,42 @@ pub unsafe extern "C" fn regcache_dma_receiver_restock_requested(
     })
 }
 
+/// Wait on the receiver's doorbell without taking a delivery (for loops
+/// that also watch `regcache_dma_receiver_restock_requested`):
+/// `timeout_ns` < 0 forever, 0 only checks, > 0 that long. `REGCACHE_OK`
+/// when rung (then call `regcache_dma_receiver_recv` with timeout 0).
+///
+/// # Errors
+/// `REGCACHE_ERR_TIMED_OUT`, `REGCACHE_ERR_NULL_ARGUMENT`,
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_wait(
+    receiver: *mut regcache_dma_receiver,
+    timeout_ns: i64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        // A zero timeout polls once (no spin: the futex wait returns at
+        // once, after which the doorbell is checked again).
+        let t = if timeout_ns == 0 {
+            Some(Duration::ZERO)
+        } else {
+            timeout_of(timeout_ns)
+        };
+        match rx.wait(t) {
+            Wake::Signalled => Ok(()),
+            Wake::TimedOut => Err(Error::new(
+                REGCACHE_ERR_TIMED_OUT,
+                "the receiver's doorbell was not rung",
+            )),
+        }
+    })
+}
+
 /// The key this receiver is bound to.
 ///
 /// # Errors
