@@ -9,6 +9,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Size in bytes of a shm_signal descriptor in shared memory (place it at
+// a 64-byte aligned offset of zero-filled memory).
+#define REGCACHE_SHM_SIGNAL_SIZE 192
+
+// Most registered ranges per `regcache_dma_bind`.
+#define REGCACHE_DMA_MAX_RANGES 4
+
+// Most buffers (descriptors) per `regcache_dma_bind`.
+#define REGCACHE_DMA_MAX_BUFFERS 32
+
+// Most sections per buffer.
+#define REGCACHE_DMA_MAX_SECTIONS 8
+
+// Most source pieces per `regcache_dma_send` (`IOV_MAX`).
+#define REGCACHE_DMA_MAX_SOURCES 1024
+
 // The result of every fallible `regcache_*` function.
 //
 // `REGCACHE_OK` is 0; errors live in their own range, 4701 and up, so they
@@ -64,6 +80,47 @@ typedef enum regcache_result {
   REGCACHE_ERR_NOTIFIER = 4719,
   // The output buffer is too small; the required size was written.
   REGCACHE_ERR_BUFFER_TOO_SMALL = 4720,
+  // Nothing arrived before the timeout (or, with a zero timeout, nothing
+  // was ready): `regcache_dma_receiver_recv`, `regcache_shm_signal_wait`.
+  REGCACHE_ERR_TIMED_OUT = 4721,
+  // The shared segment or registry already exists (`EEXIST`).
+  REGCACHE_ERR_EXISTS = 4722,
+  // The shared segment or registry does not exist (`ENOENT`).
+  REGCACHE_ERR_NOT_FOUND = 4723,
+  // A shared-segment system call (`open`, `ftruncate`, `fstat`, `mmap`,
+  // `unlink`, `dup`) failed otherwise (see the detail).
+  REGCACHE_ERR_SHM = 4724,
+  // A shared record does not fit in the segment or is misaligned.
+  REGCACHE_ERR_SEGMENT_TOO_SMALL = 4725,
+  // A shm_signal descriptor or DMA registry has the wrong magic, version
+  // or geometry (another build, or not initialised).
+  REGCACHE_ERR_BAD_SHARED_LAYOUT = 4726,
+  // Computing a DMA key failed (`fstat`, `/proc/self/maps`).
+  REGCACHE_ERR_KEY = 4727,
+  // The address is not in a shared, file-backed mapping.
+  REGCACHE_ERR_NOT_SHARED = 4728,
+  // Another live process already bound this DMA key.
+  REGCACHE_ERR_KEY_IN_USE = 4729,
+  // Every binding slot of the DMA registry is taken.
+  REGCACHE_ERR_REGISTRY_FULL = 4730,
+  // No other process has this DMA key bound.
+  REGCACHE_ERR_NO_RECEIVER = 4731,
+  // The receiver had no free descriptor, even after a restock request and
+  // one retry.
+  REGCACHE_ERR_NO_FREE_DESCRIPTOR = 4732,
+  // A DMA descriptor in shared memory failed validation (sender: the
+  // binding is cut off; receiver: it was repaired and freed).
+  REGCACHE_ERR_CORRUPT_DESCRIPTOR = 4733,
+  // The DMA binding was cut off after corruption: unbind and bind again.
+  REGCACHE_ERR_CUT_OFF = 4734,
+  // `process_vm_writev` failed with something other than `EPERM` (the
+  // receiver died or unmapped its buffer).
+  REGCACHE_ERR_COPY_FAILED = 4735,
+  // Unbind timed out waiting for in-flight sends: the buffers must stay
+  // valid (the receiver handle is closed all the same).
+  REGCACHE_ERR_UNBIND_BUSY = 4736,
+  // Another transport failure (see the detail).
+  REGCACHE_ERR_TRANSPORT = 4737,
 } regcache_result;
 
 // Which registrar a cache registers with (`regcache_config.registrar`,
@@ -161,9 +218,99 @@ typedef uint32_t regcache_event_type;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// How to open a registry (`regcache_dma_registry_open`).
+enum regcache_dma_open_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Create `/dev/shm/<name>` (0600); `REGCACHE_ERR_EXISTS` if present.
+  REGCACHE_DMA_CREATE = 0,
+  // Open an existing registry; `REGCACHE_ERR_NOT_FOUND` if absent.
+  REGCACHE_DMA_OPEN = 1,
+  // Open, or create when absent (racing creators are safe).
+  REGCACHE_DMA_OPEN_OR_CREATE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_dma_open_mode regcache_dma_open_mode;
+#else
+typedef uint32_t regcache_dma_open_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// The copy path of a message (`regcache_dma_delivery.path`,
+// `regcache_dma_send_report.path`).
+enum regcache_dma_path
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // One `process_vm_writev` into the receiver's buffer (single copy).
+  REGCACHE_DMA_PATH_CMA = 0,
+  // Through the receiver's bounce segment (two copies).
+  REGCACHE_DMA_PATH_BOUNCE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_dma_path regcache_dma_path;
+#else
+typedef uint32_t regcache_dma_path;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// Which record of a shm_signal an endpoint owns (waits on); it rings the
+// other one.
+enum regcache_shm_signal_side
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Owns `north`, rings `south`.
+  REGCACHE_SHM_SIGNAL_NORTH = 0,
+  // Owns `south`, rings `north`.
+  REGCACHE_SHM_SIGNAL_SOUTH = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_shm_signal_side regcache_shm_signal_side;
+#else
+typedef uint32_t regcache_shm_signal_side;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// How to open a shm_signal endpoint.
+enum regcache_shm_signal_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Initialise the descriptor (zero-filled memory) and open an endpoint.
+  REGCACHE_SHM_SIGNAL_CREATE = 0,
+  // Attach to a descriptor initialised by a peer.
+  REGCACHE_SHM_SIGNAL_ATTACH = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_shm_signal_mode regcache_shm_signal_mode;
+#else
+typedef uint32_t regcache_shm_signal_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A registration cache (opaque). Create with `regcache_cache_new`,
 // destroy with `regcache_cache_destroy`.
 typedef struct regcache_cache regcache_cache;
+
+// A bound receiver (opaque). **Owned by one thread**: its calls must not
+// run concurrently with each other (hand it over between threads only
+// with your own synchronisation).
+typedef struct regcache_dma_receiver regcache_dma_receiver;
+
+// A handle on a keyed-DMA registry (opaque): a 0600 file in `/dev/shm`
+// shared by the processes of a job. Thread-safe: any thread may send
+// through it concurrently (but not while it is being closed).
+typedef struct regcache_dma_registry regcache_dma_registry;
 
 // A registration obtained from `regcache_cache_get` (opaque, never
 // dereferenced: the value names an entry of the library's handle table).
@@ -173,6 +320,10 @@ typedef struct regcache_handle regcache_handle;
 // An ummunotify event source (opaque): a kernel device, userfaultfd with a
 // monitor thread, or external reports. Open with `regcache_notifier_open`.
 typedef struct regcache_notifier regcache_notifier;
+
+// One endpoint of a shm_signal doorbell pair (opaque). Waited on by one
+// thread, notified by any.
+typedef struct regcache_shm_signal regcache_shm_signal;
 
 // Cache configuration. Fill with `regcache_config_default` or
 // `regcache_config_from_env`, then adjust.
@@ -262,6 +413,119 @@ typedef struct regcache_event {
   // `LAST`: the generation the drain is complete up to; else 0.
   uint64_t generation;
 } regcache_event;
+
+// A DMA key: `(st_dev, st_ino, offset)` of a byte of a shared file. Two
+// processes mapping the same file (at any addresses) compute the same
+// key.
+typedef struct regcache_dma_key {
+  // `st_dev` of the backing file.
+  uint64_t dev;
+  // `st_ino` of the backing file.
+  uint64_t ino;
+  // Byte offset in the file.
+  uint64_t offset;
+} regcache_dma_key;
+
+// Registry tunables. Fill with `regcache_dma_config_default` (which
+// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE` and
+// `REGCACHE_TRANSPORT_CMA_MIN_BYTES`), then adjust.
+typedef struct regcache_dma_config {
+  // Never try `process_vm_writev`; always bounce (0 or 1).
+  uint32_t force_bounce;
+  // Polls of the doorbell before a receiver sleeps in `recv`.
+  uint32_t spin_iters;
+  // Messages shorter than this take the bounce path even when single
+  // copy is permitted (0: always try single copy). Default 8192.
+  uint64_t cma_min_bytes;
+  // How long a sender with no free descriptor waits for a restock
+  // before its one retry, in ns (≥ 1). Default 100 ms.
+  uint64_t restock_wait_ns;
+  // How long unbind waits for in-flight sends, in ns (≥ 1). Default
+  // 10 s.
+  uint64_t unbind_wait_ns;
+  // Reserved for tunables to come; must be 0.
+  uint64_t reserved[4];
+} regcache_dma_config;
+
+// Counters of one registry handle (this process's sends through it).
+typedef struct regcache_dma_stats {
+  // Sends completed with `process_vm_writev`.
+  uint64_t cma_sends;
+  // Sends completed through a bounce segment.
+  uint64_t bounce_sends;
+  // `process_vm_writev` calls refused with `EPERM`.
+  uint64_t cma_refusals;
+  // Payload bytes sent.
+  uint64_t bytes_sent;
+  // Sends that found no free descriptor on the first attempt.
+  uint64_t no_free_first_try;
+  // Bindings this process cut off after failed validation.
+  uint64_t cutoffs;
+  // Reserved for counters to come; written as 0.
+  uint64_t reserved[4];
+} regcache_dma_stats;
+
+// A piece of memory, laid out as `struct iovec`.
+typedef struct regcache_iovec {
+  // First byte.
+  void *base;
+  // Length in bytes.
+  size_t len;
+} regcache_iovec;
+
+// A receive buffer for `regcache_dma_bind`: `nsections` (1 to
+// `REGCACHE_DMA_MAX_SECTIONS`) non-empty sections, filled in order.
+typedef struct regcache_dma_buffer {
+  // The sections.
+  const struct regcache_iovec *sections;
+  // How many.
+  size_t nsections;
+} regcache_dma_buffer;
+
+// What a successful `regcache_dma_send` did.
+typedef struct regcache_dma_send_report {
+  // Bytes delivered: `min(source, destination buffer)`.
+  uint64_t copied;
+  // Descriptor index used at the receiver.
+  uint32_t index;
+  // A `regcache_dma_path` value.
+  uint32_t path;
+  // 1 when the source was longer than the destination buffer.
+  uint32_t truncated;
+  // 1 when the first attempt found no free descriptor and the retry
+  // after the restock request succeeded.
+  uint32_t retried;
+  // Reserved for fields to come; written as 0.
+  uint32_t reserved[2];
+} regcache_dma_send_report;
+
+// A message delivered to a receiver.
+typedef struct regcache_dma_delivery {
+  // Bytes written into the buffer's sections, in order.
+  uint64_t len;
+  // Buffer (descriptor) index, as in `regcache_dma_bind`'s array; pass
+  // it to `regcache_dma_receiver_restock` when done with the bytes.
+  uint32_t index;
+  // The sender's pid.
+  uint32_t sender_pid;
+  // A `regcache_dma_path` value.
+  uint32_t path;
+  // Reserved; written as 0.
+  uint32_t reserved;
+} regcache_dma_delivery;
+
+// Counters of one doorbell (irq) record of a shm_signal
+// (`regcache_shm_signal_stats`).
+typedef struct regcache_irq_stats {
+  // `notify` calls aimed at this record.
+  uint64_t notifies;
+  // Real `futex_wake` calls issued for it.
+  uint64_t wakes_sent;
+  // Wake-ups its owner consumed.
+  uint64_t wakes_taken;
+  // Times its owner slept in `futex_wait`.
+  uint64_t sleeps;
+} regcache_irq_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -589,6 +853,300 @@ enum regcache_result regcache_last_error(char *buf, size_t len, size_t *out_len)
 
 // The library version (`"0.1.0"`), static, NUL-terminated.
 const char *regcache_version(void);
+
+// The key of byte `offset` of the file behind `fd` (`fstat`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`fd` <
+// 0), `REGCACHE_ERR_KEY` (`fstat` failed, e.g. a closed descriptor).
+//
+// # Safety
+// `out` is NULL or valid for a write.
+enum regcache_result regcache_dma_key_from_fd(int fd,
+                                              uint64_t offset,
+                                              struct regcache_dma_key *out);
+
+// The key of the byte at `addr` in this process (looked up in
+// `/proc/self/maps`): the mapping must be shared and file-backed.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT` (`out`, or `addr` NULL),
+// `REGCACHE_ERR_NOT_SHARED` (unmapped, private or anonymous memory),
+// `REGCACHE_ERR_KEY`.
+//
+// # Safety
+// `out` is NULL or valid for a write. `addr` is only looked up, never
+// dereferenced.
+enum regcache_result regcache_dma_key_from_addr(const void *addr, struct regcache_dma_key *out);
+
+// Fill `out` with the default registry tunables (environment included:
+// `REGCACHE_TRANSPORT_FORCE_BOUNCE=1`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`.
+//
+// # Safety
+// `out` is NULL or valid for a write.
+enum regcache_result regcache_dma_config_default(struct regcache_dma_config *out);
+
+// Open the registry `/dev/shm/<name>` (`mode`: a `regcache_dma_open_mode`)
+// with `config` (NULL: `regcache_dma_config_default`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
+// name: empty, with `/`, over 200 bytes or not UTF-8; unknown mode; bad
+// config), `REGCACHE_ERR_EXISTS`, `REGCACHE_ERR_NOT_FOUND`,
+// `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
+// `REGCACHE_ERR_BAD_SHARED_LAYOUT` (not a registry of this build).
+//
+// # Safety
+// `name` is NULL or NUL-terminated; `config` NULL or readable; `out`
+// NULL or writable.
+enum regcache_result regcache_dma_registry_open(const char *name,
+                                                uint32_t mode,
+                                                const struct regcache_dma_config *config,
+                                                struct regcache_dma_registry **out);
+
+// Close a registry handle. Receivers bound through it stay valid (they
+// keep the mapping); the file stays until `regcache_dma_registry_unlink`.
+// Using the handle afterwards returns `REGCACHE_ERR_DESTROYED`. Not
+// concurrently with other calls on it.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `registry` is NULL or from `regcache_dma_registry_open`.
+enum regcache_result regcache_dma_registry_close(struct regcache_dma_registry *registry);
+
+// Remove the registry file `/dev/shm/<name>` (open handles stay valid).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
+// name), `REGCACHE_ERR_NOT_FOUND`, `REGCACHE_ERR_SHM`.
+//
+// # Safety
+// `name` is NULL or NUL-terminated.
+enum regcache_result regcache_dma_registry_unlink(const char *name);
+
+// This handle's counters.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `registry` as for `regcache_dma_registry_close`; `out` NULL or
+// writable.
+enum regcache_result regcache_dma_registry_stats(const struct regcache_dma_registry *registry,
+                                                 struct regcache_dma_stats *out);
+
+// Bind `buffers` as this process's receive descriptors for `key`.
+//
+// `ranges` (1 to `REGCACHE_DMA_MAX_RANGES`) are the memory the sections
+// live in; every section of every buffer (1 to `REGCACHE_DMA_MAX_BUFFERS`
+// buffers of 1 to `REGCACHE_DMA_MAX_SECTIONS` sections) must lie inside
+// one of them. A message fills the sections of one buffer in order. The
+// receiver is owned by the calling thread (see `regcache_dma_receiver`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_RANGE` (a NULL,
+// empty or overflowing range or section), `REGCACHE_ERR_INVALID_ARGUMENT`
+// (counts out of limits, a section outside the ranges),
+// `REGCACHE_ERR_KEY_IN_USE`, `REGCACHE_ERR_REGISTRY_FULL`,
+// `REGCACHE_ERR_SHM` (the bounce segment), `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// The arrays are readable for their counts. Every section must stay
+// mapped, writable and unmoved until the receiver is unbound (other
+// processes write into it). Read a buffer only between the delivery that
+// names it and its restock.
+enum regcache_result regcache_dma_bind(const struct regcache_dma_registry *registry,
+                                       struct regcache_dma_key key,
+                                       const struct regcache_iovec *ranges,
+                                       size_t nranges,
+                                       const struct regcache_dma_buffer *buffers,
+                                       size_t nbuffers,
+                                       struct regcache_dma_receiver **out);
+
+// Send the concatenation of `src[0..nsrc]` to the receiver bound to
+// `key` (in another process). Copies `min(total, buffer capacity)` bytes.
+// Pieces of length 0 are skipped (their `base` may be NULL).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_RANGE` (a NULL or
+// overflowing piece, or nothing to send), `REGCACHE_ERR_INVALID_ARGUMENT`
+// (`nsrc` over `REGCACHE_DMA_MAX_SOURCES`), `REGCACHE_ERR_NO_RECEIVER`,
+// `REGCACHE_ERR_NO_FREE_DESCRIPTOR`, `REGCACHE_ERR_CUT_OFF`,
+// `REGCACHE_ERR_CORRUPT_DESCRIPTOR`, `REGCACHE_ERR_COPY_FAILED`,
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `src` readable for `nsrc` entries, each piece readable for its length;
+// `out` NULL or writable.
+enum regcache_result regcache_dma_send(const struct regcache_dma_registry *registry,
+                                       struct regcache_dma_key key,
+                                       const struct regcache_iovec *src,
+                                       size_t nsrc,
+                                       struct regcache_dma_send_report *out);
+
+// Wait for a message: `timeout_ns` < 0 waits forever, 0 only checks,
+// > 0 waits that long (spinning first, then sleeping on the doorbell).
+//
+// # Errors
+// `REGCACHE_ERR_TIMED_OUT` (nothing arrived; `out` untouched),
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+// `REGCACHE_ERR_CUT_OFF` (unbind and bind again),
+// `REGCACHE_ERR_CORRUPT_DESCRIPTOR` (a descriptor was repaired and freed;
+// the receiver keeps working).
+//
+// # Safety
+// `receiver` NULL or from `regcache_dma_bind`, used by one thread at a
+// time; `out` NULL or writable.
+enum regcache_result regcache_dma_receiver_recv(struct regcache_dma_receiver *receiver,
+                                                int64_t timeout_ns,
+                                                struct regcache_dma_delivery *out);
+
+// Hand buffer `index` (from a delivery) back for the next message.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+// `REGCACHE_ERR_INVALID_ARGUMENT` (index out of range).
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_restock(struct regcache_dma_receiver *receiver,
+                                                   uint32_t index);
+
+// Whether a sender found no free buffer since the last call (then
+// restock what you can). Writes 1 or 0 to `out`.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_restock_requested(struct regcache_dma_receiver *receiver,
+                                                             uint32_t *out);
+
+// Wait on the receiver's doorbell without taking a delivery (for loops
+// that also watch `regcache_dma_receiver_restock_requested`):
+// `timeout_ns` < 0 forever, 0 only checks, > 0 that long. `REGCACHE_OK`
+// when rung (then call `regcache_dma_receiver_recv` with timeout 0).
+//
+// # Errors
+// `REGCACHE_ERR_TIMED_OUT`, `REGCACHE_ERR_NULL_ARGUMENT`,
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_wait(struct regcache_dma_receiver *receiver,
+                                                int64_t timeout_ns);
+
+// The key this receiver is bound to.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_key(struct regcache_dma_receiver *receiver,
+                                               struct regcache_dma_key *out);
+
+// Unbind and close the receiver: no new send finds it; in-flight sends
+// are waited for (up to `unbind_wait_ns`); its bounce segment is removed.
+// The handle is closed even on error; using it again returns
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+// `REGCACHE_ERR_UNBIND_BUSY` (sends still in flight: the buffers must
+// stay valid).
+//
+// # Safety
+// As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_unbind(struct regcache_dma_receiver *receiver);
+
+// Open the `side` endpoint of the descriptor at `offset` (64-byte
+// aligned; `REGCACHE_SHM_SIGNAL_SIZE` bytes) of the file behind `fd` (a
+// memfd, a `/dev/shm` file; the library maps its own duplicate, so `fd`
+// may be closed afterwards). `mode`: a `regcache_shm_signal_mode`.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`fd` <
+// 0, unknown side or mode), `REGCACHE_ERR_SHM` (`dup`, `fstat`, `mmap`;
+// an empty file), `REGCACHE_ERR_SEGMENT_TOO_SMALL` (out of bounds or
+// misaligned), `REGCACHE_ERR_BAD_SHARED_LAYOUT` (attach: not
+// initialised).
+//
+// # Safety
+// `out` NULL or writable.
+enum regcache_result regcache_shm_signal_open_fd(int fd,
+                                                 size_t offset,
+                                                 uint32_t side,
+                                                 uint32_t mode,
+                                                 struct regcache_shm_signal **out);
+
+// As `regcache_shm_signal_open_fd` on the existing shared segment
+// `/dev/shm/<name>` (`shm_open("/<name>")`).
+//
+// # Errors
+// Those of `regcache_shm_signal_open_fd`, `REGCACHE_ERR_NOT_FOUND`.
+//
+// # Safety
+// `name` NULL or NUL-terminated; `out` NULL or writable.
+enum regcache_result regcache_shm_signal_open_named(const char *name,
+                                                    size_t offset,
+                                                    uint32_t side,
+                                                    uint32_t mode,
+                                                    struct regcache_shm_signal **out);
+
+// Close an endpoint (unmaps its segment when it was the last user).
+// Using it afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently
+// with other calls on it.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `signal` NULL or from `regcache_shm_signal_open_*`.
+enum regcache_result regcache_shm_signal_close(struct regcache_shm_signal *signal);
+
+// Ring the other side. `woke` (may be NULL) receives 1 when a real
+// wake-up (`futex_wake`) was issued, 0 when it was suppressed (the peer
+// was awake or a wake-up was already pending). Any thread may notify.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `signal` as for `regcache_shm_signal_close`; `woke` NULL or writable.
+enum regcache_result regcache_shm_signal_notify(const struct regcache_shm_signal *signal,
+                                                uint32_t *woke);
+
+// Wait until our side is rung: `timeout_ns` < 0 forever, 0 only checks
+// (consuming the doorbell), > 0 that long. One waiting thread per
+// endpoint.
+//
+// # Errors
+// `REGCACHE_ERR_TIMED_OUT` (not rung), `REGCACHE_ERR_NULL_ARGUMENT`,
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_shm_signal_close`.
+enum regcache_result regcache_shm_signal_wait(const struct regcache_shm_signal *signal,
+                                              int64_t timeout_ns);
+
+// Counters of the record owned by `side` (a `regcache_shm_signal_side`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT`,
+// `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// As for `regcache_shm_signal_close`; `out` NULL or writable.
+enum regcache_result regcache_shm_signal_stats(const struct regcache_shm_signal *signal,
+                                               uint32_t side,
+                                               struct regcache_irq_stats *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -63,12 +63,53 @@ pub enum regcache_result {
     REGCACHE_ERR_NOTIFIER = 4719,
     /// The output buffer is too small; the required size was written.
     REGCACHE_ERR_BUFFER_TOO_SMALL = 4720,
+    /// Nothing arrived before the timeout (or, with a zero timeout, nothing
+    /// was ready): `regcache_dma_receiver_recv`, `regcache_shm_signal_wait`.
+    REGCACHE_ERR_TIMED_OUT = 4721,
+    /// The shared segment or registry already exists (`EEXIST`).
+    REGCACHE_ERR_EXISTS = 4722,
+    /// The shared segment or registry does not exist (`ENOENT`).
+    REGCACHE_ERR_NOT_FOUND = 4723,
+    /// A shared-segment system call (`open`, `ftruncate`, `fstat`, `mmap`,
+    /// `unlink`, `dup`) failed otherwise (see the detail).
+    REGCACHE_ERR_SHM = 4724,
+    /// A shared record does not fit in the segment or is misaligned.
+    REGCACHE_ERR_SEGMENT_TOO_SMALL = 4725,
+    /// A shm_signal descriptor or DMA registry has the wrong magic, version
+    /// or geometry (another build, or not initialised).
+    REGCACHE_ERR_BAD_SHARED_LAYOUT = 4726,
+    /// Computing a DMA key failed (`fstat`, `/proc/self/maps`).
+    REGCACHE_ERR_KEY = 4727,
+    /// The address is not in a shared, file-backed mapping.
+    REGCACHE_ERR_NOT_SHARED = 4728,
+    /// Another live process already bound this DMA key.
+    REGCACHE_ERR_KEY_IN_USE = 4729,
+    /// Every binding slot of the DMA registry is taken.
+    REGCACHE_ERR_REGISTRY_FULL = 4730,
+    /// No other process has this DMA key bound.
+    REGCACHE_ERR_NO_RECEIVER = 4731,
+    /// The receiver had no free descriptor, even after a restock request and
+    /// one retry.
+    REGCACHE_ERR_NO_FREE_DESCRIPTOR = 4732,
+    /// A DMA descriptor in shared memory failed validation (sender: the
+    /// binding is cut off; receiver: it was repaired and freed).
+    REGCACHE_ERR_CORRUPT_DESCRIPTOR = 4733,
+    /// The DMA binding was cut off after corruption: unbind and bind again.
+    REGCACHE_ERR_CUT_OFF = 4734,
+    /// `process_vm_writev` failed with something other than `EPERM` (the
+    /// receiver died or unmapped its buffer).
+    REGCACHE_ERR_COPY_FAILED = 4735,
+    /// Unbind timed out waiting for in-flight sends: the buffers must stay
+    /// valid (the receiver handle is closed all the same).
+    REGCACHE_ERR_UNBIND_BUSY = 4736,
+    /// Another transport failure (see the detail).
+    REGCACHE_ERR_TRANSPORT = 4737,
 }
 
 use regcache_result::*;
 
 /// Every code, for `regcache_strerror`.
-const ALL: [regcache_result; 21] = [
+const ALL: [regcache_result; 38] = [
     REGCACHE_OK,
     REGCACHE_ERR_NULL_ARGUMENT,
     REGCACHE_ERR_INVALID_RANGE,
@@ -90,6 +131,23 @@ const ALL: [regcache_result; 21] = [
     REGCACHE_ERR_UNSUPPORTED,
     REGCACHE_ERR_NOTIFIER,
     REGCACHE_ERR_BUFFER_TOO_SMALL,
+    REGCACHE_ERR_TIMED_OUT,
+    REGCACHE_ERR_EXISTS,
+    REGCACHE_ERR_NOT_FOUND,
+    REGCACHE_ERR_SHM,
+    REGCACHE_ERR_SEGMENT_TOO_SMALL,
+    REGCACHE_ERR_BAD_SHARED_LAYOUT,
+    REGCACHE_ERR_KEY,
+    REGCACHE_ERR_NOT_SHARED,
+    REGCACHE_ERR_KEY_IN_USE,
+    REGCACHE_ERR_REGISTRY_FULL,
+    REGCACHE_ERR_NO_RECEIVER,
+    REGCACHE_ERR_NO_FREE_DESCRIPTOR,
+    REGCACHE_ERR_CORRUPT_DESCRIPTOR,
+    REGCACHE_ERR_CUT_OFF,
+    REGCACHE_ERR_COPY_FAILED,
+    REGCACHE_ERR_UNBIND_BUSY,
+    REGCACHE_ERR_TRANSPORT,
 ];
 
 impl regcache_result {
@@ -120,6 +178,25 @@ impl regcache_result {
             REGCACHE_ERR_UNSUPPORTED => c"operation not supported by this event source",
             REGCACHE_ERR_NOTIFIER => c"event source system call failed",
             REGCACHE_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
+            REGCACHE_ERR_TIMED_OUT => c"timed out: nothing arrived (or nothing ready)",
+            REGCACHE_ERR_EXISTS => c"shared segment already exists",
+            REGCACHE_ERR_NOT_FOUND => c"shared segment does not exist",
+            REGCACHE_ERR_SHM => c"shared segment system call failed",
+            REGCACHE_ERR_SEGMENT_TOO_SMALL => c"shared segment too small or record misaligned",
+            REGCACHE_ERR_BAD_SHARED_LAYOUT => {
+                c"shared descriptor or registry has the wrong magic, version or layout"
+            }
+            REGCACHE_ERR_KEY => c"computing a DMA key failed",
+            REGCACHE_ERR_NOT_SHARED => c"address is not in a shared file mapping",
+            REGCACHE_ERR_KEY_IN_USE => c"DMA key already bound by another process",
+            REGCACHE_ERR_REGISTRY_FULL => c"DMA registry is full",
+            REGCACHE_ERR_NO_RECEIVER => c"no receiver bound to the DMA key",
+            REGCACHE_ERR_NO_FREE_DESCRIPTOR => c"receiver has no free descriptor",
+            REGCACHE_ERR_CORRUPT_DESCRIPTOR => c"corrupt DMA descriptor",
+            REGCACHE_ERR_CUT_OFF => c"DMA binding cut off after corruption",
+            REGCACHE_ERR_COPY_FAILED => c"cross-process copy (process_vm_writev) failed",
+            REGCACHE_ERR_UNBIND_BUSY => c"unbind timed out waiting for in-flight sends",
+            REGCACHE_ERR_TRANSPORT => c"transport operation failed",
         }
     }
 }

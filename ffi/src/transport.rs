@@ -1,0 +1,1376 @@
+//! `regcache_dma_*`, `regcache_shm_signal_*`: the intra-node transport
+//! (`regcache-transport`'s keyed DMA and shm_signal doorbells).
+//!
+//! Objects (`regcache_dma_registry`, `regcache_dma_receiver`,
+//! `regcache_shm_signal`) follow `notifier.rs`: the C pointer names a
+//! 16-byte tombstone (a magic word and the pointer to the Rust object)
+//! that is never freed, so closing twice or using a closed object answers
+//! `REGCACHE_ERR_DESTROYED` instead of touching freed memory. The
+//! tombstones stay reachable from a static list (leak checkers see them
+//! as reachable).
+
+use crate::result::{Error, ffi_guard, regcache_result, write_out};
+use regcache::AddrRange;
+use regcache_result::*;
+use regcache_transport::dma::{
+    self, Config, CopyPath, DmaBuffer, DmaStats, Receiver, Registry, SendReport,
+};
+use regcache_transport::shm_signal::IrqStats;
+use regcache_transport::{DmaKey, Segment, ShmSignal, Side, SpinPolicy, Wake};
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::atomic::Ordering::{AcqRel, Acquire};
+use std::sync::atomic::{AtomicPtr, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Size in bytes of a shm_signal descriptor in shared memory (place it at
+/// a 64-byte aligned offset of zero-filled memory).
+pub const REGCACHE_SHM_SIGNAL_SIZE: usize = 192;
+/// Most registered ranges per `regcache_dma_bind`.
+pub const REGCACHE_DMA_MAX_RANGES: usize = 4;
+/// Most buffers (descriptors) per `regcache_dma_bind`.
+pub const REGCACHE_DMA_MAX_BUFFERS: usize = 32;
+/// Most sections per buffer.
+pub const REGCACHE_DMA_MAX_SECTIONS: usize = 8;
+/// Most source pieces per `regcache_dma_send` (`IOV_MAX`).
+pub const REGCACHE_DMA_MAX_SOURCES: usize = 1024;
+
+const _: () = {
+    assert!(REGCACHE_SHM_SIGNAL_SIZE == ShmSignal::SIZE);
+    assert!(REGCACHE_DMA_MAX_RANGES == dma::MAX_RANGES);
+    assert!(REGCACHE_DMA_MAX_BUFFERS == dma::MAX_DESCS);
+    assert!(REGCACHE_DMA_MAX_SECTIONS == dma::MAX_SECTIONS);
+};
+
+impl From<regcache_transport::Error> for Error {
+    fn from(e: regcache_transport::Error) -> Self {
+        use regcache_transport::Error as E;
+        let code = match &e {
+            E::BadName(_) | E::InvalidBind(_) => REGCACHE_ERR_INVALID_ARGUMENT,
+            E::Open(io) => match io.raw_os_error() {
+                Some(libc::EEXIST) => REGCACHE_ERR_EXISTS,
+                Some(libc::ENOENT) => REGCACHE_ERR_NOT_FOUND,
+                _ => REGCACHE_ERR_SHM,
+            },
+            E::Truncate(_) | E::Map(_) => REGCACHE_ERR_SHM,
+            E::SegmentTooSmall => REGCACHE_ERR_SEGMENT_TOO_SMALL,
+            E::BadSignal { .. } | E::BadRegistry { .. } => REGCACHE_ERR_BAD_SHARED_LAYOUT,
+            E::Key(_) => REGCACHE_ERR_KEY,
+            E::NotShared { .. } => REGCACHE_ERR_NOT_SHARED,
+            E::KeyInUse(_) => REGCACHE_ERR_KEY_IN_USE,
+            E::RegistryFull => REGCACHE_ERR_REGISTRY_FULL,
+            E::NoReceiver(_) => REGCACHE_ERR_NO_RECEIVER,
+            E::NoFreeDescriptor(_) => REGCACHE_ERR_NO_FREE_DESCRIPTOR,
+            E::EmptySend => REGCACHE_ERR_INVALID_RANGE,
+            E::CorruptDescriptor { .. } => REGCACHE_ERR_CORRUPT_DESCRIPTOR,
+            E::CutOff { .. } => REGCACHE_ERR_CUT_OFF,
+            E::ProcessVmWritev { .. } => REGCACHE_ERR_COPY_FAILED,
+            E::UnbindBusy(_) => REGCACHE_ERR_UNBIND_BUSY,
+            _ => REGCACHE_ERR_TRANSPORT,
+        };
+        Error::new(code, e.to_string())
+    }
+}
+
+// ---------------------------------------------------------------------
+// Tombstoned objects.
+
+const DEAD: u64 = 0xdead_0000_dead_0002;
+
+/// A C-visible object: `magic` is the type's live value while open, then
+/// `DEAD` forever; `inner` the boxed Rust object while open.
+struct Obj<T> {
+    magic: AtomicU64,
+    inner: AtomicPtr<T>,
+}
+
+static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Box `v` behind a new, never-freed tombstone; returns the C pointer.
+fn make<T, C>(magic: u64, v: T) -> *mut C {
+    let obj = Box::leak(Box::new(Obj {
+        magic: AtomicU64::new(magic),
+        inner: AtomicPtr::new(Box::into_raw(Box::new(v))),
+    }));
+    let p = obj as *mut Obj<T>;
+    TOMBSTONES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(p as usize);
+    p.cast::<C>()
+}
+
+/// The live object behind `p`.
+///
+/// # Safety
+/// `p` is NULL or was returned by `make` (tombstones are never freed).
+/// The returned pointer is valid until the object is closed.
+unsafe fn live<T, C>(p: *const C, magic: u64, what: &str) -> Result<*mut T, Error> {
+    if p.is_null() {
+        return Err(Error::null(what));
+    }
+    // SAFETY: a tombstone from `make` (contract); never freed. Only the
+    // magic word is read before it is checked, and every tombstone type
+    // starts with it (`Obj<T>` has the same layout for every `T`).
+    let obj = unsafe { &*p.cast::<Obj<T>>() };
+    if obj.magic.load(Acquire) != magic {
+        return Err(Error::new(
+            REGCACHE_ERR_DESTROYED,
+            format!("the {what} was closed (or is not a {what})"),
+        ));
+    }
+    // Live: `inner` is the Box from `make`, not freed before the
+    // LIVE→DEAD transition, which does not run concurrently (contract).
+    Ok(obj.inner.load(Acquire))
+}
+
+/// Mark `p` closed and take its object back.
+///
+/// # Safety
+/// As [`live`].
+unsafe fn take<T, C>(p: *mut C, magic: u64, what: &str) -> Result<Box<T>, Error> {
+    if p.is_null() {
+        return Err(Error::null(what));
+    }
+    // SAFETY: as in `live`.
+    let obj = unsafe { &*p.cast::<Obj<T>>() };
+    if obj
+        .magic
+        .compare_exchange(magic, DEAD, AcqRel, Acquire)
+        .is_err()
+    {
+        return Err(Error::new(
+            REGCACHE_ERR_DESTROYED,
+            format!("the {what} was already closed (or is not a {what})"),
+        ));
+    }
+    let inner = obj.inner.swap(std::ptr::null_mut(), AcqRel);
+    // SAFETY: we won LIVE→DEAD, so we own the Box from `make`.
+    Ok(unsafe { Box::from_raw(inner) })
+}
+
+const REGISTRY_LIVE: u64 = 0x6463_7265_6769_7374; // "dcregist"
+const RECEIVER_LIVE: u64 = 0x6463_7265_6376_7278; // "dcrecvrx"
+const SIGNAL_LIVE: u64 = 0x6463_7368_6d73_6967; // "dcshmsig"
+
+// ---------------------------------------------------------------------
+// Plain C types.
+
+/// A DMA key: `(st_dev, st_ino, offset)` of a byte of a shared file. Two
+/// processes mapping the same file (at any addresses) compute the same
+/// key.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct regcache_dma_key {
+    /// `st_dev` of the backing file.
+    pub dev: u64,
+    /// `st_ino` of the backing file.
+    pub ino: u64,
+    /// Byte offset in the file.
+    pub offset: u64,
+}
+
+impl From<DmaKey> for regcache_dma_key {
+    fn from(k: DmaKey) -> Self {
+        Self {
+            dev: k.dev,
+            ino: k.ino,
+            offset: k.offset,
+        }
+    }
+}
+
+impl From<regcache_dma_key> for DmaKey {
+    fn from(k: regcache_dma_key) -> Self {
+        Self {
+            dev: k.dev,
+            ino: k.ino,
+            offset: k.offset,
+        }
+    }
+}
+
+/// A piece of memory, laid out as `struct iovec`.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct regcache_iovec {
+    /// First byte.
+    pub base: *mut c_void,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// A receive buffer for `regcache_dma_bind`: `nsections` (1 to
+/// `REGCACHE_DMA_MAX_SECTIONS`) non-empty sections, filled in order.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct regcache_dma_buffer {
+    /// The sections.
+    pub sections: *const regcache_iovec,
+    /// How many.
+    pub nsections: usize,
+}
+
+/// How to open a registry (`regcache_dma_registry_open`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_dma_open_mode {
+    /// Create `/dev/shm/<name>` (0600); `REGCACHE_ERR_EXISTS` if present.
+    REGCACHE_DMA_CREATE = 0,
+    /// Open an existing registry; `REGCACHE_ERR_NOT_FOUND` if absent.
+    REGCACHE_DMA_OPEN = 1,
+    /// Open, or create when absent (racing creators are safe).
+    REGCACHE_DMA_OPEN_OR_CREATE = 2,
+}
+
+/// The copy path of a message (`regcache_dma_delivery.path`,
+/// `regcache_dma_send_report.path`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_dma_path {
+    /// One `process_vm_writev` into the receiver's buffer (single copy).
+    REGCACHE_DMA_PATH_CMA = 0,
+    /// Through the receiver's bounce segment (two copies).
+    REGCACHE_DMA_PATH_BOUNCE = 1,
+}
+
+fn path_of(p: CopyPath) -> u32 {
+    match p {
+        CopyPath::Cma => regcache_dma_path::REGCACHE_DMA_PATH_CMA as u32,
+        CopyPath::Bounce => regcache_dma_path::REGCACHE_DMA_PATH_BOUNCE as u32,
+    }
+}
+
+/// Registry tunables. Fill with `regcache_dma_config_default` (which
+/// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE` and
+/// `REGCACHE_TRANSPORT_CMA_MIN_BYTES`), then adjust.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct regcache_dma_config {
+    /// Never try `process_vm_writev`; always bounce (0 or 1).
+    pub force_bounce: u32,
+    /// Polls of the doorbell before a receiver sleeps in `recv`.
+    pub spin_iters: u32,
+    /// Messages shorter than this take the bounce path even when single
+    /// copy is permitted (0: always try single copy). Default 8192.
+    pub cma_min_bytes: u64,
+    /// How long a sender with no free descriptor waits for a restock
+    /// before its one retry, in ns (≥ 1). Default 100 ms.
+    pub restock_wait_ns: u64,
+    /// How long unbind waits for in-flight sends, in ns (≥ 1). Default
+    /// 10 s.
+    pub unbind_wait_ns: u64,
+    /// Reserved for tunables to come; must be 0.
+    pub reserved: [u64; 4],
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl From<&Config> for regcache_dma_config {
+    fn from(c: &Config) -> Self {
+        Self {
+            force_bounce: u32::from(c.force_bounce),
+            spin_iters: c.spin.iters,
+            cma_min_bytes: c.cma_min_bytes,
+            restock_wait_ns: ns(c.restock_wait),
+            unbind_wait_ns: ns(c.unbind_wait),
+            reserved: [0; 4],
+        }
+    }
+}
+
+// `..Config::default()` is there for the fields the C struct does not
+// carry yet (the assisted copy's tunables are coming).
+#[allow(clippy::needless_update)]
+fn config_of(c: &regcache_dma_config) -> Result<Config, Error> {
+    if c.force_bounce > 1 || c.reserved != [0; 4] {
+        return Err(Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            format!(
+                "force_bounce must be 0 or 1 (is {}), reserved must be 0",
+                c.force_bounce
+            ),
+        ));
+    }
+    if c.restock_wait_ns == 0 || c.unbind_wait_ns == 0 {
+        return Err(Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            "restock_wait_ns and unbind_wait_ns must be at least 1",
+        ));
+    }
+    // Fields the C struct does not carry yet keep their defaults.
+    Ok(Config {
+        force_bounce: c.force_bounce == 1,
+        spin: SpinPolicy {
+            iters: c.spin_iters,
+        },
+        cma_min_bytes: c.cma_min_bytes,
+        restock_wait: Duration::from_nanos(c.restock_wait_ns),
+        unbind_wait: Duration::from_nanos(c.unbind_wait_ns),
+        ..Config::default()
+    })
+}
+
+/// Counters of one registry handle (this process's sends through it).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_dma_stats {
+    /// Sends completed with `process_vm_writev`.
+    pub cma_sends: u64,
+    /// Sends completed through a bounce segment.
+    pub bounce_sends: u64,
+    /// `process_vm_writev` calls refused with `EPERM`.
+    pub cma_refusals: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Sends that found no free descriptor on the first attempt.
+    pub no_free_first_try: u64,
+    /// Bindings this process cut off after failed validation.
+    pub cutoffs: u64,
+    /// Reserved for counters to come; written as 0.
+    pub reserved: [u64; 4],
+}
+
+impl From<DmaStats> for regcache_dma_stats {
+    fn from(s: DmaStats) -> Self {
+        Self {
+            cma_sends: s.cma_sends,
+            bounce_sends: s.bounce_sends,
+            cma_refusals: s.cma_refusals,
+            bytes_sent: s.bytes_sent,
+            no_free_first_try: s.no_free_first_try,
+            cutoffs: s.cutoffs,
+            reserved: [0; 4],
+        }
+    }
+}
+
+/// What a successful `regcache_dma_send` did.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_dma_send_report {
+    /// Bytes delivered: `min(source, destination buffer)`.
+    pub copied: u64,
+    /// Descriptor index used at the receiver.
+    pub index: u32,
+    /// A `regcache_dma_path` value.
+    pub path: u32,
+    /// 1 when the source was longer than the destination buffer.
+    pub truncated: u32,
+    /// 1 when the first attempt found no free descriptor and the retry
+    /// after the restock request succeeded.
+    pub retried: u32,
+    /// Reserved for fields to come; written as 0.
+    pub reserved: [u32; 2],
+}
+
+impl From<SendReport> for regcache_dma_send_report {
+    fn from(r: SendReport) -> Self {
+        Self {
+            copied: r.copied,
+            index: r.index,
+            path: path_of(r.path),
+            truncated: u32::from(r.truncated),
+            retried: u32::from(r.retried),
+            reserved: [0; 2],
+        }
+    }
+}
+
+/// A message delivered to a receiver.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_dma_delivery {
+    /// Bytes written into the buffer's sections, in order.
+    pub len: u64,
+    /// Buffer (descriptor) index, as in `regcache_dma_bind`'s array; pass
+    /// it to `regcache_dma_receiver_restock` when done with the bytes.
+    pub index: u32,
+    /// The sender's pid.
+    pub sender_pid: u32,
+    /// A `regcache_dma_path` value.
+    pub path: u32,
+    /// Reserved; written as 0.
+    pub reserved: u32,
+}
+
+/// Counters of one doorbell (irq) record of a shm_signal
+/// (`regcache_shm_signal_stats`).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_irq_stats {
+    /// `notify` calls aimed at this record.
+    pub notifies: u64,
+    /// Real `futex_wake` calls issued for it.
+    pub wakes_sent: u64,
+    /// Wake-ups its owner consumed.
+    pub wakes_taken: u64,
+    /// Times its owner slept in `futex_wait`.
+    pub sleeps: u64,
+}
+
+impl From<IrqStats> for regcache_irq_stats {
+    fn from(s: IrqStats) -> Self {
+        Self {
+            notifies: s.notifies,
+            wakes_sent: s.wakes_sent,
+            wakes_taken: s.wakes_taken,
+            sleeps: s.sleeps,
+        }
+    }
+}
+
+/// Which record of a shm_signal an endpoint owns (waits on); it rings the
+/// other one.
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_shm_signal_side {
+    /// Owns `north`, rings `south`.
+    REGCACHE_SHM_SIGNAL_NORTH = 0,
+    /// Owns `south`, rings `north`.
+    REGCACHE_SHM_SIGNAL_SOUTH = 1,
+}
+
+fn side_of(side: u32) -> Result<Side, Error> {
+    match side {
+        0 => Ok(Side::North),
+        1 => Ok(Side::South),
+        _ => Err(Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            format!("not a regcache_shm_signal_side: {side}"),
+        )),
+    }
+}
+
+/// How to open a shm_signal endpoint.
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_shm_signal_mode {
+    /// Initialise the descriptor (zero-filled memory) and open an endpoint.
+    REGCACHE_SHM_SIGNAL_CREATE = 0,
+    /// Attach to a descriptor initialised by a peer.
+    REGCACHE_SHM_SIGNAL_ATTACH = 1,
+}
+
+/// `timeout_ns`: < 0 forever, else that long.
+fn timeout_of(timeout_ns: i64) -> Option<Duration> {
+    u64::try_from(timeout_ns).ok().map(Duration::from_nanos)
+}
+
+/// # Safety
+/// `name` is NULL or a NUL-terminated string.
+unsafe fn name_of<'a>(name: *const c_char) -> Result<&'a str, Error> {
+    if name.is_null() {
+        return Err(Error::null("name"));
+    }
+    // SAFETY: NUL-terminated (contract).
+    unsafe { CStr::from_ptr(name) }
+        .to_str()
+        .map_err(|_| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, "name is not valid UTF-8"))
+}
+
+/// `n` elements at `p` as a slice, after checking `p` (when `n > 0`) and
+/// `n` against `max`.
+///
+/// # Safety
+/// When non-NULL, `p` is valid for reads of `n` elements.
+unsafe fn array<'a, T>(p: *const T, n: usize, max: usize, what: &str) -> Result<&'a [T], Error> {
+    if n > max {
+        return Err(Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            format!("{what}: {n} elements, at most {max}"),
+        ));
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Error::null(what));
+    }
+    // SAFETY: non-NULL, valid for `n` reads (contract); n ≤ max is small.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+fn range_of(v: &regcache_iovec) -> Result<AddrRange, Error> {
+    Ok(AddrRange::from_buffer(
+        v.base.cast_const().cast::<u8>(),
+        v.len,
+    )?)
+}
+
+// ---------------------------------------------------------------------
+// Keys.
+
+/// The key of byte `offset` of the file behind `fd` (`fstat`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`fd` <
+/// 0), `REGCACHE_ERR_KEY` (`fstat` failed, e.g. a closed descriptor).
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_key_from_fd(
+    fd: c_int,
+    offset: u64,
+    out: *mut regcache_dma_key,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        if fd < 0 {
+            return Err(Error::new(
+                REGCACHE_ERR_INVALID_ARGUMENT,
+                format!("negative file descriptor {fd}"),
+            ));
+        }
+        let k = DmaKey::from_fd(fd, offset)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", k.into()) }
+    })
+}
+
+/// The key of the byte at `addr` in this process (looked up in
+/// `/proc/self/maps`): the mapping must be shared and file-backed.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT` (`out`, or `addr` NULL),
+/// `REGCACHE_ERR_NOT_SHARED` (unmapped, private or anonymous memory),
+/// `REGCACHE_ERR_KEY`.
+///
+/// # Safety
+/// `out` is NULL or valid for a write. `addr` is only looked up, never
+/// dereferenced.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_key_from_addr(
+    addr: *const c_void,
+    out: *mut regcache_dma_key,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        if addr.is_null() {
+            return Err(Error::null("addr"));
+        }
+        let k = DmaKey::from_addr(addr as u64)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", k.into()) }
+    })
+}
+
+// ---------------------------------------------------------------------
+// Registry.
+
+/// A handle on a keyed-DMA registry (opaque): a 0600 file in `/dev/shm`
+/// shared by the processes of a job. Thread-safe: any thread may send
+/// through it concurrently (but not while it is being closed).
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct regcache_dma_registry {
+    _private: [u8; 0],
+}
+
+/// A bound receiver (opaque). **Owned by one thread**: its calls must not
+/// run concurrently with each other (hand it over between threads only
+/// with your own synchronisation).
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct regcache_dma_receiver {
+    _private: [u8; 0],
+}
+
+/// # Safety
+/// As for `live`.
+unsafe fn registry_ref<'a>(r: *const regcache_dma_registry) -> Result<&'a Registry, Error> {
+    // SAFETY: forwarded contract. The pointer is live until close, which
+    // does not run concurrently; only shared borrows are made (senders on
+    // many threads).
+    unsafe { live::<Registry, _>(r, REGISTRY_LIVE, "registry") }.map(|r| unsafe { &*r })
+}
+
+/// Fill `out` with the default registry tunables (environment included:
+/// `REGCACHE_TRANSPORT_FORCE_BOUNCE=1`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`.
+///
+/// # Safety
+/// `out` is NULL or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_config_default(
+    out: *mut regcache_dma_config,
+) -> regcache_result {
+    ffi_guard(|| {
+        let c = regcache_dma_config::from(&Config::default());
+        // SAFETY: NULL-checked by write_out; writable (contract).
+        unsafe { write_out(out, "out", c) }
+    })
+}
+
+/// Open the registry `/dev/shm/<name>` (`mode`: a `regcache_dma_open_mode`)
+/// with `config` (NULL: `regcache_dma_config_default`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
+/// name: empty, with `/`, over 200 bytes or not UTF-8; unknown mode; bad
+/// config), `REGCACHE_ERR_EXISTS`, `REGCACHE_ERR_NOT_FOUND`,
+/// `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
+/// `REGCACHE_ERR_BAD_SHARED_LAYOUT` (not a registry of this build).
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated; `config` NULL or readable; `out`
+/// NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_registry_open(
+    name: *const c_char,
+    mode: u32,
+    config: *const regcache_dma_config,
+    out: *mut *mut regcache_dma_registry,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        // SAFETY: contract.
+        let name = unsafe { name_of(name) }?;
+        let config = if config.is_null() {
+            Config::default()
+        } else {
+            // SAFETY: non-NULL and readable (contract).
+            config_of(unsafe { &*config })?
+        };
+        let reg = match mode {
+            0 => Registry::create_with(name, config)?,
+            1 => Registry::open_with(name, config)?,
+            2 => open_or_create(name, config)?,
+            _ => {
+                return Err(Error::new(
+                    REGCACHE_ERR_INVALID_ARGUMENT,
+                    format!("not a regcache_dma_open_mode: {mode}"),
+                ));
+            }
+        };
+        let p = make::<Registry, regcache_dma_registry>(REGISTRY_LIVE, reg);
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", p) }
+    })
+}
+
+/// `Registry::open_or_create` with a config.
+fn open_or_create(name: &str, config: Config) -> Result<Registry, regcache_transport::Error> {
+    use regcache_transport::Error as E;
+    match Registry::create_with(name, config.clone()) {
+        Err(E::Open(e)) if e.raw_os_error() == Some(libc::EEXIST) => {
+            let mut last = None;
+            for _ in 0..1000 {
+                match Registry::open_with(name, config.clone()) {
+                    Ok(r) => return Ok(r),
+                    // A creator between O_EXCL and its header store.
+                    Err(e @ (E::BadRegistry { .. } | E::SegmentTooSmall)) => {
+                        last = Some(e);
+                        std::thread::yield_now();
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(last.unwrap_or(E::SegmentTooSmall))
+        }
+        r => r,
+    }
+}
+
+/// Close a registry handle. Receivers bound through it stay valid (they
+/// keep the mapping); the file stays until `regcache_dma_registry_unlink`.
+/// Using the handle afterwards returns `REGCACHE_ERR_DESTROYED`. Not
+/// concurrently with other calls on it.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `registry` is NULL or from `regcache_dma_registry_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_registry_close(
+    registry: *mut regcache_dma_registry,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        drop(unsafe { take::<Registry, _>(registry, REGISTRY_LIVE, "registry") }?);
+        Ok(())
+    })
+}
+
+/// Remove the registry file `/dev/shm/<name>` (open handles stay valid).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
+/// name), `REGCACHE_ERR_NOT_FOUND`, `REGCACHE_ERR_SHM`.
+///
+/// # Safety
+/// `name` is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_registry_unlink(name: *const c_char) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let name = unsafe { name_of(name) }?;
+        Ok(Registry::unlink(name)?)
+    })
+}
+
+/// This handle's counters.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `registry` as for `regcache_dma_registry_close`; `out` NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_registry_stats(
+    registry: *const regcache_dma_registry,
+    out: *mut regcache_dma_stats,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let r = unsafe { registry_ref(registry) }?;
+        // SAFETY: NULL-checked by write_out; writable (contract).
+        unsafe { write_out(out, "out", r.stats().into()) }
+    })
+}
+
+/// Bind `buffers` as this process's receive descriptors for `key`.
+///
+/// `ranges` (1 to `REGCACHE_DMA_MAX_RANGES`) are the memory the sections
+/// live in; every section of every buffer (1 to `REGCACHE_DMA_MAX_BUFFERS`
+/// buffers of 1 to `REGCACHE_DMA_MAX_SECTIONS` sections) must lie inside
+/// one of them. A message fills the sections of one buffer in order. The
+/// receiver is owned by the calling thread (see `regcache_dma_receiver`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_RANGE` (a NULL,
+/// empty or overflowing range or section), `REGCACHE_ERR_INVALID_ARGUMENT`
+/// (counts out of limits, a section outside the ranges),
+/// `REGCACHE_ERR_KEY_IN_USE`, `REGCACHE_ERR_REGISTRY_FULL`,
+/// `REGCACHE_ERR_SHM` (the bounce segment), `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// The arrays are readable for their counts. Every section must stay
+/// mapped, writable and unmoved until the receiver is unbound (other
+/// processes write into it). Read a buffer only between the delivery that
+/// names it and its restock.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_bind(
+    registry: *const regcache_dma_registry,
+    key: regcache_dma_key,
+    ranges: *const regcache_iovec,
+    nranges: usize,
+    buffers: *const regcache_dma_buffer,
+    nbuffers: usize,
+    out: *mut *mut regcache_dma_receiver,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let r = unsafe { registry_ref(registry) }?;
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        // SAFETY: readable for the counts (contract).
+        let ranges = unsafe { array(ranges, nranges, dma::MAX_RANGES, "ranges") }?;
+        // SAFETY: as above.
+        let buffers = unsafe { array(buffers, nbuffers, dma::MAX_DESCS, "buffers") }?;
+        let ranges = ranges.iter().map(range_of).collect::<Result<Vec<_>, _>>()?;
+        let mut bufs = Vec::with_capacity(buffers.len());
+        for b in buffers {
+            // SAFETY: readable for the count (contract).
+            let secs = unsafe { array(b.sections, b.nsections, dma::MAX_SECTIONS, "sections") }?;
+            bufs.push(DmaBuffer::new(
+                secs.iter().map(range_of).collect::<Result<Vec<_>, _>>()?,
+            ));
+        }
+        // SAFETY: the caller keeps the sections valid until unbind
+        // (contract, forwarded from `Registry::bind`).
+        let rx = unsafe { r.bind(key.into(), &ranges, &bufs) }?;
+        let p = make::<Receiver, regcache_dma_receiver>(RECEIVER_LIVE, rx);
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", p) }
+    })
+}
+
+/// Send the concatenation of `src[0..nsrc]` to the receiver bound to
+/// `key` (in another process). Copies `min(total, buffer capacity)` bytes.
+/// Pieces of length 0 are skipped (their `base` may be NULL).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_RANGE` (a NULL or
+/// overflowing piece, or nothing to send), `REGCACHE_ERR_INVALID_ARGUMENT`
+/// (`nsrc` over `REGCACHE_DMA_MAX_SOURCES`), `REGCACHE_ERR_NO_RECEIVER`,
+/// `REGCACHE_ERR_NO_FREE_DESCRIPTOR`, `REGCACHE_ERR_CUT_OFF`,
+/// `REGCACHE_ERR_CORRUPT_DESCRIPTOR`, `REGCACHE_ERR_COPY_FAILED`,
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `src` readable for `nsrc` entries, each piece readable for its length;
+/// `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_send(
+    registry: *const regcache_dma_registry,
+    key: regcache_dma_key,
+    src: *const regcache_iovec,
+    nsrc: usize,
+    out: *mut regcache_dma_send_report,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let r = unsafe { registry_ref(registry) }?;
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        // SAFETY: readable for the count (contract).
+        let src = unsafe { array(src, nsrc, REGCACHE_DMA_MAX_SOURCES, "src") }?;
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(src.len());
+        for v in src {
+            if v.len == 0 {
+                continue;
+            }
+            let rg = range_of(v)?;
+            if rg.end() > isize::MAX as u64 {
+                return Err(Error::new(
+                    REGCACHE_ERR_INVALID_RANGE,
+                    format!("source piece {rg:?} is not addressable"),
+                ));
+            }
+            // SAFETY: non-NULL, in the address space, readable for `len`
+            // bytes (contract); only read during this call.
+            pieces.push(unsafe { std::slice::from_raw_parts(v.base.cast::<u8>(), v.len) });
+        }
+        let rep = r.send(key.into(), &pieces)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", rep.into()) }
+    })
+}
+
+/// # Safety
+/// As for `live` with a `&mut` use.
+unsafe fn receiver_mut<'a>(rx: *mut regcache_dma_receiver) -> Result<&'a mut Receiver, Error> {
+    // SAFETY: forwarded contract. Live until unbind; one thread at a time
+    // uses a receiver (contract), so the `&mut` is unique.
+    unsafe { live::<Receiver, _>(rx, RECEIVER_LIVE, "receiver") }.map(|r| unsafe { &mut *r })
+}
+
+/// Wait for a message: `timeout_ns` < 0 waits forever, 0 only checks,
+/// > 0 waits that long (spinning first, then sleeping on the doorbell).
+///
+/// # Errors
+/// `REGCACHE_ERR_TIMED_OUT` (nothing arrived; `out` untouched),
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_CUT_OFF` (unbind and bind again),
+/// `REGCACHE_ERR_CORRUPT_DESCRIPTOR` (a descriptor was repaired and freed;
+/// the receiver keeps working).
+///
+/// # Safety
+/// `receiver` NULL or from `regcache_dma_bind`, used by one thread at a
+/// time; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_recv(
+    receiver: *mut regcache_dma_receiver,
+    timeout_ns: i64,
+    out: *mut regcache_dma_delivery,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        let got = if timeout_ns == 0 {
+            rx.try_recv()?
+        } else {
+            rx.recv(timeout_of(timeout_ns))?
+        };
+        let Some(d) = got else {
+            return Err(Error::new(
+                REGCACHE_ERR_TIMED_OUT,
+                "no message arrived before the timeout",
+            ));
+        };
+        let d = regcache_dma_delivery {
+            len: d.len,
+            index: d.index,
+            sender_pid: d.sender_pid,
+            path: path_of(d.path),
+            reserved: 0,
+        };
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", d) }
+    })
+}
+
+/// Hand buffer `index` (from a delivery) back for the next message.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_INVALID_ARGUMENT` (index out of range).
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_restock(
+    receiver: *mut regcache_dma_receiver,
+    index: u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        Ok(rx.restock(index)?)
+    })
+}
+
+/// Whether a sender found no free buffer since the last call (then
+/// restock what you can). Writes 1 or 0 to `out`.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_restock_requested(
+    receiver: *mut regcache_dma_receiver,
+    out: *mut u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        let v = u32::from(rx.restock_requested());
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", v) }
+    })
+}
+
+/// Wait on the receiver's doorbell without taking a delivery (for loops
+/// that also watch `regcache_dma_receiver_restock_requested`):
+/// `timeout_ns` < 0 forever, 0 only checks, > 0 that long. `REGCACHE_OK`
+/// when rung (then call `regcache_dma_receiver_recv` with timeout 0).
+///
+/// # Errors
+/// `REGCACHE_ERR_TIMED_OUT`, `REGCACHE_ERR_NULL_ARGUMENT`,
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_wait(
+    receiver: *mut regcache_dma_receiver,
+    timeout_ns: i64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        // A zero timeout polls once (no spin: the futex wait returns at
+        // once, after which the doorbell is checked again).
+        let t = if timeout_ns == 0 {
+            Some(Duration::ZERO)
+        } else {
+            timeout_of(timeout_ns)
+        };
+        match rx.wait(t) {
+            Wake::Signalled => Ok(()),
+            Wake::TimedOut => Err(Error::new(
+                REGCACHE_ERR_TIMED_OUT,
+                "the receiver's doorbell was not rung",
+            )),
+        }
+    })
+}
+
+/// The key this receiver is bound to.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_key(
+    receiver: *mut regcache_dma_receiver,
+    out: *mut regcache_dma_key,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { receiver_mut(receiver) }?;
+        // SAFETY: NULL-checked by write_out; writable (contract).
+        unsafe { write_out(out, "out", rx.key().into()) }
+    })
+}
+
+/// Unbind and close the receiver: no new send finds it; in-flight sends
+/// are waited for (up to `unbind_wait_ns`); its bounce segment is removed.
+/// The handle is closed even on error; using it again returns
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
+/// `REGCACHE_ERR_UNBIND_BUSY` (sends still in flight: the buffers must
+/// stay valid).
+///
+/// # Safety
+/// As for `regcache_dma_receiver_recv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_dma_receiver_unbind(
+    receiver: *mut regcache_dma_receiver,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let rx = unsafe { take::<Receiver, _>(receiver, RECEIVER_LIVE, "receiver") }?;
+        Ok(rx.unbind()?)
+    })
+}
+
+// ---------------------------------------------------------------------
+// shm_signal.
+
+/// One endpoint of a shm_signal doorbell pair (opaque). Waited on by one
+/// thread, notified by any.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct regcache_shm_signal {
+    _private: [u8; 0],
+}
+
+fn open_signal(
+    seg: Segment,
+    offset: usize,
+    side: u32,
+    mode: u32,
+) -> Result<*mut regcache_shm_signal, Error> {
+    let side = side_of(side)?;
+    let seg = Arc::new(seg);
+    let sig = match mode {
+        0 => ShmSignal::create(seg, offset, side)?,
+        1 => ShmSignal::attach(seg, offset, side)?,
+        _ => {
+            return Err(Error::new(
+                REGCACHE_ERR_INVALID_ARGUMENT,
+                format!("not a regcache_shm_signal_mode: {mode}"),
+            ));
+        }
+    };
+    Ok(make::<ShmSignal, regcache_shm_signal>(SIGNAL_LIVE, sig))
+}
+
+/// Open the `side` endpoint of the descriptor at `offset` (64-byte
+/// aligned; `REGCACHE_SHM_SIGNAL_SIZE` bytes) of the file behind `fd` (a
+/// memfd, a `/dev/shm` file; the library maps its own duplicate, so `fd`
+/// may be closed afterwards). `mode`: a `regcache_shm_signal_mode`.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`fd` <
+/// 0, unknown side or mode), `REGCACHE_ERR_SHM` (`dup`, `fstat`, `mmap`;
+/// an empty file), `REGCACHE_ERR_SEGMENT_TOO_SMALL` (out of bounds or
+/// misaligned), `REGCACHE_ERR_BAD_SHARED_LAYOUT` (attach: not
+/// initialised).
+///
+/// # Safety
+/// `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_open_fd(
+    fd: c_int,
+    offset: usize,
+    side: u32,
+    mode: u32,
+    out: *mut *mut regcache_shm_signal,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        if fd < 0 {
+            return Err(Error::new(
+                REGCACHE_ERR_INVALID_ARGUMENT,
+                format!("negative file descriptor {fd}"),
+            ));
+        }
+        side_of(side)?;
+        // SAFETY: plain syscall; the result is a new descriptor we own.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(Error::new(
+                REGCACHE_ERR_SHM,
+                format!("dup of fd {fd} failed: {}", std::io::Error::last_os_error()),
+            ));
+        }
+        // SAFETY: `dup` was just returned by fcntl and is owned by no one.
+        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        let p = open_signal(Segment::map_fd(owned)?, offset, side, mode)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", p) }
+    })
+}
+
+/// As `regcache_shm_signal_open_fd` on the existing shared segment
+/// `/dev/shm/<name>` (`shm_open("/<name>")`).
+///
+/// # Errors
+/// Those of `regcache_shm_signal_open_fd`, `REGCACHE_ERR_NOT_FOUND`.
+///
+/// # Safety
+/// `name` NULL or NUL-terminated; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_open_named(
+    name: *const c_char,
+    offset: usize,
+    side: u32,
+    mode: u32,
+    out: *mut *mut regcache_shm_signal,
+) -> regcache_result {
+    ffi_guard(|| {
+        if out.is_null() {
+            return Err(Error::null("out"));
+        }
+        // SAFETY: contract.
+        let name = unsafe { name_of(name) }?;
+        side_of(side)?;
+        let p = open_signal(Segment::open(name)?, offset, side, mode)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { write_out(out, "out", p) }
+    })
+}
+
+/// # Safety
+/// As for `live`.
+unsafe fn signal_ref<'a>(s: *const regcache_shm_signal) -> Result<&'a ShmSignal, Error> {
+    // SAFETY: forwarded contract. Live until close, which does not run
+    // concurrently; only shared borrows are made.
+    unsafe { live::<ShmSignal, _>(s, SIGNAL_LIVE, "shm_signal") }.map(|s| unsafe { &*s })
+}
+
+/// Close an endpoint (unmaps its segment when it was the last user).
+/// Using it afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently
+/// with other calls on it.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `signal` NULL or from `regcache_shm_signal_open_*`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_close(
+    signal: *mut regcache_shm_signal,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        drop(unsafe { take::<ShmSignal, _>(signal, SIGNAL_LIVE, "shm_signal") }?);
+        Ok(())
+    })
+}
+
+/// Ring the other side. `woke` (may be NULL) receives 1 when a real
+/// wake-up (`futex_wake`) was issued, 0 when it was suppressed (the peer
+/// was awake or a wake-up was already pending). Any thread may notify.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// `signal` as for `regcache_shm_signal_close`; `woke` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_notify(
+    signal: *const regcache_shm_signal,
+    woke: *mut u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let s = unsafe { signal_ref(signal) }?;
+        let w = u32::from(s.notify());
+        if !woke.is_null() {
+            // SAFETY: non-NULL and writable (contract).
+            unsafe { woke.write(w) };
+        }
+        Ok(())
+    })
+}
+
+/// Wait until our side is rung: `timeout_ns` < 0 forever, 0 only checks
+/// (consuming the doorbell), > 0 that long. One waiting thread per
+/// endpoint.
+///
+/// # Errors
+/// `REGCACHE_ERR_TIMED_OUT` (not rung), `REGCACHE_ERR_NULL_ARGUMENT`,
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_shm_signal_close`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_wait(
+    signal: *const regcache_shm_signal,
+    timeout_ns: i64,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let s = unsafe { signal_ref(signal) }?;
+        let rung = if timeout_ns == 0 {
+            s.try_take()
+        } else {
+            s.wait(timeout_of(timeout_ns)) == Wake::Signalled
+        };
+        if rung {
+            Ok(())
+        } else {
+            Err(Error::new(
+                REGCACHE_ERR_TIMED_OUT,
+                "the doorbell was not rung",
+            ))
+        }
+    })
+}
+
+/// Counters of the record owned by `side` (a `regcache_shm_signal_side`).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT`,
+/// `REGCACHE_ERR_DESTROYED`.
+///
+/// # Safety
+/// As for `regcache_shm_signal_close`; `out` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_shm_signal_stats(
+    signal: *const regcache_shm_signal,
+    side: u32,
+    out: *mut regcache_irq_stats,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: contract.
+        let s = unsafe { signal_ref(signal) }?;
+        let side = side_of(side)?;
+        // SAFETY: NULL-checked by write_out; writable (contract).
+        unsafe { write_out(out, "out", s.stats(side).into()) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regcache_transport::Error as E;
+
+    fn code(e: E) -> regcache_result {
+        Error::from(e).code
+    }
+
+    #[test]
+    fn every_transport_error_has_its_code() {
+        let k = DmaKey {
+            dev: 1,
+            ino: 2,
+            offset: 3,
+        };
+        let io = |n| std::io::Error::from_raw_os_error(n);
+        let cases = [
+            (E::BadName("a/b".into()), REGCACHE_ERR_INVALID_ARGUMENT),
+            (E::Open(io(libc::EEXIST)), REGCACHE_ERR_EXISTS),
+            (E::Open(io(libc::ENOENT)), REGCACHE_ERR_NOT_FOUND),
+            (E::Open(io(libc::EACCES)), REGCACHE_ERR_SHM),
+            (E::Truncate(io(libc::ENOSPC)), REGCACHE_ERR_SHM),
+            (E::Map(io(libc::ENOMEM)), REGCACHE_ERR_SHM),
+            (E::SegmentTooSmall, REGCACHE_ERR_SEGMENT_TOO_SMALL),
+            (
+                E::BadSignal {
+                    magic: 0,
+                    version: 0,
+                },
+                REGCACHE_ERR_BAD_SHARED_LAYOUT,
+            ),
+            (
+                E::BadRegistry {
+                    magic: 0,
+                    version: 0,
+                },
+                REGCACHE_ERR_BAD_SHARED_LAYOUT,
+            ),
+            (E::Key(io(libc::EBADF)), REGCACHE_ERR_KEY),
+            (E::NotShared { addr: 1 }, REGCACHE_ERR_NOT_SHARED),
+            (E::InvalidBind("x"), REGCACHE_ERR_INVALID_ARGUMENT),
+            (E::KeyInUse(k), REGCACHE_ERR_KEY_IN_USE),
+            (E::RegistryFull, REGCACHE_ERR_REGISTRY_FULL),
+            (E::NoReceiver(k), REGCACHE_ERR_NO_RECEIVER),
+            (E::NoFreeDescriptor(k), REGCACHE_ERR_NO_FREE_DESCRIPTOR),
+            (E::EmptySend, REGCACHE_ERR_INVALID_RANGE),
+            (
+                E::CorruptDescriptor {
+                    key: k,
+                    index: 0,
+                    reason: "x",
+                    sender_pid: 0,
+                },
+                REGCACHE_ERR_CORRUPT_DESCRIPTOR,
+            ),
+            (
+                E::CutOff {
+                    key: k,
+                    reason: "x",
+                },
+                REGCACHE_ERR_CUT_OFF,
+            ),
+            (
+                E::ProcessVmWritev {
+                    pid: 1,
+                    source: io(libc::ESRCH),
+                },
+                REGCACHE_ERR_COPY_FAILED,
+            ),
+            (E::UnbindBusy(k), REGCACHE_ERR_UNBIND_BUSY),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            assert_eq!(code(e), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn closed_objects_are_tombstones() {
+        let name = format!("regcache-ffi-unit-{}", std::process::id());
+        let mut reg = std::ptr::null_mut();
+        // SAFETY: valid C string and out pointer.
+        let rc = unsafe {
+            regcache_dma_registry_open(c"x".as_ptr().cast(), 9, std::ptr::null(), &raw mut reg)
+        };
+        assert_eq!(rc, REGCACHE_ERR_INVALID_ARGUMENT);
+        assert!(reg.is_null());
+        let cname = std::ffi::CString::new(name).unwrap();
+        // SAFETY: as above.
+        let rc = unsafe {
+            regcache_dma_registry_open(cname.as_ptr(), 0, std::ptr::null(), &raw mut reg)
+        };
+        assert_eq!(rc, REGCACHE_OK);
+        // SAFETY: `reg` came from open; the calls are sequential.
+        unsafe {
+            assert_eq!(regcache_dma_registry_close(reg), REGCACHE_OK);
+            assert_eq!(regcache_dma_registry_close(reg), REGCACHE_ERR_DESTROYED);
+            let mut st = regcache_dma_stats::default();
+            assert_eq!(
+                regcache_dma_registry_stats(reg, &raw mut st),
+                REGCACHE_ERR_DESTROYED
+            );
+            assert_eq!(regcache_dma_registry_unlink(cname.as_ptr()), REGCACHE_OK);
+        }
+    }
+}
