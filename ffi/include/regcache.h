@@ -427,8 +427,9 @@ typedef struct regcache_dma_key {
 } regcache_dma_key;
 
 // Registry tunables. Fill with `regcache_dma_config_default` (which
-// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE` and
-// `REGCACHE_TRANSPORT_CMA_MIN_BYTES`), then adjust.
+// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE`,
+// `REGCACHE_TRANSPORT_CMA_MIN_BYTES` and
+// `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES`), then adjust.
 typedef struct regcache_dma_config {
   // Never try `process_vm_writev`; always bounce (0 or 1).
   uint32_t force_bounce;
@@ -443,8 +444,16 @@ typedef struct regcache_dma_config {
   // How long unbind waits for in-flight sends, in ns (≥ 1). Default
   // 10 s.
   uint64_t unbind_wait_ns;
+  // Single-copy sends of at least this many bytes are split with a
+  // receiver waiting in `recv` (the receiver-assisted copy; see
+  // docs/C-API.md). Default 262144; `UINT64_MAX` turns it off (exactly
+  // one `process_vm_writev` per send).
+  uint64_t assist_min_bytes;
+  // How long a sender waits for a live receiver to finish the chunks it
+  // took before cutting the binding off, in ns (≥ 1). Default 10 s.
+  uint64_t assist_wait_ns;
   // Reserved for tunables to come; must be 0.
-  uint64_t reserved[4];
+  uint64_t reserved[2];
 } regcache_dma_config;
 
 // Counters of one registry handle (this process's sends through it).
@@ -461,8 +470,12 @@ typedef struct regcache_dma_stats {
   uint64_t no_free_first_try;
   // Bindings this process cut off after failed validation.
   uint64_t cutoffs;
+  // Sends whose receiver copied at least one chunk (assisted copy).
+  uint64_t assisted_sends;
+  // Chunks this process copied as a receiver, for senders.
+  uint64_t assist_chunks;
   // Reserved for counters to come; written as 0.
-  uint64_t reserved[4];
+  uint64_t reserved[2];
 } regcache_dma_stats;
 
 // A piece of memory, laid out as `struct iovec`.
@@ -495,8 +508,11 @@ typedef struct regcache_dma_send_report {
   // 1 when the first attempt found no free descriptor and the retry
   // after the restock request succeeded.
   uint32_t retried;
+  // Chunks the receiver copied itself (assisted copy); 0 when it did
+  // not help or the send was not split.
+  uint32_t receiver_chunks;
   // Reserved for fields to come; written as 0.
-  uint32_t reserved[2];
+  uint32_t reserved;
 } regcache_dma_send_report;
 
 // A message delivered to a receiver.

@@ -248,8 +248,9 @@ fn path_of(p: CopyPath) -> u32 {
 }
 
 /// Registry tunables. Fill with `regcache_dma_config_default` (which
-/// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE` and
-/// `REGCACHE_TRANSPORT_CMA_MIN_BYTES`), then adjust.
+/// reads `REGCACHE_TRANSPORT_FORCE_BOUNCE`,
+/// `REGCACHE_TRANSPORT_CMA_MIN_BYTES` and
+/// `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES`), then adjust.
 #[repr(C)]
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy)]
@@ -267,8 +268,16 @@ pub struct regcache_dma_config {
     /// How long unbind waits for in-flight sends, in ns (≥ 1). Default
     /// 10 s.
     pub unbind_wait_ns: u64,
+    /// Single-copy sends of at least this many bytes are split with a
+    /// receiver waiting in `recv` (the receiver-assisted copy; see
+    /// docs/C-API.md). Default 262144; `UINT64_MAX` turns it off (exactly
+    /// one `process_vm_writev` per send).
+    pub assist_min_bytes: u64,
+    /// How long a sender waits for a live receiver to finish the chunks it
+    /// took before cutting the binding off, in ns (≥ 1). Default 10 s.
+    pub assist_wait_ns: u64,
     /// Reserved for tunables to come; must be 0.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 2],
 }
 
 fn ns(d: Duration) -> u64 {
@@ -283,16 +292,15 @@ impl From<&Config> for regcache_dma_config {
             cma_min_bytes: c.cma_min_bytes,
             restock_wait_ns: ns(c.restock_wait),
             unbind_wait_ns: ns(c.unbind_wait),
-            reserved: [0; 4],
+            assist_min_bytes: c.assist_min_bytes,
+            assist_wait_ns: ns(c.assist_wait),
+            reserved: [0; 2],
         }
     }
 }
 
-// `..Config::default()` is there for the fields the C struct does not
-// carry yet (the assisted copy's tunables are coming).
-#[allow(clippy::needless_update)]
 fn config_of(c: &regcache_dma_config) -> Result<Config, Error> {
-    if c.force_bounce > 1 || c.reserved != [0; 4] {
+    if c.force_bounce > 1 || c.reserved != [0; 2] {
         return Err(Error::new(
             REGCACHE_ERR_INVALID_ARGUMENT,
             format!(
@@ -301,13 +309,12 @@ fn config_of(c: &regcache_dma_config) -> Result<Config, Error> {
             ),
         ));
     }
-    if c.restock_wait_ns == 0 || c.unbind_wait_ns == 0 {
+    if c.restock_wait_ns == 0 || c.unbind_wait_ns == 0 || c.assist_wait_ns == 0 {
         return Err(Error::new(
             REGCACHE_ERR_INVALID_ARGUMENT,
-            "restock_wait_ns and unbind_wait_ns must be at least 1",
+            "restock_wait_ns, unbind_wait_ns and assist_wait_ns must be at least 1",
         ));
     }
-    // Fields the C struct does not carry yet keep their defaults.
     Ok(Config {
         force_bounce: c.force_bounce == 1,
         spin: SpinPolicy {
@@ -316,7 +323,9 @@ fn config_of(c: &regcache_dma_config) -> Result<Config, Error> {
         cma_min_bytes: c.cma_min_bytes,
         restock_wait: Duration::from_nanos(c.restock_wait_ns),
         unbind_wait: Duration::from_nanos(c.unbind_wait_ns),
-        ..Config::default()
+        assist_min_bytes: c.assist_min_bytes,
+        assist_wait: Duration::from_nanos(c.assist_wait_ns),
+        assist_sender_idle: false,
     })
 }
 
@@ -337,8 +346,12 @@ pub struct regcache_dma_stats {
     pub no_free_first_try: u64,
     /// Bindings this process cut off after failed validation.
     pub cutoffs: u64,
+    /// Sends whose receiver copied at least one chunk (assisted copy).
+    pub assisted_sends: u64,
+    /// Chunks this process copied as a receiver, for senders.
+    pub assist_chunks: u64,
     /// Reserved for counters to come; written as 0.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 2],
 }
 
 impl From<DmaStats> for regcache_dma_stats {
@@ -350,7 +363,9 @@ impl From<DmaStats> for regcache_dma_stats {
             bytes_sent: s.bytes_sent,
             no_free_first_try: s.no_free_first_try,
             cutoffs: s.cutoffs,
-            reserved: [0; 4],
+            assisted_sends: s.assisted_sends,
+            assist_chunks: s.assist_chunks,
+            reserved: [0; 2],
         }
     }
 }
@@ -371,8 +386,11 @@ pub struct regcache_dma_send_report {
     /// 1 when the first attempt found no free descriptor and the retry
     /// after the restock request succeeded.
     pub retried: u32,
+    /// Chunks the receiver copied itself (assisted copy); 0 when it did
+    /// not help or the send was not split.
+    pub receiver_chunks: u32,
     /// Reserved for fields to come; written as 0.
-    pub reserved: [u32; 2],
+    pub reserved: u32,
 }
 
 impl From<SendReport> for regcache_dma_send_report {
@@ -383,7 +401,8 @@ impl From<SendReport> for regcache_dma_send_report {
             path: path_of(r.path),
             truncated: u32::from(r.truncated),
             retried: u32::from(r.retried),
-            reserved: [0; 2],
+            receiver_chunks: r.receiver_chunks,
+            reserved: 0,
         }
     }
 }

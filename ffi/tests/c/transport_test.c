@@ -133,13 +133,16 @@ static void test_config(void)
     EXPECT(regcache_dma_config_default(&c), REGCACHE_OK);
     CHECK(c.force_bounce == 0 && c.cma_min_bytes == 8192 && c.spin_iters > 0);
     CHECK(c.restock_wait_ns == 100 * MS && c.unbind_wait_ns == 10000 * MS);
-    CHECK(c.reserved[0] == 0 && c.reserved[3] == 0);
+    CHECK(c.assist_min_bytes == 262144 && c.assist_wait_ns == 10000 * MS);
+    CHECK(c.reserved[0] == 0 && c.reserved[1] == 0);
     setenv("REGCACHE_TRANSPORT_CMA_MIN_BYTES", "0", 1);
     setenv("REGCACHE_TRANSPORT_FORCE_BOUNCE", "1", 1);
+    setenv("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "off", 1);
     EXPECT(regcache_dma_config_default(&d), REGCACHE_OK);
-    CHECK(d.force_bounce == 1 && d.cma_min_bytes == 0);
+    CHECK(d.force_bounce == 1 && d.cma_min_bytes == 0 && d.assist_min_bytes == UINT64_MAX);
     unsetenv("REGCACHE_TRANSPORT_CMA_MIN_BYTES");
     unsetenv("REGCACHE_TRANSPORT_FORCE_BOUNCE");
+    unsetenv("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES");
 }
 
 static void test_registry_errors(const char *name)
@@ -168,10 +171,14 @@ static void test_registry_errors(const char *name)
     EXPECT(regcache_dma_registry_open(name, REGCACHE_DMA_CREATE, &c, &r),
            REGCACHE_ERR_INVALID_ARGUMENT);
     c.force_bounce = 0;
-    c.reserved[2] = 1;
+    c.reserved[1] = 1;
     EXPECT(regcache_dma_registry_open(name, REGCACHE_DMA_CREATE, &c, &r),
            REGCACHE_ERR_INVALID_ARGUMENT);
-    c.reserved[2] = 0;
+    c.reserved[1] = 0;
+    c.assist_wait_ns = 0;
+    EXPECT(regcache_dma_registry_open(name, REGCACHE_DMA_CREATE, &c, &r),
+           REGCACHE_ERR_INVALID_ARGUMENT);
+    c.assist_wait_ns = 1;
     c.unbind_wait_ns = 0;
     EXPECT(regcache_dma_registry_open(name, REGCACHE_DMA_CREATE, &c, &r),
            REGCACHE_ERR_INVALID_ARGUMENT);
@@ -574,7 +581,7 @@ static void test_fork(const char *regname)
         sent[seq % 3]++;
         CHECK(rep.copied == (len < CAPACITY ? len : CAPACITY));
         CHECK(rep.truncated == (len > CAPACITY));
-        CHECK(rep.index < NBUF && rep.reserved[0] == 0 && rep.reserved[1] == 0);
+        CHECK(rep.index < NBUF && rep.reserved == 0);
         CHECK(rep.retried <= 1);
         if (via == bounce)
             CHECK(rep.path == REGCACHE_DMA_PATH_BOUNCE);
