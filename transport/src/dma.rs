@@ -51,8 +51,9 @@
 //! [`Config::assist_min_bytes`] from at most [`MAX_SECTIONS`] source
 //! slices, the sender publishes an [`AssistJob`] in the claimed descriptor:
 //! its pid, the source slices (addresses in the *sender's* address space),
-//! the length, a chunk size, and a claim ticket `(seq << 32) | next`.
-//! Then both sides take chunks from the ticket until none is left: the
+//! the length, a chunk size, and a claim ticket `(seq, front, back)`.
+//! Then both sides take chunks from the ticket until none is left (the
+//! sender from the front, the receiver from the back): the
 //! sender writes its chunks with `process_vm_writev`, the receiver reads
 //! its chunks with `process_vm_readv` from the sender into the sections of
 //! its *private* copy of the descriptor (it never trusts shared memory for
@@ -169,8 +170,9 @@ pub struct DmaDesc {
 #[repr(C)]
 #[derive(Debug, Default)]
 pub struct AssistJob {
-    /// `(seq << 32) | next_chunk`: a chunk is claimed by moving `next`
-    /// within the same `seq`.
+    /// `(seq << 32) | (front << 16) | back`: chunks `front..back` are
+    /// unclaimed; the sender claims at the front, the receiver at the back,
+    /// within the same `seq` (`assist`).
     ticket: AtomicU64,
     /// Chunks finished, by either side, in the current job.
     done: AtomicU32,
@@ -466,7 +468,7 @@ const ASSIST_MIN_CHUNK: u64 = 128 << 10;
 /// noise. Measured on the reference VM: 128–256 KiB chunks at 1 MiB.
 const ASSIST_TARGET_CHUNKS: u64 = 16;
 /// Most chunks of one job (the width of `AssistJob::failed`).
-const ASSIST_MAX_CHUNKS: u64 = 64;
+const ASSIST_MAX_CHUNKS: u64 = assist::MAX_CHUNKS;
 
 /// Chunk size for an assisted copy of `n` bytes: page multiple, at least
 /// [`ASSIST_MIN_CHUNK`], at most [`ASSIST_MAX_CHUNKS`] chunks.
@@ -1272,7 +1274,7 @@ impl Registry {
             assist_check(view.gen_, seq, me, n, chunk, &src),
             Ordering::Relaxed,
         );
-        assist::publish(&job.ticket, seq);
+        assist::publish(&job.ticket, seq, nch);
         s.assist_open.fetch_add(1, Ordering::Release);
         struct Open<'a>(&'a BindingSlot);
         impl Drop for Open<'_> {
@@ -1290,10 +1292,9 @@ impl Registry {
             if idle {
                 break;
             }
-            let k = assist::sender_claim(&job.ticket);
-            if k >= nch {
+            let Some(k) = assist::sender_claim(&job.ticket) else {
                 break;
-            }
+            };
             mine += 1;
             if first_err.is_none() {
                 let off = k * chunk;
@@ -1655,7 +1656,7 @@ fn help_job(
 ) -> bool {
     let t = assist::observe(&job.ticket);
     let seq = (t >> 32) as u32;
-    if u64::from(t as u32) >= ASSIST_MAX_CHUNKS {
+    if !assist::has_unclaimed(t) {
         return false;
     }
     let pid = job.src_pid.load(Ordering::Relaxed);

@@ -168,12 +168,8 @@ fn loom_assisted_copy_every_chunk_exactly_once_per_job() {
             let seq = assist::open(&ticket, &done, &failed);
             assert_eq!(seq, job);
             fields.store(job, Ordering::Relaxed);
-            assist::publish(&ticket, seq);
-            loop {
-                let k = assist::sender_claim(&ticket);
-                if k >= CHUNKS {
-                    break;
-                }
+            assist::publish(&ticket, seq, CHUNKS);
+            while let Some(k) = assist::sender_claim(&ticket) {
                 copies[cell(job, k)].fetch_add(1, Ordering::Relaxed);
                 assist::finish(&done, &failed, k, true);
             }
