@@ -40,6 +40,13 @@ fn main() {
         "# regcache-transport intra-node benchmarks (pid {})",
         std::process::id()
     );
+    if std::env::var("RC_BENCH_ONLY").as_deref() == Ok("stream") {
+        for &s in &SIZES {
+            println!("memcpy {s}: {:.2} GB/s", memcpy_bw(s));
+            dma_bw(s, Mode::Assisted);
+        }
+        return;
+    }
     if std::env::var("RC_BENCH_ONLY").as_deref() == Ok("latency") {
         let (sig_ns, dma_ns) = latency();
         println!(
@@ -288,7 +295,7 @@ fn pingpong_bw(size: usize, mode: Mode) -> f64 {
     let name = format!("rc-bench-{}-pp{size}-{}", std::process::id(), mode.env());
     let reg = Registry::create_with(&name, cfg(mode)).unwrap();
     let place = Segment::memfd(4096).unwrap();
-    let iters = (256 * MIB / size).max(4);
+    let iters = (1024 * MIB / size).max(4);
     let mut child = spawn(
         "echo",
         &[
@@ -415,7 +422,7 @@ fn dma_bw(size: usize, mode: Mode) -> f64 {
     let reg = Registry::create_with(&name, cfg(mode)).unwrap();
     let place = Segment::memfd(4096).unwrap();
     let key = DmaKey::from_fd(place.raw_fd(), 0).unwrap();
-    let iters = (512 * MIB / size).max(8);
+    let iters = (2048 * MIB / size).max(8);
     let mut rx = spawn(
         "rx",
         &[
@@ -442,6 +449,15 @@ fn dma_bw(size: usize, mode: Mode) -> f64 {
     }
     assert_eq!(read_line(&mut rx), "DONE");
     let bw = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    if std::env::var("RC_BENCH_VERBOSE").is_ok() {
+        let st = reg.stats();
+        eprintln!(
+            "stream {size} {}: {bw:.2} GB/s, {} of {} single-copy sends assisted",
+            mode.env(),
+            st.assisted_sends,
+            st.cma_sends
+        );
+    }
     count_assists(&reg);
     rx.wait().unwrap();
     let _ = Registry::unlink(&name);
