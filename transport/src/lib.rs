@@ -14,7 +14,9 @@
 //!   [`DmaKey`] naming a location in shared memory; a sender
 //!   [`sends`](dma::Registry::send) to the key; the library finds the bound
 //!   receiver in a shared registry, takes its next free descriptor, copies
-//!   with one `process_vm_writev` (single-copy cross-memory attach) or
+//!   with one `process_vm_writev` (single-copy cross-memory attach; from
+//!   256 KiB split with a receiver waiting in `recv`, which pulls chunks
+//!   with `process_vm_readv`: see [`dma`], "Receiver-assisted copy") or
 //!   bounces through shared memory when the kernel refuses, publishes the
 //!   length with Release ordering and rings the receiver's doorbell.
 //!
