@@ -80,11 +80,11 @@ mod sys;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
-pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
+pub use cache::{Cache, CacheError, DEFERRED, Got, Handle, RawHandle, RegionInfo, Token};
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
-pub use stats::Stats;
+pub use stats::{STRIPES, Stats, thread_stripe};
 pub use umn::{AddrRange, RangeError, page_size};
 pub use verbs::{
     AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,
