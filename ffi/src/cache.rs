@@ -463,7 +463,7 @@ pub unsafe extern "C" fn regcache_cache_destroy(cache: *mut regcache_cache) -> r
         // SAFETY: the LIVE→DEAD transition is ours, so we own the Box made
         // by regcache_cache_new; no other call runs on this cache (contract).
         let inner = unsafe { Box::from_raw(inner) };
-        for held in handles::drain_cache(obj) {
+        for held in handles::drain_cache(&*inner) {
             // SAFETY: these tokens and raw handles were produced by this
             // cache and are released once (their entries are now stale).
             unsafe { inner.release(held) };
@@ -521,7 +521,7 @@ pub unsafe extern "C" fn regcache_cache_get(
                     Got::Cached(t) => Held::Token(t),
                     Got::Uncached(raw) => Held::Raw(Box::new(raw)),
                 };
-                let h = slot.publish(cache.cast(), held);
+                let h = slot.publish(inner, held);
                 // SAFETY: out is non-NULL and writable (contract).
                 unsafe { out.write(h as *mut regcache_handle) };
                 Ok(())
@@ -548,8 +548,8 @@ pub unsafe extern "C" fn regcache_handle_release(handle: *mut regcache_handle) -
     ffi_guard(|| {
         let e = entry_of(handle)?;
         // SAFETY: the entry is live, so its cache was not destroyed (destroy
-        // drains its handles first) and is a live CacheObj.
-        let inner = unsafe { live(e.cache().cast()) }?;
+        // drains its handles first, and is not concurrent: contract).
+        let inner = unsafe { &*e.cache() };
         // SAFETY: caller holds the handle and does not release it
         // concurrently (contract).
         let held = unsafe { e.take(handle as usize) };
@@ -587,8 +587,8 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
     let info = match unsafe { e.held() } {
         Held::Token(t) => {
             // SAFETY: the entry is live, so its cache was not destroyed
-            // (destroy drains its handles first).
-            let inner = unsafe { live(e.cache().cast()) }?;
+            // (destroy drains its handles first, and is not concurrent).
+            let inner = unsafe { &*e.cache() };
             // SAFETY: the handle holds the token's reference.
             let (range, keys) = unsafe { inner.cache.token_info(*t) };
             Info {

@@ -36,7 +36,7 @@
 //! race (like `free` twice concurrently), documented in the header; the
 //! sequential double release is what is detected.
 
-use crate::cache::CacheObj;
+use crate::cache::Inner;
 use regcache::{AnyRegistrar, RawHandle, STRIPES, Token, thread_stripe};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -62,7 +62,10 @@ pub(crate) enum Held {
 
 pub(crate) struct Entry {
     generation: AtomicU32,
-    cache: AtomicPtr<CacheObj>,
+    /// The live cache the entry's registration belongs to (its `Inner`,
+    /// not the `CacheObj`: a live entry's cache is never destroyed, since
+    /// destroy drains its entries first, so no liveness check is needed).
+    cache: AtomicPtr<Inner>,
     held: UnsafeCell<MaybeUninit<Held>>,
 }
 
@@ -232,7 +235,7 @@ impl Slot {
     /// Store `held` and make the entry live; returns the handle value
     /// (never 0).
     #[inline(always)]
-    pub(crate) fn publish(self, cache: *const CacheObj, held: Held) -> usize {
+    pub(crate) fn publish(self, cache: *const Inner, held: Held) -> usize {
         let e = self.entry;
         // Odd: live. Only a freed entry is in a free list, so it is even now.
         let generation = e.generation.load(Relaxed).wrapping_add(1) | 1;
@@ -264,7 +267,7 @@ pub(crate) fn lookup(h: usize) -> Option<&'static Entry> {
 impl Entry {
     /// The cache this live entry belongs to.
     #[inline(always)]
-    pub(crate) fn cache(&self) -> *const CacheObj {
+    pub(crate) fn cache(&self) -> *const Inner {
         self.cache.load(Relaxed)
     }
 
@@ -301,7 +304,7 @@ impl Entry {
 
 /// Take every live handle of `cache` out of the table (its cache is being
 /// destroyed). The caller guarantees no other thread uses `cache` now.
-pub(crate) fn drain_cache(cache: *const CacheObj) -> Vec<Held> {
+pub(crate) fn drain_cache(cache: *const Inner) -> Vec<Held> {
     let created = global().1;
     let mut out = Vec::new();
     for idx in 0..created {

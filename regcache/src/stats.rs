@@ -35,18 +35,18 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 ))]
 mod ie_tls {
     std::arch::global_asm!(
-        ".pushsection .tbss.regcache_thread_stripe,\"awT\",@nobits",
+        ".pushsection .tdata.regcache_thread_stripe,\"awT\",@progbits",
         ".globl regcache_thread_stripe_word",
         ".hidden regcache_thread_stripe_word",
         ".type regcache_thread_stripe_word,@object",
         ".size regcache_thread_stripe_word,8",
         ".p2align 3",
         "regcache_thread_stripe_word:",
-        ".zero 8",
+        ".quad -1",
         ".popsection",
     );
 
-    /// This thread's stripe word: 0 until assigned, else stripe + 1.
+    /// This thread's stripe word: `usize::MAX` until assigned.
     #[inline(always)]
     pub(super) fn word() -> *mut usize {
         let p: *mut usize;
@@ -60,7 +60,11 @@ mod ie_tls {
                 "mov {p}, qword ptr [rip + regcache_thread_stripe_word@GOTTPOFF]",
                 "add {p}, qword ptr fs:[0]",
                 p = out(reg) p,
-                options(pure, readonly, nostack),
+                // `nomem`: the two words read (the GOT entry, written once
+                // by the loader, and the thread pointer) never change
+                // while this thread runs, so the compiler may reuse the
+                // result within a function.
+                options(pure, nomem, nostack),
             );
         }
         p
@@ -75,8 +79,8 @@ mod ie_tls {
 mod ie_tls {
     use std::cell::Cell;
     thread_local! {
-        /// This thread's stripe word: 0 until assigned, else stripe + 1.
-        static WORD: Cell<usize> = const { Cell::new(0) };
+        /// This thread's stripe word: `usize::MAX` until assigned.
+        static WORD: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     #[inline(always)]
     pub(super) fn word() -> *mut usize {
@@ -93,8 +97,8 @@ pub fn thread_stripe() -> usize {
     // SAFETY: `w` is this thread's own TLS word; only this thread reads or
     // writes it.
     let v = unsafe { w.read() };
-    if v != 0 {
-        return v - 1;
+    if v != usize::MAX {
+        return v;
     }
     assign(w)
 }
@@ -103,7 +107,7 @@ pub fn thread_stripe() -> usize {
 fn assign(w: *mut usize) -> usize {
     let id = NEXT_THREAD.fetch_add(1, Relaxed);
     // SAFETY: as in `thread_stripe`.
-    unsafe { w.write(id + 1) };
+    unsafe { w.write(id) };
     id
 }
 
