@@ -76,7 +76,7 @@ pub(crate) struct Entry {
 unsafe impl Sync for Entry {}
 
 impl Entry {
-    fn new() -> Self {
+    const fn new() -> Self {
         Self {
             generation: AtomicU32::new(0),
             cache: AtomicPtr::new(std::ptr::null_mut()),
@@ -94,7 +94,7 @@ static GLOBAL_FREE: Mutex<(Vec<u32>, u32)> = Mutex::new((Vec::new(), 0));
 #[repr(align(128))]
 struct Local {
     len: UnsafeCell<usize>,
-    items: UnsafeCell<[u32; LOCAL_MAX]>,
+    items: UnsafeCell<[Free; LOCAL_MAX]>,
 }
 
 // SAFETY: `LOCALS[i]` is read and written only by the thread whose
@@ -102,10 +102,14 @@ struct Local {
 // reused, so no two threads ever touch the same `Local`.
 unsafe impl Sync for Local {}
 
+/// A placeholder for unused stack cells (never read: cells at and above
+/// `len` are dead).
+static NO_ENTRY: Entry = Entry::new();
+
 static LOCALS: [Local; STRIPES] = [const {
     Local {
         len: UnsafeCell::new(0),
-        items: UnsafeCell::new([0; LOCAL_MAX]),
+        items: UnsafeCell::new([(0, &NO_ENTRY); LOCAL_MAX]),
     }
 }; STRIPES];
 
@@ -148,17 +152,22 @@ fn take_global(want: usize) -> Vec<u32> {
     out
 }
 
+/// A free entry: its index and the entry itself (kept together so that a
+/// get does not look the entry up in `CHUNKS`: fewer dependent loads).
+type Free = (u32, &'static Entry);
+
 #[cold]
-fn refill(l: &Local) -> Option<u32> {
+fn refill(l: &Local) -> Option<Free> {
     let mut v = take_global(LOCAL_BATCH);
     let i = v.pop()?;
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let (len, items) = unsafe { (&mut *l.len.get(), &mut *l.items.get()) };
     for x in v {
-        items[*len] = x;
+        let Some(e) = entry(x) else { continue };
+        items[*len] = (x, e);
         *len += 1;
     }
-    Some(i)
+    Some((i, entry(i)?))
 }
 
 #[cold]
@@ -166,14 +175,15 @@ fn spill(l: &Local) {
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let (len, items) = unsafe { (&mut *l.len.get(), &*l.items.get()) };
     let at = *len - LOCAL_BATCH;
-    global().0.extend_from_slice(&items[at..*len]);
+    global().0.extend(items[at..*len].iter().map(|&(i, _)| i));
     *len = at;
 }
 
 #[inline(always)]
-fn alloc_index() -> Option<u32> {
+fn alloc() -> Option<Free> {
     let Some(l) = LOCALS.get(thread_stripe()) else {
-        return take_global(1).pop();
+        let i = take_global(1).pop()?;
+        return Some((i, entry(i)?));
     };
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let len = unsafe { &mut *l.len.get() };
@@ -186,7 +196,7 @@ fn alloc_index() -> Option<u32> {
 }
 
 #[inline(always)]
-fn free_index(idx: u32) {
+fn free(idx: u32, e: &'static Entry) {
     let Some(l) = LOCALS.get(thread_stripe()) else {
         global().0.push(idx);
         return;
@@ -197,7 +207,7 @@ fn free_index(idx: u32) {
         spill(l);
     }
     // SAFETY: as above; `*len < LOCAL_MAX` after a spill.
-    unsafe { (*l.items.get())[*len] = idx };
+    unsafe { (*l.items.get())[*len] = (idx, e) };
     *len += 1;
 }
 
@@ -224,11 +234,8 @@ pub(crate) struct Slot {
 /// can be written straight into it). `None` when 4 Mi handles are out.
 #[inline(always)]
 pub(crate) fn reserve() -> Option<Slot> {
-    let idx = alloc_index()?;
-    Some(Slot {
-        idx,
-        entry: entry(idx)?,
-    })
+    let (idx, entry) = alloc()?;
+    Some(Slot { idx, entry })
 }
 
 impl Slot {
@@ -252,7 +259,7 @@ impl Slot {
     /// The get failed: return the entry to the free list.
     #[cold]
     pub(crate) fn abandon(self) {
-        free_index(self.idx);
+        free(self.idx, self.entry);
     }
 }
 
@@ -296,7 +303,7 @@ impl Entry {
         let g = self.generation.load(Relaxed);
         self.generation.store(g.wrapping_add(1) & !1, Release);
         if let Some((idx, _)) = decode(idx_hint) {
-            free_index(idx);
+            free(idx, self);
         }
         raw
     }
