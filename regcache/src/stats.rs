@@ -23,10 +23,12 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 // dynamic loader (~11 instructions, four times per C get+release). Stable
 // Rust cannot ask for `initial-exec`, so on x86-64 Linux the stripe lives
 // in a TLS word of our own, defined in assembly and addressed the
-// initial-exec way: one GOT load plus one `%fs`-relative load. A library
-// using initial-exec TLS takes a few bytes of glibc's static TLS surplus
-// when `dlopen`ed (as libGL, jemalloc and LTTng do); 8 bytes is well
-// within it. The feature `initial-exec-tls` turns this on (regcache-ffi
+// initial-exec way: one GOT load plus one `%fs`-relative load. The linker
+// then marks the shared library `STATIC_TLS`: when it is `dlopen`ed (not
+// just linked or preloaded), glibc places its *whole* TLS block (168 bytes
+// for libregcache.so, most of it std's) in the static-TLS surplus, as for
+// libGL or LTTng; the default surplus (`glibc.rtld.optional_static_tls`,
+// 512 bytes) holds it. Checked: dlopen + get + release works. The feature `initial-exec-tls` turns this on (regcache-ffi
 // does); without it, or elsewhere, `thread_local!`.
 #[cfg(all(
     feature = "initial-exec-tls",
