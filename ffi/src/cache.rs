@@ -212,13 +212,13 @@ impl Inner {
     /// # Safety
     /// `held` was produced by this cache and is released once.
     #[inline(always)]
-    pub(crate) unsafe fn release(&self, held: Held) {
+    pub(crate) unsafe fn release(&self, me: regcache::ThisThread, held: Held) {
         match held {
             Held::Token(t) => {
                 // SAFETY: contract; the entry's generation guarantees a
                 // single release, so the check cannot fail (it would mean
                 // the token was already released: nothing is changed).
-                let ok = unsafe { self.cache.release_token(t) };
+                let ok = unsafe { self.cache.release_token_on(me, t) };
                 debug_assert!(ok, "token of a live handle was stale");
             }
             // SAFETY: contract.
@@ -466,7 +466,7 @@ pub unsafe extern "C" fn regcache_cache_destroy(cache: *mut regcache_cache) -> r
         for held in handles::drain_cache(&*inner) {
             // SAFETY: these tokens and raw handles were produced by this
             // cache and are released once (their entries are now stale).
-            unsafe { inner.release(held) };
+            unsafe { inner.release(regcache::this_thread(), held) };
         }
         drop(inner);
         Ok(())
@@ -509,13 +509,16 @@ pub unsafe extern "C" fn regcache_cache_get(
                 format!("unknown access bits {access:#x}"),
             ));
         };
-        let Some(slot) = handles::reserve() else {
+        // One TLS access for the whole call (the handle table's free stack
+        // and the cache's deferred table are both per thread).
+        let me = regcache::this_thread();
+        let Some(slot) = handles::reserve(me) else {
             return Err(Error::new(
                 REGCACHE_ERR_NO_RESOURCES,
                 "too many handles out at once (4 Mi)",
             ));
         };
-        match inner.cache.get_token(range, access) {
+        match inner.cache.get_token_on(me, range, access) {
             Ok(got) => {
                 let held = match got {
                     Got::Cached(t) => Held::Token(t),
@@ -550,12 +553,13 @@ pub unsafe extern "C" fn regcache_handle_release(handle: *mut regcache_handle) -
         // SAFETY: the entry is live, so its cache was not destroyed (destroy
         // drains its handles first, and is not concurrent: contract).
         let inner = unsafe { &*e.cache() };
+        let me = regcache::this_thread();
         // SAFETY: caller holds the handle and does not release it
         // concurrently (contract).
-        let held = unsafe { e.take(handle as usize) };
+        let held = unsafe { e.take(me, handle as usize) };
         // SAFETY: the entry records the cache that produced `held`, and
         // the generation bump in `take` makes this the only release.
-        unsafe { inner.release(held) };
+        unsafe { inner.release(me, held) };
         Ok(())
     })
 }

@@ -22,7 +22,7 @@
 //! Free entries are kept in a small stack per thread, refilled from and
 //! spilled to a global list, so a get+release pair on one thread touches
 //! no lock and no atomic read-modify-write. The stacks are indexed by
-//! `regcache::thread_stripe()` (unique per thread, never reused; an
+//! `regcache::this_thread()` (unique per thread, never reused; an
 //! initial-exec TLS load), not a `thread_local!`, which in this `cdylib`
 //! would cost a `__tls_get_addr` call per get and per release. Threads
 //! past the first `STRIPES` use the global list; the stack of a thread
@@ -37,7 +37,7 @@
 //! sequential double release is what is detected.
 
 use crate::cache::Inner;
-use regcache::{AnyRegistrar, RawHandle, STRIPES, Token, thread_stripe};
+use regcache::{AnyRegistrar, RawHandle, STRIPES, ThisThread, Token, this_thread};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -98,7 +98,7 @@ struct Local {
 }
 
 // SAFETY: `LOCALS[i]` is read and written only by the thread whose
-// `thread_stripe()` is `i`; stripes are unique per thread and never
+// `this_thread().index()` is `i`; these are unique per thread and never
 // reused, so no two threads ever touch the same `Local`.
 unsafe impl Sync for Local {}
 
@@ -180,8 +180,8 @@ fn spill(l: &Local) {
 }
 
 #[inline(always)]
-fn alloc() -> Option<Free> {
-    let Some(l) = LOCALS.get(thread_stripe()) else {
+fn alloc(me: ThisThread) -> Option<Free> {
+    let Some(l) = LOCALS.get(me.index()) else {
         let i = take_global(1).pop()?;
         return Some((i, entry(i)?));
     };
@@ -196,8 +196,8 @@ fn alloc() -> Option<Free> {
 }
 
 #[inline(always)]
-fn free(idx: u32, e: &'static Entry) {
-    let Some(l) = LOCALS.get(thread_stripe()) else {
+fn free(me: ThisThread, idx: u32, e: &'static Entry) {
+    let Some(l) = LOCALS.get(me.index()) else {
         global().0.push(idx);
         return;
     };
@@ -233,8 +233,8 @@ pub(crate) struct Slot {
 /// Reserve a free entry (before the cache lookup, so that the raw handle
 /// can be written straight into it). `None` when 4 Mi handles are out.
 #[inline(always)]
-pub(crate) fn reserve() -> Option<Slot> {
-    let (idx, entry) = alloc()?;
+pub(crate) fn reserve(me: ThisThread) -> Option<Slot> {
+    let (idx, entry) = alloc(me)?;
     Some(Slot { idx, entry })
 }
 
@@ -259,7 +259,7 @@ impl Slot {
     /// The get failed: return the entry to the free list.
     #[cold]
     pub(crate) fn abandon(self) {
-        free(self.idx, self.entry);
+        free(this_thread(), self.idx, self.entry);
     }
 }
 
@@ -296,14 +296,14 @@ impl Entry {
     /// # Safety
     /// As [`Entry::held`]; afterwards the handle value is stale.
     #[inline(always)]
-    pub(crate) unsafe fn take(&'static self, idx_hint: usize) -> Held {
+    pub(crate) unsafe fn take(&'static self, me: ThisThread, idx_hint: usize) -> Held {
         // SAFETY: as `held`; the generation bump below makes every copy of
         // the handle value stale, so `held` is read out exactly once.
         let raw = unsafe { (*self.held.get()).assume_init_read() };
         let g = self.generation.load(Relaxed);
         self.generation.store(g.wrapping_add(1) & !1, Release);
         if let Some((idx, _)) = decode(idx_hint) {
-            free(idx, self);
+            free(me, idx, self);
         }
         raw
     }
@@ -321,7 +321,7 @@ pub(crate) fn drain_cache(cache: *const Inner) -> Vec<Held> {
             // SAFETY: the entry is live and belongs to the cache being
             // destroyed; by the destroy contract no thread uses that cache's
             // handles concurrently, so we are the only reader of `held`.
-            out.push(unsafe { e.take(encode(idx, g)) });
+            out.push(unsafe { e.take(this_thread(), encode(idx, g)) });
         }
     }
     out

@@ -86,7 +86,7 @@
 //! store, not a locked RMW: concurrent releases may share a stamp, which
 //! only blurs the order between them.
 
-use crate::stats::{Counters, STRIPES, Stats, add, thread_stripe};
+use crate::stats::{Counters, STRIPES, Stats, ThisThread, add, this_thread, thread_stripe};
 use crate::{AccessFlags, Config, Keys, LKey, MonitorKind, RKey, Registrar, RegistrarError};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -777,7 +777,7 @@ impl<R: Registrar> Cache<R> {
         access: AccessFlags,
     ) -> Result<RawHandle<R>, CacheError> {
         let req = self.prologue(range)?;
-        match self.hit(&req, access) {
+        match self.hit(thread_stripe(), &req, access) {
             Some((idx, slot)) => Ok(RawHandle {
                 slot: idx,
                 range: slot.range(),
@@ -797,8 +797,23 @@ impl<R: Registrar> Cache<R> {
     /// As [`Cache::get`].
     #[inline(always)]
     pub fn get_token(&self, range: AddrRange, access: AccessFlags) -> Result<Got<R>, CacheError> {
+        self.get_token_on(this_thread(), range, access)
+    }
+
+    /// As [`Cache::get_token`], for a caller that already has
+    /// [`this_thread`] (one TLS access less).
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    #[inline(always)]
+    pub fn get_token_on(
+        &self,
+        me: ThisThread,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Got<R>, CacheError> {
         let req = self.prologue(range)?;
-        if let Some((idx, slot)) = self.hit(&req, access) {
+        if let Some((idx, slot)) = self.hit(me.index(), &req, access) {
             return Ok(Got::Cached(Self::token_for(idx, slot)));
         }
         let raw = self.get_slow(req, access)?;
@@ -848,8 +863,7 @@ impl<R: Registrar> Cache<R> {
     /// The fast path: a reference on a LIVE slot covering `req`, from this
     /// thread's deferred table or the hint table; `None` on a miss there.
     #[inline(always)]
-    fn hit(&self, req: &AddrRange, access: AccessFlags) -> Option<(u32, &Slot<R>)> {
-        let me = thread_stripe();
+    fn hit(&self, me: usize, req: &AddrRange, access: AccessFlags) -> Option<(u32, &Slot<R>)> {
         if let Some(d) = self.deferred.get(me) {
             if d.epoch.load(Relaxed) != self.epoch.load(Relaxed) {
                 self.purge_deferred(d, false);
@@ -897,6 +911,17 @@ impl<R: Registrar> Cache<R> {
     /// while the NIC still uses it.
     #[inline(always)]
     pub unsafe fn release_token(&self, token: Token) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.release_token_on(this_thread(), token) }
+    }
+
+    /// As [`Cache::release_token`], for a caller that already has
+    /// [`this_thread`].
+    ///
+    /// # Safety
+    /// As [`Cache::release_token`].
+    #[inline(always)]
+    pub unsafe fn release_token_on(&self, me: ThisThread, token: Token) -> bool {
         let Some(slot) = self.slab.get(token.slot) else {
             return false;
         };
@@ -904,7 +929,7 @@ impl<R: Registrar> Cache<R> {
         if ((st >> INC_SHIFT) & INC_MASK) as u32 != token.incarnation || refs(st) == 0 {
             return false;
         }
-        self.release_slot(token.slot, slot);
+        self.release_slot(me.index(), token.slot, slot);
         true
     }
 
@@ -938,17 +963,17 @@ impl<R: Registrar> Cache<R> {
             }
             return;
         }
-        self.release_slot(raw.slot, self.slab.slot(raw.slot));
+        self.release_slot(thread_stripe(), raw.slot, self.slab.slot(raw.slot));
     }
 
     /// Give back one reference on `slot_idx`: into this thread's deferred
     /// table while the region is LIVE, else a counted decrement.
     #[inline(always)]
-    fn release_slot(&self, slot_idx: u32, slot: &Slot<R>) {
+    fn release_slot(&self, me: usize, slot_idx: u32, slot: &Slot<R>) {
         let t = self.clock.load(Relaxed).wrapping_add(1);
         self.clock.store(t, Relaxed);
         slot.last_use.store(t, Relaxed);
-        if let Some(d) = self.deferred.get(thread_stripe()) {
+        if let Some(d) = self.deferred.get(me) {
             if slot.state.load(Relaxed) & LIVE != 0 {
                 // Keep the reference, displacing the older entry. (A
                 // region killed after this check is purged on this

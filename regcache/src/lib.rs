@@ -90,7 +90,7 @@ pub use cache::{Cache, CacheError, DEFERRED, Got, Handle, RawHandle, RegionInfo,
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
-pub use stats::{STRIPES, Stats, thread_stripe};
+pub use stats::{STRIPES, Stats, ThisThread, this_thread, thread_stripe};
 pub use umn::{AddrRange, RangeError, page_size};
 pub use verbs::{
     AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,

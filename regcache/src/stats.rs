@@ -105,6 +105,34 @@ pub fn thread_stripe() -> usize {
     assign(w)
 }
 
+/// The calling thread, as a value that cannot leave it (`!Send`, `!Sync`):
+/// look the per-thread index up once with [`this_thread`] and pass it to
+/// several calls ([`crate::Cache::get_token_on`],
+/// [`crate::Cache::release_token_on`]) instead of one TLS access each.
+#[derive(Debug, Clone, Copy)]
+pub struct ThisThread {
+    index: usize,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ThisThread {
+    /// The thread's index ([`thread_stripe`]): unique per thread, never
+    /// reused.
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self.index
+    }
+}
+
+/// The calling thread; see [`ThisThread`].
+#[inline(always)]
+pub fn this_thread() -> ThisThread {
+    ThisThread {
+        index: thread_stripe(),
+        _not_send: std::marker::PhantomData,
+    }
+}
+
 #[cold]
 fn assign(w: *mut usize) -> usize {
     let id = NEXT_THREAD.fetch_add(1, Relaxed);
