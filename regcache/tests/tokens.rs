@@ -71,3 +71,27 @@ fn release_of_a_dead_region_token_is_refused_and_changes_nothing() {
     // SAFETY: a token no get returned: refused.
     assert!(!unsafe { c.release_token(Token::from_bits(u64::MAX)) });
 }
+
+#[test]
+fn on_this_thread_variants_match_the_plain_ones() {
+    let buf = vec![7u8; 4096 * 2];
+    let r = AddrRange::from_buffer(buf.as_ptr(), buf.len()).unwrap();
+    let c = cache();
+    let me = regcache::this_thread();
+    assert_eq!(me.index(), regcache::thread_stripe());
+    let t = token(c.get_token_on(me, r, AccessFlags::LOCAL_WRITE).unwrap());
+    let t2 = token(c.get_token(r, AccessFlags::LOCAL_WRITE).unwrap());
+    assert_eq!(t, t2);
+    // SAFETY: both held, each released once.
+    unsafe {
+        assert!(c.release_token_on(me, t));
+        assert!(c.release_token(t2));
+    }
+    c.quiesce();
+    assert_eq!(c.regions()[0].refs, 0);
+    // Another thread has another index.
+    let other = std::thread::spawn(|| regcache::this_thread().index())
+        .join()
+        .unwrap();
+    assert_ne!(other, me.index());
+}
