@@ -93,6 +93,10 @@ static GLOBAL_FREE: Mutex<(Vec<u32>, u32)> = Mutex::new((Vec::new(), 0));
 /// One thread's free stack (see the module docs).
 #[repr(align(128))]
 struct Local {
+    /// The entry freed last, if not yet reused: a get after a release on
+    /// the same thread takes it with one load (the stack below costs two
+    /// dependent ones: its length, then the item).
+    hot: UnsafeCell<Option<Free>>,
     len: UnsafeCell<usize>,
     items: UnsafeCell<[Free; LOCAL_MAX]>,
 }
@@ -108,8 +112,15 @@ static NO_ENTRY: Entry = Entry::new();
 
 static LOCALS: [Local; STRIPES] = [const {
     Local {
+        hot: UnsafeCell::new(None),
         len: UnsafeCell::new(0),
-        items: UnsafeCell::new([(0, &NO_ENTRY); LOCAL_MAX]),
+        items: UnsafeCell::new(
+            [Free {
+                idx: 0,
+                generation: 0,
+                entry: &NO_ENTRY,
+            }; LOCAL_MAX],
+        ),
     }
 }; STRIPES];
 
@@ -152,9 +163,29 @@ fn take_global(want: usize) -> Vec<u32> {
     out
 }
 
-/// A free entry: its index and the entry itself (kept together so that a
-/// get does not look the entry up in `CHUNKS`: fewer dependent loads).
-type Free = (u32, &'static Entry);
+/// A free entry: its index, its (even) generation and the entry itself,
+/// kept together so that a get neither looks the entry up in `CHUNKS` nor
+/// loads its generation: fewer dependent loads on the hit path. A free
+/// entry's generation does not change (only a live entry's owner and
+/// `drain_cache`, which skips free entries, change it).
+#[derive(Clone, Copy)]
+struct Free {
+    idx: u32,
+    generation: u32,
+    entry: &'static Entry,
+}
+
+impl Free {
+    /// Describe free entry `idx` (slow path: reads the table).
+    fn of(idx: u32) -> Option<Self> {
+        let entry = entry(idx)?;
+        Some(Self {
+            idx,
+            generation: entry.generation.load(Relaxed),
+            entry,
+        })
+    }
+}
 
 #[cold]
 fn refill(l: &Local) -> Option<Free> {
@@ -163,11 +194,11 @@ fn refill(l: &Local) -> Option<Free> {
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let (len, items) = unsafe { (&mut *l.len.get(), &mut *l.items.get()) };
     for x in v {
-        let Some(e) = entry(x) else { continue };
-        items[*len] = (x, e);
+        let Some(f) = Free::of(x) else { continue };
+        items[*len] = f;
         *len += 1;
     }
-    Some((i, entry(i)?))
+    Free::of(i)
 }
 
 #[cold]
@@ -175,17 +206,20 @@ fn spill(l: &Local) {
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let (len, items) = unsafe { (&mut *l.len.get(), &*l.items.get()) };
     let at = *len - LOCAL_BATCH;
-    global().0.extend(items[at..*len].iter().map(|&(i, _)| i));
+    global().0.extend(items[at..*len].iter().map(|f| f.idx));
     *len = at;
 }
 
 #[inline(always)]
 fn alloc(me: ThisThread) -> Option<Free> {
     let Some(l) = LOCALS.get(me.index()) else {
-        let i = take_global(1).pop()?;
-        return Some((i, entry(i)?));
+        return Free::of(take_global(1).pop()?);
     };
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    if let Some(f) = unsafe { (*l.hot.get()).take() } {
+        return Some(f);
+    }
+    // SAFETY: as above.
     let len = unsafe { &mut *l.len.get() };
     if *len == 0 {
         return refill(l);
@@ -196,18 +230,24 @@ fn alloc(me: ThisThread) -> Option<Free> {
 }
 
 #[inline(always)]
-fn free(me: ThisThread, idx: u32, e: &'static Entry) {
+fn free(me: ThisThread, f: Free) {
     let Some(l) = LOCALS.get(me.index()) else {
-        global().0.push(idx);
+        global().0.push(f.idx);
         return;
     };
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    let hot = unsafe { &mut *l.hot.get() };
+    if hot.is_none() {
+        *hot = Some(f);
+        return;
+    }
+    // SAFETY: as above.
     let len = unsafe { &mut *l.len.get() };
     if *len == LOCAL_MAX {
         spill(l);
     }
     // SAFETY: as above; `*len < LOCAL_MAX` after a spill.
-    unsafe { (*l.items.get())[*len] = (idx, e) };
+    unsafe { (*l.items.get())[*len] = f };
     *len += 1;
 }
 
@@ -225,17 +265,13 @@ fn decode(h: usize) -> Option<(u32, u32)> {
 
 /// A free entry, reserved for one `get`: fill it with [`Slot::publish`] or
 /// give it back with [`Slot::abandon`].
-pub(crate) struct Slot {
-    idx: u32,
-    entry: &'static Entry,
-}
+pub(crate) struct Slot(Free);
 
 /// Reserve a free entry (before the cache lookup, so that the raw handle
 /// can be written straight into it). `None` when 4 Mi handles are out.
 #[inline(always)]
 pub(crate) fn reserve(me: ThisThread) -> Option<Slot> {
-    let (idx, entry) = alloc(me)?;
-    Some(Slot { idx, entry })
+    alloc(me).map(Slot)
 }
 
 impl Slot {
@@ -243,9 +279,13 @@ impl Slot {
     /// (never 0).
     #[inline(always)]
     pub(crate) fn publish(self, cache: *const Inner, held: Held) -> usize {
-        let e = self.entry;
+        let Free {
+            idx,
+            generation,
+            entry: e,
+        } = self.0;
         // Odd: live. Only a freed entry is in a free list, so it is even now.
-        let generation = e.generation.load(Relaxed).wrapping_add(1) | 1;
+        let generation = generation.wrapping_add(1) | 1;
         // SAFETY: the entry is free (its index came from a free list), so no
         // live handle value names it and nobody else touches `held`.
         unsafe { (*e.held.get()).write(held) };
@@ -253,13 +293,13 @@ impl Slot {
         // Release: publishes `held` and `cache` to whoever acquires the
         // generation (a releaser on another thread, or a cache destroy).
         e.generation.store(generation, Release);
-        encode(self.idx, generation)
+        encode(idx, generation)
     }
 
     /// The get failed: return the entry to the free list.
     #[cold]
     pub(crate) fn abandon(self) {
-        free(this_thread(), self.idx, self.entry);
+        free(this_thread(), self.0);
     }
 }
 
@@ -300,10 +340,17 @@ impl Entry {
         // SAFETY: as `held`; the generation bump below makes every copy of
         // the handle value stale, so `held` is read out exactly once.
         let raw = unsafe { (*self.held.get()).assume_init_read() };
-        let g = self.generation.load(Relaxed);
-        self.generation.store(g.wrapping_add(1) & !1, Release);
+        let g = self.generation.load(Relaxed).wrapping_add(1) & !1;
+        self.generation.store(g, Release);
         if let Some((idx, _)) = decode(idx_hint) {
-            free(me, idx, self);
+            free(
+                me,
+                Free {
+                    idx,
+                    generation: g,
+                    entry: self,
+                },
+            );
         }
         raw
     }
