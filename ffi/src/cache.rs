@@ -1,9 +1,9 @@
 //! `regcache_cache_*` and `regcache_handle_*`: the registration cache.
 
-use crate::handles;
+use crate::handles::{self, Held};
 use crate::result::{Error, ffi_guard, regcache_result, write_out};
 use regcache::{
-    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, MonitorKind, RegistrarKind, Stats,
+    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, Got, MonitorKind, RegistrarKind, Stats,
 };
 use regcache_result::*;
 use std::ffi::c_void;
@@ -204,6 +204,27 @@ pub(crate) struct CacheObj {
 pub(crate) struct Inner {
     pub(crate) cache: Cache<AnyRegistrar>,
     pub(crate) kind: RegistrarKind,
+}
+
+impl Inner {
+    /// Release what a handle-table entry held.
+    ///
+    /// # Safety
+    /// `held` was produced by this cache and is released once.
+    #[inline(always)]
+    pub(crate) unsafe fn release(&self, me: regcache::ThisThread, held: Held) {
+        match held {
+            Held::Token(t) => {
+                // SAFETY: contract; the entry's generation guarantees a
+                // single release, so the check cannot fail (it would mean
+                // the token was already released: nothing is changed).
+                let ok = unsafe { self.cache.release_token_on(me, t) };
+                debug_assert!(ok, "token of a live handle was stale");
+            }
+            // SAFETY: contract.
+            Held::Raw(raw) => unsafe { self.cache.release_raw(*raw) },
+        }
+    }
 }
 
 static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
@@ -442,9 +463,10 @@ pub unsafe extern "C" fn regcache_cache_destroy(cache: *mut regcache_cache) -> r
         // SAFETY: the LIVE→DEAD transition is ours, so we own the Box made
         // by regcache_cache_new; no other call runs on this cache (contract).
         let inner = unsafe { Box::from_raw(inner) };
-        for raw in handles::drain_cache(obj) {
-            // SAFETY: these raw handles were produced by this cache.
-            unsafe { inner.cache.release_raw(raw) };
+        for held in handles::drain_cache(&*inner) {
+            // SAFETY: these tokens and raw handles were produced by this
+            // cache and are released once (their entries are now stale).
+            unsafe { inner.release(regcache::this_thread(), held) };
         }
         drop(inner);
         Ok(())
@@ -487,15 +509,22 @@ pub unsafe extern "C" fn regcache_cache_get(
                 format!("unknown access bits {access:#x}"),
             ));
         };
-        let Some(slot) = handles::reserve() else {
+        // One TLS access for the whole call (the handle table's free stack
+        // and the cache's deferred table are both per thread).
+        let me = regcache::this_thread();
+        let Some(slot) = handles::reserve(me) else {
             return Err(Error::new(
                 REGCACHE_ERR_NO_RESOURCES,
                 "too many handles out at once (4 Mi)",
             ));
         };
-        match inner.cache.get_raw(range, access) {
-            Ok(raw) => {
-                let h = slot.publish(cache.cast(), raw);
+        match inner.cache.get_token_on(me, range, access) {
+            Ok(got) => {
+                let held = match got {
+                    Got::Cached(t) => Held::Token(t),
+                    Got::Uncached(raw) => Held::Raw(Box::new(raw)),
+                };
+                let h = slot.publish(inner, held);
                 // SAFETY: out is non-NULL and writable (contract).
                 unsafe { out.write(h as *mut regcache_handle) };
                 Ok(())
@@ -522,13 +551,15 @@ pub unsafe extern "C" fn regcache_handle_release(handle: *mut regcache_handle) -
     ffi_guard(|| {
         let e = entry_of(handle)?;
         // SAFETY: the entry is live, so its cache was not destroyed (destroy
-        // drains its handles first) and is a live CacheObj.
-        let inner = unsafe { live(e.cache().cast()) }?;
+        // drains its handles first, and is not concurrent: contract).
+        let inner = unsafe { &*e.cache() };
+        let me = regcache::this_thread();
         // SAFETY: caller holds the handle and does not release it
         // concurrently (contract).
-        let raw = unsafe { e.take(handle as usize) };
-        // SAFETY: the entry records the cache that produced `raw`.
-        unsafe { inner.cache.release_raw(raw) };
+        let held = unsafe { e.take(me, handle as usize) };
+        // SAFETY: the entry records the cache that produced `held`, and
+        // the generation bump in `take` makes this the only release.
+        unsafe { inner.release(me, held) };
         Ok(())
     })
 }
@@ -546,11 +577,37 @@ fn entry_of(h: *const regcache_handle) -> Result<&'static handles::Entry, Error>
     })
 }
 
-/// The raw handle behind a live C handle.
-fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&handles::Raw) -> T) -> Result<T, Error> {
+/// What a live C handle names: its range, keys, and whether it is cached.
+struct Info {
+    range: AddrRange,
+    keys: Option<regcache::Keys>,
+    cached: bool,
+}
+
+/// The registration behind a live C handle.
+fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<T, Error> {
     let e = entry_of(h)?;
     // SAFETY: live entry; the caller does not release it concurrently.
-    Ok(f(unsafe { e.raw() }))
+    let info = match unsafe { e.held() } {
+        Held::Token(t) => {
+            // SAFETY: the entry is live, so its cache was not destroyed
+            // (destroy drains its handles first, and is not concurrent).
+            let inner = unsafe { &*e.cache() };
+            // SAFETY: the handle holds the token's reference.
+            let (range, keys) = unsafe { inner.cache.token_info(*t) };
+            Info {
+                range,
+                keys,
+                cached: true,
+            }
+        }
+        Held::Raw(r) => Info {
+            range: r.range(),
+            keys: r.keys(),
+            cached: r.is_cached(),
+        },
+    };
+    Ok(f(&info))
 }
 
 /// The registration's local key.
@@ -570,7 +627,7 @@ pub unsafe extern "C" fn regcache_handle_lkey(
         if out.is_null() {
             return Err(Error::null("out"));
         }
-        let keys = with_raw(handle, |r| r.keys())?;
+        let keys = with_raw(handle, |r| r.keys)?;
         let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
         // SAFETY: out is non-NULL and writable (contract).
         unsafe { write_out(out, "out", k.lkey.0) }
@@ -593,7 +650,7 @@ pub unsafe extern "C" fn regcache_handle_rkey(
         if out.is_null() {
             return Err(Error::null("out"));
         }
-        let keys = with_raw(handle, |r| r.keys())?;
+        let keys = with_raw(handle, |r| r.keys)?;
         let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
         // SAFETY: out is non-NULL and writable (contract).
         unsafe { write_out(out, "out", k.rkey.0) }
@@ -618,7 +675,7 @@ pub unsafe extern "C" fn regcache_handle_range(
         if out_start.is_null() || out_len.is_null() {
             return Err(Error::null("out_start/out_len"));
         }
-        let r = with_raw(handle, |r| r.range())?;
+        let r = with_raw(handle, |r| r.range)?;
         // SAFETY: both non-NULL and writable (contract).
         unsafe {
             out_start.write(r.start() as usize);
@@ -645,7 +702,7 @@ pub unsafe extern "C" fn regcache_handle_is_cached(
         if out.is_null() {
             return Err(Error::null("out"));
         }
-        let c = with_raw(handle, |r| r.is_cached())?;
+        let c = with_raw(handle, |r| r.cached)?;
         // SAFETY: out is non-NULL and writable (contract).
         unsafe { write_out(out, "out", c) }
     })

@@ -12,21 +12,33 @@
 //! old handle value never matches again (until 2³¹ reuses of the same
 //! entry).
 //!
-//! Free entries are kept in a small per-thread stack, refilled from and
+//! An entry holds what the handle stands for: for a cached hit, the
+//! cache's 8-byte [`Token`] (slot + incarnation; no copy of a
+//! `RawHandle`), for a one-off registration a boxed `RawHandle`. The
+//! token alone cannot tell a double release from a release by another
+//! holder of the same region (see `Cache::release_token`); the entry's
+//! generation can, so a second release is always `STALE_HANDLE`.
+//!
+//! Free entries are kept in a small stack per thread, refilled from and
 //! spilled to a global list, so a get+release pair on one thread touches
-//! no lock and no atomic read-modify-write.
+//! no lock and no atomic read-modify-write. The stacks are indexed by
+//! `regcache::this_thread()` (unique per thread, never reused; an
+//! initial-exec TLS load), not a `thread_local!`, which in this `cdylib`
+//! would cost a `__tls_get_addr` call per get and per release. Threads
+//! past the first `STRIPES` use the global list; the stack of a thread
+//! that exits stays with its stripe (at most `LOCAL_MAX` entries each).
 //!
 //! Ownership protocol: the thread holding a live handle value owns the
-//! entry's `raw` field. It fills `raw` and `cache`, then publishes with a
+//! entry's `held` field. It fills `held` and `cache`, then publishes with a
 //! Release store of the odd generation; a releaser loads the generation
-//! with Acquire, checks it, takes `raw`, then stores the even generation.
+//! with Acquire, checks it, takes `held`, then stores the even generation.
 //! Two threads releasing the *same* handle at the same time is a caller
 //! race (like `free` twice concurrently), documented in the header; the
 //! sequential double release is what is detected.
 
-use crate::cache::CacheObj;
-use regcache::{AnyRegistrar, RawHandle};
-use std::cell::{RefCell, UnsafeCell};
+use crate::cache::Inner;
+use regcache::{AnyRegistrar, RawHandle, STRIPES, ThisThread, Token, this_thread};
+use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU32};
@@ -40,24 +52,35 @@ const LOCAL_BATCH: usize = 32;
 
 pub(crate) type Raw = RawHandle<AnyRegistrar>;
 
-pub(crate) struct Entry {
-    generation: AtomicU32,
-    cache: AtomicPtr<CacheObj>,
-    raw: UnsafeCell<MaybeUninit<Raw>>,
+/// What a live entry stands for.
+pub(crate) enum Held {
+    /// A cached region (the hit path).
+    Token(Token),
+    /// A one-off registration outside the cache.
+    Raw(Box<Raw>),
 }
 
-// SAFETY: `raw` is accessed only by the thread that holds the entry's live
-// handle value (see the module docs: published by a Release store of the
-// generation, taken after an Acquire load); the other fields are atomics.
-// `Raw` is Send (the registrar's regions are Send + Sync).
+pub(crate) struct Entry {
+    generation: AtomicU32,
+    /// The live cache the entry's registration belongs to (its `Inner`,
+    /// not the `CacheObj`: a live entry's cache is never destroyed, since
+    /// destroy drains its entries first, so no liveness check is needed).
+    cache: AtomicPtr<Inner>,
+    held: UnsafeCell<MaybeUninit<Held>>,
+}
+
+// SAFETY: `held` is accessed only by the thread that holds the entry's
+// live handle value (see the module docs: published by a Release store of
+// the generation, taken after an Acquire load); the other fields are
+// atomics. `Raw` is Send (the registrar's regions are Send + Sync).
 unsafe impl Sync for Entry {}
 
 impl Entry {
-    fn new() -> Self {
+    const fn new() -> Self {
         Self {
             generation: AtomicU32::new(0),
             cache: AtomicPtr::new(std::ptr::null_mut()),
-            raw: UnsafeCell::new(MaybeUninit::uninit()),
+            held: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 }
@@ -67,19 +90,39 @@ static CHUNKS: [OnceLock<Box<[Entry]>>; MAX_CHUNKS] = [const { OnceLock::new() }
 /// Free entry indices, and the number of entries ever created.
 static GLOBAL_FREE: Mutex<(Vec<u32>, u32)> = Mutex::new((Vec::new(), 0));
 
-struct LocalFree(Vec<u32>);
+/// One thread's free stack (see the module docs).
+#[repr(align(128))]
+struct Local {
+    /// The entry freed last, if not yet reused: a get after a release on
+    /// the same thread takes it with one load (the stack below costs two
+    /// dependent ones: its length, then the item).
+    hot: UnsafeCell<Option<Free>>,
+    len: UnsafeCell<usize>,
+    items: UnsafeCell<[Free; LOCAL_MAX]>,
+}
 
-impl Drop for LocalFree {
-    fn drop(&mut self) {
-        if !self.0.is_empty() {
-            global().0.append(&mut self.0);
-        }
+// SAFETY: `LOCALS[i]` is read and written only by the thread whose
+// `this_thread().index()` is `i`; these are unique per thread and never
+// reused, so no two threads ever touch the same `Local`.
+unsafe impl Sync for Local {}
+
+/// A placeholder for unused stack cells (never read: cells at and above
+/// `len` are dead).
+static NO_ENTRY: Entry = Entry::new();
+
+static LOCALS: [Local; STRIPES] = [const {
+    Local {
+        hot: UnsafeCell::new(None),
+        len: UnsafeCell::new(0),
+        items: UnsafeCell::new(
+            [Free {
+                idx: 0,
+                generation: 0,
+                entry: &NO_ENTRY,
+            }; LOCAL_MAX],
+        ),
     }
-}
-
-thread_local! {
-    static LOCAL: RefCell<LocalFree> = const { RefCell::new(LocalFree(Vec::new())) };
-}
+}; STRIPES];
 
 fn global() -> std::sync::MutexGuard<'static, (Vec<u32>, u32)> {
     GLOBAL_FREE.lock().unwrap_or_else(|e| e.into_inner())
@@ -93,70 +136,119 @@ fn entry(idx: u32) -> Option<&'static Entry> {
         .get(idx as usize & (CHUNK - 1))
 }
 
-/// Refill `local` from the global list, creating entries when it is empty.
+/// Take up to `want` free indices from the global list, creating a chunk
+/// of entries when it is empty.
 #[cold]
-fn refill(local: &mut Vec<u32>) -> Option<()> {
+fn take_global(want: usize) -> Vec<u32> {
     let mut g = global();
-    let take = g.0.len().min(LOCAL_BATCH);
+    let take = g.0.len().min(want);
     let at = g.0.len() - take;
-    local.extend(g.0.drain(at..));
-    if local.is_empty() {
+    let mut out: Vec<u32> = g.0.drain(at..).collect();
+    if out.is_empty() {
         let i = g.1;
         if i as usize >= MAX_CHUNKS * CHUNK {
-            return None;
+            return out;
         }
         CHUNKS[(i >> CHUNK_BITS) as usize]
             .get_or_init(|| (0..CHUNK).map(|_| Entry::new()).collect());
         // A whole chunk becomes available at once.
         let end = (i | (CHUNK as u32 - 1)) + 1;
-        local.extend((i..end).rev());
+        out.extend((i..end).rev());
         g.1 = end;
+        // Keep what the caller did not ask for.
+        let extra = out.len().saturating_sub(want);
+        let rest: Vec<u32> = out.drain(..extra).collect();
+        g.0.extend(rest);
     }
-    Some(())
+    out
+}
+
+/// A free entry: its index, its (even) generation and the entry itself,
+/// kept together so that a get neither looks the entry up in `CHUNKS` nor
+/// loads its generation: fewer dependent loads on the hit path. A free
+/// entry's generation does not change (only a live entry's owner and
+/// `drain_cache`, which skips free entries, change it).
+#[derive(Clone, Copy)]
+struct Free {
+    idx: u32,
+    generation: u32,
+    entry: &'static Entry,
+}
+
+impl Free {
+    /// Describe free entry `idx` (slow path: reads the table).
+    fn of(idx: u32) -> Option<Self> {
+        let entry = entry(idx)?;
+        Some(Self {
+            idx,
+            generation: entry.generation.load(Relaxed),
+            entry,
+        })
+    }
+}
+
+#[cold]
+fn refill(l: &Local) -> Option<Free> {
+    let mut v = take_global(LOCAL_BATCH);
+    let i = v.pop()?;
+    // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    let (len, items) = unsafe { (&mut *l.len.get(), &mut *l.items.get()) };
+    for x in v {
+        let Some(f) = Free::of(x) else { continue };
+        items[*len] = f;
+        *len += 1;
+    }
+    Free::of(i)
+}
+
+#[cold]
+fn spill(l: &Local) {
+    // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    let (len, items) = unsafe { (&mut *l.len.get(), &*l.items.get()) };
+    let at = *len - LOCAL_BATCH;
+    global().0.extend(items[at..*len].iter().map(|f| f.idx));
+    *len = at;
 }
 
 #[inline(always)]
-fn alloc_index() -> Option<u32> {
-    let fast = LOCAL.try_with(|l| {
-        let mut l = l.try_borrow_mut().ok()?;
-        if let Some(i) = l.0.pop() {
-            return Some(i);
-        }
-        refill(&mut l.0)?;
-        l.0.pop()
-    });
-    match fast {
-        Ok(Some(i)) => Some(i),
-        Ok(None) => None,
-        // Thread-local storage torn down (a call from a thread destructor):
-        // use the global list.
-        Err(_) => {
-            let mut v = Vec::new();
-            refill(&mut v)?;
-            let i = v.pop();
-            global().0.extend(v);
-            i
-        }
+fn alloc(me: ThisThread) -> Option<Free> {
+    let Some(l) = LOCALS.get(me.index()) else {
+        return Free::of(take_global(1).pop()?);
+    };
+    // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    if let Some(f) = unsafe { (*l.hot.get()).take() } {
+        return Some(f);
     }
+    // SAFETY: as above.
+    let len = unsafe { &mut *l.len.get() };
+    if *len == 0 {
+        return refill(l);
+    }
+    *len -= 1;
+    // SAFETY: as above; `*len < LOCAL_MAX`.
+    Some(unsafe { (*l.items.get())[*len] })
 }
 
 #[inline(always)]
-fn free_index(idx: u32) {
-    let spilled = LOCAL.try_with(|l| {
-        let Ok(mut l) = l.try_borrow_mut() else {
-            return false;
-        };
-        l.0.push(idx);
-        if l.0.len() > LOCAL_MAX {
-            let at = l.0.len() - LOCAL_BATCH;
-            let spill: Vec<u32> = l.0.drain(at..).collect();
-            global().0.extend(spill);
-        }
-        true
-    });
-    if spilled != Ok(true) {
-        global().0.push(idx);
+fn free(me: ThisThread, f: Free) {
+    let Some(l) = LOCALS.get(me.index()) else {
+        global().0.push(f.idx);
+        return;
+    };
+    // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    let hot = unsafe { &mut *l.hot.get() };
+    if hot.is_none() {
+        *hot = Some(f);
+        return;
     }
+    // SAFETY: as above.
+    let len = unsafe { &mut *l.len.get() };
+    if *len == LOCAL_MAX {
+        spill(l);
+    }
+    // SAFETY: as above; `*len < LOCAL_MAX` after a spill.
+    unsafe { (*l.items.get())[*len] = f };
+    *len += 1;
 }
 
 /// Encode a live entry as the C handle value.
@@ -173,44 +265,41 @@ fn decode(h: usize) -> Option<(u32, u32)> {
 
 /// A free entry, reserved for one `get`: fill it with [`Slot::publish`] or
 /// give it back with [`Slot::abandon`].
-pub(crate) struct Slot {
-    idx: u32,
-    entry: &'static Entry,
-}
+pub(crate) struct Slot(Free);
 
 /// Reserve a free entry (before the cache lookup, so that the raw handle
 /// can be written straight into it). `None` when 4 Mi handles are out.
 #[inline(always)]
-pub(crate) fn reserve() -> Option<Slot> {
-    let idx = alloc_index()?;
-    Some(Slot {
-        idx,
-        entry: entry(idx)?,
-    })
+pub(crate) fn reserve(me: ThisThread) -> Option<Slot> {
+    alloc(me).map(Slot)
 }
 
 impl Slot {
-    /// Store `raw` and make the entry live; returns the handle value
+    /// Store `held` and make the entry live; returns the handle value
     /// (never 0).
     #[inline(always)]
-    pub(crate) fn publish(self, cache: *const CacheObj, raw: Raw) -> usize {
-        let e = self.entry;
+    pub(crate) fn publish(self, cache: *const Inner, held: Held) -> usize {
+        let Free {
+            idx,
+            generation,
+            entry: e,
+        } = self.0;
         // Odd: live. Only a freed entry is in a free list, so it is even now.
-        let generation = e.generation.load(Relaxed).wrapping_add(1) | 1;
+        let generation = generation.wrapping_add(1) | 1;
         // SAFETY: the entry is free (its index came from a free list), so no
-        // live handle value names it and nobody else touches `raw`.
-        unsafe { (*e.raw.get()).write(raw) };
+        // live handle value names it and nobody else touches `held`.
+        unsafe { (*e.held.get()).write(held) };
         e.cache.store(cache.cast_mut(), Relaxed);
-        // Release: publishes `raw` and `cache` to whoever acquires the
+        // Release: publishes `held` and `cache` to whoever acquires the
         // generation (a releaser on another thread, or a cache destroy).
         e.generation.store(generation, Release);
-        encode(self.idx, generation)
+        encode(idx, generation)
     }
 
     /// The get failed: return the entry to the free list.
     #[cold]
     pub(crate) fn abandon(self) {
-        free_index(self.idx);
+        free(this_thread(), self.0);
     }
 }
 
@@ -225,36 +314,43 @@ pub(crate) fn lookup(h: usize) -> Option<&'static Entry> {
 impl Entry {
     /// The cache this live entry belongs to.
     #[inline(always)]
-    pub(crate) fn cache(&self) -> *const CacheObj {
+    pub(crate) fn cache(&self) -> *const Inner {
         self.cache.load(Relaxed)
     }
 
-    /// The live entry's raw handle.
+    /// What the live entry stands for.
     ///
     /// # Safety
     /// The caller holds the live handle value and does not release it
     /// concurrently (the header's thread-safety rule).
     #[inline(always)]
-    pub(crate) unsafe fn raw(&self) -> &Raw {
-        // SAFETY: live entries hold an initialised `raw` (written before
+    pub(crate) unsafe fn held(&self) -> &Held {
+        // SAFETY: live entries hold an initialised `held` (written before
         // the generation was published), and it is not taken while the
         // caller holds the handle (contract).
-        unsafe { (*self.raw.get()).assume_init_ref() }
+        unsafe { (*self.held.get()).assume_init_ref() }
     }
 
-    /// Take the raw handle out and free the entry.
+    /// Take what the entry holds out and free the entry.
     ///
     /// # Safety
-    /// As [`Entry::raw`]; afterwards the handle value is stale.
+    /// As [`Entry::held`]; afterwards the handle value is stale.
     #[inline(always)]
-    pub(crate) unsafe fn take(&'static self, idx_hint: usize) -> Raw {
-        // SAFETY: as `raw`; the generation bump below makes every copy of
-        // the handle value stale, so `raw` is read out exactly once.
-        let raw = unsafe { (*self.raw.get()).assume_init_read() };
-        let g = self.generation.load(Relaxed);
-        self.generation.store(g.wrapping_add(1) & !1, Release);
+    pub(crate) unsafe fn take(&'static self, me: ThisThread, idx_hint: usize) -> Held {
+        // SAFETY: as `held`; the generation bump below makes every copy of
+        // the handle value stale, so `held` is read out exactly once.
+        let raw = unsafe { (*self.held.get()).assume_init_read() };
+        let g = self.generation.load(Relaxed).wrapping_add(1) & !1;
+        self.generation.store(g, Release);
         if let Some((idx, _)) = decode(idx_hint) {
-            free_index(idx);
+            free(
+                me,
+                Free {
+                    idx,
+                    generation: g,
+                    entry: self,
+                },
+            );
         }
         raw
     }
@@ -262,7 +358,7 @@ impl Entry {
 
 /// Take every live handle of `cache` out of the table (its cache is being
 /// destroyed). The caller guarantees no other thread uses `cache` now.
-pub(crate) fn drain_cache(cache: *const CacheObj) -> Vec<Raw> {
+pub(crate) fn drain_cache(cache: *const Inner) -> Vec<Held> {
     let created = global().1;
     let mut out = Vec::new();
     for idx in 0..created {
@@ -271,8 +367,8 @@ pub(crate) fn drain_cache(cache: *const CacheObj) -> Vec<Raw> {
         if g & 1 == 1 && std::ptr::eq(e.cache.load(Relaxed), cache) {
             // SAFETY: the entry is live and belongs to the cache being
             // destroyed; by the destroy contract no thread uses that cache's
-            // handles concurrently, so we are the only reader of `raw`.
-            out.push(unsafe { e.take(encode(idx, g)) });
+            // handles concurrently, so we are the only reader of `held`.
+            out.push(unsafe { e.take(this_thread(), encode(idx, g)) });
         }
     }
     out

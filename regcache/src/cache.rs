@@ -86,7 +86,7 @@
 //! store, not a locked RMW: concurrent releases may share a stamp, which
 //! only blurs the order between them.
 
-use crate::stats::{Counters, STRIPES, Stats, add, thread_stripe};
+use crate::stats::{Counters, STRIPES, Stats, ThisThread, add, this_thread, thread_stripe};
 use crate::{AccessFlags, Config, Keys, LKey, MonitorKind, RKey, Registrar, RegistrarError};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -483,6 +483,43 @@ impl<R: Registrar> RawHandle<R> {
     }
 }
 
+/// A reference to a *cached* registration as a small `Copy` value: the
+/// slot index and the slot's incarnation. From [`Cache::get_token`];
+/// release with [`Cache::release_token`]. Holding a token keeps the region
+/// registered exactly as a [`Handle`] does; unlike a handle nothing stops
+/// it being copied, so releasing it once is the caller's duty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token {
+    slot: u32,
+    incarnation: u32,
+}
+
+impl Token {
+    /// The token as one `u64` (`incarnation << 32 | slot`), for callers
+    /// that store it in a word (the C API).
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.incarnation) << 32) | u64::from(self.slot)
+    }
+    /// The inverse of [`Token::to_bits`]. Any value makes a `Token`;
+    /// releasing one that no get returned is the caller's error.
+    pub fn from_bits(bits: u64) -> Self {
+        Self {
+            slot: bits as u32,
+            incarnation: (bits >> 32) as u32,
+        }
+    }
+}
+
+/// What [`Cache::get_token`] gives: a token for a cached registration, or
+/// a one-off registration outside the cache.
+#[derive(Debug)]
+pub enum Got<R: Registrar> {
+    /// A cached region; release with [`Cache::release_token`].
+    Cached(Token),
+    /// A one-off registration; release with [`Cache::release_raw`].
+    Uncached(RawHandle<R>),
+}
+
 impl<R: Registrar> std::fmt::Debug for Handle<'_, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.raw.fmt(f)
@@ -739,6 +776,70 @@ impl<R: Registrar> Cache<R> {
         range: AddrRange,
         access: AccessFlags,
     ) -> Result<RawHandle<R>, CacheError> {
+        let req = self.prologue(range)?;
+        match self.hit(thread_stripe(), &req, access) {
+            Some((idx, slot)) => Ok(RawHandle {
+                slot: idx,
+                range: slot.range(),
+                keys: slot.keys(),
+                uncached: None,
+            }),
+            None => self.get_slow(req, access),
+        }
+    }
+
+    /// As [`Cache::get_raw`], but a cached registration comes back as a
+    /// [`Token`]: 8 bytes, `Copy`, nothing to move or drop. Release it with
+    /// [`Cache::release_token`]; a one-off (uncached) registration comes
+    /// back as a [`RawHandle`], released with [`Cache::release_raw`].
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    #[inline(always)]
+    pub fn get_token(&self, range: AddrRange, access: AccessFlags) -> Result<Got<R>, CacheError> {
+        self.get_token_on(this_thread(), range, access)
+    }
+
+    /// As [`Cache::get_token`], for a caller that already has
+    /// [`this_thread`] (one TLS access less).
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    #[inline(always)]
+    pub fn get_token_on(
+        &self,
+        me: ThisThread,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Got<R>, CacheError> {
+        let req = self.prologue(range)?;
+        if let Some((idx, slot)) = self.hit(me.index(), &req, access) {
+            return Ok(Got::Cached(Self::token_for(idx, slot)));
+        }
+        let raw = self.get_slow(req, access)?;
+        if raw.slot == NO_SLOT {
+            return Ok(Got::Uncached(raw));
+        }
+        Ok(Got::Cached(Self::token_for(
+            raw.slot,
+            self.slab.slot(raw.slot),
+        )))
+    }
+
+    /// The token of a slot the caller holds a reference on (so its
+    /// incarnation cannot change under us).
+    #[inline(always)]
+    fn token_for(idx: u32, slot: &Slot<R>) -> Token {
+        let st = slot.state.load(Relaxed);
+        Token {
+            slot: idx,
+            incarnation: ((st >> INC_SHIFT) & INC_MASK) as u32,
+        }
+    }
+
+    /// Checks and events common to every get; the request widened to pages.
+    #[inline(always)]
+    fn prologue(&self, range: AddrRange) -> Result<AddrRange, CacheError> {
         if range.is_empty() {
             return Err(RangeError::Empty {
                 start: range.start(),
@@ -756,7 +857,13 @@ impl<R: Registrar> Cache<R> {
                 self.apply(m);
             }
         }
-        let me = thread_stripe();
+        Ok(req)
+    }
+
+    /// The fast path: a reference on a LIVE slot covering `req`, from this
+    /// thread's deferred table or the hint table; `None` on a miss there.
+    #[inline(always)]
+    fn hit(&self, me: usize, req: &AddrRange, access: AccessFlags) -> Option<(u32, &Slot<R>)> {
         if let Some(d) = self.deferred.get(me) {
             if d.epoch.load(Relaxed) != self.epoch.load(Relaxed) {
                 self.purge_deferred(d, false);
@@ -765,17 +872,12 @@ impl<R: Registrar> Cache<R> {
                 let v = e.load(Relaxed);
                 if v != 0 {
                     let slot = self.slab.slot(v - 1);
-                    if slot.covers_live(&req, access) {
+                    if slot.covers_live(req, access) {
                         // We already hold this counted reference: hand it
                         // over. Only this thread writes `e`.
                         e.store(0, Relaxed);
                         self.counters.hits.incr_at(me);
-                        return Ok(RawHandle {
-                            slot: v - 1,
-                            range: slot.range(),
-                            keys: slot.keys(),
-                            uncached: None,
-                        });
+                        return Some((v - 1, slot));
                     }
                 }
             }
@@ -783,17 +885,63 @@ impl<R: Registrar> Cache<R> {
         let h = self.hints[self.hint_index(req.start())].load(Relaxed);
         if h != 0 {
             let slot = self.slab.slot(h - 1);
-            if slot.try_acquire(&req, access) {
+            if slot.try_acquire(req, access) {
                 self.counters.hits.incr_at(me);
-                return Ok(RawHandle {
-                    slot: h - 1,
-                    range: slot.range(),
-                    keys: slot.keys(),
-                    uncached: None,
-                });
+                return Some((h - 1, slot));
             }
         }
-        self.get_slow(req, access)
+        None
+    }
+
+    /// Release a token from [`Cache::get_token`].
+    ///
+    /// Returns `false`, and changes nothing, when the token's slot is not
+    /// in the incarnation the token names or has no references: the
+    /// region the token named is gone, so this release is a duplicate (or
+    /// the token is garbage). A duplicate release while the region is
+    /// still referenced by other holders (including this thread's
+    /// deferred-release table) is **not** detectable from the token alone:
+    /// a caller that must detect double release keeps per-handle state
+    /// (the C API's handle table does).
+    ///
+    /// # Safety
+    /// `token` comes from *this* cache's [`Cache::get_token`] and is
+    /// released once; releasing it twice or on another cache takes someone
+    /// else's reference, and a registration could then be deregistered
+    /// while the NIC still uses it.
+    #[inline(always)]
+    pub unsafe fn release_token(&self, token: Token) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.release_token_on(this_thread(), token) }
+    }
+
+    /// As [`Cache::release_token`], for a caller that already has
+    /// [`this_thread`].
+    ///
+    /// # Safety
+    /// As [`Cache::release_token`].
+    #[inline(always)]
+    pub unsafe fn release_token_on(&self, me: ThisThread, token: Token) -> bool {
+        let Some(slot) = self.slab.get(token.slot) else {
+            return false;
+        };
+        let st = slot.state.load(Relaxed);
+        if ((st >> INC_SHIFT) & INC_MASK) as u32 != token.incarnation || refs(st) == 0 {
+            return false;
+        }
+        self.release_slot(me.index(), token.slot, slot);
+        true
+    }
+
+    /// The registered range and keys of a token's region.
+    ///
+    /// # Safety
+    /// The caller holds `token` (got from this cache and not released), so
+    /// the slot cannot be recycled under it.
+    #[inline(always)]
+    pub unsafe fn token_info(&self, token: Token) -> (AddrRange, Option<Keys>) {
+        let s = self.slab.slot(token.slot);
+        (s.range(), s.keys())
     }
 
     /// Release a handle obtained with [`Cache::get_raw`] or
@@ -815,11 +963,17 @@ impl<R: Registrar> Cache<R> {
             }
             return;
         }
-        let slot = self.slab.slot(raw.slot);
+        self.release_slot(thread_stripe(), raw.slot, self.slab.slot(raw.slot));
+    }
+
+    /// Give back one reference on `slot_idx`: into this thread's deferred
+    /// table while the region is LIVE, else a counted decrement.
+    #[inline(always)]
+    fn release_slot(&self, me: usize, slot_idx: u32, slot: &Slot<R>) {
         let t = self.clock.load(Relaxed).wrapping_add(1);
         self.clock.store(t, Relaxed);
         slot.last_use.store(t, Relaxed);
-        if let Some(d) = self.deferred.get(thread_stripe()) {
+        if let Some(d) = self.deferred.get(me) {
             if slot.state.load(Relaxed) & LIVE != 0 {
                 // Keep the reference, displacing the older entry. (A
                 // region killed after this check is purged on this
@@ -828,14 +982,14 @@ impl<R: Registrar> Cache<R> {
                 for i in (1..DEFERRED).rev() {
                     d.slots[i].store(d.slots[i - 1].load(Relaxed), Relaxed);
                 }
-                d.slots[0].store(raw.slot + 1, Relaxed);
+                d.slots[0].store(slot_idx + 1, Relaxed);
                 if old != 0 {
                     self.drop_ref(old - 1);
                 }
                 return;
             }
         }
-        self.drop_ref(raw.slot);
+        self.drop_ref(slot_idx);
     }
 
     /// Drop one counted reference; the last one on a killed region

@@ -43,6 +43,12 @@
 //!   registrations, bytes, peaks, uncached fallbacks.
 //! - Registrars: [`PinRegistrar`] (`mlock`, for hosts with no RDMA device);
 //!   any [`Registrar`] implementation.
+//! - [`Cache::get_token`]: a cached hit as an 8-byte `Copy` [`Token`] (slot
+//!   index + incarnation) instead of a [`RawHandle`], for callers that keep
+//!   their own per-handle state (the C API's handle table).
+//! - Cargo feature `initial-exec-tls`: keep the per-thread index
+//!   ([`thread_stripe`]) in initial-exec TLS on x86-64 Linux, for builds
+//!   into a shared library, where `thread_local!` calls `__tls_get_addr`.
 //!
 //! ## System requirements
 //! Linux. The pin registrar is limited by `RLIMIT_MEMLOCK` (`ulimit -l`)
@@ -80,11 +86,11 @@ mod sys;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
-pub use cache::{Cache, CacheError, DEFERRED, Handle, RawHandle, RegionInfo};
+pub use cache::{Cache, CacheError, DEFERRED, Got, Handle, RawHandle, RegionInfo, Token};
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
-pub use stats::Stats;
+pub use stats::{STRIPES, Stats, ThisThread, this_thread, thread_stripe};
 pub use umn::{AddrRange, RangeError, page_size};
 pub use verbs::{
     AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,

@@ -142,12 +142,16 @@ pub(crate) fn test(root: &Path) -> Result<()> {
             .arg(src)
             .arg("-o")
             .arg(&asan)
+            // A test that only dlopens the library must not also load it
+            // at startup (dlopen_test.c).
+            .arg("-Wl,--as-needed")
             .args(&flags))?;
         run(Command::new("cc")
             .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-O1"])
             .arg(src)
             .arg("-o")
             .arg(&plain)
+            .arg("-Wl,--as-needed")
             .args(&flags))?;
         run(Command::new(&asan)
             .env("LD_LIBRARY_PATH", &libdir)

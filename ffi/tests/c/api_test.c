@@ -261,6 +261,17 @@ static void test_get_release(void)
     EXPECT(regcache_handle_release(NULL), REGCACHE_ERR_NULL_ARGUMENT);
     EXPECT(regcache_handle_release((regcache_handle *)(uintptr_t)0xdeadbeef12345ull),
            REGCACHE_ERR_STALE_HANDLE);
+    /* Released twice while another handle holds the same region (the
+     * region's count stays > 0): still detected, and the other handle's
+     * reference is untouched. */
+    EXPECT(regcache_cache_get(c, buf, 10, 1, &h), REGCACHE_OK);
+    EXPECT(regcache_cache_get(c, buf + 10, 10, 1, &h2), REGCACHE_OK);
+    EXPECT(regcache_handle_release(h), REGCACHE_OK);
+    EXPECT(regcache_handle_release(h), REGCACHE_ERR_STALE_HANDLE);
+    EXPECT(regcache_handle_range(h2, &start, &rlen), REGCACHE_OK);
+    CHECK(start == (uintptr_t)buf);
+    EXPECT(regcache_handle_release(h2), REGCACHE_OK);
+    EXPECT(regcache_handle_release(h2), REGCACHE_ERR_STALE_HANDLE);
     /* The entry is reused by the next get: the old value stays stale. */
     EXPECT(regcache_cache_get(c, buf, 10, 1, &h2), REGCACHE_OK);
     EXPECT(regcache_handle_release(h), REGCACHE_ERR_STALE_HANDLE);
