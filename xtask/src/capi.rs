@@ -314,6 +314,25 @@ fn build_stale(root: &Path, flags: &[String]) -> Result<PathBuf> {
     Ok(stale)
 }
 
+/// The keyed-DMA rendezvous between MPI ranks (issue 6): 1 B to 64 MiB
+/// both ways, byte for byte, through `process_vm_writev` (with the
+/// receiver-assisted copy from 256 KiB) and again forced through the
+/// bounce segment.
+pub(crate) fn keyed_dma_test(root: &Path) -> Result<()> {
+    for bounce in ["0", "1"] {
+        let text = run_capture(
+            Command::new("timeout")
+                .args(["900", "sh"])
+                .arg(root.join("mpi-tests/run-keyed-dma.sh"))
+                .env("REGCACHE_TRANSPORT_FORCE_BOUNCE", bounce),
+        )?;
+        if !text.contains("keyed_dma: PASS") {
+            bail!("keyed DMA under mpirun (REGCACHE_TRANSPORT_FORCE_BOUNCE={bounce}) did not pass");
+        }
+    }
+    Ok(())
+}
+
 /// What the VM tier needs of the C API: the installed tree (library,
 /// PMPI library) and the stale-registration MPI program built against it.
 pub(crate) fn vm_inputs(root: &Path) -> Result<(PathBuf, PathBuf)> {
