@@ -514,7 +514,7 @@ pub unsafe extern "C" fn regcache_cache_get(
 /// step is a NULL or magic check, `AddrRange::from_buffer` and
 /// `AccessFlags::from_bits` (return `Result`/`Option`, no allocation),
 /// `this_thread` (an initial-exec TLS load; its cold first-use branch is a
-/// `fetch_add` and a store), `handles::take_hot` / `untake_hot` (slice
+/// `fetch_add` and a store), `handles::has_hot` / `take_hot` (slice
 /// `get`, no indexing), `Cache::try_hit_token_on` (documented panic-free:
 /// atomics and `Option` lookups only) and `Slot::publish` (stores). None
 /// allocates, locks, indexes or unwraps.
@@ -548,12 +548,18 @@ unsafe fn get_fast(
         return false;
     };
     let me = regcache::this_thread();
-    let Some(slot) = handles::take_hot(me) else {
+    if !handles::has_hot(me) {
+        return false;
+    }
+    let Some(t) = inner.cache.try_hit_token_on(me, range, access) else {
         return false;
     };
-    let Some(t) = inner.cache.try_hit_token_on(me, range, access) else {
-        slot.untake_hot(me);
-        return false;
+    // `has_hot` said yes and nothing in between touched the handle table
+    // (the cache knows nothing of it), so this cannot fail; if it ever
+    // did, the reference just taken could not be accounted for: abort
+    // (not a panic, which must not cross the C boundary).
+    let Some(slot) = handles::take_hot(me) else {
+        std::process::abort()
     };
     let h = slot.publish(inner, Held::Token(t));
     // SAFETY: out is non-NULL and writable (contract).

@@ -316,15 +316,16 @@ pub(crate) fn take_hot(me: ThisThread) -> Option<Slot> {
     unsafe { (*l.hot.get()).take() }.map(Slot)
 }
 
-impl Slot {
-    /// Put an entry from [`take_hot`] back (the fast path missed).
-    #[inline(always)]
-    pub(crate) fn untake_hot(self, me: ThisThread) {
-        if let Some(l) = LOCALS.get(me.index()) {
-            // SAFETY: `l` is the calling thread's own stack (see `Local`);
-            // the cell is empty, since `take_hot` emptied it.
-            unsafe { *l.hot.get() = Some(self.0) };
-        }
+/// Whether this thread's hot free entry is there (then [`take_hot`], on
+/// the same thread with no handle-table call in between, returns it).
+/// The get fast path checks before its cache lookup and takes after, so
+/// that the entry is not held in registers across the lookup.
+#[inline(always)]
+pub(crate) fn has_hot(me: ThisThread) -> bool {
+    match LOCALS.get(me.index()) {
+        // SAFETY: `l` is the calling thread's own stack (see `Local`).
+        Some(l) => unsafe { (*l.hot.get()).is_some() },
+        None => false,
     }
 }
 
