@@ -496,6 +496,90 @@ pub unsafe extern "C" fn regcache_cache_get(
     access: u32,
     out: *mut *mut regcache_handle,
 ) -> regcache_result {
+    // SAFETY: the export's contract, passed on.
+    if unsafe { get_fast(cache, addr, len, access, out) } {
+        return REGCACHE_OK;
+    }
+    // SAFETY: as above.
+    unsafe { get_slow(cache, addr, len, access, out) }
+}
+
+/// The hit path of `regcache_cache_get`, outside `catch_unwind` so that
+/// the export stays a small function with few live registers. `true`
+/// when it wrote `*out`; `false`, having changed nothing, for anything
+/// else (errors, misses, a purge or monitor events to apply, an empty hot
+/// cell), which [`get_slow`] then handles from scratch.
+///
+/// Why no panic can start here (the panic boundary is `get_slow`'s): every
+/// step is a NULL or magic check, `AddrRange::from_buffer` and
+/// `AccessFlags::from_bits` (return `Result`/`Option`, no allocation),
+/// `this_thread` (an initial-exec TLS load; its cold first-use branch is a
+/// `fetch_add` and a store), `handles::has_hot` / `take_hot` (slice
+/// `get`, no indexing), `Cache::try_hit_token_on` (documented panic-free:
+/// atomics and `Option` lookups only) and `Slot::publish` (stores). None
+/// allocates, locks, indexes or unwraps.
+///
+/// # Safety
+/// As `regcache_cache_get`.
+#[inline(always)]
+unsafe fn get_fast(
+    cache: *const regcache_cache,
+    addr: *const c_void,
+    len: usize,
+    access: u32,
+    out: *mut *mut regcache_handle,
+) -> bool {
+    if cache.is_null() || out.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL pointers come from regcache_cache_new (contract);
+    // the CacheObj they point to is never freed.
+    let obj = unsafe { &*cache.cast::<CacheObj>() };
+    if obj.magic.load(Acquire) != LIVE {
+        return false;
+    }
+    // SAFETY: LIVE means `inner` is the Box made by regcache_cache_new and
+    // not yet freed (destroy clears LIVE first; no concurrent destroy).
+    let inner = unsafe { &*obj.inner.load(Acquire) };
+    let Ok(range) = AddrRange::from_buffer(addr.cast(), len) else {
+        return false;
+    };
+    let Some(access) = AccessFlags::from_bits(access) else {
+        return false;
+    };
+    let me = regcache::this_thread();
+    if !handles::has_hot(me) {
+        return false;
+    }
+    let Some(t) = inner.cache.try_hit_token_on(me, range, access) else {
+        return false;
+    };
+    // `has_hot` said yes and nothing in between touched the handle table
+    // (the cache knows nothing of it), so this cannot fail; if it ever
+    // did, the reference just taken could not be accounted for: abort
+    // (not a panic, which must not cross the C boundary).
+    let Some(slot) = handles::take_hot(me) else {
+        std::process::abort()
+    };
+    let h = slot.publish(inner, Held::Token(t));
+    // SAFETY: out is non-NULL and writable (contract).
+    unsafe { out.write(h as *mut regcache_handle) };
+    true
+}
+
+/// Everything `get_fast` does not do, with the panic boundary.
+///
+/// # Safety
+/// As `regcache_cache_get`.
+#[cold]
+#[inline(never)]
+unsafe fn get_slow(
+    cache: *const regcache_cache,
+    addr: *const c_void,
+    len: usize,
+    access: u32,
+    out: *mut *mut regcache_handle,
+) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
@@ -548,6 +632,63 @@ pub unsafe extern "C" fn regcache_cache_get(
 /// released by two threads at once.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_handle_release(handle: *mut regcache_handle) -> regcache_result {
+    // SAFETY: the export's contract, passed on.
+    if unsafe { release_fast(handle) } {
+        return REGCACHE_OK;
+    }
+    // SAFETY: as above.
+    unsafe { release_slow(handle) }
+}
+
+/// The common case of `regcache_handle_release`, outside `catch_unwind`
+/// (see [`get_fast`]): a live handle holding a token whose reference goes
+/// straight into this thread's deferred table, the entry into its hot
+/// cell or free stack. `false`, having changed nothing, otherwise (NULL,
+/// stale, a one-off registration, a region no longer LIVE, a deferred
+/// entry to displace, a full free stack): [`release_slow`] handles those.
+///
+/// Why no panic can start here: `handles::lookup_idx` (decode and slice
+/// `get`s), `Entry::token`, `handles::can_free_fast`,
+/// `Cache::try_release_token_fast` (documented panic-free) and
+/// `Entry::take_fast` (stores, slice `get`) neither allocate, lock, index
+/// nor unwrap.
+///
+/// # Safety
+/// As `regcache_handle_release`.
+#[inline(always)]
+unsafe fn release_fast(handle: *mut regcache_handle) -> bool {
+    let Some((e, idx)) = handles::lookup_idx(handle as usize) else {
+        return false;
+    };
+    // SAFETY: caller holds the live handle and does not release it
+    // concurrently (contract).
+    let Some(t) = (unsafe { e.token() }) else {
+        return false;
+    };
+    let me = regcache::this_thread();
+    if !handles::can_free_fast(me) {
+        return false;
+    }
+    // SAFETY: the entry is live, so its cache was not destroyed (destroy
+    // drains its handles first, and is not concurrent: contract).
+    let inner = unsafe { &*e.cache() };
+    // SAFETY: the entry records the cache that produced the token, and the
+    // generation bump below makes this the only release.
+    if !unsafe { inner.cache.try_release_token_fast(me, t) } {
+        return false;
+    }
+    // SAFETY: as for `e.token()`; `idx` is the entry's index.
+    unsafe { e.take_fast(me, idx) };
+    true
+}
+
+/// Everything `release_fast` does not do, with the panic boundary.
+///
+/// # Safety
+/// As `regcache_handle_release`.
+#[cold]
+#[inline(never)]
+unsafe fn release_slow(handle: *mut regcache_handle) -> regcache_result {
     ffi_guard(|| {
         let e = entry_of(handle)?;
         // SAFETY: the entry is live, so its cache was not destroyed (destroy

@@ -303,6 +303,43 @@ impl Slot {
     }
 }
 
+/// The fast paths of the exports (see `cache::regcache_cache_get`): they
+/// run outside `catch_unwind`, so everything here is panic-free: `get` on
+/// slices (no indexing), plain loads and stores, no allocation, no lock.
+///
+/// This thread's hot free entry, taken (`None` when the cell is empty or
+/// the thread has no stripe: then the caller takes the slow path).
+#[inline(always)]
+pub(crate) fn take_hot(me: ThisThread) -> Option<Slot> {
+    let l = LOCALS.get(me.index())?;
+    // SAFETY: `l` is the calling thread's own stack (see `Local`).
+    unsafe { (*l.hot.get()).take() }.map(Slot)
+}
+
+/// Whether this thread's hot free entry is there (then [`take_hot`], on
+/// the same thread with no handle-table call in between, returns it).
+/// The get fast path checks before its cache lookup and takes after, so
+/// that the entry is not held in registers across the lookup.
+#[inline(always)]
+pub(crate) fn has_hot(me: ThisThread) -> bool {
+    match LOCALS.get(me.index()) {
+        // SAFETY: `l` is the calling thread's own stack (see `Local`).
+        Some(l) => unsafe { (*l.hot.get()).is_some() },
+        None => false,
+    }
+}
+
+/// Whether [`Entry::take_fast`] can free an entry on this thread without
+/// spilling (the hot cell is empty or the stack has room).
+#[inline(always)]
+pub(crate) fn can_free_fast(me: ThisThread) -> bool {
+    match LOCALS.get(me.index()) {
+        // SAFETY: `l` is the calling thread's own stack (see `Local`).
+        Some(l) => unsafe { (*l.hot.get()).is_none() || *l.len.get() < LOCAL_MAX },
+        None => false,
+    }
+}
+
 /// The live entry named by handle value `h`, or `None` when stale.
 #[inline(always)]
 pub(crate) fn lookup(h: usize) -> Option<&'static Entry> {
@@ -354,6 +391,64 @@ impl Entry {
         }
         raw
     }
+}
+
+impl Entry {
+    /// The token of a live entry that holds one.
+    ///
+    /// # Safety
+    /// As [`Entry::held`].
+    #[inline(always)]
+    pub(crate) unsafe fn token(&self) -> Option<Token> {
+        // SAFETY: the caller's contract.
+        match unsafe { self.held() } {
+            Held::Token(t) => Some(*t),
+            Held::Raw(_) => None,
+        }
+    }
+
+    /// [`Entry::take`] for an entry holding a token (nothing to read out:
+    /// a `Token` is `Copy`), after [`can_free_fast`] said yes: make the
+    /// handle value stale and free the entry into this thread's hot cell
+    /// or stack. Panic-free.
+    ///
+    /// # Safety
+    /// As [`Entry::held`]; `idx` is the entry's index; afterwards the
+    /// handle value is stale.
+    #[inline(always)]
+    pub(crate) unsafe fn take_fast(&'static self, me: ThisThread, idx: u32) {
+        let g = self.generation.load(Relaxed).wrapping_add(1) & !1;
+        self.generation.store(g, Release);
+        let f = Free {
+            idx,
+            generation: g,
+            entry: self,
+        };
+        let Some(l) = LOCALS.get(me.index()) else {
+            return;
+        };
+        // SAFETY: `l` is the calling thread's own stack (see `Local`).
+        let hot = unsafe { &mut *l.hot.get() };
+        if hot.is_none() {
+            *hot = Some(f);
+            return;
+        }
+        // SAFETY: as above.
+        let len = unsafe { &mut *l.len.get() };
+        // SAFETY: as above.
+        if let Some(cell) = unsafe { (*l.items.get()).get_mut(*len) } {
+            *cell = f;
+            *len += 1;
+        }
+    }
+}
+
+/// The live entry named by handle value `h` and its index, or `None`.
+#[inline(always)]
+pub(crate) fn lookup_idx(h: usize) -> Option<(&'static Entry, u32)> {
+    let (idx, generation) = decode(h)?;
+    let e = entry(idx)?;
+    (generation & 1 == 1 && e.generation.load(Acquire) == generation).then_some((e, idx))
 }
 
 /// Take every live handle of `cache` out of the table (its cache is being

@@ -5,6 +5,12 @@
 //! [`regcache_result`], writes its outputs only on success, checks every
 //! pointer for NULL and every range for emptiness and overflow, and runs
 //! inside `catch_unwind`: **Invariant:** no panic crosses the C boundary.
+//! The two hit-path exports (`regcache_cache_get`,
+//! `regcache_handle_release`) first try a fast path outside
+//! `catch_unwind` that cannot panic (argued at `get_fast` and
+//! `release_fast`: atomics, `Option` lookups, no allocation, lock,
+//! indexing or unwrap); anything else goes to their `#[cold]` bodies,
+//! which do run inside it.
 //!
 //! Objects:
 //! - `regcache_cache` — a registration cache (`regcache_cache_new`,

@@ -726,10 +726,11 @@ impl<R: Registrar> Cache<R> {
         &self.config
     }
 
-    #[inline]
+    #[inline(always)]
     fn hint_index(&self, page_start: u64) -> usize {
-        ((page_start >> self.page_shift).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.hint_shift)
-            as usize
+        (page_start.wrapping_shr(self.page_shift))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_shr(self.hint_shift) as usize
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -891,6 +892,108 @@ impl<R: Registrar> Cache<R> {
             }
         }
         None
+    }
+
+    /// The hit path alone, for a caller with its own slow path (the C
+    /// API's exports): `Some(token)` when this thread's deferred table or
+    /// the hint table has a LIVE region covering `range` with `access`
+    /// (the token then holds a reference, as from [`Cache::get_token_on`]);
+    /// `None`, having changed nothing, when anything else would be needed:
+    /// an empty or overflowing range, a fork, monitor events to apply, a
+    /// deferred table to purge, a miss. Then call [`Cache::get_token_on`].
+    ///
+    /// **Invariant:** this function cannot panic and calls nothing out of
+    /// line: only atomic loads and stores, `Option`-returning lookups
+    /// (`get`, never indexing) and wrapping arithmetic. The C API runs it
+    /// outside its `catch_unwind` and relies on that.
+    #[inline(always)]
+    pub fn try_hit_token_on(
+        &self,
+        me: ThisThread,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Option<Token> {
+        if range.is_empty() {
+            return None;
+        }
+        let req = range.align_out(1u64.wrapping_shl(self.page_shift)).ok()?;
+        if FORK_EPOCH.load(Relaxed) != self.fork_epoch {
+            return None;
+        }
+        if let Some(m) = &self.monitor {
+            if m.watch.load().0 != m.seen.load(Relaxed) {
+                return None;
+            }
+        }
+        let me = me.index();
+        if let Some(d) = self.deferred.get(me) {
+            if d.epoch.load(Relaxed) != self.epoch.load(Relaxed) {
+                return None;
+            }
+            for e in &d.slots {
+                let v = e.load(Relaxed);
+                if v != 0 {
+                    let idx = v.wrapping_sub(1);
+                    let slot = self.slab.get(idx)?;
+                    if slot.covers_live(&req, access) {
+                        // We already hold this counted reference: hand it
+                        // over. Only this thread writes `e`.
+                        e.store(0, Relaxed);
+                        self.counters.hits.incr_at(me);
+                        return Some(Self::token_for(idx, slot));
+                    }
+                }
+            }
+        }
+        let h = self.hints.get(self.hint_index(req.start()))?.load(Relaxed);
+        if h != 0 {
+            let idx = h.wrapping_sub(1);
+            let slot = self.slab.get(idx)?;
+            if slot.try_acquire(&req, access) {
+                self.counters.hits.incr_at(me);
+                return Some(Self::token_for(idx, slot));
+            }
+        }
+        None
+    }
+
+    /// The release fast path, for a caller with its own slow path (the C
+    /// API): give `token`'s reference to this thread's deferred table when
+    /// that is all there is to do — the token's slot is in the token's
+    /// incarnation, referenced and LIVE, and the deferred entry it would
+    /// displace is empty. Returns `false`, having changed nothing,
+    /// otherwise; then call [`Cache::release_token_on`].
+    ///
+    /// **Invariant:** cannot panic and calls nothing out of line, as
+    /// [`Cache::try_hit_token_on`].
+    ///
+    /// # Safety
+    /// As [`Cache::release_token`].
+    #[inline(always)]
+    pub unsafe fn try_release_token_fast(&self, me: ThisThread, token: Token) -> bool {
+        let Some(slot) = self.slab.get(token.slot) else {
+            return false;
+        };
+        let Some(d) = self.deferred.get(me.index()) else {
+            return false;
+        };
+        let st = slot.state.load(Relaxed);
+        if ((st >> INC_SHIFT) & INC_MASK) as u32 != token.incarnation
+            || refs(st) == 0
+            || st & LIVE == 0
+            || d.slots[DEFERRED - 1].load(Relaxed) != 0
+        {
+            return false;
+        }
+        // What `release_slot` does when the displaced entry is empty.
+        let t = self.clock.load(Relaxed).wrapping_add(1);
+        self.clock.store(t, Relaxed);
+        slot.last_use.store(t, Relaxed);
+        for i in (1..DEFERRED).rev() {
+            d.slots[i].store(d.slots[i - 1].load(Relaxed), Relaxed);
+        }
+        d.slots[0].store(token.slot.wrapping_add(1), Relaxed);
+        true
     }
 
     /// Release a token from [`Cache::get_token`].

@@ -164,7 +164,7 @@ impl StripedCounter {
             // Only the thread owning stripe `id` ever writes it (ids are
             // never reused), so load + store loses no count; readers sum
             // with Relaxed loads and may see a slightly old total.
-            Some(s) => s.0.store(s.0.load(Relaxed) + 1, Relaxed),
+            Some(s) => s.0.store(s.0.load(Relaxed).wrapping_add(1), Relaxed),
             None => {
                 self.overflow.fetch_add(1, Relaxed);
             }
