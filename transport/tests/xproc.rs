@@ -300,6 +300,28 @@ fn role_rx() {
     drop(rx);
 }
 
+/// Child side: the key the parent passed with [`spawn_sender`].
+fn key_from_env() -> DmaKey {
+    DmaKey {
+        dev: env("RC_DEV").parse().unwrap(),
+        ino: env("RC_INO").parse().unwrap(),
+        offset: env("RC_KEYOFF").parse().unwrap(),
+    }
+}
+
+/// Start a sender role on the fixture's registry, aimed at `key`.
+fn spawn_sender(role: &str, fx: &Fixture, key: DmaKey) -> Peer {
+    spawn(
+        role,
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_DEV", key.dev.to_string()),
+            ("RC_INO", key.ino.to_string()),
+            ("RC_KEYOFF", key.offset.to_string()),
+        ],
+    )
+}
+
 struct Fixture {
     reg_name: String,
     reg: Registry,
@@ -505,11 +527,7 @@ fn role_tx_nocap() {
         },
     )
     .unwrap();
-    let key = DmaKey {
-        dev: env("RC_DEV").parse().unwrap(),
-        ino: env("RC_INO").parse().unwrap(),
-        offset: env("RC_KEYOFF").parse().unwrap(),
-    };
+    let key = key_from_env();
     let r = send(&reg, key, 1, &[1000, 3000]).unwrap();
     let s = reg.stats();
     tell(&format!(
@@ -523,15 +541,7 @@ fn dma_real_cma_refusal_falls_back_to_bounce() {
     let fx = Fixture::new("refuse", Config::default());
     let key = fx.key(8);
     let mut rx = fx.rx(8, "0+4096", "normal", 1, &[("RC_NONDUMPABLE", "1".into())]);
-    let mut tx = spawn(
-        "tx_nocap",
-        &[
-            ("RC_REG", fx.reg_name.clone()),
-            ("RC_DEV", key.dev.to_string()),
-            ("RC_INO", key.ino.to_string()),
-            ("RC_KEYOFF", key.offset.to_string()),
-        ],
-    );
+    let mut tx = spawn_sender("tx_nocap", &fx, key);
     let l = tx.expect("SENT");
     tx.finish();
     assert_eq!(
@@ -598,11 +608,7 @@ fn dma_receiver_out_of_descriptors_restocks_when_signalled_and_retry_succeeds() 
 fn role_hostile() {
     use rand::RngCore;
     let reg = Registry::open(&env("RC_REG")).unwrap();
-    let key = DmaKey {
-        dev: env("RC_DEV").parse().unwrap(),
-        ino: env("RC_INO").parse().unwrap(),
-        offset: env("RC_KEYOFF").parse().unwrap(),
-    };
+    let key = key_from_env();
     let (p, len) = reg.slot_bytes(key).expect("victim slot");
     let mut rng = rand::rng();
     let descs_at = 384;
@@ -942,11 +948,7 @@ fn role_tx_nodump() {
     // SAFETY: plain prctl: nobody without CAP_SYS_PTRACE may now read us.
     assert_eq!(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }, 0);
     let reg = Registry::open_with(&env("RC_REG"), assist_config(true)).unwrap();
-    let key = DmaKey {
-        dev: env("RC_DEV").parse().unwrap(),
-        ino: env("RC_INO").parse().unwrap(),
-        offset: env("RC_KEYOFF").parse().unwrap(),
-    };
+    let key = key_from_env();
     let r = send(&reg, key, 1, &[600_000]).unwrap();
     tell(&format!(
         "SENT {} {:?} receiver_chunks={} assisted={}",
@@ -972,15 +974,7 @@ fn dma_assist_refused_by_the_kernel_is_redone_by_the_sender() {
         1,
         &[("RC_BUFSZ", BIG.into()), ("RC_NOCAP", "1".into())],
     );
-    let mut tx = spawn(
-        "tx_nodump",
-        &[
-            ("RC_REG", fx.reg_name.clone()),
-            ("RC_DEV", key.dev.to_string()),
-            ("RC_INO", key.ino.to_string()),
-            ("RC_KEYOFF", key.offset.to_string()),
-        ],
-    );
+    let mut tx = spawn_sender("tx_nodump", &fx, key);
     let l = tx.expect("SENT");
     tx.finish();
     assert_eq!(
@@ -997,11 +991,7 @@ fn role_tx_stuck() {
     // An assisted send whose receiver never helps: it waits in `send`
     // with its pid announced until the parent kills it.
     let reg = Registry::open_with(&env("RC_REG"), assist_config(true)).unwrap();
-    let key = DmaKey {
-        dev: env("RC_DEV").parse().unwrap(),
-        ino: env("RC_INO").parse().unwrap(),
-        offset: env("RC_KEYOFF").parse().unwrap(),
-    };
+    let key = key_from_env();
     tell("SENDING");
     let r = send(&reg, key, 1, &[600_000]);
     tell(&format!("UNEXPECTED {r:?}"));
@@ -1020,15 +1010,7 @@ fn dma_sender_killed_mid_send_does_not_hold_up_unbind() {
     let mut buf = vec![0u8; 1 << 20];
     let whole = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
     let rx = rx_bind(&fx.reg, key, &mut buf, &[DmaBuffer::new(vec![whole])]);
-    let mut tx = spawn(
-        "tx_stuck",
-        &[
-            ("RC_REG", fx.reg_name.clone()),
-            ("RC_DEV", key.dev.to_string()),
-            ("RC_INO", key.ino.to_string()),
-            ("RC_KEYOFF", key.offset.to_string()),
-        ],
-    );
+    let mut tx = spawn_sender("tx_stuck", &fx, key);
     tx.expect("SENDING");
     let pid = tx.child.id();
     let mut waited = 0;
