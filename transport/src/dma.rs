@@ -1329,14 +1329,18 @@ impl Registry {
         if let Some(e) = first_err {
             return Err(AssistFail::Io(e));
         }
-        let failed = job.failed.load(Ordering::Relaxed);
+        // Only this job's chunks: `failed` is shared memory, and a stray
+        // write must not turn into an underflow below.
+        let failed = job.failed.load(Ordering::Relaxed) & (u64::MAX >> (64 - nch));
         for k in (0..nch).filter(|k| failed & (1 << k) != 0) {
             let off = k * chunk;
             cma_write_slices(view.pid, &src, &dst, off, chunk.min(n - off))
                 .map_err(AssistFail::Io)?;
         }
         // Chunks the receiver claimed, less those it could not copy.
-        let theirs = nch - mine - u64::from(failed.count_ones());
+        let theirs = nch
+            .saturating_sub(mine)
+            .saturating_sub(u64::from(failed.count_ones()));
         Ok(theirs as u32)
     }
 
