@@ -467,14 +467,12 @@ const ASSIST_MIN_CHUNK: u64 = 128 << 10;
 /// sides to finish together, few enough that the per-chunk system call is
 /// noise. Measured on the reference VM: 128–256 KiB chunks at 1 MiB.
 const ASSIST_TARGET_CHUNKS: u64 = 16;
-/// Most chunks of one job (the width of `AssistJob::failed`).
-const ASSIST_MAX_CHUNKS: u64 = assist::MAX_CHUNKS;
 
 /// Chunk size for an assisted copy of `n` bytes: page multiple, at least
-/// [`ASSIST_MIN_CHUNK`], at most [`ASSIST_MAX_CHUNKS`] chunks.
+/// [`ASSIST_MIN_CHUNK`], at most [`assist::MAX_CHUNKS`] chunks.
 fn assist_chunk(n: u64) -> u64 {
     n.div_ceil(ASSIST_TARGET_CHUNKS)
-        .max(n.div_ceil(ASSIST_MAX_CHUNKS))
+        .max(n.div_ceil(assist::MAX_CHUNKS))
         .next_multiple_of(4096)
         .max(ASSIST_MIN_CHUNK)
 }
@@ -622,8 +620,9 @@ const NO_RANGE: AddrRange = match AddrRange::from_start_len(0, 0) {
     Err(_) => panic!("the empty range at 0 is valid"),
 };
 
-/// `{addr, len}` pairs read from shared memory, at most `N`.
-fn read_pairs<const N: usize>(secs: &[SharedSection]) -> ([(u64, u64); N], usize) {
+/// `{addr, len}` pairs read from shared memory: the first
+/// `min(secs.len(), N)` entries; the rest are `(0, 0)`.
+fn read_pairs<const N: usize>(secs: &[SharedSection]) -> [(u64, u64); N] {
     let mut out = [(0, 0); N];
     let n = secs.len().min(N);
     for (o, s) in out.iter_mut().zip(&secs[..n]) {
@@ -632,7 +631,7 @@ fn read_pairs<const N: usize>(secs: &[SharedSection]) -> ([(u64, u64); N], usize
             s.len.load(Ordering::Relaxed),
         );
     }
-    (out, n)
+    out
 }
 
 impl Registry {
@@ -982,7 +981,7 @@ impl Registry {
         if ndesc == 0 || ndesc as usize > MAX_DESCS || nranges == 0 || nranges > MAX_RANGES {
             return Err(CUT_REASONS[1]);
         }
-        let (rs, _) = read_pairs::<MAX_RANGES>(&s.ranges[..nranges]);
+        let rs = read_pairs::<MAX_RANGES>(&s.ranges[..nranges]);
         let rs = &rs[..nranges];
         if s.check.load(Ordering::Relaxed) != slot_check(pid, gen_, ndesc, key, bounce_len, rs) {
             return Err(CUT_REASONS[1]);
@@ -1287,22 +1286,19 @@ impl Registry {
 
         let mut mine = 0u64;
         let mut first_err = None;
-        let idle = self.inner.config.assist_sender_idle;
-        loop {
-            if idle {
-                break;
-            }
-            let Some(k) = assist::sender_claim(&job.ticket) else {
-                break;
-            };
-            mine += 1;
-            if first_err.is_none() {
-                let off = k * chunk;
-                if let Err(e) = cma_write_slices(view.pid, &src, &dst, off, chunk.min(n - off)) {
-                    first_err = Some(e);
+        // `assist_sender_idle` (tests only): leave every chunk to the receiver.
+        if !self.inner.config.assist_sender_idle {
+            while let Some(k) = assist::sender_claim(&job.ticket) {
+                mine += 1;
+                if first_err.is_none() {
+                    let off = k * chunk;
+                    if let Err(e) = cma_write_slices(view.pid, &src, &dst, off, chunk.min(n - off))
+                    {
+                        first_err = Some(e);
+                    }
                 }
+                assist::finish(&job.done, &job.failed, k, true);
             }
-            assist::finish(&job.done, &job.failed, k, true);
         }
         // Wait for the receiver's chunks: Acquire pairs with its Release
         // increments (its copies are done before we publish used_len).
@@ -1443,7 +1439,7 @@ fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> 
     if nsec == 0 || nsec as usize > MAX_SECTIONS {
         return Err("section count out of range");
     }
-    let (secs, _) = read_pairs::<MAX_SECTIONS>(&d.sections[..nsec as usize]);
+    let secs = read_pairs::<MAX_SECTIONS>(&d.sections[..nsec as usize]);
     let secs = &secs[..nsec as usize];
     let bounce_off = d.bounce_off.load(Ordering::Relaxed);
     if d.check.load(Ordering::Relaxed) != desc_check(view.gen_, nsec, bounce_off, secs) {
@@ -1670,7 +1666,7 @@ fn help_job(
     if nsrc == 0 || nsrc > MAX_SECTIONS || refused.contains(&pid) {
         return false;
     }
-    let (src, _) = read_pairs::<MAX_SECTIONS>(&job.src[..nsrc]);
+    let src = read_pairs::<MAX_SECTIONS>(&job.src[..nsrc]);
     let src = &src[..nsrc];
     if job.check.load(Ordering::Relaxed) != assist_check(gen_, seq, pid, total, chunk, src) {
         return false;
@@ -1678,7 +1674,7 @@ fn help_job(
     if total == 0
         || total > p.cap
         || chunk < 4096
-        || total.div_ceil(chunk) > ASSIST_MAX_CHUNKS
+        || total.div_ceil(chunk) > assist::MAX_CHUNKS
         || pid == 0
     {
         return false;
