@@ -599,7 +599,7 @@ unsafe fn get_slow(
         let Some(slot) = handles::reserve(me) else {
             return Err(Error::new(
                 REGCACHE_ERR_NO_RESOURCES,
-                "too many handles out at once (4 Mi)",
+                "no free handle: 4 Mi handles are out, or the handle table could not be mapped",
             ));
         };
         match inner.cache.get_token_on(me, range, access) {

@@ -5,9 +5,14 @@
 //! than touch freed memory. A `malloc`'d object per `get` would also cost
 //! more than the whole Rust hit path. So a handle is not a pointer at all:
 //! its value encodes `(generation << 32) | (index + 1)` into a process-wide
-//! table of entries that are never freed (chunks are allocated on demand
-//! and stay reachable from a static, so leak checkers see them as
-//! reachable). An entry's generation is odd while a handle is out and even
+//! table of entries that are never freed: one flat array in an anonymous
+//! `MAP_NORESERVE` mapping of 128 MiB of address space, backed page by
+//! page as entries are first used (not heap memory, so leak checkers do
+//! not see it). Flat, so that a release goes from the handle value to its
+//! entry with no dependent load: a release's loads form the critical path
+//! of a get+release loop, and the chunked table this replaced (an array
+//! of `OnceLock<Box<[Entry]>>`) made a C get+release ~7 ns slower
+//! (docs/RESULTS.md, "C API on the hit path"). An entry's generation is odd while a handle is out and even
 //! when free; every release and every destroy of its cache bumps it, so an
 //! old handle value never matches again (until 2³¹ reuses of the same
 //! entry).
@@ -40,13 +45,16 @@ use crate::cache::Inner;
 use regcache::{AnyRegistrar, RawHandle, STRIPES, ThisThread, Token, this_thread};
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU32};
-use std::sync::{Mutex, OnceLock};
 
-const CHUNK_BITS: u32 = 10;
-const CHUNK: usize = 1 << CHUNK_BITS;
-const MAX_CHUNKS: usize = 4096;
+/// Entries made available at once when the free lists are empty.
+const CHUNK: usize = 1 << 10;
+/// At most this many handles out at once (4 Mi; the table reserves
+/// `MAX_ENTRIES * 32` bytes = 128 MiB of address space, backed only as
+/// used).
+const MAX_ENTRIES: usize = 1 << 22;
 const LOCAL_MAX: usize = 64;
 const LOCAL_BATCH: usize = 32;
 
@@ -85,7 +93,18 @@ impl Entry {
     }
 }
 
-static CHUNKS: [OnceLock<Box<[Entry]>>; MAX_CHUNKS] = [const { OnceLock::new() }; MAX_CHUNKS];
+/// The table: `MAX_ENTRIES` entries in one anonymous `MAP_NORESERVE`
+/// mapping made on first use (virtual address space only: a page is
+/// backed when an entry on it is first used, and all-zero bytes are a
+/// free entry of generation 0). One flat array, so a handle value leads
+/// to its entry with no dependent load (a release's critical path).
+static TABLE: AtomicPtr<Entry> = AtomicPtr::new(std::ptr::null_mut());
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
+/// Entries handed out so far (`TABLE[..CREATED]` may be named by a
+/// handle); Release-stored after `TABLE` is set.
+static CREATED: AtomicU32 = AtomicU32::new(0);
 
 /// Free entry indices, and the number of entries ever created.
 static GLOBAL_FREE: Mutex<(Vec<u32>, u32)> = Mutex::new((Vec::new(), 0));
@@ -130,10 +149,38 @@ fn global() -> std::sync::MutexGuard<'static, (Vec<u32>, u32)> {
 
 #[inline(always)]
 fn entry(idx: u32) -> Option<&'static Entry> {
-    CHUNKS
-        .get((idx >> CHUNK_BITS) as usize)?
-        .get()?
-        .get(idx as usize & (CHUNK - 1))
+    if idx >= CREATED.load(Acquire) {
+        return None;
+    }
+    // SAFETY: CREATED > idx was stored (Release) after TABLE was set to a
+    // mapping of MAX_ENTRIES entries, never unmapped; idx < CREATED <=
+    // MAX_ENTRIES. Zeroed memory is a valid `Entry` (atomics and
+    // `MaybeUninit`).
+    Some(unsafe { &*TABLE.load(Relaxed).add(idx as usize) })
+}
+
+/// Map the table (once; under the `GLOBAL_FREE` lock). `false` when the
+/// mapping failed.
+fn map_table() -> bool {
+    if !TABLE.load(Relaxed).is_null() {
+        return true;
+    }
+    // SAFETY: a fresh private anonymous mapping; no existing memory named.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            MAX_ENTRIES * std::mem::size_of::<Entry>(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    TABLE.store(p.cast(), Relaxed);
+    true
 }
 
 /// Take up to `want` free indices from the global list, creating a chunk
@@ -146,15 +193,15 @@ fn take_global(want: usize) -> Vec<u32> {
     let mut out: Vec<u32> = g.0.drain(at..).collect();
     if out.is_empty() {
         let i = g.1;
-        if i as usize >= MAX_CHUNKS * CHUNK {
+        if i as usize >= MAX_ENTRIES || !map_table() {
             return out;
         }
-        CHUNKS[(i >> CHUNK_BITS) as usize]
-            .get_or_init(|| (0..CHUNK).map(|_| Entry::new()).collect());
-        // A whole chunk becomes available at once.
+        // A batch of CHUNK entries becomes available at once.
         let end = (i | (CHUNK as u32 - 1)) + 1;
         out.extend((i..end).rev());
         g.1 = end;
+        // Release: the mapping is visible before any index below `end`.
+        CREATED.store(end, Release);
         // Keep what the caller did not ask for.
         let extra = out.len().saturating_sub(want);
         let rest: Vec<u32> = out.drain(..extra).collect();
@@ -164,7 +211,7 @@ fn take_global(want: usize) -> Vec<u32> {
 }
 
 /// A free entry: its index, its (even) generation and the entry itself,
-/// kept together so that a get neither looks the entry up in `CHUNKS` nor
+/// kept together so that a get neither looks the entry up in `TABLE` nor
 /// loads its generation: fewer dependent loads on the hit path. A free
 /// entry's generation does not change (only a live entry's owner and
 /// `drain_cache`, which skips free entries, change it).
@@ -268,7 +315,8 @@ fn decode(h: usize) -> Option<(u32, u32)> {
 pub(crate) struct Slot(Free);
 
 /// Reserve a free entry (before the cache lookup, so that the raw handle
-/// can be written straight into it). `None` when 4 Mi handles are out.
+/// can be written straight into it). `None` when 4 Mi handles are out (or the table
+/// could not be mapped).
 #[inline(always)]
 pub(crate) fn reserve(me: ThisThread) -> Option<Slot> {
     alloc(me).map(Slot)
