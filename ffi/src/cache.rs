@@ -599,7 +599,7 @@ unsafe fn get_slow(
         let Some(slot) = handles::reserve(me) else {
             return Err(Error::new(
                 REGCACHE_ERR_NO_RESOURCES,
-                "no free handle: 4 Mi handles are out, or the handle table could not be mapped",
+                "no free handle: the handle table is full (4 Mi handles out, fewer under an address-space limit) or could not be mapped",
             ));
         };
         match inner.cache.get_token_on(me, range, access) {

@@ -53,8 +53,11 @@ use std::sync::atomic::{AtomicPtr, AtomicU32};
 const CHUNK: usize = 1 << 10;
 /// At most this many handles out at once (4 Mi; the table reserves
 /// `MAX_ENTRIES * 32` bytes = 128 MiB of address space, backed only as
-/// used).
+/// used). Under an address-space limit (`RLIMIT_AS`, as batch systems set
+/// with `ulimit -v`) that refuses it, the table takes a quarter, then a
+/// sixteenth, … down to `MIN_ENTRIES`.
 const MAX_ENTRIES: usize = 1 << 22;
+const MIN_ENTRIES: usize = 1 << 12;
 const LOCAL_MAX: usize = 64;
 const LOCAL_BATCH: usize = 32;
 
@@ -93,7 +96,7 @@ impl Entry {
     }
 }
 
-/// The table: `MAX_ENTRIES` entries in one anonymous `MAP_NORESERVE`
+/// The table: up to `MAX_ENTRIES` entries in one anonymous `MAP_NORESERVE`
 /// mapping made on first use (virtual address space only: a page is
 /// backed when an entry on it is first used, and all-zero bytes are a
 /// free entry of generation 0). One flat array, so a handle value leads
@@ -101,6 +104,9 @@ impl Entry {
 static TABLE: AtomicPtr<Entry> = AtomicPtr::new(std::ptr::null_mut());
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 32);
+
+/// How many entries `TABLE` has room for (0 until it is mapped).
+static CAPACITY: AtomicU32 = AtomicU32::new(0);
 
 /// Entries handed out so far (`TABLE[..CREATED]` may be named by a
 /// handle); Release-stored after `TABLE` is set.
@@ -153,34 +159,41 @@ fn entry(idx: u32) -> Option<&'static Entry> {
         return None;
     }
     // SAFETY: CREATED > idx was stored (Release) after TABLE was set to a
-    // mapping of MAX_ENTRIES entries, never unmapped; idx < CREATED <=
-    // MAX_ENTRIES. Zeroed memory is a valid `Entry` (atomics and
+    // mapping of CAPACITY entries, never unmapped; idx < CREATED <=
+    // CAPACITY. Zeroed memory is a valid `Entry` (atomics and
     // `MaybeUninit`).
     Some(unsafe { &*TABLE.load(Relaxed).add(idx as usize) })
 }
 
-/// Map the table (once; under the `GLOBAL_FREE` lock). `false` when the
-/// mapping failed.
+/// Map the table (once; under the `GLOBAL_FREE` lock): `MAX_ENTRIES`
+/// entries, or fewer when the address space is limited. `false` when not
+/// even `MIN_ENTRIES` could be mapped.
 fn map_table() -> bool {
     if !TABLE.load(Relaxed).is_null() {
         return true;
     }
-    // SAFETY: a fresh private anonymous mapping; no existing memory named.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            MAX_ENTRIES * std::mem::size_of::<Entry>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return false;
+    let mut n = MAX_ENTRIES;
+    while n >= MIN_ENTRIES {
+        // SAFETY: a fresh private anonymous mapping; no existing memory
+        // named.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                n * std::mem::size_of::<Entry>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p != libc::MAP_FAILED {
+            TABLE.store(p.cast(), Relaxed);
+            CAPACITY.store(n as u32, Relaxed);
+            return true;
+        }
+        n /= 4;
     }
-    TABLE.store(p.cast(), Relaxed);
-    true
+    false
 }
 
 /// Take up to `want` free indices from the global list, creating a chunk
@@ -193,7 +206,7 @@ fn take_global(want: usize) -> Vec<u32> {
     let mut out: Vec<u32> = g.0.drain(at..).collect();
     if out.is_empty() {
         let i = g.1;
-        if i as usize >= MAX_ENTRIES || !map_table() {
+        if !map_table() || i >= CAPACITY.load(Relaxed) {
             return out;
         }
         // A batch of CHUNK entries becomes available at once.
@@ -315,8 +328,8 @@ fn decode(h: usize) -> Option<(u32, u32)> {
 pub(crate) struct Slot(Free);
 
 /// Reserve a free entry (before the cache lookup, so that the raw handle
-/// can be written straight into it). `None` when 4 Mi handles are out (or the table
-/// could not be mapped).
+/// can be written straight into it). `None` when the table is full (4 Mi handles out,
+/// fewer under an address-space limit) or could not be mapped.
 #[inline(always)]
 pub(crate) fn reserve(me: ThisThread) -> Option<Slot> {
     alloc(me).map(Slot)
