@@ -423,7 +423,13 @@ pub struct Cache<R: Registrar> {
     /// [`FORK_EPOCH`] when the cache was built.
     fork_epoch: u64,
     counters: Counters,
+    /// See [`Cache::set_invalidation_observer`].
+    observer: OnceLock<InvalidationObserver>,
 }
+
+/// What [`Cache::set_invalidation_observer`] installs: called with the
+/// part of a cached region that was invalidated.
+pub type InvalidationObserver = Box<dyn Fn(AddrRange) + Send + Sync>;
 
 impl<R: Registrar> std::fmt::Debug for Cache<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -678,6 +684,7 @@ impl<R: Registrar> Cache<R> {
                 FORK_EPOCH.load(Relaxed)
             },
             counters: Counters::default(),
+            observer: OnceLock::new(),
             config,
         }
     }
@@ -713,6 +720,26 @@ impl<R: Registrar> Cache<R> {
                 Ok(())
             }
         }
+    }
+
+    /// Install `f`, to be called once for every cached region invalidated
+    /// (by the invalidation source or by [`Cache::invalidate`]), with the
+    /// part of the region that was unmapped or changed: the source's hint
+    /// (ummunotify's `FLAG_HINT` range, intersected with the registration)
+    /// when it has one, else the whole registered range; for
+    /// [`Cache::invalidate`] its range intersected with the region. A
+    /// tracer records these as the `U` records of DESIGN.md's trace
+    /// format. Regions evicted, merged away or flushed are not reported:
+    /// their memory did not change.
+    ///
+    /// `f` runs on the thread that applies the invalidation (a get or a
+    /// release on any thread, or the caller of [`Cache::invalidate`]),
+    /// after the regions have left the index, before that call returns; it
+    /// must not call into this cache (the source's event lock is held).
+    ///
+    /// Returns `false`, keeping the first, if an observer is already set.
+    pub fn set_invalidation_observer(&self, f: impl Fn(AddrRange) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(f)).is_ok()
     }
 
     /// The registrar this cache registers with.
@@ -1459,7 +1486,9 @@ impl<R: Registrar> Cache<R> {
         let _one = m.drain.lock().unwrap_or_else(|e| e.into_inner());
         let mut cookies = Vec::new();
         let t = Instant::now();
-        let drained = m.notifier.drain_with(|inv| cookies.push(inv.cookie.0));
+        let drained = m
+            .notifier
+            .drain_with(|inv| cookies.push((inv.cookie.0, inv.range)));
         add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
         match drained {
             Ok((_, generation)) => m.seen.store(generation.0, Relaxed),
@@ -1480,9 +1509,10 @@ impl<R: Registrar> Cache<R> {
             return;
         }
         let mut retire = Vec::new();
+        let mut seen = Vec::new();
         {
             let mut idx = self.write_index();
-            for c in cookies {
+            for (c, hint) in cookies {
                 let Some(s) = self.slab.get(c as u32) else {
                     continue;
                 };
@@ -1490,6 +1520,9 @@ impl<R: Registrar> Cache<R> {
                 if st & LIVE != 0 && st >> INC_SHIFT == c >> 32 {
                     add(&self.counters.monitor_invalidations, 1);
                     let r = s.range();
+                    if self.observer.get().is_some() {
+                        seen.push(hint.and_then(|h| h.intersection(&r)).unwrap_or(r));
+                    }
                     if self.kill(&mut idx, c as u32, r, false) {
                         add(&self.counters.invalidations_idle, 1);
                         retire.push(c as u32);
@@ -1503,7 +1536,18 @@ impl<R: Registrar> Cache<R> {
                 }
             }
         }
+        self.observe(seen);
         self.retire_all(retire);
+    }
+
+    /// Tell the observer, if any, of invalidated ranges (no index lock
+    /// held).
+    fn observe(&self, ranges: Vec<AddrRange>) {
+        if let Some(f) = self.observer.get() {
+            for r in ranges {
+                f(r);
+            }
+        }
     }
 
     /// This process is a fork child: the notifier no longer watches it and
@@ -1619,11 +1663,15 @@ impl<R: Registrar> Cache<R> {
     /// inside a memory hook or monitor thread (see DESIGN.md).
     pub fn invalidate(&self, range: AddrRange) -> usize {
         let mut retire = Vec::new();
+        let mut seen = Vec::new();
         let mut n = 0;
         {
             let mut idx = self.write_index();
             for (slot, r) in idx.overlapping(&range, false) {
                 n += 1;
+                if self.observer.get().is_some() {
+                    seen.extend(range.intersection(&r));
+                }
                 if self.kill(&mut idx, slot, r, false) {
                     add(&self.counters.invalidations_idle, 1);
                     retire.push(slot);
@@ -1632,6 +1680,7 @@ impl<R: Registrar> Cache<R> {
                 }
             }
         }
+        self.observe(seen);
         self.retire_all(retire);
         n
     }

@@ -86,7 +86,9 @@ mod sys;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
-pub use cache::{Cache, CacheError, DEFERRED, Got, Handle, RawHandle, RegionInfo, Token};
+pub use cache::{
+    Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle, RegionInfo, Token,
+};
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};

@@ -497,3 +497,85 @@ fn try_map_quiet(at: u64) -> Option<AddrRange> {
     }
     Some(AddrRange::from_start_len(at, LEN as u64).unwrap())
 }
+
+/// The invalidation observer (what the PMPI library's trace writes as `U`
+/// records) hears of exactly the unmapped part of each region the real
+/// munmap hit, once, and of nothing else; `Cache::invalidate` reports its
+/// range cut to each region.
+#[test]
+fn observer_hears_the_unmapped_part_of_each_region_hit() {
+    let kind = source();
+    let cache = match Cache::try_new(
+        Numbered::default(),
+        Config {
+            monitor: kind,
+            merge: false,
+            ..Config::default()
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("REGCACHE_REQUIRE_DEVICE").is_none() => {
+            println!(
+                "SKIPPED: invalidation source {} unavailable here ({e}); the VM tier runs these tests",
+                kind.name()
+            );
+            return;
+        }
+        Err(e) => panic!("invalidation source {} required: {e}", kind.name()),
+    };
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h2 = heard.clone();
+    assert!(cache.set_invalidation_observer(move |r| h2.lock().unwrap().push(r)));
+    assert!(
+        !cache.set_invalidation_observer(|_| {}),
+        "a second observer must be refused"
+    );
+    let page = regcache::page_size();
+    let r = map(None);
+    let half = r.len() / 2;
+    let lo = AddrRange::from_start_len(r.start(), half).unwrap();
+    let hi = AddrRange::from_start_len(r.start() + half, half).unwrap();
+    drop(cache.get(lo, AccessFlags::LOCAL_WRITE).unwrap());
+    drop(cache.get(hi, AccessFlags::LOCAL_WRITE).unwrap());
+    assert_eq!(cache.regions().len(), 2);
+
+    // Two pages inside the low region, for real.
+    let hole = AddrRange::from_start_len(r.start() + page, 2 * page).unwrap();
+    unmap(hole);
+    let other = map(None);
+    drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap());
+    {
+        let heard = heard.lock().unwrap();
+        if kind == MonitorKind::Uffd {
+            // UFFD_EVENT_UNMAP carries the munmap's exact range.
+            assert_eq!(*heard, vec![hole], "after munmap");
+        } else {
+            // The kernel device's hint is the MMU notifier's range, which
+            // the kernel may widen (or drop, when a registration is hit
+            // twice before the read): within the region, covering the hole.
+            assert!(
+                heard.len() == 1 && heard[0].contains(&hole) && lo.contains(&heard[0]),
+                "after munmap: {heard:?}"
+            );
+        }
+    }
+    assert_eq!(cache.stats().monitor_invalidations, 1);
+
+    // An explicit invalidation straddling the high region's end.
+    let wide = AddrRange::from_start_len(hi.end() - page, 4 * page).unwrap();
+    heard.lock().unwrap().clear();
+    assert_eq!(cache.invalidate(wide), 1);
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![AddrRange::from_start_len(hi.end() - page, page).unwrap()],
+        "after invalidate"
+    );
+
+    // Eviction is not an invalidation.
+    heard.lock().unwrap().clear();
+    cache.flush();
+    assert!(heard.lock().unwrap().is_empty());
+    unmap(AddrRange::new(r.start(), hole.start()).unwrap());
+    unmap(AddrRange::new(hole.end(), r.end()).unwrap());
+    unmap(other);
+}

@@ -54,13 +54,10 @@ umn::interpose_shm!();
 
 type Raw = RawHandle<AnyRegistrar>;
 
-/// A rank's trace file, and what the cache held when last looked at (to
-/// turn invalidations into `U` records).
+/// A rank's trace file: `A` records written by [`rcpmpi_acquire`], `U`
+/// records by the cache's invalidation observer (see [`trace_unmapped`]).
 struct Trace {
     out: std::io::BufWriter<std::fs::File>,
-    invalidations: u64,
-    misses: u64,
-    regions: Vec<AddrRange>,
 }
 
 struct State {
@@ -165,12 +162,8 @@ pub extern "C" fn rcpmpi_init(rank: c_int) {
                         "# regcache-pmpi trace, rank {rank}, min_bytes {}",
                         s.min_bytes
                     );
-                    *lock(&s.trace) = Some(Trace {
-                        out: w,
-                        invalidations: 0,
-                        misses: 0,
-                        regions: Vec::new(),
-                    });
+                    *lock(&s.trace) = Some(Trace { out: w });
+                    s.cache.set_invalidation_observer(trace_unmapped);
                 }
                 Err(e) => eprint_line(&format!(
                     "regcache-pmpi: rank {rank}: no trace: {}: {e}\n",
@@ -196,7 +189,7 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
         };
         let got = s.cache.get_raw(range, ACCESS);
         if let Some(t) = lock(&s.trace).as_mut() {
-            trace_get(s, t, range);
+            trace_get(t, range);
         }
         match got {
             Ok(raw) => {
@@ -214,26 +207,24 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
     .unwrap_or(0)
 }
 
-/// Append the records of one get: `U` for every region the cache dropped
-/// through invalidation since the last look (the get applies pending
-/// events first), then `A` for the request. The cache has no invalidation
-/// callback, so regions are compared before and after whenever the
-/// invalidation or miss count moved: a region merged away or evicted in
-/// the same interval as an invalidation is reported as `U` too (evictions
-/// and merges are counted in the statistics line; hpcc has none).
-fn trace_get(s: &State, t: &mut Trace, range: AddrRange) {
-    let st = s.cache.stats();
-    let inv = st.invalidations_idle + st.invalidations_in_use;
-    if inv != t.invalidations || st.misses != t.misses {
-        let now: Vec<AddrRange> = s.cache.regions().iter().map(|r| r.range).collect();
-        if inv != t.invalidations {
-            for r in t.regions.iter().filter(|r| !now.contains(r)) {
-                let _ = writeln!(t.out, "U {:x} {}", r.start(), r.len());
-            }
-        }
-        (t.invalidations, t.misses, t.regions) = (inv, st.misses, now);
-    }
+/// Append the `A` record of one get. Any `U` records the get's pending
+/// invalidations produce were written before, by [`trace_unmapped`],
+/// while the get applied them.
+fn trace_get(t: &mut Trace, range: AddrRange) {
     let _ = writeln!(t.out, "A {:x} {}", range.start(), range.len());
+}
+
+/// The cache's invalidation observer while a trace is open: a `U` record
+/// for the part of a cached region that was unmapped or changed, exactly
+/// as the invalidation source reported it (the munmap's range cut to the
+/// region with userfaultfd). Runs inside the cache call that applies the
+/// event, never with the trace lock already held (a get takes it only
+/// after it returns).
+fn trace_unmapped(r: AddrRange) {
+    let Some(Some(s)) = STATE.get() else { return };
+    if let Some(t) = lock(&s.trace).as_mut() {
+        let _ = writeln!(t.out, "U {:x} {}", r.start(), r.len());
+    }
 }
 
 /// Release a token from [`rcpmpi_acquire`] (0 is ignored).
