@@ -56,8 +56,11 @@ type Raw = RawHandle<AnyRegistrar>;
 
 /// A rank's trace file: `A` records written by [`rcpmpi_acquire`], `U`
 /// records by the cache's invalidation observer (see [`trace_unmapped`]).
+/// Every record carries the rank column of DESIGN.md's format, so a
+/// replay names the rank without relying on the file name.
 struct Trace {
     out: std::io::BufWriter<std::fs::File>,
+    rank: c_int,
 }
 
 struct State {
@@ -162,7 +165,7 @@ pub extern "C" fn rcpmpi_init(rank: c_int) {
                         "# regcache-pmpi trace, rank {rank}, min_bytes {}",
                         s.min_bytes
                     );
-                    *lock(&s.trace) = Some(Trace { out: w });
+                    *lock(&s.trace) = Some(Trace { out: w, rank });
                     s.cache.set_invalidation_observer(trace_unmapped);
                 }
                 Err(e) => eprint_line(&format!(
@@ -211,7 +214,7 @@ pub extern "C" fn rcpmpi_acquire(addr: *const c_void, len: usize) -> u64 {
 /// invalidations produce were written before, by [`trace_unmapped`],
 /// while the get applied them.
 fn trace_get(t: &mut Trace, range: AddrRange) {
-    let _ = writeln!(t.out, "A {:x} {}", range.start(), range.len());
+    let _ = writeln!(t.out, "{} A {:x} {}", t.rank, range.start(), range.len());
 }
 
 /// The cache's invalidation observer while a trace is open: a `U` record
@@ -223,7 +226,7 @@ fn trace_get(t: &mut Trace, range: AddrRange) {
 fn trace_unmapped(r: AddrRange) {
     let Some(Some(s)) = STATE.get() else { return };
     if let Some(t) = lock(&s.trace).as_mut() {
-        let _ = writeln!(t.out, "U {:x} {}", r.start(), r.len());
+        let _ = writeln!(t.out, "{} U {:x} {}", t.rank, r.start(), r.len());
     }
 }
 
