@@ -6,6 +6,8 @@
 //! Alone in its test binary because the limit is process-wide and the
 //! table is mapped once per process, on the first get.
 
+mod common;
+
 use regcache_ffi::*;
 use regcache_result::*;
 
@@ -24,15 +26,7 @@ fn vm_size() -> u64 {
 #[test]
 fn handles_work_under_an_address_space_limit() {
     let bufs: Vec<Vec<u8>> = (0..4).map(|i| vec![i as u8; 1 << 16]).collect();
-    let mut cfg = std::mem::MaybeUninit::<regcache_config>::uninit();
-    let mut c: *mut regcache_cache = std::ptr::null_mut();
-    // SAFETY: valid out pointers.
-    unsafe {
-        assert_eq!(regcache_config_default(cfg.as_mut_ptr()), REGCACHE_OK);
-        let mut cfg = cfg.assume_init();
-        cfg.registrar = regcache_registrar::REGCACHE_REGISTRAR_PIN as u32;
-        assert_eq!(regcache_cache_new(&cfg, &mut c), REGCACHE_OK);
-    }
+    let c = common::new_pin_cache();
     // Room for 16 MiB more: the 128 MiB and 32 MiB tables are refused,
     // the 8 MiB one fits.
     let limit = vm_size() + (16 << 20);

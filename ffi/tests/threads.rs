@@ -2,6 +2,8 @@
 //! the C API, handles released on another thread than the one that got
 //! them, and stale detection afterwards.
 
+mod common;
+
 use regcache_ffi::*;
 use regcache_result::*;
 use std::ffi::c_void;
@@ -15,16 +17,7 @@ unsafe impl Send for SendCache {}
 unsafe impl Sync for SendCache {}
 
 fn new_cache() -> SendCache {
-    let mut cfg = std::mem::MaybeUninit::<regcache_config>::uninit();
-    let mut c: *mut regcache_cache = std::ptr::null_mut();
-    // SAFETY: valid out pointers.
-    unsafe {
-        assert_eq!(regcache_config_default(cfg.as_mut_ptr()), REGCACHE_OK);
-        let mut cfg = cfg.assume_init();
-        cfg.registrar = regcache_registrar::REGCACHE_REGISTRAR_PIN as u32;
-        assert_eq!(regcache_cache_new(&cfg, &mut c), REGCACHE_OK);
-    }
-    SendCache(c)
+    SendCache(common::new_pin_cache())
 }
 
 #[test]
