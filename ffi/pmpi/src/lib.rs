@@ -15,6 +15,10 @@
 //! windows keep theirs until `MPI_Win_free`, RMA origin buffers until the
 //! flush, unlock or fence that completes them. docs/C-API.md has the
 //! table of what is registered when.
+//! Fortran programs (`mpif.h`, `use mpi`) are covered too: Open MPI's
+//! Fortran bindings call the `PMPI_` C functions directly, so the library
+//! also defines the Fortran entry points (`mpi_send_` and the other
+//! manglings, the `fortran!` list below). `use mpi_f08` is not covered.
 //! At `MPI_Finalize` each rank prints one line of statistics to stderr,
 //! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
 //! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
