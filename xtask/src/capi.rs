@@ -388,6 +388,8 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         pmpi_balanced(&text, 2)?;
     }
 
+    pmpi_fortran_test(root, prefix)?;
+
     let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
     pmpi_balanced(&text, 2)?;
     eprintln!(
@@ -425,6 +427,79 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
     );
     pmpi_balanced(&text, 2)?;
     Ok(())
+}
+
+/// A Fortran MPI program (`mpi-tests/f/pmpi_fortran.f90`, mpif.h and
+/// `use mpi`, built with `mpif90`) under the PMPI library: Open MPI's
+/// Fortran bindings bypass the C wrappers, so this fails when the Fortran
+/// entry points are missing. The program checks its results and the
+/// library's counters itself; here every rank must also be balanced, have
+/// had its buffers through the cache (hits + misses > 0) and have had no
+/// failed registration (a Fortran MPI_IN_PLACE or MPI_BOTTOM taken for a
+/// buffer would be ranged from a common block's address).
+fn pmpi_fortran_test(root: &Path, prefix: &Path) -> Result<()> {
+    let work = root.join("target/mpi-tests");
+    let src = root.join("mpi-tests/f");
+    let helper = work.join("pmpi_counters.o");
+    let exe = work.join("pmpi_fortran");
+    run(Command::new("mpicc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-c"])
+        .arg(src.join("pmpi_counters.c"))
+        .arg("-o")
+        .arg(&helper))?;
+    run(Command::new("mpif90")
+        .args(["-Wall", "-Werror", "-g"])
+        // gfortran writes the module file of pmpi_fortran.f90 here.
+        .arg("-J")
+        .arg(&work)
+        .arg(src.join("pmpi_fortran.f90"))
+        .arg(&helper)
+        .arg("-o")
+        .arg(&exe)
+        .arg("-ldl"))?;
+    let text = run_capture(
+        mpirun(2)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
+            .arg(&exe),
+    )?;
+    if !text.contains("pmpi_fortran: PASSED (2 ranks)") {
+        bail!("pmpi_fortran did not pass under the PMPI library");
+    }
+    pmpi_balanced(&text, 2)?;
+    for r in 0..2 {
+        let (hits, misses, failed) = (
+            pmpi_field(&text, r, "hits")?,
+            pmpi_field(&text, r, "misses")?,
+            pmpi_field(&text, r, "failed")?,
+        );
+        if hits + misses == 0 {
+            bail!("pmpi_fortran rank {r}: no buffer went through the cache (hits 0 misses 0)");
+        }
+        if failed != 0 {
+            bail!("pmpi_fortran rank {r}: {failed} registration(s) failed");
+        }
+    }
+    eprintln!("pmpi_fortran under regcache-pmpi: passed");
+    Ok(())
+}
+
+/// The numeric field `name` of rank `rank`'s statistics line.
+fn pmpi_field(output: &str, rank: u32, name: &str) -> Result<u64> {
+    let prefix = format!("regcache-pmpi: rank {rank}: ");
+    let line = output
+        .lines()
+        .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
+        .with_context(|| format!("rank {rank} printed no regcache-pmpi statistics line"))?;
+    line.split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .with_context(|| format!("no {name} in {line:?}"))
 }
 
 /// The main job on real input: hpcc (2 ranks) under the PMPI library with

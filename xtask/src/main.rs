@@ -132,6 +132,9 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     // MPI tests (Open MPI's mpirun and mpicc); umn's ABI test needs cc.
     ("openmpi-bin", "/usr/bin/mpirun"),
     ("libopenmpi-dev", "/usr/bin/mpicc"),
+    // mpif90 for the Fortran PMPI test (libopenmpi-dev depends on it, but
+    // a --no-install-recommends host may lack it).
+    ("gfortran", "/usr/bin/gfortran"),
     ("gcc", "/usr/bin/gcc"),
     // C API and PMPI tiers (xtask/src/capi.rs).
     ("pkg-config", "/usr/bin/pkg-config"),

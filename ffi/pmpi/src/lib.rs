@@ -15,6 +15,10 @@
 //! windows keep theirs until `MPI_Win_free`, RMA origin buffers until the
 //! flush, unlock or fence that completes them. docs/C-API.md has the
 //! table of what is registered when.
+//! Fortran programs (`mpif.h`, `use mpi`) are covered too: Open MPI's
+//! Fortran bindings call the `PMPI_` C functions directly, so the library
+//! also defines the Fortran entry points (`mpi_send_` and the other
+//! manglings, the `fortran!` list below). `use mpi_f08` is not covered.
 //! At `MPI_Finalize` each rank prints one line of statistics to stderr,
 //! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
 //! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
@@ -561,6 +565,117 @@ forward! {
     MPI_Rget => rc_MPI_Rget(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, win: P, req: P);
     MPI_Raccumulate => rc_MPI_Raccumulate(obuf: P, ocount: I, odt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
     MPI_Rget_accumulate => rc_MPI_Rget_accumulate(obuf: P, ocount: I, odt: P, rbuf: P, rcount: I, rdt: P, target: I, tdisp: A, tcount: I, tdt: P, op: P, win: P, req: P);
+}
+
+/// Define the Fortran entry points `mpi_<name>_`, `mpi_<name>`,
+/// `mpi_<name>__` and `MPI_<NAME>` (every mangling Open MPI's
+/// `libmpi_mpifh` exports) forwarding to the shim's `rcf_<name>`. Fortran
+/// passes every argument by reference, so each is a pointer; the shim calls
+/// Open MPI's `pmpi_<name>_`.
+macro_rules! fortran {
+    ($( $shim:ident ( $lower:literal, $upper:literal ) ( $($arg:ident),* ); )*) => {
+        unsafe extern "C" {
+            $( fn $shim($($arg: P),*); )*
+        }
+        $(
+            // Each mangling in its own anonymous scope, so that the four
+            // functions need no names of their own.
+            const _: () = {
+                #[unsafe(export_name = concat!($lower, "_"))]
+                unsafe extern "C" fn underscore($($arg: P),*) {
+                    // SAFETY: the Fortran caller's arguments, passed on
+                    // unchanged to the shim, which calls pmpi_<name>_.
+                    unsafe { $shim($($arg),*) }
+                }
+                #[unsafe(export_name = $lower)]
+                unsafe extern "C" fn plain($($arg: P),*) {
+                    // SAFETY: as above.
+                    unsafe { $shim($($arg),*) }
+                }
+                #[unsafe(export_name = concat!($lower, "__"))]
+                unsafe extern "C" fn double($($arg: P),*) {
+                    // SAFETY: as above.
+                    unsafe { $shim($($arg),*) }
+                }
+                #[unsafe(export_name = $upper)]
+                unsafe extern "C" fn upper($($arg: P),*) {
+                    // SAFETY: as above.
+                    unsafe { $shim($($arg),*) }
+                }
+            };
+        )*
+    };
+}
+
+// The Fortran bindings (mpif.h and `use mpi`): Open MPI's call the PMPI_ C
+// functions directly, so the C entry points above never see them.
+fortran! {
+    rcf_init("mpi_init", "MPI_INIT")(ierr);
+    rcf_init_thread("mpi_init_thread", "MPI_INIT_THREAD")(required, provided, ierr);
+    rcf_finalize("mpi_finalize", "MPI_FINALIZE")(ierr);
+    rcf_send("mpi_send", "MPI_SEND")(buf, count, dt, dest, tag, comm, ierr);
+    rcf_ssend("mpi_ssend", "MPI_SSEND")(buf, count, dt, dest, tag, comm, ierr);
+    rcf_rsend("mpi_rsend", "MPI_RSEND")(buf, count, dt, dest, tag, comm, ierr);
+    rcf_bsend("mpi_bsend", "MPI_BSEND")(buf, count, dt, dest, tag, comm, ierr);
+    rcf_recv("mpi_recv", "MPI_RECV")(buf, count, dt, src, tag, comm, st, ierr);
+    rcf_sendrecv("mpi_sendrecv", "MPI_SENDRECV")(sbuf, scount, sdt, dest, stag, rbuf, rcount, rdt, src, rtag, comm, st, ierr);
+    rcf_sendrecv_replace("mpi_sendrecv_replace", "MPI_SENDRECV_REPLACE")(buf, count, dt, dest, stag, src, rtag, comm, st, ierr);
+    rcf_isend("mpi_isend", "MPI_ISEND")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_issend("mpi_issend", "MPI_ISSEND")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_irsend("mpi_irsend", "MPI_IRSEND")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_ibsend("mpi_ibsend", "MPI_IBSEND")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_irecv("mpi_irecv", "MPI_IRECV")(buf, count, dt, src, tag, comm, req, ierr);
+    rcf_mrecv("mpi_mrecv", "MPI_MRECV")(buf, count, dt, msg, st, ierr);
+    rcf_imrecv("mpi_imrecv", "MPI_IMRECV")(buf, count, dt, msg, req, ierr);
+    rcf_send_init("mpi_send_init", "MPI_SEND_INIT")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_ssend_init("mpi_ssend_init", "MPI_SSEND_INIT")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_rsend_init("mpi_rsend_init", "MPI_RSEND_INIT")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_bsend_init("mpi_bsend_init", "MPI_BSEND_INIT")(buf, count, dt, dest, tag, comm, req, ierr);
+    rcf_recv_init("mpi_recv_init", "MPI_RECV_INIT")(buf, count, dt, src, tag, comm, req, ierr);
+    rcf_start("mpi_start", "MPI_START")(req, ierr);
+    rcf_startall("mpi_startall", "MPI_STARTALL")(n, reqs, ierr);
+    rcf_wait("mpi_wait", "MPI_WAIT")(req, st, ierr);
+    rcf_test("mpi_test", "MPI_TEST")(req, flag, st, ierr);
+    rcf_waitall("mpi_waitall", "MPI_WAITALL")(n, reqs, sts, ierr);
+    rcf_testall("mpi_testall", "MPI_TESTALL")(n, reqs, flag, sts, ierr);
+    rcf_waitany("mpi_waitany", "MPI_WAITANY")(n, reqs, idx, st, ierr);
+    rcf_testany("mpi_testany", "MPI_TESTANY")(n, reqs, idx, flag, st, ierr);
+    rcf_waitsome("mpi_waitsome", "MPI_WAITSOME")(n, reqs, outn, idx, sts, ierr);
+    rcf_testsome("mpi_testsome", "MPI_TESTSOME")(n, reqs, outn, idx, sts, ierr);
+    rcf_request_free("mpi_request_free", "MPI_REQUEST_FREE")(req, ierr);
+    rcf_bcast("mpi_bcast", "MPI_BCAST")(buf, count, dt, root, comm, ierr);
+    rcf_reduce("mpi_reduce", "MPI_REDUCE")(sbuf, rbuf, count, dt, op, root, comm, ierr);
+    rcf_allreduce("mpi_allreduce", "MPI_ALLREDUCE")(sbuf, rbuf, count, dt, op, comm, ierr);
+    rcf_scan("mpi_scan", "MPI_SCAN")(sbuf, rbuf, count, dt, op, comm, ierr);
+    rcf_exscan("mpi_exscan", "MPI_EXSCAN")(sbuf, rbuf, count, dt, op, comm, ierr);
+    rcf_reduce_scatter_block("mpi_reduce_scatter_block", "MPI_REDUCE_SCATTER_BLOCK")(sbuf, rbuf, rcount, dt, op, comm, ierr);
+    rcf_reduce_scatter("mpi_reduce_scatter", "MPI_REDUCE_SCATTER")(sbuf, rbuf, rcounts, dt, op, comm, ierr);
+    rcf_gather("mpi_gather", "MPI_GATHER")(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, ierr);
+    rcf_gatherv("mpi_gatherv", "MPI_GATHERV")(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, ierr);
+    rcf_scatter("mpi_scatter", "MPI_SCATTER")(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, ierr);
+    rcf_scatterv("mpi_scatterv", "MPI_SCATTERV")(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, ierr);
+    rcf_allgather("mpi_allgather", "MPI_ALLGATHER")(sbuf, scount, sdt, rbuf, rcount, rdt, comm, ierr);
+    rcf_allgatherv("mpi_allgatherv", "MPI_ALLGATHERV")(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, ierr);
+    rcf_alltoall("mpi_alltoall", "MPI_ALLTOALL")(sbuf, scount, sdt, rbuf, rcount, rdt, comm, ierr);
+    rcf_alltoallv("mpi_alltoallv", "MPI_ALLTOALLV")(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, ierr);
+    rcf_alltoallw("mpi_alltoallw", "MPI_ALLTOALLW")(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm, ierr);
+    // Nonblocking collectives.
+    rcf_ibcast("mpi_ibcast", "MPI_IBCAST")(buf, count, dt, root, comm, req, ierr);
+    rcf_ireduce("mpi_ireduce", "MPI_IREDUCE")(sbuf, rbuf, count, dt, op, root, comm, req, ierr);
+    rcf_iallreduce("mpi_iallreduce", "MPI_IALLREDUCE")(sbuf, rbuf, count, dt, op, comm, req, ierr);
+    rcf_iscan("mpi_iscan", "MPI_ISCAN")(sbuf, rbuf, count, dt, op, comm, req, ierr);
+    rcf_iexscan("mpi_iexscan", "MPI_IEXSCAN")(sbuf, rbuf, count, dt, op, comm, req, ierr);
+    rcf_ireduce_scatter_block("mpi_ireduce_scatter_block", "MPI_IREDUCE_SCATTER_BLOCK")(sbuf, rbuf, rcount, dt, op, comm, req, ierr);
+    rcf_ireduce_scatter("mpi_ireduce_scatter", "MPI_IREDUCE_SCATTER")(sbuf, rbuf, rcounts, dt, op, comm, req, ierr);
+    rcf_igather("mpi_igather", "MPI_IGATHER")(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, req, ierr);
+    rcf_igatherv("mpi_igatherv", "MPI_IGATHERV")(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, req, ierr);
+    rcf_iscatter("mpi_iscatter", "MPI_ISCATTER")(sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, req, ierr);
+    rcf_iscatterv("mpi_iscatterv", "MPI_ISCATTERV")(sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, req, ierr);
+    rcf_iallgather("mpi_iallgather", "MPI_IALLGATHER")(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req, ierr);
+    rcf_iallgatherv("mpi_iallgatherv", "MPI_IALLGATHERV")(sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, req, ierr);
+    rcf_ialltoall("mpi_ialltoall", "MPI_IALLTOALL")(sbuf, scount, sdt, rbuf, rcount, rdt, comm, req, ierr);
+    rcf_ialltoallv("mpi_ialltoallv", "MPI_IALLTOALLV")(sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, req, ierr);
+    rcf_ialltoallw("mpi_ialltoallw", "MPI_IALLTOALLW")(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm, req, ierr);
 }
 
 #[cfg(test)]

@@ -17,10 +17,14 @@
  * data, intercommunicator roots). The PMPI call's result is always what
  * the application sees.
  */
+#define _GNU_SOURCE /* RTLD_NEXT */
+#include <dlfcn.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Rust side (src/lib.rs). Tokens are nonzero; 0 means "not registered". */
 extern uint64_t rcpmpi_acquire(const void *addr, size_t len);
@@ -185,11 +189,22 @@ static int rank_of(MPI_Comm comm, int *size)
 
 /* ---- init / finalize ------------------------------------------------- */
 
+/* 1 between a successful MPI_Init (C or Fortran) and MPI_Finalize: the
+ * Fortran wrappers convert handles (MPI_*_f2c) only then. */
+static int mpi_live;
+
 static void after_init(void)
 {
     int rank = 0;
     PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
     rcpmpi_init(rank);
+    __atomic_store_n(&mpi_live, 1, __ATOMIC_RELEASE);
+}
+
+static void before_finalize(void)
+{
+    __atomic_store_n(&mpi_live, 0, __ATOMIC_RELEASE);
+    rcpmpi_finalize();
 }
 
 int rc_MPI_Init(int *argc, char ***argv)
@@ -210,7 +225,7 @@ int rc_MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
 
 int rc_MPI_Finalize(void)
 {
-    rcpmpi_finalize();
+    before_finalize();
     return PMPI_Finalize();
 }
 
@@ -1103,3 +1118,605 @@ int rc_MPI_Rget_accumulate(const void *obuf, int ocount, MPI_Datatype odt, void 
     attach2(rc, req, t);
     return rc;
 }
+
+/* ---- Fortran bindings (mpif.h, use mpi) ---------------------------- */
+/* Open MPI's Fortran bindings (libmpi_mpifh: mpi_send_ and its other
+ * manglings, which the `use mpi` module's interfaces also name) convert
+ * their arguments and call the PMPI_ C entry points directly, so the C
+ * wrappers above never see a Fortran program. These rcf_* functions, which
+ * src/lib.rs exports under the four manglings Open MPI defines (mpi_send_,
+ * mpi_send, mpi_send__, MPI_SEND), do the same work from the Fortran
+ * arguments: handles go through MPI_*_f2c, counts are MPI_Fint, MPI_BOTTOM
+ * and MPI_IN_PLACE are the addresses of Open MPI's common blocks. The call
+ * itself goes to the Fortran profiling entry (pmpi_send_, found with
+ * dlsym(RTLD_NEXT)), so Open MPI does its own conversion and writes ierr;
+ * registrations are released or kept exactly as on the C path, nonblocking
+ * ones keyed by the C request that MPI_Request_f2c gives for the returned
+ * Fortran request.
+ *
+ * The mpi_f08 bindings (libmpi_usempif08) call Open MPI's internal
+ * ompi_*_f functions directly, not these symbols: not covered.
+ *
+ * Handles are converted only between MPI_Init and MPI_Finalize (mpi_live;
+ * the f2c functions need MPI running); an invalid Fortran handle converts
+ * to NULL, taken as the null handle, so the buffer is skipped and Open
+ * MPI's own wrapper reports the error. */
+
+/* The Fortran MPI_BOTTOM and MPI_IN_PLACE: the common blocks
+ * mpi_fortran_bottom and mpi_fortran_in_place. A gfortran program defines
+ * (and exports) its own copy, which the dynamic linker makes the one Open
+ * MPI compares with, so dlsym(RTLD_DEFAULT) finds the same address. Every
+ * mangling is looked up; an absent one is NULL, which real() skips
+ * anyway. */
+#define FSENTINELS 8
+static const void *fsentinel[FSENTINELS];
+static pthread_once_t fsentinel_once = PTHREAD_ONCE_INIT;
+
+static void fsentinel_resolve(void)
+{
+    static const char *const names[FSENTINELS] = {
+        "mpi_fortran_bottom_",   "mpi_fortran_bottom",   "mpi_fortran_bottom__",
+        "MPI_FORTRAN_BOTTOM",    "mpi_fortran_in_place_", "mpi_fortran_in_place",
+        "mpi_fortran_in_place__", "MPI_FORTRAN_IN_PLACE",
+    };
+    for (int i = 0; i < FSENTINELS; i++)
+        fsentinel[i] = dlsym(RTLD_DEFAULT, names[i]);
+}
+
+/* A Fortran buffer as the C helpers take it: NULL (skipped) for the
+ * Fortran MPI_BOTTOM and MPI_IN_PLACE. */
+static const void *fbuf(const void *buf)
+{
+    pthread_once(&fsentinel_once, fsentinel_resolve);
+    for (int i = 0; i < FSENTINELS; i++)
+        if (fsentinel[i] != NULL && buf == fsentinel[i])
+            return NULL;
+    return buf;
+}
+
+static int flive(void)
+{
+    return __atomic_load_n(&mpi_live, __ATOMIC_ACQUIRE);
+}
+
+static int fint(const MPI_Fint *f)
+{
+    return f != NULL ? (int)*f : 0;
+}
+
+/* An INTEGER array as the C helpers' int array (NULL, so skipped, if the
+ * Fortran INTEGER is not a C int). */
+static const int *fints(const MPI_Fint *f)
+{
+    return sizeof(MPI_Fint) == sizeof(int) ? (const int *)f : NULL;
+}
+
+static MPI_Datatype ftype(const MPI_Fint *f)
+{
+    MPI_Datatype d = f != NULL ? PMPI_Type_f2c(*f) : MPI_DATATYPE_NULL;
+    return d != NULL ? d : MPI_DATATYPE_NULL;
+}
+
+static MPI_Comm fcomm(const MPI_Fint *f)
+{
+    MPI_Comm c = f != NULL ? PMPI_Comm_f2c(*f) : MPI_COMM_NULL;
+    return c != NULL ? c : MPI_COMM_NULL;
+}
+
+static MPI_Request freq(MPI_Fint f)
+{
+    MPI_Request r = PMPI_Request_f2c(f);
+    return r != NULL ? r : MPI_REQUEST_NULL;
+}
+
+/* `n` Fortran datatypes as a malloc'd C array (NULL when it cannot be). */
+static MPI_Datatype *ftypes(const MPI_Fint *f, int n)
+{
+    MPI_Datatype *c;
+    if (f == NULL || n <= 0 || (c = malloc(sizeof(MPI_Datatype) * (size_t)n)) == NULL)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        c[i] = ftype(&f[i]);
+    return c;
+}
+
+/* The Fortran call succeeded (Open MPI's wrapper wrote ierr). */
+static int fok(const MPI_Fint *ierr)
+{
+    return ierr != NULL && *ierr == MPI_SUCCESS;
+}
+
+/* The next definition of a Fortran entry point: the profiling one
+ * (pmpi_send_), else the plain one after this library (mpi_send_), cached. */
+static void *fnext(void **slot, const char *pname, const char *name)
+{
+    void *f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (f == NULL) {
+        f = dlsym(RTLD_NEXT, pname);
+        if (f == NULL)
+            f = dlsym(RTLD_NEXT, name);
+        if (f == NULL) {
+            static const char msg[] = "regcache-pmpi: a Fortran MPI entry point has no "
+                                      "profiling definition: the call returns MPI_ERR_INTERN\n";
+            ssize_t w = write(2, msg, sizeof msg - 1);
+            (void)w;
+        }
+        __atomic_store_n(slot, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
+
+/* Call Open MPI's Fortran entry NAME with PARAMS types and ARGS (the last
+ * of which is ierr). Without one (it cannot happen: the application called
+ * NAME from a Fortran MPI library) ierr says MPI_ERR_INTERN. */
+#define FCALL(NAME, PARAMS, ARGS)                                                            \
+    do {                                                                                     \
+        static void *slot;                                                                   \
+        void (*f) PARAMS = (void (*) PARAMS)fnext(&slot, "pmpi_" #NAME "_", "mpi_" #NAME "_"); \
+        if (f != NULL)                                                                       \
+            f ARGS;                                                                          \
+        else if (ierr != NULL)                                                               \
+            *ierr = MPI_ERR_INTERN;                                                          \
+    } while (0)
+
+/* Keep the tokens of a started nonblocking operation on the C request of
+ * the Fortran request it returned; release them when it did not start. */
+static void fattach2(const MPI_Fint *ierr, const MPI_Fint *req, const uint64_t t[2])
+{
+    MPI_Request c = MPI_REQUEST_NULL;
+    if ((t[0] || t[1]) && fok(ierr) && req != NULL && flive())
+        c = freq(*req);
+    attach2(c != MPI_REQUEST_NULL ? MPI_SUCCESS : MPI_ERR_REQUEST, &c, t);
+}
+
+typedef MPI_Fint F; /* pointer arguments below are all MPI_Fint * but buffers */
+
+/* -- init / finalize -- */
+
+void rcf_init(F *ierr)
+{
+    FCALL(init, (F *), (ierr));
+    if (fok(ierr))
+        after_init();
+}
+
+void rcf_init_thread(F *required, F *provided, F *ierr)
+{
+    FCALL(init_thread, (F *, F *, F *), (required, provided, ierr));
+    if (fok(ierr))
+        after_init();
+}
+
+void rcf_finalize(F *ierr)
+{
+    before_finalize();
+    FCALL(finalize, (F *), (ierr));
+}
+
+/* -- point-to-point -- */
+
+#define FBLOCKING_SEND(NAME)                                                                 \
+    void rcf_##NAME(void *buf, F *count, F *dt, F *dest, F *tag, F *comm, F *ierr)           \
+    {                                                                                        \
+        uint64_t t = flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0;                    \
+        FCALL(NAME, (void *, F *, F *, F *, F *, F *, F *),                                  \
+              (buf, count, dt, dest, tag, comm, ierr));                                      \
+        put(t);                                                                              \
+    }
+FBLOCKING_SEND(send)
+FBLOCKING_SEND(ssend)
+FBLOCKING_SEND(rsend)
+FBLOCKING_SEND(bsend)
+
+void rcf_recv(void *buf, F *count, F *dt, F *src, F *tag, F *comm, F *st, F *ierr)
+{
+    uint64_t t = flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0;
+    FCALL(recv, (void *, F *, F *, F *, F *, F *, F *, F *),
+          (buf, count, dt, src, tag, comm, st, ierr));
+    put(t);
+}
+
+void rcf_sendrecv(void *sbuf, F *scount, F *sdt, F *dest, F *stag, void *rbuf, F *rcount,
+                  F *rdt, F *src, F *rtag, F *comm, F *st, F *ierr)
+{
+    uint64_t a = 0, b = 0;
+    if (flive()) {
+        a = get(fbuf(sbuf), fint(scount), ftype(sdt));
+        b = get(fbuf(rbuf), fint(rcount), ftype(rdt));
+    }
+    FCALL(sendrecv, (void *, F *, F *, F *, F *, void *, F *, F *, F *, F *, F *, F *, F *),
+          (sbuf, scount, sdt, dest, stag, rbuf, rcount, rdt, src, rtag, comm, st, ierr));
+    put(a);
+    put(b);
+}
+
+void rcf_sendrecv_replace(void *buf, F *count, F *dt, F *dest, F *stag, F *src, F *rtag,
+                          F *comm, F *st, F *ierr)
+{
+    uint64_t t = flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0;
+    FCALL(sendrecv_replace, (void *, F *, F *, F *, F *, F *, F *, F *, F *, F *),
+          (buf, count, dt, dest, stag, src, rtag, comm, st, ierr));
+    put(t);
+}
+
+/* Isend/Issend/Irsend/Ibsend/Irecv have the same arguments. */
+#define FNONBLOCKING(NAME)                                                                   \
+    void rcf_##NAME(void *buf, F *count, F *dt, F *peer, F *tag, F *comm, F *req, F *ierr)   \
+    {                                                                                        \
+        uint64_t t[2] = {flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0, 0};            \
+        FCALL(NAME, (void *, F *, F *, F *, F *, F *, F *, F *),                             \
+              (buf, count, dt, peer, tag, comm, req, ierr));                                 \
+        fattach2(ierr, req, t);                                                              \
+    }
+FNONBLOCKING(isend)
+FNONBLOCKING(issend)
+FNONBLOCKING(irsend)
+FNONBLOCKING(ibsend)
+FNONBLOCKING(irecv)
+
+void rcf_mrecv(void *buf, F *count, F *dt, F *msg, F *st, F *ierr)
+{
+    uint64_t t = flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0;
+    FCALL(mrecv, (void *, F *, F *, F *, F *, F *), (buf, count, dt, msg, st, ierr));
+    put(t);
+}
+
+void rcf_imrecv(void *buf, F *count, F *dt, F *msg, F *req, F *ierr)
+{
+    uint64_t t[2] = {flive() ? get(fbuf(buf), fint(count), ftype(dt)) : 0, 0};
+    FCALL(imrecv, (void *, F *, F *, F *, F *, F *), (buf, count, dt, msg, req, ierr));
+    fattach2(ierr, req, t);
+}
+
+/* Persistent requests: the buffer remembered at init (as on the C path),
+ * registered at each start. */
+#define FPERSISTENT(NAME)                                                                    \
+    void rcf_##NAME(void *buf, F *count, F *dt, F *peer, F *tag, F *comm, F *req, F *ierr)   \
+    {                                                                                        \
+        FCALL(NAME, (void *, F *, F *, F *, F *, F *, F *, F *),                             \
+              (buf, count, dt, peer, tag, comm, req, ierr));                                 \
+        if (fok(ierr) && req != NULL && flive()) {                                           \
+            MPI_Request c = freq(*req);                                                      \
+            persist(MPI_SUCCESS, &c, fbuf(buf), fint(count), ftype(dt));                     \
+        }                                                                                    \
+    }
+FPERSISTENT(send_init)
+FPERSISTENT(ssend_init)
+FPERSISTENT(rsend_init)
+FPERSISTENT(bsend_init)
+FPERSISTENT(recv_init)
+
+void rcf_start(F *req, F *ierr)
+{
+    int live = flive() && req != NULL;
+    MPI_Request old = live ? freq(*req) : MPI_REQUEST_NULL;
+    FCALL(start, (F *, F *), (req, ierr));
+    if (live && fok(ierr))
+        started(old, freq(*req));
+}
+
+void rcf_startall(F *n, F *reqs, F *ierr)
+{
+    MPI_Request stack[STACK_REQS], *old = NULL;
+    int count = fint(n);
+    if (flive() && count > 0 && reqs != NULL) {
+        old = count <= STACK_REQS ? stack : malloc(sizeof(MPI_Request) * (size_t)count);
+        if (old != NULL)
+            for (int i = 0; i < count; i++)
+                old[i] = freq(reqs[i]);
+    }
+    FCALL(startall, (F *, F *, F *), (n, reqs, ierr));
+    if (old != NULL && fok(ierr))
+        for (int i = 0; i < count; i++)
+            started(old[i], freq(reqs[i]));
+    if (old != stack)
+        free(old);
+}
+
+/* -- completion -- */
+/* As on the C path, with the C handles of the Fortran requests saved
+ * before the call (a completed nonpersistent request is set to the
+ * Fortran MPI_REQUEST_NULL and its C object freed). Waitany/Testany and
+ * Waitsome/Testsome return 1-based indices. */
+
+static MPI_Request *fsave(int n, const F *reqs, MPI_Request *stack)
+{
+    MPI_Request *old;
+    if (n <= 0 || reqs == NULL || !flive() || rcpmpi_pending() == 0)
+        return NULL;
+    old = n <= STACK_REQS ? stack : malloc(sizeof(MPI_Request) * (size_t)n);
+    if (old != NULL)
+        for (int i = 0; i < n; i++)
+            old[i] = freq(reqs[i]);
+    return old;
+}
+
+/* `all`: every request completed; `one`: 0-based index of the one that
+ * did (or -1); `some`/`idx`: the 1-based list of those that did. */
+static void fcompleted(int n, const F *reqs, MPI_Request *old, MPI_Request *stack, int all,
+                       int one, const F *some, const F *idx)
+{
+    if (old == NULL)
+        return;
+    for (int i = 0; i < n; i++)
+        if (all || freq(reqs[i]) == MPI_REQUEST_NULL)
+            done(old, i);
+    if (one >= 0 && one < n)
+        done(old, one);
+    if (some != NULL && idx != NULL && *some != MPI_UNDEFINED)
+        for (int k = 0; k < *some && k < n; k++)
+            if (idx[k] >= 1 && idx[k] <= n)
+                done(old, idx[k] - 1);
+    if (old != stack)
+        free(old);
+}
+
+#define FCOMPLETION(NAME, N, REQS, PARAMS, TYPES, ARGS, ALL, ONE, SOME, IDX)                 \
+    void rcf_##NAME PARAMS                                                                   \
+    {                                                                                        \
+        MPI_Request stack[STACK_REQS];                                                       \
+        int n_ = (N);                                                                        \
+        MPI_Request *old = fsave(n_, (REQS), stack);                                         \
+        FCALL(NAME, TYPES, ARGS);                                                            \
+        fcompleted(n_, (REQS), old, stack, (ALL), (ONE), (SOME), (IDX));                     \
+    }
+
+#define OK fok(ierr)
+#define FLAG (fok(ierr) && flag != NULL && *flag)
+#define INDEX (fok(ierr) && idx != NULL && *idx != MPI_UNDEFINED ? *idx - 1 : -1)
+FCOMPLETION(wait, 1, req, (F * req, F *st, F *ierr), (F *, F *, F *), (req, st, ierr), OK, -1,
+            NULL, NULL)
+FCOMPLETION(test, 1, req, (F * req, F *flag, F *st, F *ierr), (F *, F *, F *, F *),
+            (req, flag, st, ierr), FLAG, -1, NULL, NULL)
+FCOMPLETION(waitall, fint(n), reqs, (F * n, F *reqs, F *sts, F *ierr), (F *, F *, F *, F *),
+            (n, reqs, sts, ierr), OK, -1, NULL, NULL)
+FCOMPLETION(testall, fint(n), reqs, (F * n, F *reqs, F *flag, F *sts, F *ierr),
+            (F *, F *, F *, F *, F *), (n, reqs, flag, sts, ierr), FLAG, -1, NULL, NULL)
+FCOMPLETION(waitany, fint(n), reqs, (F * n, F *reqs, F *idx, F *st, F *ierr),
+            (F *, F *, F *, F *, F *), (n, reqs, idx, st, ierr), 0, INDEX, NULL, NULL)
+FCOMPLETION(testany, fint(n), reqs, (F * n, F *reqs, F *idx, F *flag, F *st, F *ierr),
+            (F *, F *, F *, F *, F *, F *), (n, reqs, idx, flag, st, ierr), 0,
+            FLAG ? INDEX : -1, NULL, NULL)
+FCOMPLETION(waitsome, fint(n), reqs, (F * n, F *reqs, F *outn, F *idx, F *sts, F *ierr),
+            (F *, F *, F *, F *, F *, F *), (n, reqs, outn, idx, sts, ierr), 0, -1,
+            fok(ierr) ? outn : NULL, idx)
+FCOMPLETION(testsome, fint(n), reqs, (F * n, F *reqs, F *outn, F *idx, F *sts, F *ierr),
+            (F *, F *, F *, F *, F *, F *), (n, reqs, outn, idx, sts, ierr), 0, -1,
+            fok(ierr) ? outn : NULL, idx)
+#undef OK
+#undef FLAG
+#undef INDEX
+
+void rcf_request_free(F *req, F *ierr)
+{
+    MPI_Request old = flive() && req != NULL ? freq(*req) : MPI_REQUEST_NULL;
+    FCALL(request_free, (F *, F *), (req, ierr));
+    if (fok(ierr) && old != MPI_REQUEST_NULL)
+        rcpmpi_freed((uintptr_t)old);
+}
+
+/* -- collectives -- */
+/* The C path's REGS_* helpers on the converted arguments; FBLOCKING
+ * releases at return, FNONBLOCKING keeps on the request. */
+
+#define FBLOCKING(NAME, REGS, TYPES, ARGS)                                                   \
+    {                                                                                        \
+        uint64_t t[2] = {0, 0};                                                              \
+        if (flive()) {                                                                       \
+            REGS;                                                                            \
+        }                                                                                    \
+        FCALL(NAME, TYPES, ARGS);                                                            \
+        put(t[0]);                                                                           \
+        put(t[1]);                                                                           \
+    }
+#define FNONBLOCKING_COLL(NAME, REGS, TYPES, ARGS)                                           \
+    {                                                                                        \
+        uint64_t t[2] = {0, 0};                                                              \
+        if (flive()) {                                                                       \
+            REGS;                                                                            \
+        }                                                                                    \
+        FCALL(NAME, TYPES, ARGS);                                                            \
+        fattach2(ierr, req, t);                                                              \
+    }
+
+/* Fortran arguments of each shape, converted, for the REGS helpers. */
+#define B(x) ((void *)fbuf(x))
+#define T(x) ftype(x)
+#define C(x) fcomm(x)
+#define N(x) fint(x)
+#define V(x) fints(x)
+
+void rcf_bcast(void *buf, F *count, F *dt, F *root, F *comm, F *ierr)
+    FBLOCKING(bcast, regs_bcast(B(buf), N(count), T(dt), N(root), t),
+              (void *, F *, F *, F *, F *, F *), (buf, count, dt, root, comm, ierr))
+void rcf_ibcast(void *buf, F *count, F *dt, F *root, F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(ibcast, regs_bcast(B(buf), N(count), T(dt), N(root), t),
+                      (void *, F *, F *, F *, F *, F *, F *),
+                      (buf, count, dt, root, comm, req, ierr))
+
+void rcf_reduce(void *sbuf, void *rbuf, F *count, F *dt, F *op, F *root, F *comm, F *ierr)
+    FBLOCKING(reduce, regs_reduce(B(sbuf), B(rbuf), N(count), T(dt), N(root), C(comm), t),
+              (void *, void *, F *, F *, F *, F *, F *, F *),
+              (sbuf, rbuf, count, dt, op, root, comm, ierr))
+void rcf_ireduce(void *sbuf, void *rbuf, F *count, F *dt, F *op, F *root, F *comm, F *req,
+                 F *ierr)
+    FNONBLOCKING_COLL(ireduce,
+                      regs_reduce(B(sbuf), B(rbuf), N(count), T(dt), N(root), C(comm), t),
+                      (void *, void *, F *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, rbuf, count, dt, op, root, comm, req, ierr))
+
+#define FREDUCE_ALL(NAME, INAME)                                                             \
+    void rcf_##NAME(void *sbuf, void *rbuf, F *count, F *dt, F *op, F *comm, F *ierr)        \
+        FBLOCKING(NAME, regs_allreduce(B(sbuf), B(rbuf), N(count), T(dt), t),                \
+                  (void *, void *, F *, F *, F *, F *, F *),                                 \
+                  (sbuf, rbuf, count, dt, op, comm, ierr))                                   \
+    void rcf_##INAME(void *sbuf, void *rbuf, F *count, F *dt, F *op, F *comm, F *req,        \
+                     F *ierr)                                                                \
+        FNONBLOCKING_COLL(INAME, regs_allreduce(B(sbuf), B(rbuf), N(count), T(dt), t),       \
+                          (void *, void *, F *, F *, F *, F *, F *, F *),                    \
+                          (sbuf, rbuf, count, dt, op, comm, req, ierr))
+FREDUCE_ALL(allreduce, iallreduce)
+FREDUCE_ALL(scan, iscan)
+FREDUCE_ALL(exscan, iexscan)
+
+void rcf_reduce_scatter_block(void *sbuf, void *rbuf, F *rcount, F *dt, F *op, F *comm,
+                              F *ierr)
+    FBLOCKING(reduce_scatter_block, regs_rsb(B(sbuf), B(rbuf), N(rcount), T(dt), C(comm), t),
+              (void *, void *, F *, F *, F *, F *, F *),
+              (sbuf, rbuf, rcount, dt, op, comm, ierr))
+void rcf_ireduce_scatter_block(void *sbuf, void *rbuf, F *rcount, F *dt, F *op, F *comm,
+                               F *req, F *ierr)
+    FNONBLOCKING_COLL(ireduce_scatter_block,
+                      regs_rsb(B(sbuf), B(rbuf), N(rcount), T(dt), C(comm), t),
+                      (void *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, rbuf, rcount, dt, op, comm, req, ierr))
+
+void rcf_reduce_scatter(void *sbuf, void *rbuf, F *rcounts, F *dt, F *op, F *comm, F *ierr)
+    FBLOCKING(reduce_scatter, regs_rs(B(sbuf), B(rbuf), V(rcounts), T(dt), C(comm), t),
+              (void *, void *, F *, F *, F *, F *, F *),
+              (sbuf, rbuf, rcounts, dt, op, comm, ierr))
+void rcf_ireduce_scatter(void *sbuf, void *rbuf, F *rcounts, F *dt, F *op, F *comm, F *req,
+                         F *ierr)
+    FNONBLOCKING_COLL(ireduce_scatter,
+                      regs_rs(B(sbuf), B(rbuf), V(rcounts), T(dt), C(comm), t),
+                      (void *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, rbuf, rcounts, dt, op, comm, req, ierr))
+
+/* Gather, Scatter, Allgather and Alltoall: (sbuf, scount, sdt, rbuf,
+ * rcount, rdt[, root], comm[, req], ierr). */
+#define FROOTED(NAME, INAME, REGS)                                                           \
+    void rcf_##NAME(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcount, F *rdt, F *root,   \
+                    F *comm, F *ierr)                                                        \
+        FBLOCKING(NAME,                                                                      \
+                  REGS(B(sbuf), N(scount), T(sdt), B(rbuf), N(rcount), T(rdt), N(root),      \
+                       C(comm), t),                                                          \
+                  (void *, F *, F *, void *, F *, F *, F *, F *, F *),                       \
+                  (sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, ierr))                  \
+    void rcf_##INAME(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcount, F *rdt, F *root,  \
+                     F *comm, F *req, F *ierr)                                               \
+        FNONBLOCKING_COLL(INAME,                                                             \
+                          REGS(B(sbuf), N(scount), T(sdt), B(rbuf), N(rcount), T(rdt),       \
+                               N(root), C(comm), t),                                         \
+                          (void *, F *, F *, void *, F *, F *, F *, F *, F *, F *),          \
+                          (sbuf, scount, sdt, rbuf, rcount, rdt, root, comm, req, ierr))
+FROOTED(gather, igather, regs_gather)
+FROOTED(scatter, iscatter, regs_scatter)
+
+#define FALL(NAME, INAME, REGS)                                                              \
+    void rcf_##NAME(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcount, F *rdt, F *comm,   \
+                    F *ierr)                                                                 \
+        FBLOCKING(NAME,                                                                      \
+                  REGS(B(sbuf), N(scount), T(sdt), B(rbuf), N(rcount), T(rdt), C(comm), t),  \
+                  (void *, F *, F *, void *, F *, F *, F *, F *),                            \
+                  (sbuf, scount, sdt, rbuf, rcount, rdt, comm, ierr))                        \
+    void rcf_##INAME(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcount, F *rdt, F *comm,  \
+                     F *req, F *ierr)                                                        \
+        FNONBLOCKING_COLL(INAME,                                                             \
+                          REGS(B(sbuf), N(scount), T(sdt), B(rbuf), N(rcount), T(rdt),       \
+                               C(comm), t),                                                  \
+                          (void *, F *, F *, void *, F *, F *, F *, F *, F *),               \
+                          (sbuf, scount, sdt, rbuf, rcount, rdt, comm, req, ierr))
+FALL(allgather, iallgather, regs_allgather)
+FALL(alltoall, ialltoall, regs_alltoall)
+
+void rcf_gatherv(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcounts, F *displs, F *rdt,
+                 F *root, F *comm, F *ierr)
+    FBLOCKING(gatherv,
+              regs_gatherv(B(sbuf), N(scount), T(sdt), B(rbuf), V(rcounts), V(displs), T(rdt),
+                           N(root), C(comm), t),
+              (void *, F *, F *, void *, F *, F *, F *, F *, F *, F *),
+              (sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, ierr))
+void rcf_igatherv(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcounts, F *displs, F *rdt,
+                  F *root, F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(igatherv,
+                      regs_gatherv(B(sbuf), N(scount), T(sdt), B(rbuf), V(rcounts), V(displs),
+                                   T(rdt), N(root), C(comm), t),
+                      (void *, F *, F *, void *, F *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, scount, sdt, rbuf, rcounts, displs, rdt, root, comm, req, ierr))
+
+void rcf_scatterv(void *sbuf, F *scounts, F *displs, F *sdt, void *rbuf, F *rcount, F *rdt,
+                  F *root, F *comm, F *ierr)
+    FBLOCKING(scatterv,
+              regs_scatterv(B(sbuf), V(scounts), V(displs), T(sdt), B(rbuf), N(rcount), T(rdt),
+                            N(root), C(comm), t),
+              (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *),
+              (sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, ierr))
+void rcf_iscatterv(void *sbuf, F *scounts, F *displs, F *sdt, void *rbuf, F *rcount, F *rdt,
+                   F *root, F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(iscatterv,
+                      regs_scatterv(B(sbuf), V(scounts), V(displs), T(sdt), B(rbuf), N(rcount),
+                                    T(rdt), N(root), C(comm), t),
+                      (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, scounts, displs, sdt, rbuf, rcount, rdt, root, comm, req, ierr))
+
+void rcf_allgatherv(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcounts, F *displs, F *rdt,
+                    F *comm, F *ierr)
+    FBLOCKING(allgatherv,
+              regs_allgatherv(B(sbuf), N(scount), T(sdt), B(rbuf), V(rcounts), V(displs),
+                              T(rdt), C(comm), t),
+              (void *, F *, F *, void *, F *, F *, F *, F *, F *),
+              (sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, ierr))
+void rcf_iallgatherv(void *sbuf, F *scount, F *sdt, void *rbuf, F *rcounts, F *displs, F *rdt,
+                     F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(iallgatherv,
+                      regs_allgatherv(B(sbuf), N(scount), T(sdt), B(rbuf), V(rcounts),
+                                      V(displs), T(rdt), C(comm), t),
+                      (void *, F *, F *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, scount, sdt, rbuf, rcounts, displs, rdt, comm, req, ierr))
+
+void rcf_alltoallv(void *sbuf, F *scounts, F *sdispls, F *sdt, void *rbuf, F *rcounts,
+                   F *rdispls, F *rdt, F *comm, F *ierr)
+    FBLOCKING(alltoallv,
+              regs_alltoallv(B(sbuf), V(scounts), V(sdispls), T(sdt), B(rbuf), V(rcounts),
+                             V(rdispls), T(rdt), C(comm), t),
+              (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *),
+              (sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, ierr))
+void rcf_ialltoallv(void *sbuf, F *scounts, F *sdispls, F *sdt, void *rbuf, F *rcounts,
+                    F *rdispls, F *rdt, F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(ialltoallv,
+                      regs_alltoallv(B(sbuf), V(scounts), V(sdispls), T(sdt), B(rbuf),
+                                     V(rcounts), V(rdispls), T(rdt), C(comm), t),
+                      (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, scounts, sdispls, sdt, rbuf, rcounts, rdispls, rdt, comm, req,
+                       ierr))
+
+/* MPI_Alltoallw: a datatype per peer, converted into a temporary array. */
+static void fregs_alltoallw(const void *sbuf, const F *scounts, const F *sdispls, const F *sdts,
+                            void *rbuf, const F *rcounts, const F *rdispls, const F *rdts,
+                            const F *comm, uint64_t t[2])
+{
+    MPI_Comm c = fcomm(comm);
+    int size, rank = rank_of(c, &size);
+    MPI_Datatype *s, *r;
+    if (rank < 0)
+        return;
+    s = ftypes(sdts, size);
+    r = ftypes(rdts, size);
+    if (s != NULL && r != NULL)
+        regs_alltoallw(fbuf(sbuf), fints(scounts), fints(sdispls), s, (void *)fbuf(rbuf),
+                       fints(rcounts), fints(rdispls), r, c, t);
+    free(s);
+    free(r);
+}
+
+void rcf_alltoallw(void *sbuf, F *scounts, F *sdispls, F *sdts, void *rbuf, F *rcounts,
+                   F *rdispls, F *rdts, F *comm, F *ierr)
+    FBLOCKING(alltoallw,
+              fregs_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm,
+                              t),
+              (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *),
+              (sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm, ierr))
+void rcf_ialltoallw(void *sbuf, F *scounts, F *sdispls, F *sdts, void *rbuf, F *rcounts,
+                    F *rdispls, F *rdts, F *comm, F *req, F *ierr)
+    FNONBLOCKING_COLL(ialltoallw,
+                      fregs_alltoallw(sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls,
+                                      rdts, comm, t),
+                      (void *, F *, F *, F *, void *, F *, F *, F *, F *, F *, F *),
+                      (sbuf, scounts, sdispls, sdts, rbuf, rcounts, rdispls, rdts, comm, req,
+                       ierr))
+
+#undef B
+#undef T
+#undef C
+#undef N
+#undef V
