@@ -6,16 +6,18 @@
 //! more than the whole Rust hit path. So a handle is not a pointer at all:
 //! its value encodes `(generation << 32) | (index + 1)` into a process-wide
 //! table of entries that are never freed: one flat array in an anonymous
-//! `MAP_NORESERVE` mapping of 128 MiB of address space, backed page by
-//! page as entries are first used (not heap memory, so leak checkers do
-//! not see it). Flat, so that a release goes from the handle value to its
-//! entry with no dependent load: a release's loads form the critical path
-//! of a get+release loop, and the chunked table this replaced (an array
-//! of `OnceLock<Box<[Entry]>>`) made a C get+release ~7 ns slower
-//! (docs/RESULTS.md, "C API on the hit path"). An entry's generation is odd while a handle is out and even
-//! when free; every release and every destroy of its cache bumps it, so an
-//! old handle value never matches again (until 2³¹ reuses of the same
-//! entry).
+//! `MAP_NORESERVE` mapping of 128 MiB of address space (less under an
+//! address-space limit), backed page by page as entries are first used
+//! (not heap memory, so leak checkers do not see it). Flat, so that a
+//! release goes from the handle value to its entry with no dependent
+//! load: a release's loads form the critical path of a get+release loop,
+//! and the chunked table this replaced (an array of
+//! `OnceLock<Box<[Entry]>>`) made a C get+release ~7 ns slower
+//! (docs/RESULTS.md, "C API on the hit path").
+//!
+//! An entry's generation is odd while a handle is out and even when free;
+//! every release and every destroy of its cache bumps it, so an old handle
+//! value never matches again (until 2³¹ reuses of the same entry).
 //!
 //! An entry holds what the handle stands for: for a cached hit, the
 //! cache's 8-byte [`Token`] (slot + incarnation; no copy of a
