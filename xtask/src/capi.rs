@@ -216,11 +216,7 @@ fn run_capture(cmd: &mut Command) -> Result<String> {
 pub(crate) fn pmpi_stats(output: &str, ranks: u32) -> Result<Vec<f64>> {
     (0..ranks)
         .map(|r| {
-            let prefix = format!("regcache-pmpi: rank {r}: ");
-            let line = output
-                .lines()
-                .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
-                .with_context(|| format!("rank {r} printed no regcache-pmpi statistics line"))?;
+            let line = pmpi_line(output, r)?;
             line.split_whitespace()
                 .skip_while(|w| *w != "hit_rate")
                 .nth(1)
@@ -230,22 +226,30 @@ pub(crate) fn pmpi_stats(output: &str, ranks: u32) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// Rank `rank`'s statistics line (from `regcache-pmpi: rank N: ` on).
+fn pmpi_line(output: &str, rank: u32) -> Result<&str> {
+    let prefix = format!("regcache-pmpi: rank {rank}: ");
+    output
+        .lines()
+        .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
+        .with_context(|| format!("rank {rank} printed no regcache-pmpi statistics line"))
+}
+
+/// The numeric field `name` of rank `rank`'s statistics line.
+fn pmpi_field(output: &str, rank: u32, name: &str) -> Result<u64> {
+    let line = pmpi_line(output, rank)?;
+    line.split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .with_context(|| format!("no {name} in {line:?}"))
+}
+
 /// Each of `ranks` ranks released every registration it acquired: its
 /// statistics line has `acquired N released N held 0`.
 pub(crate) fn pmpi_balanced(output: &str, ranks: u32) -> Result<()> {
     for r in 0..ranks {
-        let prefix = format!("regcache-pmpi: rank {r}: ");
-        let line = output
-            .lines()
-            .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
-            .with_context(|| format!("rank {r} printed no regcache-pmpi statistics line"))?;
-        let field = |name: &str| {
-            line.split_whitespace()
-                .skip_while(|w| *w != name)
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .with_context(|| format!("no {name} in {line:?}"))
-        };
+        let field = |name: &str| pmpi_field(output, r, name);
         let (acquired, released, held) = (field("acquired")?, field("released")?, field("held")?);
         if acquired != released || held != 0 {
             bail!(
@@ -371,19 +375,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
             .arg("-o")
             .arg(&exe)
             .args(libs))?;
-        let text = run_capture(
-            mpirun(2)
-                .arg("-x")
-                .arg(format!(
-                    "LD_PRELOAD={}",
-                    prefix.join("lib/libregcache_pmpi.so").display()
-                ))
-                .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
-                .arg(&exe),
-        )?;
-        if !text.contains(&format!("{name}: PASSED (2 ranks)")) {
-            bail!("{name} did not pass under the PMPI library");
-        }
+        let text = run_pmpi_test(prefix, &exe, name)?;
         pmpi_stats(&text, 2)?;
         pmpi_balanced(&text, 2)?;
     }
@@ -429,6 +421,26 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Run test program `exe` on 2 ranks with the PMPI library preloaded and
+/// every buffer registered (`REGCACHE_PMPI_MIN_BYTES=1`); its output, once
+/// it said `<name>: PASSED (2 ranks)`.
+fn run_pmpi_test(prefix: &Path, exe: &Path, name: &str) -> Result<String> {
+    let text = run_capture(
+        mpirun(2)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
+            .arg(exe),
+    )?;
+    if !text.contains(&format!("{name}: PASSED (2 ranks)")) {
+        bail!("{name} did not pass under the PMPI library");
+    }
+    Ok(text)
+}
+
 /// A Fortran MPI program (`mpi-tests/f/pmpi_fortran.f90`, mpif.h and
 /// `use mpi`, built with `mpif90`) under the PMPI library: Open MPI's
 /// Fortran bindings bypass the C wrappers, so this fails when the Fortran
@@ -457,19 +469,7 @@ fn pmpi_fortran_test(root: &Path, prefix: &Path) -> Result<()> {
         .arg("-o")
         .arg(&exe)
         .arg("-ldl"))?;
-    let text = run_capture(
-        mpirun(2)
-            .arg("-x")
-            .arg(format!(
-                "LD_PRELOAD={}",
-                prefix.join("lib/libregcache_pmpi.so").display()
-            ))
-            .args(["-x", "REGCACHE_PMPI_MIN_BYTES=1"])
-            .arg(&exe),
-    )?;
-    if !text.contains("pmpi_fortran: PASSED (2 ranks)") {
-        bail!("pmpi_fortran did not pass under the PMPI library");
-    }
+    let text = run_pmpi_test(prefix, &exe, "pmpi_fortran")?;
     pmpi_balanced(&text, 2)?;
     for r in 0..2 {
         let (hits, misses, failed) = (
@@ -486,20 +486,6 @@ fn pmpi_fortran_test(root: &Path, prefix: &Path) -> Result<()> {
     }
     eprintln!("pmpi_fortran under regcache-pmpi: passed");
     Ok(())
-}
-
-/// The numeric field `name` of rank `rank`'s statistics line.
-fn pmpi_field(output: &str, rank: u32, name: &str) -> Result<u64> {
-    let prefix = format!("regcache-pmpi: rank {rank}: ");
-    let line = output
-        .lines()
-        .find_map(|l| l.find(&prefix).map(|i| &l[i..]))
-        .with_context(|| format!("rank {rank} printed no regcache-pmpi statistics line"))?;
-    line.split_whitespace()
-        .skip_while(|w| *w != name)
-        .nth(1)
-        .and_then(|v| v.parse::<u64>().ok())
-        .with_context(|| format!("no {name} in {line:?}"))
 }
 
 /// The main job on real input: hpcc (2 ranks) under the PMPI library with
