@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! regcache-bench                      # the built-in (synthetic) workloads
-//! regcache-bench replay FILE...       # traces in the DESIGN.md format
+//! regcache-bench replay FILE...       # traces in the docs/TRACES.md format
 //! regcache-bench mrc FILE -o mrc.svg  # miss-ratio curve, cache vs optimal
 //! ```
 
@@ -70,7 +70,7 @@ struct Opts {
 enum Command {
     /// Replay trace files; one report per rank of each file.
     Replay {
-        /// Trace files (DESIGN.md format).
+        /// Trace files (docs/TRACES.md format).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

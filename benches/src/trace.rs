@@ -1,4 +1,4 @@
-//! The trace format of `../shared/DESIGN.md`, parsed strictly.
+//! The trace format of `docs/TRACES.md`, parsed strictly.
 //!
 //! ```text
 //! # comment
