@@ -39,7 +39,7 @@
 //! `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES` sets the threshold (`off`
 //! disables: exactly one `process_vm_writev` per send).
 
-use super::cma;
+use super::cma::{self, Dir};
 use super::layout::{
     AssistJob, BindingSlot, DmaDesc, MAX_SECTIONS, fnv_with_pairs, read_pairs, write_pairs,
 };
@@ -120,7 +120,7 @@ impl Registry {
         let chunk = assist_chunk(n);
         let nch = n.div_ceil(chunk);
         if src.len() > MAX_SECTIONS || nch < 2 {
-            return cma::write_slices(view.pid, &src, &dst, 0, n)
+            return cma::transfer(Dir::Write, view.pid, &src, &dst, 0, n)
                 .map(|()| 0)
                 .map_err(AssistFail::Io);
         }
@@ -149,7 +149,8 @@ impl Registry {
                 mine += 1;
                 if first_err.is_none() {
                     let off = k * chunk;
-                    if let Err(e) = cma::write_slices(view.pid, &src, &dst, off, chunk.min(n - off))
+                    if let Err(e) =
+                        cma::transfer(Dir::Write, view.pid, &src, &dst, off, chunk.min(n - off))
                     {
                         first_err = Some(e);
                     }
@@ -166,7 +167,7 @@ impl Registry {
         let failed = job.failed.load(Ordering::Relaxed) & (u64::MAX >> (64 - nch));
         for k in (0..nch).filter(|k| failed & (1 << k) != 0) {
             let off = k * chunk;
-            cma::write_slices(view.pid, &src, &dst, off, chunk.min(n - off))
+            cma::transfer(Dir::Write, view.pid, &src, &dst, off, chunk.min(n - off))
                 .map_err(AssistFail::Io)?;
         }
         // Chunks the receiver claimed, less those it could not copy.
@@ -260,7 +261,7 @@ pub(super) fn help_job(
     let mut cur = t;
     while let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) {
         let off = k * chunk;
-        let copied = cma::read_slices(pid, &dst, src, off, chunk.min(total - off));
+        let copied = cma::transfer(Dir::Read, pid, &dst, src, off, chunk.min(total - off));
         match &copied {
             Ok(()) => {
                 helped = true;

@@ -71,16 +71,18 @@ fn iov_slice(secs: &[(u64, u64)], mut off: u64, mut len: u64) -> Vec<libc::iovec
 
 /// Which way bytes move.
 #[derive(Clone, Copy)]
-enum Dir {
+pub(super) enum Dir {
     /// From us into the peer (`process_vm_writev`).
     Write,
     /// From the peer into us (`process_vm_readv`).
     Read,
 }
 
-/// One system call moving bytes `[off, off + len)` of the concatenations
-/// of `local` (ours) and `remote` (in `pid`). A short transfer is `EFAULT`.
-fn pvm(
+/// One system call moving bytes `[off, off + len)` of the concatenation
+/// of `local` (ours: source slices for a write, our own bound sections for
+/// a read) to or from the same bytes of `remote` (in `pid`). A short
+/// transfer is `EFAULT`.
+pub(super) fn transfer(
     dir: Dir,
     pid: u32,
     local: &[(u64, u64)],
@@ -121,33 +123,16 @@ fn pvm(
     Ok(())
 }
 
-/// `process_vm_writev` of bytes `[off, off + len)` of `src` (ours) to the
-/// same bytes of `dst` (the receiver's sections, in `pid`).
-pub(super) fn write_slices(
-    pid: u32,
-    src: &[(u64, u64)],
-    dst: &[(u64, u64)],
-    off: u64,
-    len: u64,
-) -> std::io::Result<()> {
-    pvm(Dir::Write, pid, src, dst, off, len)
-}
-
-/// `process_vm_readv` of bytes `[off, off + len)` of `src` (the sender's
-/// slices, in `pid`) into the same bytes of `dst` (our own sections).
-pub(super) fn read_slices(
-    pid: u32,
-    dst: &[(u64, u64)],
-    src: &[(u64, u64)],
-    off: u64,
-    len: u64,
-) -> std::io::Result<()> {
-    pvm(Dir::Read, pid, dst, src, off, len)
-}
-
 /// One `process_vm_writev` of the first `n` bytes of `src` into `dst`.
 pub(super) fn write(pid: u32, src: &[&[u8]], dst: &[AddrRange], n: u64) -> std::io::Result<()> {
-    write_slices(pid, &trim_bytes(src, n), &trim_ranges(dst, n), 0, n)
+    transfer(
+        Dir::Write,
+        pid,
+        &trim_bytes(src, n),
+        &trim_ranges(dst, n),
+        0,
+        n,
+    )
 }
 
 #[cfg(test)]

@@ -57,40 +57,51 @@ use std::sync::atomic::AtomicU64 as LocalU64;
 use std::sync::{Arc, Mutex};
 use umn::AddrRange;
 
-/// Process-local counters of a [`Registry`] handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DmaStats {
-    /// Sends completed with `process_vm_writev`.
-    pub cma_sends: u64,
-    /// Sends completed through a bounce segment.
-    pub bounce_sends: u64,
-    /// `process_vm_writev` calls refused with `EPERM`.
-    pub cma_refusals: u64,
-    /// Payload bytes sent.
-    pub bytes_sent: u64,
-    /// Sends that found no free descriptor on the first attempt.
-    pub no_free_first_try: u64,
-    /// Bindings this process cut off after failed validation.
-    pub cutoffs: u64,
-    /// Sends whose receiver copied at least one chunk.
-    pub assisted_sends: u64,
-    /// Chunks this process copied as a receiver, for senders
-    /// (`process_vm_readv`).
-    pub assist_chunks: u64,
+/// Declares [`DmaStats`] and its live counterpart `LocalStats` from one
+/// list of counters, so the two cannot drift apart.
+macro_rules! dma_stats {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Process-local counters of a [`Registry`] handle.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        pub struct DmaStats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        /// The live counters behind [`DmaStats`] (process-local std
+        /// atomics, not shared memory).
+        #[derive(Debug, Default)]
+        pub(super) struct LocalStats {
+            $(pub(super) $name: LocalU64,)*
+        }
+
+        impl LocalStats {
+            fn snapshot(&self) -> DmaStats {
+                DmaStats {
+                    $($name: self.$name.load(std::sync::atomic::Ordering::Relaxed),)*
+                }
+            }
+        }
+    };
 }
 
-/// The live counters behind [`DmaStats`] (process-local std atomics, not
-/// shared memory).
-#[derive(Debug, Default)]
-pub(super) struct LocalStats {
-    pub(super) assisted_sends: LocalU64,
-    pub(super) assist_chunks: LocalU64,
-    pub(super) cma_sends: LocalU64,
-    pub(super) bounce_sends: LocalU64,
-    pub(super) cma_refusals: LocalU64,
-    pub(super) bytes_sent: LocalU64,
-    pub(super) no_free_first_try: LocalU64,
-    pub(super) cutoffs: LocalU64,
+dma_stats! {
+    /// Sends completed with `process_vm_writev`.
+    cma_sends,
+    /// Sends completed through a bounce segment.
+    bounce_sends,
+    /// `process_vm_writev` calls refused with `EPERM`.
+    cma_refusals,
+    /// Payload bytes sent.
+    bytes_sent,
+    /// Sends that found no free descriptor on the first attempt.
+    no_free_first_try,
+    /// Bindings this process cut off after failed validation.
+    cutoffs,
+    /// Sends whose receiver copied at least one chunk.
+    assisted_sends,
+    /// Chunks this process copied as a receiver, for senders
+    /// (`process_vm_readv`).
+    assist_chunks,
 }
 
 /// Add `n` to a counter.
@@ -326,18 +337,7 @@ impl Registry {
 
     /// This handle's counters.
     pub fn stats(&self) -> DmaStats {
-        let s = &self.inner.stats;
-        let l = |a: &LocalU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        DmaStats {
-            cma_sends: l(&s.cma_sends),
-            bounce_sends: l(&s.bounce_sends),
-            cma_refusals: l(&s.cma_refusals),
-            bytes_sent: l(&s.bytes_sent),
-            no_free_first_try: l(&s.no_free_first_try),
-            cutoffs: l(&s.cutoffs),
-            assisted_sends: l(&s.assisted_sends),
-            assist_chunks: l(&s.assist_chunks),
-        }
+        self.inner.stats.snapshot()
     }
 
     /// The name of the bounce segment of generation `gen_` of slot `i`.
