@@ -90,13 +90,10 @@ struct EnvVar {
     apply: fn(&mut Config, &str) -> Option<()>,
 }
 
-/// A byte count: a decimal integer.
+/// A byte count: a decimal integer (as `u64::from_str` reads it, so an
+/// optional leading `+`: the values accepted before issue 18 stay valid).
 fn bytes(v: &str) -> Option<u64> {
-    let v = v.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
+    v.trim().parse().ok()
 }
 
 const VARS: [EnvVar; 3] = [
@@ -260,7 +257,8 @@ mod tests {
                 "decimal integer",
             ),
             ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "never", "or off"),
-            ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "+5", "or off"),
+            ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "0x100", "or off"),
+            ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "", "or off"),
         ] {
             let pairs: &'static [(&'static str, &'static str)] =
                 Box::leak(Box::new([(var, value)]));
