@@ -16,7 +16,7 @@
 //!   receiver in a shared registry, takes its next free descriptor, copies
 //!   with one `process_vm_writev` (single-copy cross-memory attach; from
 //!   256 KiB split with a receiver waiting in `recv`, which pulls chunks
-//!   with `process_vm_readv`: see [`dma`], "Receiver-assisted copy") or
+//!   with `process_vm_readv`: see [`dma`] and its `assisted` module) or
 //!   bounces through shared memory when the kernel refuses, publishes the
 //!   length with Release ordering and rings the receiver's doorbell.
 //!
@@ -191,15 +191,8 @@ pub enum Error {
     /// Unbind waited too long for in-flight sends to finish.
     #[error("unbind of {0:?} timed out waiting for in-flight sends")]
     UnbindBusy(DmaKey),
+    /// A `REGCACHE_TRANSPORT_*` environment variable is malformed (from the
+    /// registry constructors that read the environment).
+    #[error("transport configuration: {0}")]
+    Config(#[from] dma::ConfigError),
 }
-
-/// Reasons a binding is cut off, stored as a code in shared memory.
-pub(crate) const CUT_REASONS: [&str; 7] = [
-    "unknown",
-    "binding header failed its checksum or bounds",
-    "descriptor failed its checksum or bounds",
-    "receiver buffer not mapped (EFAULT)",
-    "bounce area out of bounds",
-    "sender wrote an impossible length",
-    "receiver stalled in an assisted copy",
-];

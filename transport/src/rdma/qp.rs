@@ -324,10 +324,14 @@ impl RcConnection {
         unsafe { self.transfer(Op::Read, local, lkey, remote_addr, rkey) }
     }
 
+    /// [`RcConnection::rdma_write`] or [`RcConnection::rdma_read`] (`op`)
+    /// that also watches `control` while it waits for the completion.
+    ///
     /// # Safety
-    /// As [`RcConnection::rdma_write`].
-    pub(crate) unsafe fn rdma_write_watched(
+    /// As [`RcConnection::rdma_write`] / [`RcConnection::rdma_read`].
+    pub(crate) unsafe fn transfer_watched(
         &mut self,
+        op: Op,
         local: AddrRange,
         lkey: LKey,
         remote_addr: u64,
@@ -336,24 +340,7 @@ impl RcConnection {
     ) -> Result<(), RdmaError> {
         self.watch = Some(control.as_raw_fd());
         // SAFETY: forwarded from this function's contract.
-        let r = unsafe { self.transfer(Op::Write, local, lkey, remote_addr, rkey) };
-        self.watch = None;
-        r
-    }
-
-    /// # Safety
-    /// As [`RcConnection::rdma_read`].
-    pub(crate) unsafe fn rdma_read_watched(
-        &mut self,
-        local: AddrRange,
-        lkey: LKey,
-        remote_addr: u64,
-        rkey: RKey,
-        control: &TcpStream,
-    ) -> Result<(), RdmaError> {
-        self.watch = Some(control.as_raw_fd());
-        // SAFETY: forwarded from this function's contract.
-        let r = unsafe { self.transfer(Op::Read, local, lkey, remote_addr, rkey) };
+        let r = unsafe { self.transfer(op, local, lkey, remote_addr, rkey) };
         self.watch = None;
         r
     }
@@ -502,8 +489,9 @@ impl RcConnection {
     }
 }
 
+/// Which RDMA operation a transfer posts.
 #[derive(Debug, Clone, Copy)]
-enum Op {
+pub(crate) enum Op {
     Write,
     Read,
 }

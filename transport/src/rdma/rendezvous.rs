@@ -1,6 +1,7 @@
 //! The rendezvous protocols (put with RDMA WRITE, get with RDMA READ) on
 //! one [`RcConnection`] plus its TCP control stream.
 
+use super::qp::Op;
 use super::wire::{self, Control, Kind};
 use super::{RcConnection, RdmaConfig, RdmaError};
 use regcache::{AddrRange, LKey, ProtectionDomain, RKey};
@@ -91,6 +92,54 @@ impl Rendezvous {
         Ok(c)
     }
 
+    /// Announce our buffer `buf` (under `rkey`) in a `kind` message (CTS
+    /// for a put, RTS for a get) and wait for the peer's FIN.
+    fn announce(&mut self, kind: Kind, buf: AddrRange, rkey: RKey) -> Result<Control, RdmaError> {
+        let during = if kind == Kind::Cts {
+            ["put: sending CTS", "put: waiting for FIN"]
+        } else {
+            ["get: sending RTS", "get: waiting for FIN"]
+        };
+        let ours = RemoteBuffer {
+            addr: buf.start(),
+            len: buf.len(),
+            rkey,
+        };
+        self.send_ctl(kind, ours, during[0])?;
+        self.recv_ctl(Kind::Fin, during[1])
+    }
+
+    /// Send FIN for `len` bytes; returns `len`.
+    fn send_fin(&mut self, len: u64, during: &'static str) -> Result<u64, RdmaError> {
+        let fin = RemoteBuffer {
+            addr: 0,
+            len,
+            rkey: RKey(0),
+        };
+        self.send_ctl(Kind::Fin, fin, during)?;
+        Ok(len)
+    }
+
+    /// RDMA `op` between `local` (under `lkey`) and the peer's buffer
+    /// announced in `peer`, watching the control stream.
+    ///
+    /// # Safety
+    /// As [`RcConnection::rdma_write`] / [`RcConnection::rdma_read`] for
+    /// `local`.
+    unsafe fn transfer(
+        &mut self,
+        op: Op,
+        local: AddrRange,
+        lkey: LKey,
+        peer: &Control,
+    ) -> Result<(), RdmaError> {
+        // SAFETY: forwarded from this function's contract.
+        unsafe {
+            self.conn
+                .transfer_watched(op, local, lkey, peer.addr, RKey(peer.rkey), &self.control)
+        }
+    }
+
     /// Run `f`; on error move the queue pair to the error state so no DMA
     /// can still target our memory, and return the error.
     fn guarded<T>(
@@ -136,17 +185,8 @@ impl Rendezvous {
                 )));
             }
             // SAFETY: forwarded from this function's contract.
-            unsafe {
-                s.conn
-                    .rdma_write_watched(src, lkey, cts.addr, RKey(cts.rkey), &s.control)?
-            };
-            let fin = RemoteBuffer {
-                addr: 0,
-                len: src.len(),
-                rkey: RKey(0),
-            };
-            s.send_ctl(Kind::Fin, fin, "put: sending FIN")?;
-            Ok(src.len())
+            unsafe { s.transfer(Op::Write, src, lkey, &cts) }?;
+            s.send_fin(src.len(), "put: sending FIN")
         })
     }
 
@@ -166,13 +206,7 @@ impl Rendezvous {
     /// FIN claims more than `dst` holds.
     pub unsafe fn recv_write(&mut self, dst: AddrRange, rkey: RKey) -> Result<u64, RdmaError> {
         self.guarded(|s| {
-            let cts = RemoteBuffer {
-                addr: dst.start(),
-                len: dst.len(),
-                rkey,
-            };
-            s.send_ctl(Kind::Cts, cts, "put: sending CTS")?;
-            let fin = s.recv_ctl(Kind::Fin, "put: waiting for FIN")?;
+            let fin = s.announce(Kind::Cts, dst, rkey)?;
             if fin.len > dst.len() {
                 return Err(RdmaError::Protocol(format!(
                     "FIN for {} bytes into a {} byte buffer",
@@ -195,13 +229,7 @@ impl Rendezvous {
     /// As [`Rendezvous::recv_write`].
     pub unsafe fn send_read(&mut self, src: AddrRange, rkey: RKey) -> Result<u64, RdmaError> {
         self.guarded(|s| {
-            let rts = RemoteBuffer {
-                addr: src.start(),
-                len: src.len(),
-                rkey,
-            };
-            s.send_ctl(Kind::Rts, rts, "get: sending RTS")?;
-            let fin = s.recv_ctl(Kind::Fin, "get: waiting for FIN")?;
+            let fin = s.announce(Kind::Rts, src, rkey)?;
             Ok(fin.len)
         })
     }
@@ -232,17 +260,8 @@ impl Rendezvous {
                 .map_err(|e| RdmaError::BadBuffer(e.to_string()))?;
             // SAFETY: `into` is a prefix of `dst`: forwarded from this
             // function's contract.
-            unsafe {
-                s.conn
-                    .rdma_read_watched(into, lkey, rts.addr, RKey(rts.rkey), &s.control)?
-            };
-            let fin = RemoteBuffer {
-                addr: 0,
-                len: rts.len,
-                rkey: RKey(0),
-            };
-            s.send_ctl(Kind::Fin, fin, "get: sending FIN")?;
-            Ok(rts.len)
+            unsafe { s.transfer(Op::Read, into, lkey, &rts) }?;
+            s.send_fin(rts.len, "get: sending FIN")
         })
     }
 }

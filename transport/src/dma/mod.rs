@@ -1,0 +1,56 @@
+//! # Keyed DMA (after lguest's `bind_dma` / `send_dma`)
+//!
+//! A receiver *binds* an array of receive buffers to a [`DmaKey`] (a
+//! location in shared memory both sides can name); a sender *sends* to the
+//! key; the library finds the bound receiver in a shared registry, takes
+//! its next free descriptor, copies with one `process_vm_writev` (or
+//! bounces through shared memory when the kernel refuses), publishes the
+//! length with Release ordering and rings the receiver's doorbell.
+//!
+//! One shared segment per job (`/dev/shm/<name>`, created `O_EXCL` mode
+//! 0600) holds a [`RegistryHeader`] and [`NSLOTS`] [`BindingSlot`]s. A
+//! binding is a slot: the receiver's pid, the key, up to [`MAX_RANGES`]
+//! registered ranges, up to [`MAX_DESCS`] [`DmaDesc`]s of up to
+//! [`MAX_SECTIONS`] `{addr, len}` sections each, a checksum over all of
+//! that, and a [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) of two
+//! doorbells.
+//!
+//! The chapters of the protocol live with their code:
+//!
+//! - `layout`: the fixed-width records in shared memory, their size and
+//!   offset assertions, the checksums, the orderings of every shared field
+//!   ("Atomics"), and the typed slot index and cut-off reason read from
+//!   shared memory.
+//! - `registry`: the [`Registry`] handle (create, open, the lock), keys
+//!   to bindings, announced sends against unbind, and "Validation and
+//!   cutting off".
+//! - `receiver`: bind, the [`Receiver`] (receive, restock, unbind).
+//! - `send`: "A send": the sender's claim, copy and publish path.
+//! - `assisted`: "Receiver-assisted copy": large single copies split
+//!   between sender and a waiting receiver.
+//! - `cma`: the only caller of `process_vm_writev`/`process_vm_readv`.
+//! - `config`: [`Config`] and its `REGCACHE_TRANSPORT_*` variables.
+//!
+//! Everything in the registry can be scribbled on by any process that maps
+//! it, so nothing read from it is trusted: see `registry`, "Validation
+//! and cutting off".
+
+mod assisted;
+mod cma;
+mod config;
+mod layout;
+mod receiver;
+mod registry;
+mod send;
+
+pub use config::{ASSIST_MIN_BYTES, Config, ConfigError};
+pub use layout::{
+    AssistJob, BindingSlot, DmaDesc, MAX_BANNED, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, MAX_SENDERS,
+    NSLOTS, REGISTRY_BYTES, RegistryHeader, SharedSection,
+};
+pub use receiver::{Delivery, DmaBuffer, Receiver};
+pub use registry::{DmaStats, Registry};
+pub use send::{CopyPath, SendReport};
+
+#[cfg(doc)]
+use crate::key::DmaKey;

@@ -1,0 +1,405 @@
+//! The sender's path: find, announce, validate, claim, copy, publish.
+//!
+//! ## A send
+//!
+//! 1. Find a `BOUND` slot with the key whose pid is not ours
+//!    ([`Registry::find_slot`]).
+//! 2. Announce the send (`InflightGuard`, see [`super::registry`],
+//!    "Announced sends"), then re-check the slot is still bound with the
+//!    same key: with the send announced, unbind cannot complete.
+//! 3. Validate the slot header (checksum, counts, ranges).
+//! 4. From `next_dma`, claim the first descriptor with `used_len == 0` by
+//!    CAS to `CLAIMED`. None free: ring the receiver, wait (bounded) for
+//!    its restock doorbell, retry once, else [`Error::NoFreeDescriptor`].
+//!    `next_dma` is a hint anyone can scribble on: a value that is not a
+//!    descriptor index of the binding starts the search at descriptor 0.
+//! 5. Validate the descriptor (checksum, section count, each section an
+//!    [`AddrRange`] inside a registered range).
+//! 6. Copy `min(source, destination)` bytes section by section: one
+//!    `process_vm_writev` with all sections as iovecs ([`super::cma`]),
+//!    or, when the kernel refuses (`EPERM`) or the config forces it, a copy
+//!    into the receiver's bounce segment that the receiver copies out.
+//!    Messages under [`Config::cma_min_bytes`](super::Config::cma_min_bytes)
+//!    bounce by choice (cheaper than the system call); messages of at
+//!    least [`Config::assist_min_bytes`](super::Config::assist_min_bytes)
+//!    are split with the receiver ([`super::assisted`]).
+//! 7. Store `flags`, `sender_pid`, then `used_len` with **Release**; the
+//!    receiver loads `used_len` with **Acquire**, so it sees the payload
+//!    (CMA writes are done by the kernel in our context before the
+//!    syscall returns, i.e. before the Release store).
+//! 8. Ring the receiver's doorbell.
+//!
+//! A failed check of shared memory cuts the binding off with the matching
+//! [`CutReason`] (see [`super::registry`], "Validation and cutting off");
+//! a failure that is not the binding's fault (the receiver died, a copy
+//! error) frees the claimed descriptor and reports it.
+
+use super::assisted::AssistFail;
+use super::cma;
+use super::layout::{
+    BOUND, BindingSlot, CLAIMED, CutReason, DescIndex, DmaDesc, F_BOUNCED, MAX_SECTIONS, NO_RANGE,
+    SlotIndex, desc_check, read_pairs, slot_key,
+};
+use super::registry::{InflightGuard, Registry, SlotView, bump};
+use crate::Error;
+use crate::key::DmaKey;
+use crate::shm::Segment;
+use crate::shm_signal::{Side, Wake};
+use crate::sync::Ordering;
+use std::sync::Arc;
+use umn::AddrRange;
+
+/// Which copy path a send took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyPath {
+    /// One `process_vm_writev` straight into the receiver's buffer.
+    Cma,
+    /// Through the receiver's bounce segment (two copies).
+    Bounce,
+}
+
+/// What a successful send did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendReport {
+    /// Bytes delivered: `min(source, destination)`.
+    pub copied: u64,
+    /// `true` when the source was longer than the destination descriptor.
+    pub truncated: bool,
+    /// Descriptor index used at the receiver.
+    pub index: u32,
+    /// Copy path taken.
+    pub path: CopyPath,
+    /// `true` when the first attempt found no free descriptor and the
+    /// retry after the restock signal succeeded.
+    pub retried: bool,
+    /// Chunks the receiver copied itself (receiver-assisted copy); 0 when
+    /// it did not help or the send was not split.
+    pub receiver_chunks: u32,
+}
+
+/// A validated view of a claimed descriptor, copied out of shared memory.
+struct DstView {
+    sections: [AddrRange; MAX_SECTIONS],
+    nsec: usize,
+    bounce_off: u64,
+}
+
+impl DstView {
+    fn sections(&self) -> &[AddrRange] {
+        &self.sections[..self.nsec]
+    }
+}
+
+/// Claim a free descriptor of a binding of `ndesc` (validated) descriptors,
+/// starting at the `next_dma` hint.
+fn claim(s: &BindingSlot, ndesc: usize) -> Option<DescIndex> {
+    let hint = s.next_dma.load(Ordering::Relaxed) as usize;
+    let start = DescIndex::new(hint, ndesc).map_or(0, DescIndex::get);
+    (0..ndesc)
+        .map(|k| (start + k) % ndesc)
+        .find(|&j| {
+            s.descs[j]
+                .used_len
+                .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+        .and_then(|j| DescIndex::new(j, ndesc))
+}
+
+fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> {
+    let nsec = d.nsec.load(Ordering::Relaxed);
+    if nsec == 0 || nsec as usize > MAX_SECTIONS {
+        return Err("section count out of range");
+    }
+    let secs = read_pairs::<MAX_SECTIONS>(&d.sections[..nsec as usize]);
+    let secs = &secs[..nsec as usize];
+    let bounce_off = d.bounce_off.load(Ordering::Relaxed);
+    if d.check.load(Ordering::Relaxed) != desc_check(view.gen_, nsec, bounce_off, secs) {
+        return Err("descriptor checksum mismatch");
+    }
+    let mut sections = [NO_RANGE; MAX_SECTIONS];
+    let mut cap: u64 = 0;
+    for (out, &(a, l)) in sections.iter_mut().zip(secs) {
+        let r = AddrRange::from_start_len(a, l).map_err(|_| "section overflows")?;
+        if r.is_empty() || !view.ranges().iter().any(|g| g.contains(&r)) {
+            return Err("section empty or outside the registered ranges");
+        }
+        cap = cap.checked_add(l).ok_or("capacity overflows")?;
+        *out = r;
+    }
+    if bounce_off
+        .checked_add(cap)
+        .is_none_or(|e| e > view.bounce_len)
+    {
+        return Err("bounce area out of bounds");
+    }
+    Ok(DstView {
+        sections,
+        nsec: nsec as usize,
+        bounce_off,
+    })
+}
+
+impl Registry {
+    /// Send the concatenation of `src` to the receiver bound to `key`.
+    ///
+    /// Copies `min(source, destination descriptor)` bytes; the report says
+    /// whether it truncated and which path ran. Never delivers to a
+    /// binding of this process.
+    ///
+    /// # Errors
+    /// [`Error::EmptySend`], [`Error::NoReceiver`], [`Error::CutOff`],
+    /// [`Error::NoFreeDescriptor`], [`Error::CorruptDescriptor`] (the
+    /// binding is cut off), [`Error::ProcessVmWritev`] (receiver gone).
+    pub fn send(&self, key: DmaKey, src: &[&[u8]]) -> Result<SendReport, Error> {
+        let total: u64 = src.iter().map(|s| s.len() as u64).sum();
+        if total == 0 {
+            return Err(Error::EmptySend);
+        }
+        let i = self.find_slot(key)?;
+        let s = self.slot(i);
+        let _guard = InflightGuard::enter(s, self.inner.me);
+        // With the send announced, unbind cannot complete: if the slot is
+        // still bound to `key` now, it stays so until we are done.
+        if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) != key {
+            return Err(Error::NoReceiver(key));
+        }
+        let corrupt = |index: u32, reason: &'static str| Error::CorruptDescriptor {
+            key,
+            index,
+            reason,
+            sender_pid: 0,
+        };
+        let view = match self.view_slot(s, key) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.cut_off(s, reason);
+                return Err(corrupt(u32::MAX, reason.as_str()));
+            }
+        };
+        if view.pid == self.inner.me {
+            return Err(Error::NoReceiver(key));
+        }
+        if s.banned
+            .iter()
+            .any(|b| b.load(Ordering::Relaxed) == self.inner.me)
+        {
+            return Err(Error::CutOff {
+                key,
+                reason: CutReason::ImpossibleLength.as_str(),
+            });
+        }
+
+        let (j, retried) = self.claim_or_wait(s, &view, key)?;
+        let index = j.get() as u32;
+        let d = &s.descs[j.get()];
+        let dst = match validate_desc(d, &view) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.cut_off(s, CutReason::Descriptor);
+                return Err(corrupt(index, reason));
+            }
+        };
+        let cap: u64 = dst.sections().iter().map(AddrRange::len).sum();
+        let n = total.min(cap);
+
+        let mut path = CopyPath::Bounce;
+        let mut receiver_chunks = 0;
+        if !self.inner.config.force_bounce
+            && n >= self.inner.config.cma_min_bytes
+            && !self.cma_refused(view.pid)
+        {
+            let copied = if n >= self.inner.config.assist_min_bytes {
+                self.assisted_write(s, d, &view, src, dst.sections(), n)
+            } else {
+                cma::write(view.pid, src, dst.sections(), n)
+                    .map(|()| 0)
+                    .map_err(AssistFail::Io)
+            };
+            match copied {
+                Ok(c) => {
+                    path = CopyPath::Cma;
+                    receiver_chunks = c;
+                }
+                Err(AssistFail::Gone) => return Err(Error::NoReceiver(key)),
+                Err(AssistFail::Stalled) => {
+                    self.cut_off(s, CutReason::AssistStalled);
+                    return Err(Error::CutOff {
+                        key,
+                        reason: CutReason::AssistStalled.as_str(),
+                    });
+                }
+                Err(AssistFail::Io(e)) if e.raw_os_error() == Some(libc::EPERM) => {
+                    bump(&self.inner.stats.cma_refusals, 1);
+                    if let Ok(mut m) = self.inner.cma_refused.lock() {
+                        m.insert(view.pid);
+                    }
+                }
+                Err(AssistFail::Io(e)) if e.raw_os_error() == Some(libc::EFAULT) => {
+                    self.cut_off(s, CutReason::Unmapped);
+                    return Err(corrupt(index, CutReason::Unmapped.as_str()));
+                }
+                Err(AssistFail::Io(source)) => {
+                    d.used_len.store(0, Ordering::Release);
+                    return Err(Error::ProcessVmWritev {
+                        pid: view.pid,
+                        source,
+                    });
+                }
+            }
+        }
+        if path == CopyPath::Bounce {
+            if let Err(e) = self.bounce_write(key, i, &view, dst.bounce_off, src, n) {
+                match e {
+                    Error::CorruptDescriptor { .. } => self.cut_off(s, CutReason::Bounce),
+                    _ => d.used_len.store(0, Ordering::Release),
+                }
+                return Err(e);
+            }
+        }
+
+        d.flags.store(
+            if path == CopyPath::Bounce {
+                F_BOUNCED
+            } else {
+                0
+            },
+            Ordering::Relaxed,
+        );
+        d.sender_pid.store(self.inner.me, Ordering::Relaxed);
+        s.next_dma
+            .store(((j.get() + 1) % view.ndesc) as u32, Ordering::Relaxed);
+        // Release: the payload (CMA or bounce) happens-before the
+        // receiver's Acquire load of used_len.
+        d.used_len.store(n, Ordering::Release);
+        s.signal.irq(Side::North).notify();
+
+        let st = &self.inner.stats;
+        bump(
+            if path == CopyPath::Cma {
+                &st.cma_sends
+            } else {
+                &st.bounce_sends
+            },
+            1,
+        );
+        bump(&st.bytes_sent, n);
+        if receiver_chunks > 0 {
+            bump(&st.assisted_sends, 1);
+        }
+        Ok(SendReport {
+            copied: n,
+            truncated: n < total,
+            index,
+            path,
+            retried,
+            receiver_chunks,
+        })
+    }
+
+    /// Step 4 of a send: claim a free descriptor; one retry after a restock
+    /// signal. Returns the descriptor and whether it took the retry.
+    fn claim_or_wait(
+        &self,
+        s: &BindingSlot,
+        view: &SlotView,
+        key: DmaKey,
+    ) -> Result<(DescIndex, bool), Error> {
+        let mut retried = false;
+        loop {
+            if let Some(j) = claim(s, view.ndesc) {
+                return Ok((j, retried));
+            }
+            if retried {
+                return Err(Error::NoFreeDescriptor(key));
+            }
+            retried = true;
+            bump(&self.inner.stats.no_free_first_try, 1);
+            let restocked = s.signal.irq(Side::South);
+            // Discard stale restock rings (every restock rings, whether or
+            // not anyone waits), then look again before sleeping: a
+            // restock between our failed claim and the discard is seen
+            // here instead of costing the whole wait.
+            let _ = restocked.try_take();
+            let free_now = s.descs[..view.ndesc]
+                .iter()
+                .any(|d| d.used_len.load(Ordering::Acquire) == 0);
+            if !free_now {
+                s.want_restock.store(1, Ordering::SeqCst);
+                s.signal.irq(Side::North).notify();
+                let _: Wake =
+                    restocked.wait(self.inner.config.spin, Some(self.inner.config.restock_wait));
+            }
+            if s.state.load(Ordering::SeqCst) != BOUND
+                || s.gen_.load(Ordering::Relaxed) != view.gen_
+            {
+                return Err(Error::NoReceiver(key));
+            }
+        }
+    }
+
+    fn cma_refused(&self, pid: u32) -> bool {
+        self.inner
+            .cma_refused
+            .lock()
+            .map(|m| m.contains(&pid))
+            .unwrap_or(false)
+    }
+
+    /// The bounce path: copy the first `n` bytes of `src` into the bounce
+    /// area at `off` of the binding in slot `slot` (mapping its bounce
+    /// segment on first use per binding generation).
+    fn bounce_write(
+        &self,
+        key: DmaKey,
+        slot: SlotIndex,
+        view: &SlotView,
+        off: u64,
+        src: &[&[u8]],
+        n: u64,
+    ) -> Result<(), Error> {
+        let seg = {
+            let mut m = self
+                .inner
+                .bounce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let e = &mut m[slot.get()];
+            match e {
+                Some((g, s)) if *g == view.gen_ => s.clone(),
+                _ => {
+                    // The mapping of an older binding of this slot goes.
+                    let seg = Arc::new(Segment::open(&self.bounce_name(slot, view.gen_))?);
+                    *e = Some((view.gen_, seg.clone()));
+                    seg
+                }
+            }
+        };
+        let end = off.checked_add(n);
+        if end.is_none_or(|e| e > view.bounce_len || e > seg.len() as u64) {
+            return Err(Error::CorruptDescriptor {
+                key,
+                index: u32::MAX,
+                reason: CutReason::Bounce.as_str(),
+                sender_pid: 0,
+            });
+        }
+        let mut at = off as usize;
+        let mut left = n as usize;
+        for piece in src {
+            if left == 0 {
+                break;
+            }
+            let k = piece.len().min(left);
+            // SAFETY: `at + k <= off + n <= seg.len()` (checked above); the
+            // bounce area of this descriptor is ours while we hold the
+            // CLAIMED used_len; the source is a valid slice.
+            unsafe {
+                std::ptr::copy_nonoverlapping(piece.as_ptr(), seg.as_ptr().add(at), k);
+            }
+            at += k;
+            left -= k;
+        }
+        Ok(())
+    }
+}
