@@ -41,6 +41,9 @@ pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
 /// Build (release) and install `lib/libregcache.so*`,
 /// `lib/libregcache_pmpi.so`, `include/regcache.h` and
 /// `lib/pkgconfig/regcache.pc` under `prefix`.
+/// `regcache-pmpi` is not a default workspace member (its build needs
+/// `mpicc`), so it is named here: every step that preloads the PMPI library
+/// (the MPI tests, hpcc and NetPIPE, the VM tier) installs it this way.
 pub(crate) fn install(root: &Path, prefix: &Path) -> Result<()> {
     run(cargo().args([
         "build",
