@@ -239,19 +239,27 @@ proptest! {
     }
 }
 
+/// A cache with `config` and no invalidation source over a model registrar
+/// of unlimited capacity.
+fn unlimited(config: Config) -> Cache<CheckingRegistrar> {
+    Cache::new(
+        CheckingRegistrar::model(u64::MAX),
+        Config {
+            monitor: MonitorKind::None,
+            ..config
+        },
+    )
+}
+
 #[test]
 fn lru_evicts_least_recently_released() {
     let page = regcache::page_size();
-    let registrar = CheckingRegistrar::model(u64::MAX);
-    let cache = Cache::new(
-        registrar,
-        Config {
-            max_regions: 3,
-            max_bytes: 1 << 40,
-            merge: false,
-            monitor: MonitorKind::None,
-        },
-    );
+    let cache = unlimited(Config {
+        max_regions: 3,
+        max_bytes: 1 << 40,
+        merge: false,
+        ..Config::default()
+    });
     let r = |i: u64| AddrRange::from_start_len(0x2000_0000 + i * 4 * page, page).unwrap();
     for i in 0..3 {
         drop(cache.get(r(i), AccessFlags::empty()).unwrap());
@@ -276,14 +284,7 @@ fn lru_evicts_least_recently_released() {
 #[test]
 fn invalidation_of_in_use_region_defers_deregistration() {
     let page = regcache::page_size();
-    let registrar = CheckingRegistrar::model(u64::MAX);
-    let cache = Cache::new(
-        registrar,
-        Config {
-            monitor: MonitorKind::None,
-            ..Config::default()
-        },
-    );
+    let cache = unlimited(Config::default());
     let r = AddrRange::from_start_len(0x3000_0000, 2 * page).unwrap();
     let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
     let first = id(&h);
@@ -314,14 +315,7 @@ fn invalidation_of_in_use_region_defers_deregistration() {
 
 #[test]
 fn bad_ranges_are_errors_and_change_nothing() {
-    let registrar = CheckingRegistrar::model(u64::MAX);
-    let cache = Cache::new(
-        registrar,
-        Config {
-            monitor: MonitorKind::None,
-            ..Config::default()
-        },
-    );
+    let cache = unlimited(Config::default());
     let empty = AddrRange::new(0x1000, 0x1000).unwrap();
     assert!(matches!(
         cache.get(empty, AccessFlags::empty()),

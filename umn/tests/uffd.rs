@@ -20,19 +20,9 @@ fn open() -> Notifier {
     common::open(Source::Uffd)
 }
 
-// The scenarios the kernel device shares (common/suite.rs).
-shared_tests!(Source::Uffd;
-    quiet_generation_is_stable,
-    munmap_whole_range,
-    madvise_dontneed_and_free,
-    map_fixed_over_registered_range,
-    free_of_mmapped_malloc_block,
-    brk_shrink,
-    overlapping_registrations_each_get_an_event,
-    hit_twice_before_read_is_one_event_without_hint,
-    unregister_drops_pending_event,
-    munmap_on_another_thread,
-);
+// The scenarios the kernel device shares, each under its own name (the list is
+// in common/suite.rs).
+shared_tests!(Source::Uffd);
 
 #[test]
 fn auto_picks_uffd_without_device() {

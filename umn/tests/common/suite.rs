@@ -59,10 +59,25 @@ pub fn changed_then_drain(n: &Notifier, before: Generation) -> (Vec<Invalidation
     (ev, counter)
 }
 
-/// `#[test] fn <name>() { suite::<name>(<source>) }` for each name: the
-/// shared scenarios under their own names in a test binary.
+/// `#[test] fn <name>() { suite::<name>(<source>) }` for each shared
+/// scenario: the scenarios under their own names in a test binary. The
+/// list is here once, so both binaries run the same set.
 #[allow(unused_macros)] // by the test binaries that share no scenario
 macro_rules! shared_tests {
+    ($source:expr) => {
+        common::suite::shared_tests!($source;
+            quiet_generation_is_stable,
+            munmap_whole_range,
+            madvise_dontneed_and_free,
+            map_fixed_over_registered_range,
+            free_of_mmapped_malloc_block,
+            brk_shrink,
+            overlapping_registrations_each_get_an_event,
+            hit_twice_before_read_is_one_event_without_hint,
+            unregister_drops_pending_event,
+            munmap_on_another_thread,
+        );
+    };
     ($source:expr; $($name:ident),* $(,)?) => {
         $(
             #[test]
