@@ -8,6 +8,7 @@
 use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind};
 use regcache_testkit::CheckingRegistrar;
 use regcache_testkit::mem::{self, NotAt, unmap};
+use regcache_testkit::process::{exited_ok, in_child};
 use regcache_testkit::registrar::id;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -215,12 +216,10 @@ fn fork_once() -> bool {
     let Some(cache) = cache() else { return true };
     let shared = map();
     let first = id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap());
-    // SAFETY: the child only calls the cache (no locks held by other
-    // threads: the monitor thread holds none), munmap and _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let code = (|| {
+    // The child only calls the cache (no locks held by other threads: the
+    // monitor thread holds none), munmap and _exit.
+    let status = in_child(|| {
+        (|| {
             let h = cache.get(shared, AccessFlags::LOCAL_WRITE).ok()?;
             // In the child nothing is cached: a one-off registration.
             if h.is_cached() {
@@ -230,17 +229,9 @@ fn fork_once() -> bool {
             unmap(shared);
             Some(0)
         })()
-        .unwrap_or(1);
-        // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: {status:#x}"
-    );
+        .unwrap_or(1)
+    });
+    assert!(exited_ok(status), "child failed: {status:#x}");
     // The child's munmap was of its own copy: the parent's region is intact.
     assert_eq!(
         id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap()),
@@ -315,24 +306,15 @@ fn fork_child_is_detected_without_a_kernel_source() {
     .unwrap();
     let r = map();
     let first = id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap());
-    // SAFETY: the child only uses the cache and _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The child only uses the cache and _exit.
+    let status = in_child(|| {
         let ok = cache
             .get(r, AccessFlags::LOCAL_WRITE)
             .map(|h| !h.is_cached() && id(&h) != first)
             .unwrap_or(false);
-        // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child got the parent's registration"
-    );
+        if ok { 0 } else { 1 }
+    });
+    assert!(exited_ok(status), "the child got the parent's registration");
     assert_eq!(
         id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()),
         first,

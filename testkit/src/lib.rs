@@ -19,6 +19,8 @@
 //!   for real, optionally runs out of capacity like a NIC, and records
 //!   every deregistration of a registration a test says it still holds.
 //!
+//! - [`process`]: a closure run in a forked child, for fork tests.
+//!
 //! The wart: umn's own tests use this crate too, and this crate depends on
 //! umn (for [`AddrRange`](umn::AddrRange)). Cargo allows that cycle through a
 //! dev-dependency: integration tests link the one umn library both see. The
@@ -26,6 +28,7 @@
 //! not build the cache they sit under.
 
 pub mod mem;
+pub mod process;
 #[cfg(feature = "regcache")]
 pub mod registrar;
 pub mod skip;

@@ -301,11 +301,9 @@ fn fork_child_is_inert_parent_keeps_working() {
     n.register(shared, Cookie(1)).unwrap();
     n.register(parent_only, Cookie(2)).unwrap();
     let g0 = drain(&n).2;
-    // SAFETY: the child only makes async-signal-safe calls and umn calls
-    // that take no lock, then _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The child only makes async-signal-safe calls and umn calls that take
+    // no lock, then _exit()s.
+    let status = in_child(|| {
         // Child: its VMAs lost the uffd context; munmap must not block.
         let mut code = 0;
         if !n.is_forked() {
@@ -322,12 +320,8 @@ fn fork_child_is_inert_parent_keeps_working() {
         {
             code |= 8;
         }
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        code
+    });
     assert!(libc::WIFEXITED(status), "child did not exit: {status:#x}");
     assert_eq!(libc::WEXITSTATUS(status), 0, "child failure bits");
     // The child's munmap did not touch the parent: no events.

@@ -8,6 +8,8 @@ use umn::{AddrRange, Cookie, Error, Event, Generation, Invalidation, Notifier, S
 
 #[allow(unused_imports)] // each test binary uses some
 pub use regcache_testkit::mem::{madvise, map_fixed, mremap, unmap};
+#[allow(unused_imports)]
+pub use regcache_testkit::process::in_child;
 
 pub fn pg() -> u64 {
     page_size()
@@ -96,23 +98,4 @@ pub fn inval(c: u64, r: Option<AddrRange>) -> Invalidation {
         cookie: Cookie(c),
         range: r,
     }
-}
-
-/// Fork; run `f` in the child and `_exit` with its code; return the
-/// child's wait status.
-pub fn in_child(f: impl FnOnce() -> i32) -> libc::c_int {
-    // SAFETY: the child runs `f` (test code that makes system calls and
-    // may allocate: the test binary runs one test per thread, and nothing
-    // here holds the allocator lock across fork in practice), then _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        let code = f();
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
 }
