@@ -127,19 +127,7 @@ fn munmap_middle_page() {
 #[test]
 fn mremap_move_grow_and_shrink() {
     let Some(n) = device() else { return };
-    let r = map(4);
-    let dst = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let moved = mremap(
-        r,
-        r.len(),
-        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-        dst.start(),
-    );
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(r))]);
-    assert_eq!(c, 1);
+    let moved = suite::mremap_move_registered(&n);
     // Shrink: the cut-off tail.
     n.register(moved, Cookie(2)).unwrap();
     let g1 = n.generation();

@@ -60,20 +60,7 @@ fn munmap_middle_page_hint_is_that_page() {
 #[test]
 fn mremap_move() {
     let n = open();
-    let r = map(4);
-    let dst = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let moved = mremap(
-        r,
-        r.len(),
-        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-        dst.start(),
-    );
-    assert_eq!(moved, dst);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(r))]);
-    assert_eq!(c, 1);
+    let moved = suite::mremap_move_registered(&n);
     unmap(moved);
 }
 

@@ -301,3 +301,24 @@ pub fn munmap_on_another_thread(source: Source) {
     assert_eq!(ev, vec![inval(5, Some(r))]);
     assert_eq!(c, 1);
 }
+
+/// Register 4 pages, move them with `mremap(MREMAP_FIXED)` onto another
+/// mapping: the event is the whole old range, one bump. Returns the
+/// moved range (registered nowhere).
+pub fn mremap_move_registered(n: &Notifier) -> AddrRange {
+    let r = map(4);
+    let dst = map(4);
+    n.register(r, Cookie(1)).unwrap();
+    let g0 = n.generation();
+    let moved = mremap(
+        r,
+        r.len(),
+        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+        dst.start(),
+    );
+    assert_eq!(moved, dst);
+    let (ev, c) = changed_then_drain(n, g0);
+    assert_eq!(ev, vec![inval(1, Some(r))]);
+    assert_eq!(c, 1);
+    moved
+}
