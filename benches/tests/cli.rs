@@ -8,6 +8,18 @@ fn bench() -> Command {
     Command::new(env!("CARGO_BIN_EXE_regcache-bench"))
 }
 
+/// Run `cmd`, assert it succeeded (showing its stderr if not), and parse
+/// its standard output as JSON.
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Three one-page regions a, b, c in separate clusters; capacity 2; no
 /// merge. Worked out by hand:
 ///
@@ -52,27 +64,21 @@ fn hand_written_with(monitor: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hand.trace");
     std::fs::write(&path, TRACE).unwrap();
-    let out = bench()
-        .args([
-            "replay",
-            "--json",
-            "--max-regions",
-            "2",
-            "--no-merge",
-            "--registrar",
-            "pin",
-            "--monitor",
-            monitor,
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        bench()
+            .args([
+                "replay",
+                "--json",
+                "--max-regions",
+                "2",
+                "--no-merge",
+                "--registrar",
+                "pin",
+                "--monitor",
+                monitor,
+            ])
+            .arg(&path),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &v[0];
     assert_eq!(r["monitor"], monitor);
     assert_eq!(r["acquires"], 8);
@@ -121,13 +127,7 @@ fn malformed_trace_names_file_line_and_reason() {
 
 #[test]
 fn builtin_workloads_report_every_field() {
-    let out = bench().args(["--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(bench().args(["--json"]));
     let names: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -166,19 +166,13 @@ fn mrc_draws_an_svg() {
     let path = dir.path().join("hand.trace");
     std::fs::write(&path, TRACE).unwrap();
     let svg = dir.path().join("mrc.svg");
-    let out = bench()
-        .args(["mrc", "--json", "--no-merge"])
-        .arg(&path)
-        .arg("-o")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let points = json_of(
+        bench()
+            .args(["mrc", "--json", "--no-merge"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&svg),
     );
-    let points: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // Capacity 2 is sampled; there the replay and MIN agree with the table.
     let at2 = points
         .as_array()

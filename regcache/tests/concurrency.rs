@@ -1,55 +1,13 @@
 //! Several threads get, release and invalidate overlapping ranges of real
-//! memory through the real `pin` registrar (mlock). A thin wrapper gives
-//! each registration an id (as its lkey) and fails the test if a
-//! registration is deregistered while any thread says it is using it.
+//! memory through the real `pin` registrar (mlock). The testkit's checking
+//! wrapper (`CheckingRegistrar::pinned`) gives each registration an id (as
+//! its lkey) and records a registration deregistered while any thread says
+//! it is using it; the test fails on any such record.
 
-use regcache::{
-    AccessFlags, AddrRange, Cache, Config, Keys, LKey, PinRegistrar, RKey, Registrar,
-    RegistrarError,
-};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-
-#[derive(Debug, Default)]
-struct Checked {
-    pin: PinRegistrar,
-    next: AtomicU32,
-    /// id → threads using it now.
-    in_use: Mutex<HashMap<u32, u32>>,
-    violation: AtomicBool,
-    live: Mutex<HashMap<u32, AddrRange>>,
-}
-
-impl Registrar for Checked {
-    type Region = (u32, regcache::PinnedRegion);
-    fn name(&self) -> &'static str {
-        "checked-pin"
-    }
-    fn register(
-        &self,
-        range: AddrRange,
-        access: AccessFlags,
-    ) -> Result<Self::Region, RegistrarError> {
-        let r = self.pin.register(range, access)?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        self.live.lock().unwrap().insert(id, range);
-        Ok((id, r))
-    }
-    fn keys(&self, r: &Self::Region) -> Option<Keys> {
-        Some(Keys {
-            lkey: LKey(r.0),
-            rkey: RKey(r.0),
-        })
-    }
-    fn deregister(&self, (id, r): Self::Region) -> Result<(), RegistrarError> {
-        if self.in_use.lock().unwrap().get(&id).copied().unwrap_or(0) != 0 {
-            self.violation.store(true, Ordering::SeqCst);
-        }
-        self.live.lock().unwrap().remove(&id);
-        self.pin.deregister(r)
-    }
-}
+use regcache::{AccessFlags, AddrRange, Cache, Config};
+use regcache_testkit::CheckingRegistrar;
+use regcache_testkit::registrar::id;
+use std::sync::Arc;
 
 #[test]
 fn threads_never_see_a_region_deregistered_under_them() {
@@ -59,7 +17,7 @@ fn threads_never_see_a_region_deregistered_under_them() {
     let buf = vec![0u8; (pages + 1) * page];
     let base = (buf.as_ptr() as usize).next_multiple_of(page) as u64;
     let cache = Arc::new(Cache::new(
-        Checked::default(),
+        CheckingRegistrar::pinned(),
         Config {
             max_regions: 8,
             max_bytes: (24 * page) as u64,
@@ -95,24 +53,12 @@ fn threads_never_see_a_region_deregistered_under_them() {
                     };
                     let h = cache.get(r, access).expect("get");
                     assert!(h.range().contains(&r));
-                    let id = h.keys().unwrap().lkey.0;
-                    *cache
-                        .registrar()
-                        .in_use
-                        .lock()
-                        .unwrap()
-                        .entry(id)
-                        .or_default() += 1;
+                    let id = id(&h);
+                    cache.registrar().hold(id);
                     // "Use" the registration: the pages must be locked now.
                     std::hint::black_box(&h);
                     std::thread::yield_now();
-                    *cache
-                        .registrar()
-                        .in_use
-                        .lock()
-                        .unwrap()
-                        .get_mut(&id)
-                        .unwrap() -= 1;
+                    cache.registrar().release(id);
                     drop(h);
                 }
                 cache.quiesce();
@@ -121,8 +67,9 @@ fn threads_never_see_a_region_deregistered_under_them() {
     });
     let reg = cache.registrar();
     assert!(
-        !reg.violation.load(Ordering::SeqCst),
-        "a registration was deregistered while in use"
+        reg.violations().is_empty(),
+        "a registration was deregistered while in use: {:?}",
+        reg.violations()
     );
     let s = cache.stats();
     assert_eq!(s.gets, s.hits + s.misses);
@@ -131,7 +78,7 @@ fn threads_never_see_a_region_deregistered_under_them() {
     // Everything left is cached and idle; the registrar agrees.
     let regions = cache.regions();
     assert!(regions.iter().all(|r| r.refs == 0));
-    assert_eq!(reg.live.lock().unwrap().len(), regions.len());
+    assert_eq!(reg.live_count(), regions.len());
     assert_eq!(s.registrations - s.deregistrations, regions.len() as u64);
     drop(cache);
     drop(buf);

@@ -1,72 +1,17 @@
 //! Property tests of the cache against a naive model.
 //!
-//! The registrar here is a checking stand-in (a unit test of the cache's
-//! logic above the registrar): it hands out unique ids as lkeys, keeps an
+//! The registrar is the testkit's checking stand-in,
+//! `CheckingRegistrar::model` (a unit test of the cache's logic above the
+//! registrar): it hands out unique ids as lkeys, keeps an
 //! optional byte capacity that makes it fail with ENOMEM like a NIC or
 //! `RLIMIT_MEMLOCK`, and fails the test if the cache ever deregisters a
 //! registration a handle still holds.
 
 use proptest::prelude::*;
-use regcache::{
-    AccessFlags, AddrRange, Cache, CacheError, Config, Keys, LKey, MonitorKind, RKey, Registrar,
-    RegistrarError,
-};
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
-
-#[derive(Debug, Default)]
-struct World {
-    next_id: u32,
-    live: BTreeMap<u32, AddrRange>,
-    /// id → handles the test holds on it.
-    held: BTreeMap<u32, usize>,
-    violations: Vec<String>,
-}
-
-#[derive(Debug)]
-struct CheckingRegistrar {
-    capacity: u64,
-    world: Mutex<World>,
-}
-
-impl Registrar for CheckingRegistrar {
-    type Region = (u32, AddrRange);
-    fn name(&self) -> &'static str {
-        "checking"
-    }
-    fn register(&self, range: AddrRange, _: AccessFlags) -> Result<Self::Region, RegistrarError> {
-        let mut w = self.world.lock().unwrap();
-        let used: u64 = w.live.values().map(|r| r.len()).sum();
-        if used + range.len() > self.capacity {
-            return Err(RegistrarError::NoResources {
-                call: "checking_reg",
-                source: std::io::Error::from_raw_os_error(libc::ENOMEM),
-            });
-        }
-        w.next_id += 1;
-        let id = w.next_id;
-        w.live.insert(id, range);
-        Ok((id, range))
-    }
-    fn keys(&self, r: &Self::Region) -> Option<Keys> {
-        Some(Keys {
-            lkey: LKey(r.0),
-            rkey: RKey(r.0),
-        })
-    }
-    fn deregister(&self, (id, _): Self::Region) -> Result<(), RegistrarError> {
-        let mut w = self.world.lock().unwrap();
-        if w.held.get(&id).copied().unwrap_or(0) != 0 {
-            w.violations
-                .push(format!("deregistered id {id} while held"));
-        }
-        if w.live.remove(&id).is_none() {
-            w.violations
-                .push(format!("double deregistration of id {id}"));
-        }
-        Ok(())
-    }
-}
+use regcache::{AccessFlags, AddrRange, Cache, CacheError, Config, MonitorKind};
+use regcache_testkit::CheckingRegistrar;
+use regcache_testkit::registrar::id;
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -103,10 +48,7 @@ fn run(
 ) -> Result<(), TestCaseError> {
     let page = regcache::page_size();
     let base = 0x1000_0000u64;
-    let registrar = CheckingRegistrar {
-        capacity: cap_pages * page,
-        world: Mutex::default(),
-    };
+    let registrar = CheckingRegistrar::model(cap_pages * page);
     let config = Config {
         max_regions,
         max_bytes: max_pages * page,
@@ -152,7 +94,7 @@ fn run(
                             h.range(),
                             aligned
                         );
-                        let id = h.keys().unwrap().lkey.0;
+                        let id = id(&h);
                         prop_assert!(
                             !dead.contains(&id),
                             "invalidated registration {id} returned"
@@ -162,10 +104,8 @@ fn run(
                             expect_hit as u64,
                             "hit iff a cached region covers"
                         );
-                        let mut w = cache.registrar().world.lock().unwrap();
-                        prop_assert!(w.live.contains_key(&id));
-                        *w.held.entry(id).or_default() += 1;
-                        drop(w);
+                        prop_assert!(cache.registrar().is_live(id));
+                        cache.registrar().hold(id);
                         handles.push(h);
                     }
                     Err(CacheError::Registrar(e)) => {
@@ -180,15 +120,7 @@ fn run(
             Op::Release(k) => {
                 if !handles.is_empty() {
                     let h = handles.swap_remove(k % handles.len());
-                    let id = h.keys().unwrap().lkey.0;
-                    *cache
-                        .registrar()
-                        .world
-                        .lock()
-                        .unwrap()
-                        .held
-                        .get_mut(&id)
-                        .unwrap() -= 1;
+                    cache.registrar().release(id(&h));
                     drop(h);
                 }
             }
@@ -196,7 +128,7 @@ fn run(
                 let r = AddrRange::from_start_len(base + p * page, pages * page).unwrap();
                 // Every registration overlapping r is dead for later gets;
                 // uncached ones are never shared, so they do not matter.
-                for (id, lr) in cache.registrar().world.lock().unwrap().live.iter() {
+                for (id, lr) in cache.registrar().live().iter() {
                     if lr.overlaps(&r) {
                         dead.insert(*id);
                     }
@@ -228,21 +160,22 @@ fn run(
                 );
             }
         }
-        let world = cache.registrar().world.lock().unwrap();
-        prop_assert!(world.violations.is_empty(), "{:?}", world.violations);
+        let registrar = cache.registrar();
+        let violations = registrar.violations();
+        prop_assert!(violations.is_empty(), "{:?}", violations);
         let mut deferred = 0;
         for info in &regions {
             // Every cached region is a live, never-invalidated registration
             // whose refcount is exactly the handles the test holds on it.
             let id = info.keys.unwrap().lkey.0;
             prop_assert_eq!(
-                world.live.get(&id),
-                Some(&info.range),
+                registrar.live_range(id),
+                Some(info.range),
                 "cached {:?} is not registered",
                 info.range
             );
             prop_assert!(!dead.contains(&id));
-            let held = world.held.get(&id).copied().unwrap_or(0);
+            let held = registrar.held(id);
             if quiesce {
                 prop_assert_eq!(held, info.refs as usize);
             } else {
@@ -261,28 +194,18 @@ fn run(
     // Release everything; the registrar's live set is then exactly the
     // cache's regions, all idle.
     for h in handles.drain(..) {
-        let id = h.keys().unwrap().lkey.0;
-        *cache
-            .registrar()
-            .world
-            .lock()
-            .unwrap()
-            .held
-            .get_mut(&id)
-            .unwrap() -= 1;
+        cache.registrar().release(id(&h));
     }
     cache.quiesce();
     let regions = cache.regions();
     prop_assert!(regions.iter().all(|i| i.refs == 0));
-    {
-        let w = cache.registrar().world.lock().unwrap();
-        prop_assert_eq!(
-            w.live.len(),
-            regions.len(),
-            "leaked registrations: {:?}",
-            w.live
-        );
-    }
+    let live = cache.registrar().live();
+    prop_assert_eq!(
+        live.len(),
+        regions.len(),
+        "leaked registrations: {:?}",
+        live
+    );
     let s = cache.stats();
     prop_assert_eq!(s.registrations - s.deregistrations, regions.len() as u64);
     prop_assert_eq!(
@@ -316,22 +239,27 @@ proptest! {
     }
 }
 
+/// A cache with `config` and no invalidation source over a model registrar
+/// of unlimited capacity.
+fn unlimited(config: Config) -> Cache<CheckingRegistrar> {
+    Cache::new(
+        CheckingRegistrar::model(u64::MAX),
+        Config {
+            monitor: MonitorKind::None,
+            ..config
+        },
+    )
+}
+
 #[test]
 fn lru_evicts_least_recently_released() {
     let page = regcache::page_size();
-    let registrar = CheckingRegistrar {
-        capacity: u64::MAX,
-        world: Mutex::default(),
-    };
-    let cache = Cache::new(
-        registrar,
-        Config {
-            max_regions: 3,
-            max_bytes: 1 << 40,
-            merge: false,
-            monitor: MonitorKind::None,
-        },
-    );
+    let cache = unlimited(Config {
+        max_regions: 3,
+        max_bytes: 1 << 40,
+        merge: false,
+        ..Config::default()
+    });
     let r = |i: u64| AddrRange::from_start_len(0x2000_0000 + i * 4 * page, page).unwrap();
     for i in 0..3 {
         drop(cache.get(r(i), AccessFlags::empty()).unwrap());
@@ -356,47 +284,25 @@ fn lru_evicts_least_recently_released() {
 #[test]
 fn invalidation_of_in_use_region_defers_deregistration() {
     let page = regcache::page_size();
-    let registrar = CheckingRegistrar {
-        capacity: u64::MAX,
-        world: Mutex::default(),
-    };
-    let cache = Cache::new(
-        registrar,
-        Config {
-            monitor: MonitorKind::None,
-            ..Config::default()
-        },
-    );
+    let cache = unlimited(Config::default());
     let r = AddrRange::from_start_len(0x3000_0000, 2 * page).unwrap();
     let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
-    let id = h.keys().unwrap().lkey.0;
+    let first = id(&h);
     assert_eq!(cache.invalidate(r), 1);
     assert!(cache.regions().is_empty(), "left the index at once");
     assert!(
-        cache
-            .registrar()
-            .world
-            .lock()
-            .unwrap()
-            .live
-            .contains_key(&id),
+        cache.registrar().is_live(first),
         "still registered while held"
     );
     let h2 = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
     assert_ne!(
-        h2.keys().unwrap().lkey.0,
-        id,
+        id(&h2),
+        first,
         "a new registration, never the invalidated one"
     );
     drop(h);
     assert!(
-        !cache
-            .registrar()
-            .world
-            .lock()
-            .unwrap()
-            .live
-            .contains_key(&id),
+        !cache.registrar().is_live(first),
         "deregistered on last release"
     );
     let s = cache.stats();
@@ -409,17 +315,7 @@ fn invalidation_of_in_use_region_defers_deregistration() {
 
 #[test]
 fn bad_ranges_are_errors_and_change_nothing() {
-    let registrar = CheckingRegistrar {
-        capacity: u64::MAX,
-        world: Mutex::default(),
-    };
-    let cache = Cache::new(
-        registrar,
-        Config {
-            monitor: MonitorKind::None,
-            ..Config::default()
-        },
-    );
+    let cache = unlimited(Config::default());
     let empty = AddrRange::new(0x1000, 0x1000).unwrap();
     assert!(matches!(
         cache.get(empty, AccessFlags::empty()),

@@ -2,96 +2,39 @@
 //! events: a registration never outlives the memory it was made for.
 //!
 //! The registrar is the real `pin` registrar wrapped to number each
-//! registration (the number is its lkey), so a test can tell a fresh
-//! registration from a stale one.
+//! registration (the testkit's `CheckingRegistrar::pinned`: the number is
+//! its lkey), so a test can tell a fresh registration from a stale one.
 
-use regcache::{
-    AccessFlags, AddrRange, Cache, Config, Keys, LKey, MonitorKind, PinRegistrar, RKey, Registrar,
-    RegistrarError,
-};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind};
+use regcache_testkit::CheckingRegistrar;
+use regcache_testkit::mem::{self, NotAt, unmap};
+use regcache_testkit::process::{exited_ok, in_child};
+use regcache_testkit::registrar::id;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Debug, Default)]
-struct Numbered {
-    pin: PinRegistrar,
-    next: AtomicU32,
-    /// When set, `keys()` (which the cache calls under its index lock)
-    /// unmaps this range first.
-    unmap_in_keys: std::sync::Mutex<Option<AddrRange>>,
+const LEN: u64 = 64 << 10;
+
+/// Map LEN bytes anywhere.
+fn map() -> AddrRange {
+    mem::map(LEN)
 }
 
-impl Registrar for Numbered {
-    type Region = (u32, regcache::PinnedRegion);
-    fn name(&self) -> &'static str {
-        "numbered-pin"
-    }
-    fn register(
-        &self,
-        range: AddrRange,
-        access: AccessFlags,
-    ) -> Result<Self::Region, RegistrarError> {
-        let r = self.pin.register(range, access)?;
-        Ok((self.next.fetch_add(1, Ordering::Relaxed) + 1, r))
-    }
-    fn keys(&self, r: &Self::Region) -> Option<Keys> {
-        if let Some(victim) = self.unmap_in_keys.lock().unwrap().take() {
-            unmap(victim);
+/// Map LEN bytes again at `at`, a freed address; `None` when something
+/// else took it (another thread's allocation can land in a freed hole).
+fn map_again(at: u64) -> Option<AddrRange> {
+    match mem::try_map_at(at, LEN) {
+        Ok(r) => {
+            mem::fill(r, mem::FILL);
+            Some(r)
         }
-        Some(Keys {
-            lkey: LKey(r.0),
-            rkey: RKey(r.0),
-        })
+        Err(NotAt::Refused(e)) => {
+            eprintln!("mmap at {at:#x}: {e}");
+            None
+        }
+        Err(NotAt::Elsewhere(p)) => {
+            panic!("kernel placed the new mapping elsewhere: {p:#x}, not {at:#x}")
+        }
     }
-    fn deregister(&self, (_, r): Self::Region) -> Result<(), RegistrarError> {
-        self.pin.deregister(r)
-    }
-}
-
-const LEN: usize = 64 << 10;
-
-/// Map LEN bytes; `None` when `at` was given and something else took that
-/// address (another thread's allocation can land in a freed hole).
-fn try_map(at: Option<u64>) -> Option<AddrRange> {
-    let (addr, flags) = match at {
-        Some(a) => (a as *mut libc::c_void, libc::MAP_FIXED_NOREPLACE),
-        None => (std::ptr::null_mut(), 0),
-    };
-    // SAFETY: a fresh anonymous private mapping (at a free address when
-    // `at` is given: MAP_FIXED_NOREPLACE never replaces a mapping).
-    let p = unsafe {
-        libc::mmap(
-            addr,
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED && at.is_some() {
-        eprintln!(
-            "mmap at {:#x}: {}",
-            at.unwrap_or(0),
-            std::io::Error::last_os_error()
-        );
-        return None;
-    }
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mmap: {}",
-        std::io::Error::last_os_error()
-    );
-    if let Some(a) = at {
-        assert_eq!(p as u64, a, "kernel placed the new mapping elsewhere");
-    }
-    // SAFETY: `p` is a fresh writable mapping of LEN bytes.
-    unsafe { std::ptr::write_bytes(p as *mut u8, 0x5a, LEN) };
-    Some(AddrRange::from_start_len(p as u64, LEN as u64).unwrap())
-}
-
-fn map(at: Option<u64>) -> AddrRange {
-    try_map(at).expect("mmap")
 }
 
 /// Run `scenario` until the freed address could be mapped again (it
@@ -106,12 +49,6 @@ fn until_address_reused(mut scenario: impl FnMut() -> bool) {
     panic!("could not map new memory at a freed address in 5 tries");
 }
 
-fn unmap(r: AddrRange) {
-    // SAFETY: unmaps a mapping this test made; nothing references it.
-    let rc = unsafe { libc::munmap(r.start() as *mut libc::c_void, r.len() as usize) };
-    assert_eq!(rc, 0);
-}
-
 /// The source these tests run against: `REGCACHE_TEST_MONITOR` (the VM
 /// tier sets `kernel` with the module loaded), else userfaultfd.
 fn source() -> MonitorKind {
@@ -123,15 +60,15 @@ fn source() -> MonitorKind {
         .unwrap_or(MonitorKind::Uffd)
 }
 
-fn cache() -> Option<Cache<Numbered>> {
+fn cache() -> Option<Cache<CheckingRegistrar>> {
     cache_with(Config::default())
 }
 
 /// As [`cache`], with `config` (its `monitor` replaced by [`source`]).
-fn cache_with(config: Config) -> Option<Cache<Numbered>> {
+fn cache_with(config: Config) -> Option<Cache<CheckingRegistrar>> {
     let kind = source();
     match Cache::try_new(
-        Numbered::default(),
+        CheckingRegistrar::pinned(),
         Config {
             monitor: kind,
             ..config
@@ -156,10 +93,6 @@ fn cache_with(config: Config) -> Option<Cache<Numbered>> {
     }
 }
 
-fn id(h: &regcache::Handle<'_, Numbered>) -> u32 {
-    h.keys().unwrap().lkey.0
-}
-
 /// Get, munmap, map new memory at the same address, get: a miss and a new
 /// registration, never the stale one.
 fn stale_scenario(unmap_on_other_thread: bool) {
@@ -168,7 +101,7 @@ fn stale_scenario(unmap_on_other_thread: bool) {
 
 fn stale_once(unmap_on_other_thread: bool) -> bool {
     let Some(cache) = cache() else { return true };
-    let r = map(None);
+    let r = map();
     let first = {
         let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
         id(&h)
@@ -180,7 +113,7 @@ fn stale_once(unmap_on_other_thread: bool) -> bool {
     } else {
         unmap(r);
     }
-    let Some(again) = try_map(Some(r.start())) else {
+    let Some(again) = map_again(r.start()) else {
         return false;
     };
     let h = cache.get(again, AccessFlags::LOCAL_WRITE).unwrap();
@@ -214,10 +147,10 @@ fn munmap_on_another_thread_then_remap_is_a_miss() {
 #[test]
 fn in_use_region_unmapped_is_deregistered_on_last_release() {
     let Some(cache) = cache() else { return };
-    let r = map(None);
+    let r = map();
     let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
     unmap(r);
-    let other = map(None);
+    let other = map();
     // Any get applies the pending event.
     drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap());
     // (The new mapping may reuse the address: compare registrations.)
@@ -243,9 +176,9 @@ fn in_use_region_unmapped_is_deregistered_on_last_release() {
 #[test]
 fn unmap_while_holding_the_cache_lock_completes() {
     let Some(cache) = cache() else { return };
-    let victim = map(None);
+    let victim = map();
     drop(cache.get(victim, AccessFlags::LOCAL_WRITE).unwrap());
-    *cache.registrar().unmap_in_keys.lock().unwrap() = Some(victim);
+    cache.registrar().unmap_in_keys(victim);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -258,11 +191,11 @@ fn unmap_while_holding_the_cache_lock_completes() {
             eprintln!("deadlock: munmap under the cache lock did not return in 10 s");
             std::process::abort();
         });
-        let other = map(None);
+        let other = map();
         drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap()); // keys() unmaps `victim`
         done.store(true, Ordering::SeqCst);
         assert!(
-            cache.registrar().unmap_in_keys.lock().unwrap().is_none(),
+            !cache.registrar().unmap_in_keys_pending(),
             "keys() did not run"
         );
         // The victim's region is invalidated by the next get.
@@ -281,14 +214,12 @@ fn fork_child_unmaps_and_exits_parent_keeps_working() {
 
 fn fork_once() -> bool {
     let Some(cache) = cache() else { return true };
-    let shared = map(None);
+    let shared = map();
     let first = id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap());
-    // SAFETY: the child only calls the cache (no locks held by other
-    // threads: the monitor thread holds none), munmap and _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let code = (|| {
+    // The child only calls the cache (no locks held by other threads: the
+    // monitor thread holds none), munmap and _exit.
+    let status = in_child(|| {
+        (|| {
             let h = cache.get(shared, AccessFlags::LOCAL_WRITE).ok()?;
             // In the child nothing is cached: a one-off registration.
             if h.is_cached() {
@@ -298,17 +229,9 @@ fn fork_once() -> bool {
             unmap(shared);
             Some(0)
         })()
-        .unwrap_or(1);
-        // SAFETY: leave the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "child failed: {status:#x}"
-    );
+        .unwrap_or(1)
+    });
+    assert!(exited_ok(status), "child failed: {status:#x}");
     // The child's munmap was of its own copy: the parent's region is intact.
     assert_eq!(
         id(&cache.get(shared, AccessFlags::LOCAL_WRITE).unwrap()),
@@ -316,7 +239,7 @@ fn fork_once() -> bool {
     );
     // And the parent still gets events for its own unmaps.
     unmap(shared);
-    let Some(again) = try_map(Some(shared.start())) else {
+    let Some(again) = map_again(shared.start()) else {
         return false;
     };
     assert_ne!(
@@ -330,7 +253,7 @@ fn fork_once() -> bool {
 #[test]
 fn notify_unmapped_from_the_host_invalidates() {
     let cache = Cache::try_new(
-        Numbered::default(),
+        CheckingRegistrar::pinned(),
         Config {
             monitor: MonitorKind::External,
             ..Config::default()
@@ -338,7 +261,7 @@ fn notify_unmapped_from_the_host_invalidates() {
     )
     .expect("the external source needs no kernel support");
     assert_eq!(cache.monitor(), MonitorKind::External);
-    let r = map(None);
+    let r = map();
     let first = id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap());
     assert_eq!(id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()), first);
     cache
@@ -359,8 +282,8 @@ fn explicit_source_that_cannot_open_is_an_error_and_new_says_why() {
         monitor: MonitorKind::Kernel,
         ..Config::default()
     };
-    assert!(Cache::try_new(Numbered::default(), cfg.clone()).is_err());
-    let c = Cache::new(Numbered::default(), cfg);
+    assert!(Cache::try_new(CheckingRegistrar::pinned(), cfg.clone()).is_err());
+    let c = Cache::new(CheckingRegistrar::pinned(), cfg);
     assert_eq!(c.monitor(), MonitorKind::None);
     assert!(
         c.monitor_error().unwrap().contains("ummunotify"),
@@ -374,33 +297,24 @@ fn explicit_source_that_cannot_open_is_an_error_and_new_says_why() {
 #[test]
 fn fork_child_is_detected_without_a_kernel_source() {
     let cache = Cache::try_new(
-        Numbered::default(),
+        CheckingRegistrar::pinned(),
         Config {
             monitor: MonitorKind::External,
             ..Config::default()
         },
     )
     .unwrap();
-    let r = map(None);
+    let r = map();
     let first = id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap());
-    // SAFETY: the child only uses the cache and _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The child only uses the cache and _exit.
+    let status = in_child(|| {
         let ok = cache
             .get(r, AccessFlags::LOCAL_WRITE)
             .map(|h| !h.is_cached() && id(&h) != first)
             .unwrap_or(false);
-        // SAFETY: leave without running the parent's destructors.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child got the parent's registration"
-    );
+        if ok { 0 } else { 1 }
+    });
+    assert!(exited_ok(status), "the child got the parent's registration");
     assert_eq!(
         id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()),
         first,
@@ -422,7 +336,7 @@ fn address_reuse_race_between_threads() {
     let rounds = 200;
     let (mut stale, mut raced) = (0, 0);
     for _ in 0..rounds {
-        let r = map(None);
+        let r = map();
         let old = id(&cache.get(r, AccessFlags::LOCAL_WRITE).unwrap());
         // B must be running before A unmaps: a starting thread maps its
         // signal stack, which could otherwise land in the freed range.
@@ -432,7 +346,7 @@ fn address_reuse_race_between_threads() {
                 ready.wait();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
                 let again = loop {
-                    if let Some(m) = try_map_quiet(r.start()) {
+                    if let Ok(m) = mem::try_map_at(r.start(), LEN) {
                         break Some(m);
                     }
                     if std::time::Instant::now() > deadline {
@@ -478,31 +392,6 @@ fn address_reuse_race_between_threads() {
     }
 }
 
-/// MAP_FIXED_NOREPLACE at `at`, silently `None` while the address is taken.
-fn try_map_quiet(at: u64) -> Option<AddrRange> {
-    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-    let p = unsafe {
-        libc::mmap(
-            at as *mut libc::c_void,
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return None;
-    }
-    if p as u64 != at {
-        // Old kernels ignore the flag and place it elsewhere: give it back.
-        // SAFETY: our own fresh mapping.
-        unsafe { libc::munmap(p, LEN) };
-        return None;
-    }
-    Some(AddrRange::from_start_len(at, LEN as u64).unwrap())
-}
-
 /// The invalidation observer (what the PMPI library's trace writes as `U`
 /// records) hears of exactly the unmapped part of each region the real
 /// munmap hit, once, and of nothing else; `Cache::invalidate` reports its
@@ -524,7 +413,7 @@ fn observer_hears_the_unmapped_part_of_each_region_hit() {
         "a second observer must be refused"
     );
     let page = regcache::page_size();
-    let r = map(None);
+    let r = map();
     let half = r.len() / 2;
     let lo = AddrRange::from_start_len(r.start(), half).unwrap();
     let hi = AddrRange::from_start_len(r.start() + half, half).unwrap();
@@ -535,7 +424,7 @@ fn observer_hears_the_unmapped_part_of_each_region_hit() {
     // Two pages inside the low region, for real.
     let hole = AddrRange::from_start_len(r.start() + page, 2 * page).unwrap();
     unmap(hole);
-    let other = map(None);
+    let other = map();
     drop(cache.get(other, AccessFlags::LOCAL_WRITE).unwrap());
     {
         let heard = heard.lock().unwrap();

@@ -10,67 +10,8 @@ use regcache::{
     AccessFlags, AddrRange, RangeError, RdmaDevice, Registrar, RegistrarError, RegistrarKind,
     VerbsRegistrar, open_registrar,
 };
-
-fn verbs_or_skip(test: &str) -> Option<VerbsRegistrar> {
-    let device = std::env::var("REGCACHE_RDMA_DEVICE").ok();
-    match VerbsRegistrar::open(device.as_deref()) {
-        Ok(v) => Some(v),
-        Err(RegistrarError::Unavailable { reason, .. }) => {
-            if std::env::var("REGCACHE_REQUIRE_RDMA").as_deref() == Ok("1") {
-                panic!("{test}: REGCACHE_REQUIRE_RDMA=1 but no RDMA device: {reason}");
-            }
-            note(&format!(
-                "{test}: SKIPPED: no RDMA device (runs in the VM tier): {reason}"
-            ));
-            None
-        }
-        Err(e) => panic!("{test}: opening the RDMA device failed: {e}"),
-    }
-}
-
-/// Say why a test did not run, on the real stderr: `eprintln!` is
-/// captured by the test harness for passing tests and would hide it.
-fn note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize, prot: i32) -> Mapping {
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Mapping {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-    fn range(&self) -> AddrRange {
-        AddrRange::from_buffer(self.ptr, self.len).unwrap()
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: we own this mapping and nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
+use regcache_testkit::mem::Mapping;
+use regcache_testkit::skip::{memlock_cur, note, skipped, unprivileged_or_skip, verbs_or_skip};
 
 const RW: AccessFlags = AccessFlags::LOCAL_WRITE
     .union(AccessFlags::REMOTE_WRITE)
@@ -172,32 +113,16 @@ fn verbs_memlock_limit_is_no_resources() {
     let Some(v) = verbs_or_skip(name) else {
         return;
     };
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        if std::env::var("REGCACHE_REQUIRE_UNPRIVILEGED").as_deref() == Ok("1") {
-            panic!("{name}: running as root, but the VM tier must run it unprivileged");
-        }
-        note(&format!(
-            "{name}: SKIPPED: running as root (CAP_IPC_LOCK bypasses RLIMIT_MEMLOCK)"
-        ));
+    if !unprivileged_or_skip(name) {
         return;
     }
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we pass.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    assert_eq!(rc, 0);
-    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 256 << 20 {
-        note(&format!(
-            "{name}: SKIPPED: RLIMIT_MEMLOCK is {} bytes",
-            lim.rlim_cur
-        ));
+    let limit = memlock_cur();
+    if limit == libc::RLIM_INFINITY || limit > 256 << 20 {
+        skipped(name, &format!("RLIMIT_MEMLOCK is {limit} bytes"));
         return;
     }
     let chunk = 1usize << 20;
-    let n = (lim.rlim_cur as usize / chunk) * 2 + 2;
+    let n = (limit as usize / chunk) * 2 + 2;
     let maps: Vec<Mapping> = (0..n)
         .map(|_| Mapping::new(chunk, libc::PROT_READ | libc::PROT_WRITE))
         .collect();
@@ -217,7 +142,7 @@ fn verbs_memlock_limit_is_no_resources() {
     note(&format!(
         "{name}: {} x 1 MiB registered under a {} byte limit, then: {e}",
         live.len(),
-        lim.rlim_cur
+        limit
     ));
     assert!(!live.is_empty());
     // Release one; the next registration fits again.

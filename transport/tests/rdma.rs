@@ -9,34 +9,13 @@
 
 use regcache::{
     AccessFlags, AddrRange, Cache, Config, MemoryRegion, ProtectionDomain, Registrar,
-    RegistrarError, VerbsRegistrar,
+    VerbsRegistrar,
 };
+use regcache_testkit::skip::{note, pd_or_skip};
 use regcache_transport::rdma::{RdmaConfig, RdmaError, Rendezvous};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-fn note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-fn pd_or_skip(test: &str) -> Option<ProtectionDomain> {
-    let device = std::env::var("REGCACHE_RDMA_DEVICE").ok();
-    match ProtectionDomain::open(device.as_deref()) {
-        Ok(pd) => Some(pd),
-        Err(RegistrarError::Unavailable { reason, .. }) => {
-            if std::env::var("REGCACHE_REQUIRE_RDMA").as_deref() == Ok("1") {
-                panic!("{test}: REGCACHE_REQUIRE_RDMA=1 but no RDMA device: {reason}");
-            }
-            note(&format!(
-                "{test}: SKIPPED: no RDMA device (runs in the VM tier): {reason}"
-            ));
-            None
-        }
-        Err(e) => panic!("{test}: opening the RDMA device failed: {e}"),
-    }
-}
 
 const ALL: AccessFlags = AccessFlags::LOCAL_WRITE
     .union(AccessFlags::REMOTE_WRITE)

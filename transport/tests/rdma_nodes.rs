@@ -4,6 +4,7 @@
 //! listener's `ip:port`. Anywhere else the test prints why it did not run.
 
 use regcache::{AccessFlags, AddrRange, ProtectionDomain, Registrar, VerbsRegistrar};
+use regcache_testkit::skip::{note, skipped};
 use regcache_transport::rdma::{RdmaConfig, Rendezvous};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -16,11 +17,6 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn note(msg: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 #[test]
 fn rdma_two_nodes_put_and_get_verify_every_byte() {
     let name = "rdma_two_nodes_put_and_get_verify_every_byte";
@@ -28,9 +24,7 @@ fn rdma_two_nodes_put_and_get_verify_every_byte() {
         std::env::var("RDMA_NODE_ROLE"),
         std::env::var("RDMA_NODE_ADDR"),
     ) else {
-        note(&format!(
-            "{name}: SKIPPED: not on a node (runs in `cargo xtask vm --two-nodes`)"
-        ));
+        skipped(name, "not on a node (runs in `cargo xtask vm --two-nodes`)");
         return;
     };
     let pd = ProtectionDomain::open(None).expect("RDMA device");

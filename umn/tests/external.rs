@@ -7,9 +7,7 @@ use common::*;
 use umn::{AddrRange, Cookie, Error, Notifier, Source};
 
 fn open() -> Notifier {
-    let n = Notifier::open(Source::External).unwrap();
-    assert_eq!(n.source(), Source::External);
-    n
+    common::open(Source::External)
 }
 
 #[test]

@@ -45,6 +45,17 @@ impl Drop for Seg {
     }
 }
 
+/// A userfaultfd notifier that can register SysV memory (WP_ASYNC), or
+/// `None` and SKIPPED.
+fn uffd_with_wp_async_or_skip() -> Option<Notifier> {
+    let n = Notifier::open(Source::Uffd).unwrap();
+    if !n.wp_async() {
+        println!("SKIPPED: SysV memory not registrable without WP_ASYNC");
+        return None;
+    }
+    Some(n)
+}
+
 /// Through the interposed symbol: detach invalidates (uffd and external).
 #[test]
 fn shmdt_through_the_hook_invalidates() {
@@ -77,11 +88,9 @@ fn shmdt_through_the_hook_invalidates() {
 /// The hole the hook covers: uffd alone does not see a SysV detach.
 #[test]
 fn uffd_alone_misses_shmdt() {
-    let n = Notifier::open(Source::Uffd).unwrap();
-    if !n.wp_async() {
-        println!("SKIPPED: SysV memory not registrable without WP_ASYNC");
+    let Some(n) = uffd_with_wp_async_or_skip() else {
         return;
-    }
+    };
     let seg = Seg::new(2 * pg());
     let r = seg.attach(None, 0);
     n.register(r, Cookie(1)).unwrap();
@@ -122,11 +131,9 @@ fn shmat_remap_through_the_hook_invalidates() {
 /// munmap is reported.
 #[test]
 fn memory_reused_after_hooked_shmdt_is_watched() {
-    let n = Notifier::open(Source::Uffd).unwrap();
-    if !n.wp_async() {
-        println!("SKIPPED: SysV memory not registrable without WP_ASYNC");
+    let Some(n) = uffd_with_wp_async_or_skip() else {
         return;
-    }
+    };
     let seg = Seg::new(2 * pg());
     let r = seg.attach(None, 0);
     n.register(r, Cookie(1)).unwrap();
@@ -134,18 +141,10 @@ fn memory_reused_after_hooked_shmdt_is_watched() {
     assert_eq!(unsafe { shmdt(r.start() as *const c_void) }, 0);
     assert_eq!(drain(&n).0, vec![inval(1, Some(r))]);
     n.unregister(Cookie(1)).unwrap();
-    // SAFETY: mapping at the address we just vacated.
-    let p = unsafe {
-        libc::mmap(
-            r.start() as *mut c_void,
-            r.len() as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as u64, r.start(), "address was reused by someone else");
+    // Map at the address we just vacated.
+    if let Err(e) = regcache_testkit::mem::try_map_at(r.start(), r.len()) {
+        panic!("address was reused by someone else: {e:?}");
+    }
     n.register(r, Cookie(2)).unwrap();
     let g0 = n.generation();
     unmap(r);

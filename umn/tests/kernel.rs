@@ -13,94 +13,17 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::suite::{self, changed_then_drain, shared_tests};
 use common::*;
 use umn::abi;
-use umn::{AddrRange, Cookie, Error, Generation, Notifier, Source};
+use umn::{AddrRange, Cookie, Error, Notifier, Source};
 
-const SKIP: &str = "SKIPPED: /dev/ummunotify absent (kernel device tests run in the VM tier)";
-
-fn required() -> bool {
-    std::env::var("REGCACHE_REQUIRE_DEVICE").as_deref() == Ok("1")
-}
-
-fn device() -> Option<Notifier> {
-    match Notifier::open(Source::Kernel) {
-        Ok(n) => {
-            assert_eq!(n.source(), Source::Kernel);
-            Some(n)
-        }
-        Err(Error::DeviceAbsent) => {
-            assert!(!std::path::Path::new(umn::DEVICE_PATH).exists());
-            assert!(
-                !required(),
-                "REGCACHE_REQUIRE_DEVICE=1 but /dev/ummunotify is absent"
-            );
-            println!("{SKIP}");
-            None
-        }
-        Err(e) => panic!("opening the device failed otherwise: {e}"),
-    }
-}
-
-/// Assert the counter moved since `before` (no read in between), drain,
-/// check a second drain is quiet; return the events and the LAST counter.
-fn changed_then_drain(n: &Notifier, before: Generation) -> (Vec<umn::Invalidation>, u64) {
-    assert_ne!(
-        n.generation(),
-        before,
-        "the change returned but the counter did not move"
-    );
-    let (ev, counter, g) = drain(n);
-    assert_eq!(g, n.generation(), "nothing happened after the drain");
-    assert_eq!(g, Generation(counter));
-    let (ev2, c2, _) = drain(n);
-    assert!(ev2.is_empty(), "second drain not quiet: {ev2:?}");
-    assert_eq!(c2, counter);
-    (ev, counter)
-}
-
-fn mremap(old: AddrRange, new_len: u64, flags: libc::c_int, to: u64) -> AddrRange {
-    // SAFETY: remapping memory the test owns.
-    let p = unsafe {
-        libc::mremap(
-            old.start() as *mut libc::c_void,
-            old.len() as usize,
-            new_len as usize,
-            flags,
-            to as *mut libc::c_void,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mremap: {}", errno());
-    AddrRange::from_start_len(p as u64, new_len).unwrap()
-}
-
-fn madvise(r: AddrRange, advice: libc::c_int) {
-    // SAFETY: advising on memory the test owns.
-    let rc = unsafe { libc::madvise(r.start() as *mut libc::c_void, r.len() as usize, advice) };
-    assert_eq!(rc, 0, "madvise: {}", errno());
-}
+// The scenarios the userfaultfd source shares, each under its own name (the list is
+// in common/suite.rs).
+shared_tests!(Source::Kernel);
 
 fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
-}
-
-/// Fork; run `f` in the child and `_exit` with its code; return the
-/// child's wait status.
-fn in_child(f: impl FnOnce() -> i32) -> libc::c_int {
-    // SAFETY: the child runs `f` (test code that makes system calls and
-    // may allocate: the test binary runs one test per thread, and nothing
-    // here holds the allocator lock across fork in practice), then _exit.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", errno());
-    if pid == 0 {
-        let code = f();
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    status
 }
 
 /// A raw descriptor on the device, as a 2010 program opens it.
@@ -116,6 +39,14 @@ impl RawDev {
             )
         };
         (fd >= 0).then_some(Self(fd))
+    }
+    /// [`RawDev::open`], or `None` and SKIPPED when the device is absent.
+    fn open_or_skip() -> Option<Self> {
+        let raw = Self::open();
+        if raw.is_none() {
+            device_absent();
+        }
+        raw
     }
     fn ioctl<T>(&self, req: u32, arg: &mut T) -> Result<(), i32> {
         // SAFETY: every request used here reads/writes exactly one T.
@@ -172,37 +103,6 @@ fn auto_picks_the_device() {
 }
 
 #[test]
-fn quiet_generation_is_stable() {
-    let Some(n) = device() else { return };
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let (ev, c, g) = drain(&n);
-    assert!(ev.is_empty());
-    assert_eq!(c, 0);
-    assert_eq!(n.watch().load(), g);
-    // SAFETY: the mapping is ours.
-    unsafe { std::ptr::write_bytes(r.start() as *mut u8, 1, r.len() as usize) };
-    // mprotect keeps the pages: not reported (report_protection=0).
-    // SAFETY: our mapping.
-    let rc = unsafe { libc::mprotect(r.start() as *mut _, r.len() as usize, libc::PROT_READ) };
-    assert_eq!(rc, 0);
-    assert_eq!(n.generation(), g);
-    unmap(r);
-}
-
-#[test]
-fn munmap_whole_range() {
-    let Some(n) = device() else { return };
-    let r = map(4);
-    n.register(r, Cookie(7)).unwrap();
-    let g0 = drain(&n).2;
-    unmap(r);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(7, Some(r))]);
-    assert_eq!(c, 1);
-}
-
-#[test]
 fn munmap_middle_page() {
     let Some(n) = device() else { return };
     let r = map(4);
@@ -227,19 +127,7 @@ fn munmap_middle_page() {
 #[test]
 fn mremap_move_grow_and_shrink() {
     let Some(n) = device() else { return };
-    let r = map(4);
-    let dst = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let moved = mremap(
-        r,
-        r.len(),
-        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-        dst.start(),
-    );
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(r))]);
-    assert_eq!(c, 1);
+    let moved = suite::mremap_move_registered(&n);
     // Shrink: the cut-off tail.
     n.register(moved, Cookie(2)).unwrap();
     let g1 = n.generation();
@@ -264,128 +152,6 @@ fn mremap_move_grow_and_shrink() {
     unmap(blocker);
 }
 
-#[test]
-fn madvise_dontneed_and_free() {
-    let Some(n) = device() else { return };
-    let r = map(6);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    madvise(pages(r, 1, 2), libc::MADV_DONTNEED);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(pages(r, 1, 2)))]);
-    assert_eq!(c, 1);
-    let g1 = n.generation();
-    madvise(pages(r, 4, 1), libc::MADV_FREE);
-    let (ev, c) = changed_then_drain(&n, g1);
-    assert_eq!(ev, vec![inval(1, Some(pages(r, 4, 1)))]);
-    assert_eq!(c, 2);
-    unmap(r);
-}
-
-#[test]
-fn map_fixed_over_registered_range() {
-    let Some(n) = device() else { return };
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let over = pages(r, 1, 2);
-    // SAFETY: replacing memory the test owns.
-    let p = unsafe {
-        libc::mmap(
-            over.start() as *mut libc::c_void,
-            over.len() as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as u64, over.start());
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(over))]);
-    assert_eq!(c, 1);
-    unmap(r);
-}
-
-#[test]
-fn free_of_mmapped_malloc_block() {
-    let Some(n) = device() else { return };
-    let len = 4 << 20;
-    // SAFETY: plain malloc.
-    let p = unsafe { libc::malloc(len) };
-    assert!(!p.is_null());
-    // SAFETY: the block is ours.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len) };
-    let r = AddrRange::from_buffer(p.cast(), len).unwrap();
-    n.register(r, Cookie(9)).unwrap();
-    let g0 = n.generation();
-    // SAFETY: freeing our block.
-    unsafe { libc::free(p) };
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev.len(), 1);
-    assert_eq!(ev[0].cookie, Cookie(9));
-    assert_eq!(c, 1);
-}
-
-#[test]
-fn brk_shrink() {
-    let Some(n) = device() else { return };
-    let step = 8 * pg();
-    // SAFETY: the test is the only user of the break between these calls.
-    let base = unsafe { libc::sbrk(step as libc::intptr_t) };
-    assert_ne!(base as isize, -1);
-    let start = (base as u64).next_multiple_of(pg());
-    let r = AddrRange::from_start_len(start, 4 * pg()).unwrap();
-    // SAFETY: the new break area is ours.
-    unsafe { std::ptr::write_bytes(start as *mut u8, 1, r.len() as usize) };
-    n.register(r, Cookie(4)).unwrap();
-    let g0 = n.generation();
-    // SAFETY: giving back exactly what we took.
-    let rc = unsafe { libc::sbrk(-(step as libc::intptr_t)) };
-    assert_ne!(rc as isize, -1);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(4, Some(r))]);
-    assert_eq!(c, 1);
-}
-
-#[test]
-fn overlapping_registrations_each_get_an_event() {
-    let Some(n) = device() else { return };
-    let r = map(6);
-    n.register(pages(r, 0, 4), Cookie(1)).unwrap();
-    n.register(pages(r, 2, 4), Cookie(2)).unwrap();
-    n.register(pages(r, 5, 1), Cookie(3)).unwrap();
-    let g0 = n.generation();
-    unmap(pages(r, 3, 2));
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(
-        sorted(ev),
-        vec![
-            inval(1, Some(pages(r, 3, 1))),
-            inval(2, Some(pages(r, 3, 2)))
-        ]
-    );
-    assert_eq!(c, 1, "one event, one counter bump however many it hits");
-    unmap(pages(r, 0, 3));
-    unmap(pages(r, 5, 1));
-}
-
-#[test]
-fn hit_twice_before_read_is_one_event_without_hint() {
-    let Some(n) = device() else { return };
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    unmap(pages(r, 0, 1));
-    let g1 = n.generation();
-    assert_ne!(g1, g0);
-    madvise(pages(r, 2, 1), libc::MADV_DONTNEED);
-    let (ev, c) = changed_then_drain(&n, g1);
-    assert_eq!(ev, vec![inval(1, None)]);
-    assert_eq!(c, 2, "two events hit, two bumps");
-    unmap(pages(r, 1, 3));
-}
-
 /// A repeat hit inside the pending hint (what mremap's move does in the
 /// kernel) leaves the event and the counter as they were.
 #[test]
@@ -406,64 +172,38 @@ fn repeat_hit_inside_the_hint_changes_nothing() {
 }
 
 #[test]
-fn unregister_drops_pending_event() {
-    let Some(n) = device() else { return };
-    let r = map(2);
-    n.register(r, Cookie(1)).unwrap();
-    let s = map(2);
-    n.register(s, Cookie(2)).unwrap();
-    unmap(r);
-    unmap(s);
-    n.unregister(Cookie(1)).unwrap();
-    let (ev, c, _) = drain(&n);
-    assert_eq!(ev, vec![inval(2, Some(s))]);
-    assert_eq!(c, 2);
-}
-
-#[test]
 fn duplicate_and_unknown_cookies() {
-    let Some(n) = device() else { return };
-    let r = map(2);
-    n.register(r, Cookie(1)).unwrap();
-    assert!(matches!(
-        n.register(pages(r, 1, 1), Cookie(1)),
-        Err(Error::DuplicateCookie(Cookie(1)))
-    ));
-    assert!(matches!(
-        n.unregister(Cookie(2)),
-        Err(Error::UnknownCookie(Cookie(2)))
-    ));
-    // The device itself refuses, too (a C program has no client-side set).
-    let raw = RawDev::open().unwrap();
-    raw.register(r, 5).unwrap();
-    assert_eq!(raw.register(pages(r, 1, 1), 5), Err(libc::EEXIST));
-    let mut unknown = 6u64;
-    assert_eq!(
-        raw.ioctl(abi::UMMUNOTIFY_UNREGISTER_REGION, &mut unknown),
-        Err(libc::ENOENT)
-    );
-    let mut empty = abi::ummunotify_register_ioctl {
-        start: r.start(),
-        end: r.start(),
-        user_cookie: 7,
-        flags: 0,
-        reserved: 0,
-    };
-    assert_eq!(
-        raw.ioctl(abi::UMMUNOTIFY_REGISTER_REGION, &mut empty),
-        Err(libc::EINVAL)
-    );
-    let mut flagged = abi::ummunotify_register_ioctl {
-        end: r.end(),
-        flags: 1,
-        ..empty
-    };
-    assert_eq!(
-        raw.ioctl(abi::UMMUNOTIFY_REGISTER_REGION, &mut flagged),
-        Err(libc::EINVAL)
-    );
-    unmap(r);
-    assert_eq!(drain(&n).0, vec![inval(1, Some(r))]);
+    suite::duplicate_and_unknown_cookies_then(Source::Kernel, |_, r| {
+        // The device itself refuses, too (a C program has no client-side set).
+        let raw = RawDev::open().unwrap();
+        raw.register(r, 5).unwrap();
+        assert_eq!(raw.register(pages(r, 1, 1), 5), Err(libc::EEXIST));
+        let mut unknown = 6u64;
+        assert_eq!(
+            raw.ioctl(abi::UMMUNOTIFY_UNREGISTER_REGION, &mut unknown),
+            Err(libc::ENOENT)
+        );
+        let mut empty = abi::ummunotify_register_ioctl {
+            start: r.start(),
+            end: r.start(),
+            user_cookie: 7,
+            flags: 0,
+            reserved: 0,
+        };
+        assert_eq!(
+            raw.ioctl(abi::UMMUNOTIFY_REGISTER_REGION, &mut empty),
+            Err(libc::EINVAL)
+        );
+        let mut flagged = abi::ummunotify_register_ioctl {
+            end: r.end(),
+            flags: 1,
+            ..empty
+        };
+        assert_eq!(
+            raw.ioctl(abi::UMMUNOTIFY_REGISTER_REGION, &mut flagged),
+            Err(libc::EINVAL)
+        );
+    });
 }
 
 /// Unlike userfaultfd, the device watches addresses, not VMAs: a range
@@ -475,21 +215,8 @@ fn unmapped_range_is_accepted_and_watched() {
     let r = map(2);
     unmap(r);
     n.register(r, Cookie(1)).unwrap();
-    let again = {
-        // SAFETY: mapping at an address we just gave back (may move).
-        let p = unsafe {
-            libc::mmap(
-                r.start() as *mut libc::c_void,
-                r.len() as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        p != libc::MAP_FAILED && p as u64 == r.start()
-    };
-    if !again {
+    // Map at the address we just gave back (something may have taken it).
+    if regcache_testkit::mem::try_map_at(r.start(), r.len()).is_err() {
         println!("note: address reused meanwhile; only registration checked");
         return;
     }
@@ -497,21 +224,6 @@ fn unmapped_range_is_accepted_and_watched() {
     unmap(r);
     let (ev, _) = changed_then_drain(&n, g0);
     assert_eq!(ev, vec![inval(1, Some(r))]);
-}
-
-#[test]
-fn munmap_on_another_thread() {
-    let Some(n) = device() else { return };
-    let r = map(4);
-    n.register(r, Cookie(5)).unwrap();
-    let g0 = n.generation();
-    let (s, e) = (r.start(), r.len());
-    std::thread::spawn(move || unmap(AddrRange::from_start_len(s, e).unwrap()))
-        .join()
-        .unwrap();
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(5, Some(r))]);
-    assert_eq!(c, 1);
 }
 
 fn poll_in(fd: libc::c_int, timeout_ms: libc::c_int) -> libc::c_int {
@@ -591,9 +303,7 @@ extern "C" fn on_sigio(_: libc::c_int) {
 
 #[test]
 fn sigio_via_fasync() {
-    if RawDev::open().is_none() {
-        assert!(!required(), "REGCACHE_REQUIRE_DEVICE=1 but no device");
-        println!("{SKIP}");
+    if RawDev::open_or_skip().is_none() {
         return;
     }
     // In a child: signal dispositions are process-wide.
@@ -656,9 +366,7 @@ fn blocking_read_wakes_on_event() {
 /// counter page alone is mappable; `reserved` is not written back.
 #[test]
 fn features_are_off_unless_asked() {
-    let Some(raw) = RawDev::open() else {
-        assert!(!required(), "REGCACHE_REQUIRE_DEVICE=1 but no device");
-        println!("{SKIP}");
+    let Some(raw) = RawDev::open_or_skip() else {
         return;
     };
     let mut f = 0u32;
@@ -740,9 +448,7 @@ fn sigsegv_or_sigbus(st: libc::c_int) -> bool {
 
 #[test]
 fn counter_page_is_read_only() {
-    let Some(raw) = RawDev::open() else {
-        assert!(!required(), "REGCACHE_REQUIRE_DEVICE=1 but no device");
-        println!("{SKIP}");
+    let Some(raw) = RawDev::open_or_skip() else {
         return;
     };
     let len = pg() as usize;
@@ -850,22 +556,10 @@ fn storm_with_full_queue_loses_nothing() {
     let k = 2000u64;
     let len = 2 * k * pg();
     // Without THP: splitting a huge page would invalidate its whole 2 MiB.
-    // SAFETY: a fresh anonymous mapping chosen by the kernel.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    let all = AddrRange::from_start_len(p as u64, len).unwrap();
+    let all = regcache_testkit::mem::try_mmap(None, len, libc::PROT_READ | libc::PROT_WRITE, 0)
+        .expect("mmap");
     madvise(all, libc::MADV_NOHUGEPAGE);
-    // SAFETY: our mapping.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len as usize) };
+    regcache_testkit::mem::fill(all, 1);
     for i in 0..k {
         n.register(pages(all, 2 * i, 2), Cookie(i)).unwrap();
     }
@@ -893,9 +587,7 @@ fn storm_with_full_queue_loses_nothing() {
 /// A read into a bad buffer fails with EFAULT and loses nothing.
 #[test]
 fn efault_read_loses_nothing() {
-    let Some(raw) = RawDev::open() else {
-        assert!(!required(), "REGCACHE_REQUIRE_DEVICE=1 but no device");
-        println!("{SKIP}");
+    let Some(raw) = RawDev::open_or_skip() else {
         return;
     };
     let r = map(1);

@@ -15,7 +15,7 @@ mod common;
 use std::time::Instant;
 
 use common::*;
-use umn::{AddrRange, Cookie, Event, Notifier, Source};
+use umn::{Cookie, Event, Notifier, Source};
 
 const ROUNDS: usize = 2000;
 
@@ -55,19 +55,8 @@ fn per_event_cost(background: u64) -> (u64, u64, u64) {
     // Background registrations: disjoint pages of one big reservation
     // (registration needs no populated pages on the device).
     let len = background * 2 * pg();
-    // SAFETY: a fresh PROT_NONE reservation chosen by the kernel.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len as usize,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED);
-    let bg = AddrRange::from_start_len(p as u64, len).unwrap();
+    let bg = regcache_testkit::mem::try_mmap(None, len, libc::PROT_NONE, libc::MAP_NORESERVE)
+        .expect("mmap of the reservation");
     for i in 0..background {
         n.register(pages(bg, 2 * i, 1), Cookie(1 << 40 | i))
             .unwrap();
@@ -101,11 +90,19 @@ fn per_event_cost(background: u64) -> (u64, u64, u64) {
     (median(hit), median(read), median(miss))
 }
 
+/// Whether the device is there to time; SKIPPED when it is not.
+fn device_present() -> bool {
+    let present = Notifier::open(Source::Kernel).is_ok();
+    if !present {
+        println!("SKIPPED: /dev/ummunotify absent");
+    }
+    present
+}
+
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (VM tier)"]
 fn bench_munmap_added_cost() {
-    if Notifier::open(Source::Kernel).is_err() {
-        println!("SKIPPED: /dev/ummunotify absent");
+    if !device_present() {
         return;
     }
     // Three passes, each source in turn; the minimum of the per-pass
@@ -140,8 +137,7 @@ fn bench_munmap_added_cost() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture (VM tier)"]
 fn bench_per_event_cost_vs_registrations() {
-    if Notifier::open(Source::Kernel).is_err() {
-        println!("SKIPPED: /dev/ummunotify absent");
+    if !device_present() {
         return;
     }
     println!(

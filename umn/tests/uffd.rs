@@ -3,39 +3,26 @@
 //! Every test: register real memory, change the map with the real system
 //! call, then assert (1) the generation changed as soon as the call
 //! returned, before any read, (2) the exact events, (3) the LAST counter,
-//! and (4) that the generation the drain reports is the current one.
+//! and (4) that the generation the drain reports is the current one. The
+//! scenarios the kernel device shares are written once, in
+//! `common/suite.rs`, and named here with `shared_tests!`.
 
 mod common;
 
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::Duration;
 
+use common::suite::{self, changed_then_drain, shared_tests};
 use common::*;
-use umn::{AddrRange, Cookie, Error, Generation, Notifier, Options, Source};
+use umn::{AddrRange, Cookie, Error, Notifier, Options, Source};
 
 fn open() -> Notifier {
-    let n = Notifier::open(Source::Uffd).expect("userfaultfd source must open on this host");
-    assert_eq!(n.source(), Source::Uffd);
-    n
+    common::open(Source::Uffd)
 }
 
-/// Assert the generation moved since `before` (no read in between), then
-/// drain and check the generation the drain reports is settled and current.
-fn changed_then_drain(n: &Notifier, before: Generation) -> (Vec<umn::Invalidation>, u64) {
-    let now = n.generation();
-    assert_ne!(
-        now, before,
-        "the change returned but the generation did not move"
-    );
-    let (ev, counter, g) = drain(n);
-    assert!(g.is_settled());
-    assert_eq!(g, n.generation(), "nothing happened after the drain");
-    // Quiet now: a second read is just LAST with the same generation.
-    let (ev2, c2, g2) = drain(n);
-    assert!(ev2.is_empty());
-    assert_eq!((c2, g2), (counter, g));
-    (ev, counter)
-}
+// The scenarios the kernel device shares, each under its own name (the list is
+// in common/suite.rs).
+shared_tests!(Source::Uffd);
 
 #[test]
 fn auto_picks_uffd_without_device() {
@@ -47,36 +34,6 @@ fn auto_picks_uffd_without_device() {
     }
     let n = Notifier::open(Source::Auto).unwrap();
     assert_eq!(n.source(), Source::Uffd);
-}
-
-#[test]
-fn quiet_generation_is_stable() {
-    let n = open();
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let (ev, c, g) = drain(&n);
-    assert!(ev.is_empty());
-    assert_eq!(c, 0);
-    assert_eq!(n.generation(), g);
-    assert_eq!(n.watch().load(), g);
-    // Touching registered memory (WP mode, never write-protected) does not
-    // fault into the monitor nor produce events.
-    // SAFETY: the mapping is ours.
-    unsafe { std::ptr::write_bytes(r.start() as *mut u8, 1, r.len() as usize) };
-    assert_eq!(n.generation(), g);
-    unmap(r);
-}
-
-#[test]
-fn munmap_whole_range() {
-    let n = open();
-    let r = map(4);
-    n.register(r, Cookie(7)).unwrap();
-    let g0 = drain(&n).2;
-    unmap(r);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(7, Some(r))]);
-    assert_eq!(c, 1);
 }
 
 #[test]
@@ -100,43 +57,10 @@ fn munmap_middle_page_hint_is_that_page() {
     unmap(pages(r, 0, 2));
 }
 
-fn mremap(old: AddrRange, new_len: u64, flags: libc::c_int, to: u64) -> AddrRange {
-    // SAFETY: remapping memory the test owns.
-    let p = unsafe {
-        libc::mremap(
-            old.start() as *mut libc::c_void,
-            old.len() as usize,
-            new_len as usize,
-            flags,
-            to as *mut libc::c_void,
-        )
-    };
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mremap: {}",
-        std::io::Error::last_os_error()
-    );
-    AddrRange::from_start_len(p as u64, new_len).unwrap()
-}
-
 #[test]
 fn mremap_move() {
     let n = open();
-    let r = map(4);
-    let dst = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let moved = mremap(
-        r,
-        r.len(),
-        libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-        dst.start(),
-    );
-    assert_eq!(moved, dst);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(r))]);
-    assert_eq!(c, 1);
+    let moved = suite::mremap_move_registered(&n);
     unmap(moved);
 }
 
@@ -185,170 +109,14 @@ fn mremap_shrink() {
     unmap(kept);
 }
 
-fn madvise(r: AddrRange, advice: libc::c_int) {
-    // SAFETY: advising on memory the test owns.
-    let rc = unsafe { libc::madvise(r.start() as *mut libc::c_void, r.len() as usize, advice) };
-    assert_eq!(rc, 0, "madvise: {}", std::io::Error::last_os_error());
-}
-
-#[test]
-fn madvise_dontneed_and_free() {
-    let n = open();
-    let r = map(6);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    madvise(pages(r, 1, 2), libc::MADV_DONTNEED);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(pages(r, 1, 2)))]);
-    assert_eq!(c, 1);
-    // The VMA stays registered after DONTNEED: FREE is reported too.
-    let g1 = n.generation();
-    madvise(pages(r, 4, 1), libc::MADV_FREE);
-    let (ev, c) = changed_then_drain(&n, g1);
-    assert_eq!(ev, vec![inval(1, Some(pages(r, 4, 1)))]);
-    assert_eq!(c, 2);
-    unmap(r);
-}
-
-#[test]
-fn map_fixed_over_registered_range() {
-    let n = open();
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    let over = pages(r, 1, 2);
-    // SAFETY: replacing memory the test owns.
-    let p = unsafe {
-        libc::mmap(
-            over.start() as *mut libc::c_void,
-            over.len() as usize,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    assert_eq!(p as u64, over.start());
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(1, Some(over))]);
-    assert_eq!(c, 1);
-    unmap(r);
-}
-
-#[test]
-fn free_of_mmapped_malloc_block() {
-    let n = open();
-    let len = 4 << 20; // far above glibc's mmap threshold (128 KiB .. 32 MiB dynamic)
-    // SAFETY: plain malloc.
-    let p = unsafe { libc::malloc(len) };
-    assert!(!p.is_null());
-    // SAFETY: the block is ours.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 1, len) };
-    let r = AddrRange::from_buffer(p.cast(), len).unwrap();
-    n.register(r, Cookie(9)).unwrap();
-    let g0 = n.generation();
-    // SAFETY: freeing our block.
-    unsafe { libc::free(p) };
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(9, Some(r))]);
-    assert_eq!(c, 1);
-}
-
-#[test]
-fn brk_shrink() {
-    let n = open();
-    let step = 8 * pg();
-    // SAFETY: sbrk is safe to call; the test is the only user of the break
-    // between these calls (the monitor never allocates).
-    let base = unsafe { libc::sbrk(step as libc::intptr_t) };
-    assert_ne!(base as isize, -1);
-    let start = (base as u64).next_multiple_of(pg());
-    let r = AddrRange::from_start_len(start, 4 * pg()).unwrap();
-    // SAFETY: the new break area is ours.
-    unsafe { std::ptr::write_bytes(start as *mut u8, 1, r.len() as usize) };
-    n.register(r, Cookie(4)).unwrap();
-    let g0 = n.generation();
-    // SAFETY: giving back exactly what we took.
-    let rc = unsafe { libc::sbrk(-(step as libc::intptr_t)) };
-    assert_ne!(rc as isize, -1);
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(4, Some(r))]);
-    assert_eq!(c, 1);
-}
-
-#[test]
-fn overlapping_registrations_each_get_an_event() {
-    let n = open();
-    let r = map(6);
-    n.register(pages(r, 0, 4), Cookie(1)).unwrap();
-    n.register(pages(r, 2, 4), Cookie(2)).unwrap();
-    n.register(pages(r, 5, 1), Cookie(3)).unwrap(); // not hit
-    let g0 = n.generation();
-    unmap(pages(r, 3, 2));
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(
-        sorted(ev),
-        vec![
-            inval(1, Some(pages(r, 3, 1))),
-            inval(2, Some(pages(r, 3, 2)))
-        ]
-    );
-    assert_eq!(c, 1, "one event, one counter bump however many it hits");
-    unmap(pages(r, 0, 3));
-    unmap(pages(r, 5, 1));
-}
-
-#[test]
-fn hit_twice_before_read_is_one_event_without_hint() {
-    let n = open();
-    let r = map(4);
-    n.register(r, Cookie(1)).unwrap();
-    let g0 = n.generation();
-    unmap(pages(r, 0, 1));
-    let g1 = n.generation();
-    assert_ne!(g1, g0);
-    madvise(pages(r, 2, 1), libc::MADV_DONTNEED);
-    let (ev, c) = changed_then_drain(&n, g1);
-    assert_eq!(ev, vec![inval(1, None)]);
-    assert_eq!(c, 2, "two events hit, two bumps");
-    unmap(pages(r, 1, 3));
-}
-
-#[test]
-fn unregister_drops_pending_event() {
-    let n = open();
-    let r = map(2);
-    n.register(r, Cookie(1)).unwrap();
-    let s = map(2);
-    n.register(s, Cookie(2)).unwrap();
-    unmap(r);
-    unmap(s);
-    n.unregister(Cookie(1)).unwrap();
-    let (ev, c, _) = drain(&n);
-    assert_eq!(ev, vec![inval(2, Some(s))]);
-    assert_eq!(c, 2);
-}
-
 #[test]
 fn duplicate_and_unknown_cookies() {
-    let n = open();
-    let r = map(2);
-    n.register(r, Cookie(1)).unwrap();
-    assert!(matches!(
-        n.register(pages(r, 1, 1), Cookie(1)),
-        Err(Error::DuplicateCookie(Cookie(1)))
-    ));
-    assert!(matches!(
-        n.unregister(Cookie(2)),
-        Err(Error::UnknownCookie(Cookie(2)))
-    ));
-    assert!(matches!(
-        n.register(AddrRange::new(r.start(), r.start()).unwrap(), Cookie(3)),
-        Err(Error::Range(_))
-    ));
-    // The first registration is intact.
-    unmap(r);
-    assert_eq!(drain(&n).0, vec![inval(1, Some(r))]);
+    suite::duplicate_and_unknown_cookies_then(Source::Uffd, |n, r| {
+        assert!(matches!(
+            n.register(AddrRange::new(r.start(), r.start()).unwrap(), Cookie(3)),
+            Err(Error::Range(_))
+        ));
+    });
 }
 
 #[test]
@@ -361,21 +129,6 @@ fn unmapped_range_is_refused() {
         n.register(r, Cookie(1)),
         Err(Error::NotMapped { .. })
     ));
-}
-
-#[test]
-fn munmap_on_another_thread() {
-    let n = open();
-    let r = map(4);
-    n.register(r, Cookie(5)).unwrap();
-    let g0 = n.generation();
-    let (s, e) = (r.start(), r.len());
-    std::thread::spawn(move || unmap(AddrRange::from_start_len(s, e).unwrap()))
-        .join()
-        .unwrap();
-    let (ev, c) = changed_then_drain(&n, g0);
-    assert_eq!(ev, vec![inval(5, Some(r))]);
-    assert_eq!(c, 1);
 }
 
 #[test]
@@ -535,11 +288,9 @@ fn fork_child_is_inert_parent_keeps_working() {
     n.register(shared, Cookie(1)).unwrap();
     n.register(parent_only, Cookie(2)).unwrap();
     let g0 = drain(&n).2;
-    // SAFETY: the child only makes async-signal-safe calls and umn calls
-    // that take no lock, then _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
+    // The child only makes async-signal-safe calls and umn calls that take
+    // no lock, then _exit()s.
+    let status = in_child(|| {
         // Child: its VMAs lost the uffd context; munmap must not block.
         let mut code = 0;
         if !n.is_forked() {
@@ -556,12 +307,8 @@ fn fork_child_is_inert_parent_keeps_working() {
         {
             code |= 8;
         }
-        // SAFETY: leaving the child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        code
+    });
     assert!(libc::WIFEXITED(status), "child did not exit: {status:#x}");
     assert_eq!(libc::WEXITSTATUS(status), 0, "child failure bits");
     // The child's munmap did not touch the parent: no events.

@@ -4,48 +4,19 @@
  * the installed header and regcache.pc; run under ASan+UBSan and valgrind
  * by `cargo xtask test`. */
 #define _GNU_SOURCE
-#include <regcache.h>
+#include "test_common.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
-static int failures;
-static size_t page;
 /* Set by the valgrind run: valgrind holds its global lock across munmap,
  * so a userfaultfd monitor thread can never read the event munmap waits
  * for (a deadlock in valgrind, not in the library). Those parts run under
  * ASan only. */
 static int no_uffd;
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);    \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-
-#define EXPECT(call, code)                                                              \
-    do {                                                                                \
-        regcache_result rc_ = (call);                                                   \
-        if (rc_ != (code)) {                                                            \
-            char d_[256];                                                               \
-            size_t n_;                                                                  \
-            regcache_last_error(d_, sizeof d_, &n_);                                    \
-            fprintf(stderr, "%s:%d: %s returned %d (%s; %s), expected %s\n", __FILE__, \
-                    __LINE__, #call, (int)rc_, regcache_strerror(rc_), d_, #code);      \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
 
 static const int all_codes[] = {
     REGCACHE_OK,
@@ -204,7 +175,7 @@ static void test_get_release(void)
 {
     regcache_cache *c = new_cache(REGCACHE_MONITOR_NONE, 1);
     size_t len = 16 * page;
-    char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = map_anon(len);
     regcache_handle *h = NULL, *h2 = NULL, *keep = (regcache_handle *)0x1;
     uintptr_t start = 0;
     size_t rlen = 0, n = 0;
@@ -368,7 +339,7 @@ static void test_stale_registration(uint32_t monitor)
     CHECK(monitor == REGCACHE_MONITOR_AUTO ? (active == REGCACHE_MONITOR_UFFD ||
                                               active == REGCACHE_MONITOR_KERNEL)
                                            : active == monitor);
-    char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = map_anon(len);
     CHECK(buf != MAP_FAILED);
     memset(buf, 1, len);
     EXPECT(regcache_cache_get(c, buf, len, REGCACHE_ACCESS_LOCAL_WRITE, &h), REGCACHE_OK);
@@ -381,8 +352,7 @@ static void test_stale_registration(uint32_t monitor)
     if (active == REGCACHE_MONITOR_EXTERNAL || active == REGCACHE_MONITOR_NONE)
         EXPECT(regcache_cache_notify_unmapped(c, buf, len), REGCACHE_OK);
     CHECK(munmap(buf, len) == 0);
-    char *again = mmap(buf, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
-                       -1, 0);
+    char *again = map_anon_fixed(buf, len);
     CHECK(again == buf);
     memset(again, 2, len);
     EXPECT(regcache_cache_get(c, again, len, REGCACHE_ACCESS_LOCAL_WRITE, &h), REGCACHE_OK);
@@ -408,7 +378,7 @@ static void test_notifier(void)
     uint32_t src = 99;
     int fd = -1;
     size_t len = 4 * page;
-    char *buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = map_anon(len);
     CHECK(buf != MAP_FAILED);
 
     EXPECT(regcache_notifier_open(REGCACHE_MONITOR_AUTO, NULL), REGCACHE_ERR_NULL_ARGUMENT);
@@ -488,7 +458,7 @@ static void test_notifier(void)
     EXPECT(regcache_notifier_unregister(NULL, 42), REGCACHE_ERR_NULL_ARGUMENT);
 
     /* A region owned by another userfaultfd: EBUSY. */
-    char *other = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *other = map_anon(page);
     int ufd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     struct uffdio_api api = {.api = UFFD_API};
     struct uffdio_register reg = {
@@ -535,7 +505,7 @@ static void test_external_notifier(void)
     char *buf;
 
     EXPECT(regcache_notifier_open(REGCACHE_MONITOR_EXTERNAL, &nt), REGCACHE_OK);
-    buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    buf = map_anon(len);
     EXPECT(regcache_notifier_register(nt, buf, len, 7), REGCACHE_OK);
     EXPECT(regcache_notifier_notify_unmapped(nt, buf, page), REGCACHE_OK);
     EXPECT(regcache_notifier_read(nt, ev, 8, &n), REGCACHE_OK);
@@ -547,7 +517,7 @@ static void test_external_notifier(void)
 
 int main(void)
 {
-    page = (size_t)sysconf(_SC_PAGESIZE);
+    test_init();
     no_uffd = getenv("REGCACHE_TEST_NO_UFFD") != NULL;
     if (no_uffd)
         setenv("REGCACHE_MONITOR", "none", 1);
@@ -561,10 +531,5 @@ int main(void)
     test_stale_registration(REGCACHE_MONITOR_EXTERNAL);
     test_stale_registration(REGCACHE_MONITOR_NONE);
     test_notifier();
-    if (failures) {
-        fprintf(stderr, "api_test: %d check(s) FAILED\n", failures);
-        return 1;
-    }
-    printf("api_test: all checks passed\n");
-    return 0;
+    return test_finish("api_test");
 }

@@ -6,12 +6,10 @@
  * stay detected, and the statistics must add up. Run under ASan+UBSan and
  * valgrind by `cargo xtask test`. */
 #define _GNU_SOURCE
-#include <regcache.h>
+#include "test_common.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 #define ROUNDS 2000
 
@@ -113,7 +111,6 @@ int main(void)
     if (regcache_cache_destroy_p(cache) != REGCACHE_OK) ok = 0;
     dlclose(lib);
     pthread_barrier_destroy(&loaded);
-    if (!ok) return 1;
-    printf("dlopen_test: all checks passed\n");
-    return 0;
+    CHECK(ok);
+    return test_finish("dlopen_test");
 }

@@ -6,45 +6,13 @@
  * wait timeouts. Compiled against the installed header and regcache.pc;
  * run under ASan+UBSan and valgrind by `cargo xtask test`. */
 #define _GNU_SOURCE
-#include <regcache.h>
+#include "test_common.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
-static int failures;
-static size_t page;
-
-#define CHECK(cond)                                                                     \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "[%d] %s:%d: CHECK failed: %s\n", (int)getpid(), __FILE__, \
-                    __LINE__, #cond);                                                   \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-
-#define EXPECT(call, code)                                                              \
-    do {                                                                                \
-        regcache_result rc_ = (call);                                                   \
-        if (rc_ != (code)) {                                                            \
-            char d_[256];                                                               \
-            size_t n_;                                                                  \
-            d_[0] = '\0';                                                               \
-            regcache_last_error(d_, sizeof d_, &n_);                                    \
-            fprintf(stderr, "[%d] %s:%d: %s returned %d (%s; %s), expected %s\n",      \
-                    (int)getpid(), __FILE__, __LINE__, #call, (int)rc_,                 \
-                    regcache_strerror(rc_), d_, #code);                                 \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
 
 #define MS 1000000LL
 #define NMSG 60
@@ -215,8 +183,7 @@ static void test_registry_errors(const char *name)
 static void test_local_errors(regcache_dma_registry *reg, regcache_dma_key key)
 {
     size_t len = 4 * page;
-    unsigned char *area = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                               -1, 0);
+    unsigned char *area = map_anon(len);
     CHECK(area != MAP_FAILED);
     regcache_iovec range = {area, len};
     regcache_iovec secs[9];
@@ -430,7 +397,7 @@ static int child(const char *regname, int fd, unsigned char *parent_map, size_t 
     regcache_shm_signal *sig;
     regcache_dma_key key;
 
-    unsigned char *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned char *map = map_shared(fd, maplen);
     CHECK(map != MAP_FAILED && map != parent_map);
     EXPECT(regcache_dma_key_from_addr(map + 4096, &key), REGCACHE_OK);
     EXPECT(regcache_dma_registry_open(regname, REGCACHE_DMA_OPEN, NULL, &reg), REGCACHE_OK);
@@ -439,8 +406,7 @@ static int child(const char *regname, int fd, unsigned char *parent_map, size_t 
            REGCACHE_OK);
 
     size_t arealen = NBUF * 2 * page + 8192;
-    unsigned char *area = mmap(NULL, arealen, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *area = map_anon(arealen);
     CHECK(area != MAP_FAILED);
     memset(area, 0xee, arealen);
     regcache_iovec ranges[2] = {{area, arealen / 2}, {area + arealen / 2, arealen / 2}};
@@ -529,7 +495,7 @@ static void test_fork(const char *regname)
 {
     size_t maplen = 16 * page;
     int fd = make_memfd(maplen);
-    unsigned char *map = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned char *map = map_shared(fd, maplen);
     CHECK(map != MAP_FAILED);
     regcache_dma_key key;
     EXPECT(regcache_dma_key_from_fd(fd, 4096, &key), REGCACHE_OK);
@@ -639,14 +605,14 @@ static void test_fork(const char *regname)
 
 int main(void)
 {
-    page = (size_t)sysconf(_SC_PAGESIZE);
+    test_init();
     char regname[64];
     snprintf(regname, sizeof regname, "regcache-ctest-dma-%d", (int)getpid());
 
     test_codes();
     test_config();
     int fd = make_memfd(16 * page);
-    unsigned char *map = mmap(NULL, 16 * page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    unsigned char *map = map_shared(fd, 16 * page);
     CHECK(map != MAP_FAILED);
     test_keys(fd, map);
     test_registry_errors(regname);
@@ -664,10 +630,5 @@ int main(void)
 
     test_fork(regname);
 
-    if (failures) {
-        fprintf(stderr, "transport_test: %d check(s) FAILED\n", failures);
-        return 1;
-    }
-    printf("transport_test: all checks passed\n");
-    return 0;
+    return test_finish("transport_test");
 }

@@ -1,7 +1,15 @@
-//! Helpers shared by the integration tests: real mappings, draining.
+//! Helpers shared by the integration tests: real mappings, opening a
+//! source (or saying why not), draining.
 #![allow(dead_code, unreachable_pub)]
 
-use umn::{AddrRange, Cookie, Event, Generation, Invalidation, Notifier, page_size};
+pub mod suite;
+
+use umn::{AddrRange, Cookie, Error, Event, Generation, Invalidation, Notifier, Source, page_size};
+
+#[allow(unused_imports)] // each test binary uses some
+pub use regcache_testkit::mem::{madvise, map_fixed, mremap, unmap};
+#[allow(unused_imports)]
+pub use regcache_testkit::process::in_child;
 
 pub fn pg() -> u64 {
     page_size()
@@ -9,39 +17,55 @@ pub fn pg() -> u64 {
 
 /// A fresh anonymous read-write mapping of `pages` pages, touched.
 pub fn map(pages: u64) -> AddrRange {
-    let len = (pages * pg()) as usize;
-    // SAFETY: a fresh anonymous mapping chosen by the kernel.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mmap: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: the mapping is ours and writable.
-    unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0xa5, len) };
-    AddrRange::from_start_len(p as u64, len as u64).unwrap()
-}
-
-/// `munmap` a range the test owns.
-pub fn unmap(r: AddrRange) {
-    // SAFETY: the test owns this range and nothing references it.
-    let rc = unsafe { libc::munmap(r.start() as *mut libc::c_void, r.len() as usize) };
-    assert_eq!(rc, 0, "munmap: {}", std::io::Error::last_os_error());
+    regcache_testkit::mem::map_pages(pages)
 }
 
 /// Page `i` (0-based) of `r`, `n` pages long.
 pub fn pages(r: AddrRange, i: u64, n: u64) -> AddrRange {
     AddrRange::from_start_len(r.start() + i * pg(), n * pg()).unwrap()
+}
+
+/// What a device test prints when there is no device.
+pub const SKIP: &str = "SKIPPED: /dev/ummunotify absent (kernel device tests run in the VM tier)";
+
+/// The VM tier loaded the module and wants the device tests to run:
+/// absence is a failure there.
+pub fn required() -> bool {
+    regcache_testkit::skip::required("REGCACHE_REQUIRE_DEVICE")
+}
+
+/// The device is absent: fail under `REGCACHE_REQUIRE_DEVICE=1`, else
+/// say the test is skipped.
+pub fn device_absent() {
+    assert!(
+        !required(),
+        "REGCACHE_REQUIRE_DEVICE=1 but /dev/ummunotify is absent"
+    );
+    println!("{SKIP}");
+}
+
+/// A notifier on `source`, which must open on this host.
+pub fn open(source: Source) -> Notifier {
+    let n = Notifier::open(source)
+        .unwrap_or_else(|e| panic!("the {source:?} source must open on this host: {e}"));
+    assert_eq!(n.source(), source);
+    n
+}
+
+/// The kernel device, or `None` (and SKIPPED) when the module is not loaded.
+pub fn device() -> Option<Notifier> {
+    match Notifier::open(Source::Kernel) {
+        Ok(n) => {
+            assert_eq!(n.source(), Source::Kernel);
+            Some(n)
+        }
+        Err(Error::DeviceAbsent) => {
+            assert!(!std::path::Path::new(umn::DEVICE_PATH).exists());
+            device_absent();
+            None
+        }
+        Err(e) => panic!("opening the device failed otherwise: {e}"),
+    }
 }
 
 /// Everything pending, the LAST counter, and the LAST generation.
