@@ -306,9 +306,7 @@ unsafe fn get_slow(
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let range = AddrRange::from_buffer(addr.cast(), len)?;
         let Some(access) = AccessFlags::from_bits(access) else {
             return Err(Error::new(
@@ -329,8 +327,7 @@ unsafe fn get_slow(
             Ok(held) => {
                 let h = slot.publish(inner, held);
                 // SAFETY: out is non-NULL and writable (contract).
-                unsafe { out.write(h as *mut regcache_handle) };
-                Ok(())
+                unsafe { out.write(h as *mut regcache_handle) }
             }
             Err(e) => {
                 slot.abandon();
@@ -440,7 +437,7 @@ fn entry_of(h: *const regcache_handle) -> Result<&'static handles::Entry, Error>
 /// What a live C handle names: its range, keys, and whether it is cached.
 struct Info {
     range: AddrRange,
-    keys: Option<regcache::Keys>,
+    keys: Option<Keys>,
     cached: bool,
 }
 
@@ -470,6 +467,24 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
     Ok(f(&info))
 }
 
+/// `regcache_handle_lkey` and `_rkey`: write the key `pick` chooses.
+///
+/// # Safety
+/// As `regcache_handle_lkey`.
+unsafe fn key_out(
+    h: *const regcache_handle,
+    out: *mut u32,
+    pick: fn(Keys) -> u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        let out = Out::new(out, "out")?;
+        let keys = with_raw(h, |r| r.keys)?
+            .ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
+        // SAFETY: out is non-NULL and writable (contract).
+        unsafe { out.write(pick(keys)) }
+    })
+}
+
 /// The registration's local key.
 ///
 /// # Errors
@@ -483,13 +498,8 @@ pub unsafe extern "C" fn regcache_handle_lkey(
     handle: *const regcache_handle,
     out: *mut u32,
 ) -> regcache_result {
-    ffi_guard(|| {
-        let out = Out::new(out, "out")?;
-        let keys = with_raw(handle, |r| r.keys)?;
-        let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
-        // SAFETY: out is non-NULL and writable (contract).
-        unsafe { out.write(k.lkey.0) }
-    })
+    // SAFETY: the export's contract.
+    unsafe { key_out(handle, out, |k| k.lkey.0) }
 }
 
 /// The registration's remote key.
@@ -504,13 +514,8 @@ pub unsafe extern "C" fn regcache_handle_rkey(
     handle: *const regcache_handle,
     out: *mut u32,
 ) -> regcache_result {
-    ffi_guard(|| {
-        let out = Out::new(out, "out")?;
-        let keys = with_raw(handle, |r| r.keys)?;
-        let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
-        // SAFETY: out is non-NULL and writable (contract).
-        unsafe { out.write(k.rkey.0) }
-    })
+    // SAFETY: the export's contract.
+    unsafe { key_out(handle, out, |k| k.rkey.0) }
 }
 
 /// The registered range: `*out_start` its first byte, `*out_len` its length
@@ -528,16 +533,14 @@ pub unsafe extern "C" fn regcache_handle_range(
     out_len: *mut usize,
 ) -> regcache_result {
     ffi_guard(|| {
-        if out_start.is_null() || out_len.is_null() {
-            return Err(Error::null("out_start/out_len"));
-        }
+        let out_start = Out::new(out_start, "out_start/out_len")?;
+        let out_len = Out::new(out_len, "out_start/out_len")?;
         let r = with_raw(handle, |r| r.range)?;
-        // SAFETY: both non-NULL and writable (contract).
+        // SAFETY: both writable (contract).
         unsafe {
-            out_start.write(r.start() as usize);
-            out_len.write(r.len() as usize);
+            out_start.write(r.start() as usize)?;
+            out_len.write(r.len() as usize)
         }
-        Ok(())
     })
 }
 

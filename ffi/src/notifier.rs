@@ -6,7 +6,7 @@
 //! object's; `regcache_notifier_close`, its first name, stays as an alias.
 
 use crate::config::{monitor_of, regcache_monitor};
-use crate::object::{self, Kind, Out, ffi_guard, write_out};
+use crate::object::{self, Kind, Out, array_out, ffi_guard, write_out};
 use crate::result::{Error, regcache_result};
 use regcache::AddrRange;
 use regcache_result::*;
@@ -235,9 +235,10 @@ pub unsafe extern "C" fn regcache_notifier_read(
     ffi_guard(|| {
         // SAFETY: contract as documented.
         let n = unsafe { live(notifier) }?;
-        if events.is_null() {
-            return Err(Error::null("events/out_count"));
-        }
+        // At most this many events per call (the rest wait for the next).
+        const MAX_READ: usize = 4096;
+        // SAFETY: valid for `capacity` writes (contract), so for fewer.
+        let events = unsafe { array_out(events, capacity.min(MAX_READ), "events/out_count") }?;
         let out_count = Out::new(out_count, "events/out_count")?;
         if capacity == 0 {
             return Err(Error::new(
@@ -245,9 +246,9 @@ pub unsafe extern "C" fn regcache_notifier_read(
                 "capacity must be at least 1",
             ));
         }
-        let mut buf = vec![Event::default(); capacity.min(4096)];
+        let mut buf = vec![Event::default(); events.len()];
         let k = n.read(&mut buf)?;
-        for (i, e) in buf[..k].iter().enumerate() {
+        for (slot, e) in events.iter_mut().zip(buf.iter().take(k)) {
             let c = match *e {
                 Event::Inval(inv) => regcache_event {
                     type_: regcache_event_type::REGCACHE_EVENT_INVAL as u32,
@@ -269,9 +270,7 @@ pub unsafe extern "C" fn regcache_notifier_read(
                     generation: generation.0,
                 },
             };
-            // SAFETY: i < k ≤ capacity, and events is valid for `capacity`
-            // writes (contract).
-            unsafe { events.add(i).write(c) };
+            slot.write(c);
         }
         // SAFETY: writable (contract).
         unsafe { out_count.write(k) }

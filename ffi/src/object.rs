@@ -13,8 +13,8 @@
 //!   per-thread detail for `regcache_last_error`.
 //! - [`Kind`], [`make`], [`live`], [`live_mut`], [`peek`], [`destroy`]: C
 //!   objects behind tombstones (below).
-//! - [`array`]: a C `(pointer, count)` pair as a slice, checked for NULL,
-//!   a bound and byte-size overflow.
+//! - [`array`] and [`array_out`]: a C `(pointer, count)` pair as a slice
+//!   to read or to fill, checked for NULL, a bound and byte-size overflow.
 //! - [`Out`] and [`write_out`]: output pointers, checked for NULL before
 //!   the work and written only once it has succeeded ("outputs written only
 //!   on success": on an error every `*out` is left as the caller had it).
@@ -49,6 +49,7 @@
 use crate::result::{Error, fail, regcache_result};
 use regcache_result::*;
 use std::ffi::{CStr, c_char};
+use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::{AcqRel, Acquire};
@@ -314,6 +315,39 @@ pub(crate) unsafe fn array<'a, T>(
     // SAFETY: non-NULL, valid for `n` reads (contract); the byte size fits
     // in `isize` (checked).
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// Room for `n` elements at `p`, to be written (an output array): checked
+/// for NULL (always: an output array is never optional) and for a byte
+/// size over `isize::MAX`. The elements are uninitialised until written.
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (too
+/// large).
+///
+/// # Safety
+/// When non-NULL, `p` is valid for writes of `n` elements for `'a`, and
+/// not read or written otherwise meanwhile.
+pub(crate) unsafe fn array_out<'a, T>(
+    p: *mut T,
+    n: usize,
+    what: &str,
+) -> Result<&'a mut [MaybeUninit<T>], Error> {
+    if p.is_null() {
+        return Err(Error::null(what));
+    }
+    if n.checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            format!("{what}: {n} elements do not fit in the address space"),
+        ));
+    }
+    // SAFETY: non-NULL, valid for `n` writes and not otherwise used
+    // (contract); the byte size fits in `isize` (checked);
+    // `MaybeUninit<T>` has `T`'s layout and needs no initialisation.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<MaybeUninit<T>>(), n) })
 }
 
 /// A NUL-terminated UTF-8 name.

@@ -31,6 +31,9 @@ mod types;
 pub use types::*;
 use types::{config_of, path_of, range_of};
 
+// A registry is shared by every sending thread (`object::live`: shared
+// borrows only); a receiver is used by one thread at a time
+// (`object::live_mut`: the `&mut` is unique by that contract).
 const REGISTRY: Kind = Kind {
     live: 0x6463_7265_6769_7374, // "dcregist"
     what: "registry",
@@ -117,15 +120,6 @@ pub struct regcache_dma_registry {
 #[derive(Debug)]
 pub struct regcache_dma_receiver {
     _private: [u8; 0],
-}
-
-/// # Safety
-/// As for [`object::live`].
-unsafe fn registry_ref<'a>(r: *const regcache_dma_registry) -> Result<&'a Registry, Error> {
-    // SAFETY: forwarded contract. The pointer is live until destroy,
-    // which does not run concurrently; only shared borrows are made
-    // (senders on many threads).
-    unsafe { object::live(r, &REGISTRY) }
 }
 
 /// Fill `out` with the default registry tunables (environment included:
@@ -286,7 +280,7 @@ pub unsafe extern "C" fn regcache_dma_registry_stats(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let r = unsafe { registry_ref(registry) }?;
+        let r = unsafe { object::live::<Registry, _>(registry, &REGISTRY) }?;
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", r.stats().into()) }
     })
@@ -324,7 +318,7 @@ pub unsafe extern "C" fn regcache_dma_bind(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let r = unsafe { registry_ref(registry) }?;
+        let r = unsafe { object::live::<Registry, _>(registry, &REGISTRY) }?;
         let out = Out::new(out, "out")?;
         // SAFETY: readable for the counts (contract).
         let ranges = unsafe { array(ranges, nranges, dma::MAX_RANGES, "ranges") }?;
@@ -373,7 +367,7 @@ pub unsafe extern "C" fn regcache_dma_send(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let r = unsafe { registry_ref(registry) }?;
+        let r = unsafe { object::live::<Registry, _>(registry, &REGISTRY) }?;
         let out = Out::new(out, "out")?;
         // SAFETY: readable for the count (contract).
         let src = unsafe { array(src, nsrc, REGCACHE_DMA_MAX_SOURCES, "src") }?;
@@ -399,14 +393,6 @@ pub unsafe extern "C" fn regcache_dma_send(
     })
 }
 
-/// # Safety
-/// As for [`object::live_mut`].
-unsafe fn receiver_mut<'a>(rx: *mut regcache_dma_receiver) -> Result<&'a mut Receiver, Error> {
-    // SAFETY: forwarded contract. Live until destroy; one thread at a
-    // time uses a receiver (contract), so the `&mut` is unique.
-    unsafe { object::live_mut(rx, &RECEIVER) }
-}
-
 /// Wait for a message: `timeout_ns` < 0 waits forever, 0 only checks,
 /// > 0 waits that long (spinning first, then sleeping on the doorbell).
 ///
@@ -428,7 +414,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_recv(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let rx = unsafe { receiver_mut(receiver) }?;
+        let rx = unsafe { object::live_mut::<Receiver, _>(receiver, &RECEIVER) }?;
         let out = Out::new(out, "out")?;
         let got = if timeout_ns == 0 {
             rx.try_recv()?
@@ -468,7 +454,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_restock(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let rx = unsafe { receiver_mut(receiver) }?;
+        let rx = unsafe { object::live_mut::<Receiver, _>(receiver, &RECEIVER) }?;
         Ok(rx.restock(index)?)
     })
 }
@@ -488,7 +474,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_restock_requested(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let rx = unsafe { receiver_mut(receiver) }?;
+        let rx = unsafe { object::live_mut::<Receiver, _>(receiver, &RECEIVER) }?;
         let out = Out::new(out, "out")?;
         let v = u32::from(rx.restock_requested());
         // SAFETY: NULL-checked; writable (contract).
@@ -514,7 +500,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_wait(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let rx = unsafe { receiver_mut(receiver) }?;
+        let rx = unsafe { object::live_mut::<Receiver, _>(receiver, &RECEIVER) }?;
         // A zero timeout polls once (no spin: the futex wait returns at
         // once, after which the doorbell is checked again).
         let t = if timeout_ns == 0 {
@@ -546,7 +532,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_key(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let rx = unsafe { receiver_mut(receiver) }?;
+        let rx = unsafe { object::live_mut::<Receiver, _>(receiver, &RECEIVER) }?;
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", rx.key().into()) }
     })

@@ -188,14 +188,6 @@ pub unsafe extern "C" fn regcache_shm_signal_open_named(
     })
 }
 
-/// # Safety
-/// As for [`object::live`].
-unsafe fn signal_ref<'a>(s: *const regcache_shm_signal) -> Result<&'a ShmSignal, Error> {
-    // SAFETY: forwarded contract. Live until destroy, which does not run
-    // concurrently; only shared borrows are made.
-    unsafe { object::live(s, &SIGNAL) }
-}
-
 /// Destroy an endpoint (unmaps its segment when it was the last user).
 /// Using it afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently
 /// with other calls on it.
@@ -248,7 +240,7 @@ pub unsafe extern "C" fn regcache_shm_signal_notify(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let s = unsafe { signal_ref(signal) }?;
+        let s = unsafe { object::live::<ShmSignal, _>(signal, &SIGNAL) }?;
         let w = u32::from(s.notify());
         if !woke.is_null() {
             // SAFETY: non-NULL and writable (contract).
@@ -275,7 +267,7 @@ pub unsafe extern "C" fn regcache_shm_signal_wait(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let s = unsafe { signal_ref(signal) }?;
+        let s = unsafe { object::live::<ShmSignal, _>(signal, &SIGNAL) }?;
         let rung = if timeout_ns == 0 {
             s.try_take()
         } else {
@@ -308,7 +300,7 @@ pub unsafe extern "C" fn regcache_shm_signal_stats(
 ) -> regcache_result {
     ffi_guard(|| {
         // SAFETY: contract.
-        let s = unsafe { signal_ref(signal) }?;
+        let s = unsafe { object::live::<ShmSignal, _>(signal, &SIGNAL) }?;
         let side = side_of(side)?;
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", s.stats(side).into()) }
