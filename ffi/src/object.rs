@@ -367,3 +367,99 @@ pub(crate) unsafe fn name_of<'a>(name: *const c_char) -> Result<&'a str, Error> 
         .to_str()
         .map_err(|_| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, "name is not valid UTF-8"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Kind = Kind {
+        live: 0x6161_6161_6161_6161,
+        what: "a",
+    };
+    const B: Kind = Kind {
+        live: 0x6262_6262_6262_6262,
+        what: "b",
+    };
+
+    fn code<T>(r: Result<T, Error>) -> regcache_result {
+        r.err().map_or(REGCACHE_OK, |e| e.code)
+    }
+
+    #[test]
+    fn a_destroyed_object_is_a_tombstone() {
+        let p: *mut u8 = make(&A, 5u32);
+        let null = std::ptr::null_mut::<u8>();
+        // SAFETY: `p` came from `make` as a `u32` of kind A; sequential.
+        unsafe {
+            assert_eq!(live::<u32, u8>(p, &A).ok().copied(), Some(5));
+            assert_eq!(code(live::<u32, u8>(p, &B)), REGCACHE_ERR_DESTROYED);
+            assert_eq!(code(live::<u32, u8>(null, &A)), REGCACHE_ERR_NULL_ARGUMENT);
+            assert_eq!(code(destroy::<u32, u8>(p, &B)), REGCACHE_ERR_DESTROYED);
+            assert_eq!(destroy::<u32, u8>(p, &A).map(|b| *b).ok(), Some(5));
+            assert_eq!(code(destroy::<u32, u8>(p, &A)), REGCACHE_ERR_DESTROYED);
+            assert_eq!(code(live_mut::<u32, u8>(p, &A)), REGCACHE_ERR_DESTROYED);
+            assert!(peek::<u32, u8>(p, &A).is_none());
+            assert_eq!(
+                code(destroy::<u32, u8>(null, &A)),
+                REGCACHE_ERR_NULL_ARGUMENT
+            );
+        }
+    }
+
+    #[test]
+    fn arrays_are_checked() {
+        let v = [1u64, 2, 3];
+        let mut w = [0u64; 3];
+        // SAFETY: `v` and `w` are valid for 3 elements; NULL is checked.
+        unsafe {
+            assert_eq!(
+                array(std::ptr::null::<u64>(), 0, 4, "x")
+                    .map(<[_]>::len)
+                    .ok(),
+                Some(0)
+            );
+            assert_eq!(
+                code(array(std::ptr::null::<u64>(), 1, 4, "x")),
+                REGCACHE_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(
+                code(array(v.as_ptr(), 5, 4, "x")),
+                REGCACHE_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(array(v.as_ptr(), 3, 4, "x").ok(), Some(&v[..]));
+            assert_eq!(
+                code(array_out(std::ptr::null_mut::<u64>(), 0, "x")),
+                REGCACHE_ERR_NULL_ARGUMENT
+            );
+            assert_eq!(
+                code(array_out(w.as_mut_ptr(), usize::MAX / 4, "x")),
+                REGCACHE_ERR_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                array_out(w.as_mut_ptr(), 3, "x").map(|s| s.len()).ok(),
+                Some(3)
+            );
+        }
+    }
+
+    #[test]
+    fn outputs_are_written_only_on_success() {
+        let mut x = 7u32;
+        let p = &raw mut x;
+        let rc = ffi_guard(|| {
+            let out = Out::new(p, "out")?;
+            Err::<(), _>(Error::new(REGCACHE_ERR_INVALID_ARGUMENT, "no"))?;
+            // SAFETY: `p` is valid for a write.
+            unsafe { out.write(1) }
+        });
+        assert_eq!(rc, REGCACHE_ERR_INVALID_ARGUMENT);
+        assert_eq!(x, 7);
+        // SAFETY: `p` is valid for a write.
+        let rc = ffi_guard(|| unsafe { write_out(p, "out", 9) });
+        assert_eq!((rc, x), (REGCACHE_OK, 9));
+        // SAFETY: NULL is checked, never written.
+        let rc = ffi_guard(|| unsafe { write_out(std::ptr::null_mut::<u32>(), "out", 9) });
+        assert_eq!(rc, REGCACHE_ERR_NULL_ARGUMENT);
+        assert_eq!(ffi_guard(|| panic!("boom")), REGCACHE_ERR_PANIC);
+    }
+}

@@ -208,3 +208,29 @@ pub extern "C" fn regcache_version() -> *const c_char {
     // A constant: no code that could panic, so no barrier.
     V.as_ptr()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table keeps the numbers: 0, then 4701 up, in order, none
+    /// skipped; every code has a text and `regcache_strerror` finds it.
+    #[test]
+    fn codes_numbers_and_texts() {
+        assert_eq!(ALL.len(), 38);
+        assert_eq!(ALL.first().copied(), Some(REGCACHE_OK));
+        for (i, r) in ALL.iter().enumerate().skip(1) {
+            assert_eq!(*r as c_int, 4700 + i as c_int, "{r:?}");
+        }
+        for r in ALL {
+            assert!(!r.text().is_empty(), "{r:?}");
+            // SAFETY: strerror returns a static NUL-terminated string.
+            let s = unsafe { CStr::from_ptr(regcache_strerror(*r as c_int)) };
+            assert_eq!(s, r.text());
+        }
+        // SAFETY: as above.
+        let s = unsafe { CStr::from_ptr(regcache_strerror(-1)) };
+        assert_eq!(s, c"unknown regcache_result");
+        assert_eq!(REGCACHE_ERR_TRANSPORT as c_int, 4737);
+    }
+}
