@@ -13,7 +13,7 @@
 //!   per-thread detail for `regcache_last_error`.
 //! - [`Kind`], [`make`], [`live`], [`live_mut`], [`peek`], [`destroy`]: C
 //!   objects behind tombstones (below).
-//! - [`array`] and [`array_out`]: a C `(pointer, count)` pair as a slice
+//! - [`array()`] and [`array_out`]: a C `(pointer, count)` pair as a slice
 //!   to read or to fill, checked for NULL, a bound and byte-size overflow.
 //! - [`Out`] and [`write_out`]: output pointers, checked for NULL before
 //!   the work and written only once it has succeeded ("outputs written only
