@@ -752,14 +752,25 @@ enum regcache_result regcache_cache_registrar(const struct regcache_cache *cache
 // `out` is NULL or valid for a write.
 enum regcache_result regcache_notifier_open(uint32_t source, struct regcache_notifier **out);
 
-// Close a notifier (its descriptor and monitor thread). Using it afterwards
-// returns `REGCACHE_ERR_DESTROYED`. Not concurrently with other calls on it.
+// Destroy a notifier (its descriptor and monitor thread). Using it
+// afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently with other
+// calls on it.
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
 // `notifier` is NULL or from `regcache_notifier_open`.
+enum regcache_result regcache_notifier_destroy(struct regcache_notifier *notifier);
+
+// The first name of `regcache_notifier_destroy` (the same function),
+// kept because an exported symbol is never removed.
+//
+// # Errors
+// As `regcache_notifier_destroy`.
+//
+// # Safety
+// As `regcache_notifier_destroy`.
 enum regcache_result regcache_notifier_close(struct regcache_notifier *notifier);
 
 // The source actually opened (`KERNEL`, `UFFD` or `EXTERNAL`).
@@ -768,7 +779,7 @@ enum regcache_result regcache_notifier_close(struct regcache_notifier *notifier)
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 enum regcache_result regcache_notifier_source(const struct regcache_notifier *notifier,
                                               uint32_t *out);
 
@@ -781,7 +792,7 @@ enum regcache_result regcache_notifier_source(const struct regcache_notifier *no
 // `REGCACHE_ERR_NOTIFIER`.
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`.
+// `notifier` as for `regcache_notifier_destroy`.
 enum regcache_result regcache_notifier_register(const struct regcache_notifier *notifier,
                                                 const void *addr,
                                                 size_t len,
@@ -794,7 +805,7 @@ enum regcache_result regcache_notifier_register(const struct regcache_notifier *
 // `REGCACHE_ERR_UNKNOWN_COOKIE`, `REGCACHE_ERR_FORKED`.
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`.
+// `notifier` as for `regcache_notifier_destroy`.
 enum regcache_result regcache_notifier_unregister(const struct regcache_notifier *notifier,
                                                   uint64_t cookie);
 
@@ -821,7 +832,7 @@ enum regcache_result regcache_notifier_read(const struct regcache_notifier *noti
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 enum regcache_result regcache_notifier_generation(const struct regcache_notifier *notifier,
                                                   uint64_t *out);
 
@@ -832,7 +843,7 @@ enum regcache_result regcache_notifier_generation(const struct regcache_notifier
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 enum regcache_result regcache_notifier_fd(const struct regcache_notifier *notifier, int *out);
 
 // Report that `[addr, addr + len)` is being unmapped (the `EXTERNAL`
@@ -843,7 +854,7 @@ enum regcache_result regcache_notifier_fd(const struct regcache_notifier *notifi
 // `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_UNSUPPORTED` (kernel device).
 //
 // # Safety
-// `notifier` as for `regcache_notifier_close`.
+// `notifier` as for `regcache_notifier_destroy`.
 enum regcache_result regcache_notifier_notify_unmapped(const struct regcache_notifier *notifier,
                                                        const void *addr,
                                                        size_t len);
@@ -923,7 +934,7 @@ enum regcache_result regcache_dma_registry_open(const char *name,
                                                 const struct regcache_dma_config *config,
                                                 struct regcache_dma_registry **out);
 
-// Close a registry handle. Receivers bound through it stay valid (they
+// Destroy a registry handle. Receivers bound through it stay valid (they
 // keep the mapping); the file stays until `regcache_dma_registry_unlink`.
 // Using the handle afterwards returns `REGCACHE_ERR_DESTROYED`. Not
 // concurrently with other calls on it.
@@ -933,6 +944,16 @@ enum regcache_result regcache_dma_registry_open(const char *name,
 //
 // # Safety
 // `registry` is NULL or from `regcache_dma_registry_open`.
+enum regcache_result regcache_dma_registry_destroy(struct regcache_dma_registry *registry);
+
+// The first name of `regcache_dma_registry_destroy` (the same function),
+// kept because an exported symbol is never removed.
+//
+// # Errors
+// As `regcache_dma_registry_destroy`.
+//
+// # Safety
+// As `regcache_dma_registry_destroy`.
 enum regcache_result regcache_dma_registry_close(struct regcache_dma_registry *registry);
 
 // Remove the registry file `/dev/shm/<name>` (open handles stay valid).
@@ -951,7 +972,7 @@ enum regcache_result regcache_dma_registry_unlink(const char *name);
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// `registry` as for `regcache_dma_registry_close`; `out` NULL or
+// `registry` as for `regcache_dma_registry_destroy`; `out` NULL or
 // writable.
 enum regcache_result regcache_dma_registry_stats(const struct regcache_dma_registry *registry,
                                                  struct regcache_dma_stats *out);
@@ -1068,10 +1089,10 @@ enum regcache_result regcache_dma_receiver_wait(struct regcache_dma_receiver *re
 enum regcache_result regcache_dma_receiver_key(struct regcache_dma_receiver *receiver,
                                                struct regcache_dma_key *out);
 
-// Unbind and close the receiver: no new send finds it; in-flight sends
-// are waited for (up to `unbind_wait_ns`); its bounce segment is removed.
-// The handle is closed even on error; using it again returns
-// `REGCACHE_ERR_DESTROYED`.
+// Destroy the receiver, which unbinds it: no new send finds it;
+// in-flight sends are waited for (up to `unbind_wait_ns`); its bounce
+// segment is removed. The receiver is destroyed even on error; using it
+// again returns `REGCACHE_ERR_DESTROYED`.
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,
@@ -1080,6 +1101,16 @@ enum regcache_result regcache_dma_receiver_key(struct regcache_dma_receiver *rec
 //
 // # Safety
 // As for `regcache_dma_receiver_recv`.
+enum regcache_result regcache_dma_receiver_destroy(struct regcache_dma_receiver *receiver);
+
+// The first name of `regcache_dma_receiver_destroy` (the same function),
+// kept because an exported symbol is never removed.
+//
+// # Errors
+// As `regcache_dma_receiver_destroy`.
+//
+// # Safety
+// As `regcache_dma_receiver_destroy`.
 enum regcache_result regcache_dma_receiver_unbind(struct regcache_dma_receiver *receiver);
 
 // Open the `side` endpoint of the descriptor at `offset` (64-byte
@@ -1116,7 +1147,7 @@ enum regcache_result regcache_shm_signal_open_named(const char *name,
                                                     uint32_t mode,
                                                     struct regcache_shm_signal **out);
 
-// Close an endpoint (unmaps its segment when it was the last user).
+// Destroy an endpoint (unmaps its segment when it was the last user).
 // Using it afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently
 // with other calls on it.
 //
@@ -1125,6 +1156,16 @@ enum regcache_result regcache_shm_signal_open_named(const char *name,
 //
 // # Safety
 // `signal` NULL or from `regcache_shm_signal_open_*`.
+enum regcache_result regcache_shm_signal_destroy(struct regcache_shm_signal *signal);
+
+// The first name of `regcache_shm_signal_destroy` (the same function),
+// kept because an exported symbol is never removed.
+//
+// # Errors
+// As `regcache_shm_signal_destroy`.
+//
+// # Safety
+// As `regcache_shm_signal_destroy`.
 enum regcache_result regcache_shm_signal_close(struct regcache_shm_signal *signal);
 
 // Ring the other side. `woke` (may be NULL) receives 1 when a real
@@ -1135,7 +1176,7 @@ enum regcache_result regcache_shm_signal_close(struct regcache_shm_signal *signa
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// `signal` as for `regcache_shm_signal_close`; `woke` NULL or writable.
+// `signal` as for `regcache_shm_signal_destroy`; `woke` NULL or writable.
 enum regcache_result regcache_shm_signal_notify(const struct regcache_shm_signal *signal,
                                                 uint32_t *woke);
 
@@ -1148,7 +1189,7 @@ enum regcache_result regcache_shm_signal_notify(const struct regcache_shm_signal
 // `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// As for `regcache_shm_signal_close`.
+// As for `regcache_shm_signal_destroy`.
 enum regcache_result regcache_shm_signal_wait(const struct regcache_shm_signal *signal,
                                               int64_t timeout_ns);
 
@@ -1159,7 +1200,7 @@ enum regcache_result regcache_shm_signal_wait(const struct regcache_shm_signal *
 // `REGCACHE_ERR_DESTROYED`.
 //
 // # Safety
-// As for `regcache_shm_signal_close`; `out` NULL or writable.
+// As for `regcache_shm_signal_destroy`; `out` NULL or writable.
 enum regcache_result regcache_shm_signal_stats(const struct regcache_shm_signal *signal,
                                                uint32_t side,
                                                struct regcache_irq_stats *out);

@@ -1,177 +1,44 @@
 //! `regcache_cache_*` and `regcache_handle_*`: the registration cache.
+//!
+//! A cache is an object of the FFI object layer (`object.rs`: a
+//! tombstoned pointer, checked on every call); a handle is not an object
+//! at all but a generation-checked index into the handle table
+//! (`handles.rs`). The two hit-path exports, `regcache_cache_get` and
+//! `regcache_handle_release`, first try a fast path outside
+//! `catch_unwind` (a panic there would unwind into C). That it cannot
+//! panic is not left to comments: this module and `handles.rs` deny the
+//! lints that flag the ways Rust code panics (indexing, `unwrap`,
+//! `expect`, `panic!`), so a change that adds one does not build. Code
+//! that needs one of them belongs in a cold path, under `ffi_guard`.
+//!
+//! The calls into `regcache::Cache` that the C API makes on a token are
+//! gathered in `impl Inner` below, one call site each.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use crate::config::{
+    checked, env_config, monitor_to_c, regcache_config, regcache_registrar, regcache_stats,
+};
 use crate::handles::{self, Held};
-use crate::result::{Error, ffi_guard, regcache_result, write_out};
+use crate::object::{self, Kind, Out, ffi_guard, write_out};
+use crate::result::{Error, regcache_result};
 use regcache::{
-    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, Got, MonitorKind, RegistrarKind, Stats,
+    AccessFlags, AddrRange, AnyRegistrar, Cache, CacheError, Got, Keys, RegistrarKind, ThisThread,
+    Token,
 };
 use regcache_result::*;
 use std::ffi::c_void;
-use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire};
 
-const LIVE: u64 = 0x7265_6763_6163_6865; // "regcache"
-const DEAD: u64 = 0xdead_0000_dead_0000;
-
-/// Which registrar a cache registers with (`regcache_config.registrar`,
-/// `REGCACHE_REGISTRAR=auto|pin|verbs`).
-#[repr(u32)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum regcache_registrar {
-    /// ibverbs when an RDMA device is present, else `pin`.
-    REGCACHE_REGISTRAR_AUTO = 0,
-    /// `mlock` pinning (no keys).
-    REGCACHE_REGISTRAR_PIN = 1,
-    /// ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device.
-    REGCACHE_REGISTRAR_VERBS = 2,
-}
-
-/// Which invalidation source feeds a cache or notifier
-/// (`regcache_config.monitor`, `REGCACHE_MONITOR`, `regcache_notifier_open`).
-#[repr(u32)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum regcache_monitor {
-    /// The kernel device if present, else userfaultfd.
-    REGCACHE_MONITOR_AUTO = 0,
-    /// `/dev/ummunotify`.
-    REGCACHE_MONITOR_KERNEL = 1,
-    /// userfaultfd with a monitor thread.
-    REGCACHE_MONITOR_UFFD = 2,
-    /// Only what the host reports with `*_notify_unmapped`.
-    REGCACHE_MONITOR_EXTERNAL = 3,
-    /// No invalidation source (caches only; the host must call
-    /// `regcache_cache_notify_unmapped` before memory goes away).
-    REGCACHE_MONITOR_NONE = 4,
-}
-
-/// Access flags for `regcache_cache_get`, with the values of `enum
-/// ibv_access_flags`. Combine with `|`.
-#[repr(u32)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum regcache_access {
-    /// `IBV_ACCESS_LOCAL_WRITE`.
-    REGCACHE_ACCESS_LOCAL_WRITE = 1,
-    /// `IBV_ACCESS_REMOTE_WRITE`.
-    REGCACHE_ACCESS_REMOTE_WRITE = 2,
-    /// `IBV_ACCESS_REMOTE_READ`.
-    REGCACHE_ACCESS_REMOTE_READ = 4,
-    /// `IBV_ACCESS_REMOTE_ATOMIC`.
-    REGCACHE_ACCESS_REMOTE_ATOMIC = 8,
-}
-
-/// Cache configuration. Fill with `regcache_config_default` or
-/// `regcache_config_from_env`, then adjust.
-#[repr(C)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy)]
-pub struct regcache_config {
-    /// Maximum cached regions (≥ 1). `REGCACHE_MAX_REGIONS`.
-    pub max_regions: u64,
-    /// Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
-    pub max_bytes: u64,
-    /// Merge overlapping and adjacent regions (0 or 1). `REGCACHE_MERGE`.
-    pub merge: u32,
-    /// A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
-    pub registrar: u32,
-    /// A `regcache_monitor` value. `REGCACHE_MONITOR`.
-    pub monitor: u32,
-    /// Reserved; must be 0.
-    pub reserved: u32,
-}
-
-/// Cache statistics (`regcache_cache_stats`). Counts since creation;
-/// `*_bytes` in bytes; `registrar_ns` in nanoseconds.
-#[repr(C)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct regcache_stats {
-    /// Gets that returned a handle or a registration error (hits + misses).
-    pub gets: u64,
-    /// Gets served by a cached region.
-    pub hits: u64,
-    /// Gets that found no covering region.
-    pub misses: u64,
-    /// Regions absorbed into a merged region.
-    pub merges: u64,
-    /// Merged registrations that fell back to the request alone.
-    pub merge_fallbacks: u64,
-    /// Idle regions evicted.
-    pub evictions: u64,
-    /// Regions invalidated while idle.
-    pub invalidations_idle: u64,
-    /// Regions invalidated while in use.
-    pub invalidations_in_use: u64,
-    /// Successful registrations.
-    pub registrations: u64,
-    /// Failed registrations.
-    pub registration_failures: u64,
-    /// Deregistrations.
-    pub deregistrations: u64,
-    /// Failed deregistrations.
-    pub deregistration_failures: u64,
-    /// Registration retries after eviction on ENOMEM/EAGAIN.
-    pub enomem_retries: u64,
-    /// Gets served by a one-off registration outside the cache.
-    pub uncached: u64,
-    /// Registrations dropped because another thread cached the range first.
-    pub lost_races: u64,
-    /// Regions cached now.
-    pub regions: u64,
-    /// Most regions cached at once.
-    pub peak_regions: u64,
-    /// Bytes registered now.
-    pub bytes_registered: u64,
-    /// Most bytes registered at once.
-    pub peak_bytes: u64,
-    /// Nanoseconds spent registering and deregistering.
-    pub registrar_ns: u64,
-    /// Regions invalidated by the invalidation source (events and
-    /// `regcache_cache_notify_unmapped`).
-    pub monitor_invalidations: u64,
-    /// Gets served uncached because the source could not watch the memory
-    /// (e.g. another userfaultfd owns it).
-    pub unwatched: u64,
-    /// Registrations retried because their memory changed while they were
-    /// being registered.
-    pub doomed_retries: u64,
-    /// Nanoseconds spent in the invalidation source (draining events).
-    pub monitor_ns: u64,
-}
-
-impl From<Stats> for regcache_stats {
-    fn from(s: Stats) -> Self {
-        Self {
-            gets: s.gets,
-            hits: s.hits,
-            misses: s.misses,
-            merges: s.merges,
-            merge_fallbacks: s.merge_fallbacks,
-            evictions: s.evictions,
-            invalidations_idle: s.invalidations_idle,
-            invalidations_in_use: s.invalidations_in_use,
-            registrations: s.registrations,
-            registration_failures: s.registration_failures,
-            deregistrations: s.deregistrations,
-            deregistration_failures: s.deregistration_failures,
-            enomem_retries: s.enomem_retries,
-            uncached: s.uncached,
-            lost_races: s.lost_races,
-            regions: s.regions,
-            peak_regions: s.peak_regions,
-            bytes_registered: s.bytes_registered,
-            peak_bytes: s.peak_bytes,
-            registrar_ns: s.registrar_ns,
-            monitor_invalidations: s.monitor_invalidations,
-            unwatched: s.unwatched,
-            doomed_retries: s.doomed_retries,
-            monitor_ns: s.monitor_ns,
-        }
-    }
-}
+/// The object kind of `regcache_cache *`.
+const CACHE: Kind = Kind {
+    live: 0x7265_6763_6163_6865, // "regcache"
+    what: "cache",
+};
 
 /// A registration cache (opaque). Create with `regcache_cache_new`,
 /// destroy with `regcache_cache_destroy`.
@@ -190,29 +57,54 @@ pub struct regcache_handle {
     _private: [u8; 0],
 }
 
-/// What a `regcache_cache *` points to. Never freed: after destroy it is a
-/// tombstone with `magic == DEAD`, so a destroyed cache used again answers
-/// `REGCACHE_ERR_DESTROYED` (16 bytes per cache ever created, reachable
-/// from `TOMBSTONES`).
-#[derive(Debug)]
-pub(crate) struct CacheObj {
-    magic: AtomicU64,
-    inner: std::sync::atomic::AtomicPtr<Inner>,
-}
-
+/// What a live `regcache_cache *`'s tombstone points to.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cache: Cache<AnyRegistrar>,
     pub(crate) kind: RegistrarKind,
 }
 
+/// The C API's calls into `regcache::Cache` on tokens: one place each, so
+/// that a change of the cache's token API is one change here.
 impl Inner {
+    /// The hit path's lookup (`Cache::try_hit_token_on`, documented
+    /// panic-free: atomics and `Option` lookups only).
+    #[inline(always)]
+    fn try_hit(&self, me: ThisThread, range: AddrRange, access: AccessFlags) -> Option<Token> {
+        self.cache.try_hit_token_on(me, range, access)
+    }
+
+    /// A full get, hit or miss (`Cache::get_token_on`): what the new
+    /// handle will hold.
+    fn get(
+        &self,
+        me: ThisThread,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Held, CacheError> {
+        Ok(match self.cache.get_token_on(me, range, access)? {
+            Got::Cached(t) => Held::Token(t),
+            Got::Uncached(raw) => Held::Raw(Box::new(raw)),
+        })
+    }
+
+    /// The release fast path (`Cache::try_release_token_fast`, documented
+    /// panic-free); `false`, having changed nothing, when it cannot.
+    ///
+    /// # Safety
+    /// `t` was produced by this cache, is held, and is released once.
+    #[inline(always)]
+    unsafe fn try_release_fast(&self, me: ThisThread, t: Token) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.cache.try_release_token_fast(me, t) }
+    }
+
     /// Release what a handle-table entry held.
     ///
     /// # Safety
     /// `held` was produced by this cache and is released once.
     #[inline(always)]
-    pub(crate) unsafe fn release(&self, me: regcache::ThisThread, held: Held) {
+    pub(crate) unsafe fn release(&self, me: ThisThread, held: Held) {
         match held {
             Held::Token(t) => {
                 // SAFETY: contract; the entry's generation guarantees a
@@ -225,9 +117,16 @@ impl Inner {
             Held::Raw(raw) => unsafe { self.cache.release_raw(*raw) },
         }
     }
-}
 
-static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    /// The range and keys of a held token (`Cache::token_info`).
+    ///
+    /// # Safety
+    /// `t` was produced by this cache and is held.
+    unsafe fn info(&self, t: Token) -> (AddrRange, Option<Keys>) {
+        // SAFETY: the caller's contract.
+        unsafe { self.cache.token_info(t) }
+    }
+}
 
 /// The live cache behind `c`.
 ///
@@ -235,135 +134,9 @@ static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// `c` is NULL or a pointer returned by `regcache_cache_new`, and not
 /// destroyed concurrently with this call.
 #[inline(always)]
-pub(crate) unsafe fn live<'a>(c: *const regcache_cache) -> Result<&'a Inner, Error> {
-    if c.is_null() {
-        return Err(Error::null("cache"));
-    }
-    // SAFETY: non-NULL pointers come from regcache_cache_new (contract);
-    // the CacheObj they point to is never freed.
-    let obj = unsafe { &*c.cast::<CacheObj>() };
-    if obj.magic.load(Acquire) != LIVE {
-        return Err(Error::new(
-            REGCACHE_ERR_DESTROYED,
-            "the cache was destroyed (or is not a cache)",
-        ));
-    }
-    // SAFETY: LIVE means `inner` is the Box made by regcache_cache_new and
-    // not yet freed (destroy clears LIVE first; no concurrent destroy).
-    Ok(unsafe { &*obj.inner.load(Acquire) })
-}
-
-fn kind_of(v: u32) -> Option<RegistrarKind> {
-    Some(match v {
-        0 => RegistrarKind::Auto,
-        1 => RegistrarKind::Pin,
-        2 => RegistrarKind::Verbs,
-        _ => return None,
-    })
-}
-
-pub(crate) fn monitor_of(v: u32) -> Option<regcache_monitor> {
-    use regcache_monitor::*;
-    Some(match v {
-        0 => REGCACHE_MONITOR_AUTO,
-        1 => REGCACHE_MONITOR_KERNEL,
-        2 => REGCACHE_MONITOR_UFFD,
-        3 => REGCACHE_MONITOR_EXTERNAL,
-        4 => REGCACHE_MONITOR_NONE,
-        _ => return None,
-    })
-}
-
-fn monitor_to_c(m: MonitorKind) -> regcache_monitor {
-    use regcache_monitor::*;
-    match m {
-        MonitorKind::Auto => REGCACHE_MONITOR_AUTO,
-        MonitorKind::Kernel => REGCACHE_MONITOR_KERNEL,
-        MonitorKind::Uffd => REGCACHE_MONITOR_UFFD,
-        MonitorKind::External => REGCACHE_MONITOR_EXTERNAL,
-        _ => REGCACHE_MONITOR_NONE,
-    }
-}
-
-fn monitor_from_c(m: regcache_monitor) -> MonitorKind {
-    use regcache_monitor::*;
-    match m {
-        REGCACHE_MONITOR_AUTO => MonitorKind::Auto,
-        REGCACHE_MONITOR_KERNEL => MonitorKind::Kernel,
-        REGCACHE_MONITOR_UFFD => MonitorKind::Uffd,
-        REGCACHE_MONITOR_EXTERNAL => MonitorKind::External,
-        REGCACHE_MONITOR_NONE => MonitorKind::None,
-    }
-}
-
-fn default_config() -> regcache_config {
-    let c = Config::default();
-    regcache_config {
-        max_regions: c.max_regions as u64,
-        max_bytes: c.max_bytes,
-        merge: c.merge as u32,
-        registrar: regcache_registrar::REGCACHE_REGISTRAR_AUTO as u32,
-        monitor: monitor_to_c(c.monitor) as u32,
-        reserved: 0,
-    }
-}
-
-fn env_config() -> Result<regcache_config, Error> {
-    let env_err = |e: String| Error::new(REGCACHE_ERR_CONFIG_ENV, e);
-    let c = Config::from_env().map_err(|e| env_err(e.to_string()))?;
-    let mut out = default_config();
-    out.max_regions = c.max_regions as u64;
-    out.max_bytes = c.max_bytes;
-    out.merge = c.merge as u32;
-    if let Ok(v) = std::env::var("REGCACHE_REGISTRAR") {
-        out.registrar = match v.trim() {
-            "auto" => 0,
-            "pin" => 1,
-            "verbs" => 2,
-            _ => {
-                return Err(env_err(format!(
-                    "REGCACHE_REGISTRAR={v:?} is not valid: expected one of auto, pin, verbs"
-                )));
-            }
-        };
-    }
-    out.monitor = monitor_to_c(c.monitor) as u32;
-    Ok(out)
-}
-
-/// Fill `out` with the built-in defaults (no environment).
-///
-/// # Errors
-/// `REGCACHE_ERR_NULL_ARGUMENT`.
-///
-/// # Safety
-/// `out` is NULL or valid for one write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn regcache_config_default(out: *mut regcache_config) -> regcache_result {
-    // SAFETY: out is NULL or writable (contract).
-    ffi_guard(|| unsafe { write_out(out, "out", default_config()) })
-}
-
-/// Fill `out` with the defaults overridden by `REGCACHE_MAX_REGIONS`,
-/// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE`, `REGCACHE_REGISTRAR` and
-/// `REGCACHE_MONITOR` where set.
-///
-/// # Errors
-/// `REGCACHE_ERR_CONFIG_ENV` for a malformed variable: `regcache_last_error`
-/// names the variable, its value and what is accepted; `out` is untouched.
-///
-/// # Safety
-/// `out` is NULL or valid for one write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn regcache_config_from_env(out: *mut regcache_config) -> regcache_result {
-    ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
-        let c = env_config()?;
-        // SAFETY: out is non-NULL and writable (contract).
-        unsafe { write_out(out, "out", c) }
-    })
+unsafe fn live<'a>(c: *const regcache_cache) -> Result<&'a Inner, Error> {
+    // SAFETY: forwarded contract.
+    unsafe { object::live(c, &CACHE) }
 }
 
 /// Create a cache with `config`, or with `regcache_config_from_env` when
@@ -383,49 +156,19 @@ pub unsafe extern "C" fn regcache_cache_new(
     out: *mut *mut regcache_cache,
 ) -> regcache_result {
     ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let c = if config.is_null() {
             env_config()?
         } else {
             // SAFETY: non-NULL config is readable (contract).
             unsafe { config.read() }
         };
-        let bad = |what: String| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, what);
-        if c.max_regions == 0 || c.max_bytes == 0 {
-            return Err(bad("max_regions and max_bytes must be at least 1".into()));
-        }
-        if c.merge > 1 || c.reserved != 0 {
-            return Err(bad(format!(
-                "merge must be 0 or 1 (is {}), reserved must be 0 (is {})",
-                c.merge, c.reserved
-            )));
-        }
-        let kind = kind_of(c.registrar)
-            .ok_or_else(|| bad(format!("unknown registrar {}", c.registrar)))?;
-        let monitor =
-            monitor_of(c.monitor).ok_or_else(|| bad(format!("unknown monitor {}", c.monitor)))?;
+        let (kind, config) = checked(&c)?;
         let device = std::env::var("REGCACHE_RDMA_DEVICE").ok();
         let registrar = regcache::open_registrar(kind, device.as_deref())?;
-        let config = Config {
-            max_regions: usize::try_from(c.max_regions).unwrap_or(usize::MAX),
-            max_bytes: c.max_bytes,
-            merge: c.merge == 1,
-            monitor: monitor_from_c(monitor),
-        };
         let cache = Cache::try_new(registrar, config)?;
-        let inner = Box::new(Inner { cache, kind });
-        let obj = Box::leak(Box::new(CacheObj {
-            magic: AtomicU64::new(LIVE),
-            inner: std::sync::atomic::AtomicPtr::new(Box::into_raw(inner)),
-        }));
-        TOMBSTONES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(obj as *mut CacheObj as usize);
         // SAFETY: out is non-NULL and writable (contract).
-        unsafe { write_out(out, "out", (obj as *mut CacheObj).cast::<regcache_cache>()) }
+        unsafe { out.write(object::make(&CACHE, Inner { cache, kind })) }
     })
 }
 
@@ -444,25 +187,9 @@ pub unsafe extern "C" fn regcache_cache_new(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_cache_destroy(cache: *mut regcache_cache) -> regcache_result {
     ffi_guard(|| {
-        if cache.is_null() {
-            return Err(Error::null("cache"));
-        }
-        // SAFETY: from regcache_cache_new (contract); never freed.
-        let obj = unsafe { &*cache.cast::<CacheObj>() };
-        if obj
-            .magic
-            .compare_exchange(LIVE, DEAD, AcqRel, Acquire)
-            .is_err()
-        {
-            return Err(Error::new(
-                REGCACHE_ERR_DESTROYED,
-                "the cache was already destroyed",
-            ));
-        }
-        let inner = obj.inner.swap(std::ptr::null_mut(), AcqRel);
-        // SAFETY: the LIVE→DEAD transition is ours, so we own the Box made
-        // by regcache_cache_new; no other call runs on this cache (contract).
-        let inner = unsafe { Box::from_raw(inner) };
+        // SAFETY: NULL or from regcache_cache_new (contract); no other
+        // call runs on this cache.
+        let inner = unsafe { object::destroy::<Inner, _>(cache, &CACHE) }?;
         for held in handles::drain_cache(&*inner) {
             // SAFETY: these tokens and raw handles were produced by this
             // cache and are released once (their entries are now stale).
@@ -529,18 +256,18 @@ unsafe fn get_fast(
     access: u32,
     out: *mut *mut regcache_handle,
 ) -> bool {
+    // `peek` checks `cache` for NULL too; testing both pointers up front
+    // is what keeps this path at its instruction count (without it LLVM
+    // lays the lookup out with more spills: 279 instead of 272 per C
+    // get+release under callgrind, `ffi/benches/hitloop.c`).
     if cache.is_null() || out.is_null() {
         return false;
     }
-    // SAFETY: non-NULL pointers come from regcache_cache_new (contract);
-    // the CacheObj they point to is never freed.
-    let obj = unsafe { &*cache.cast::<CacheObj>() };
-    if obj.magic.load(Acquire) != LIVE {
+    // SAFETY: from regcache_cache_new, not destroyed concurrently
+    // (contract).
+    let Some(inner) = (unsafe { object::peek::<Inner, _>(cache, &CACHE) }) else {
         return false;
-    }
-    // SAFETY: LIVE means `inner` is the Box made by regcache_cache_new and
-    // not yet freed (destroy clears LIVE first; no concurrent destroy).
-    let inner = unsafe { &*obj.inner.load(Acquire) };
+    };
     let Ok(range) = AddrRange::from_buffer(addr.cast(), len) else {
         return false;
     };
@@ -551,7 +278,7 @@ unsafe fn get_fast(
     if !handles::has_hot(me) {
         return false;
     }
-    let Some(t) = inner.cache.try_hit_token_on(me, range, access) else {
+    let Some(t) = inner.try_hit(me, range, access) else {
         return false;
     };
     // `has_hot` said yes and nothing in between touched the handle table
@@ -583,9 +310,7 @@ unsafe fn get_slow(
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let range = AddrRange::from_buffer(addr.cast(), len)?;
         let Some(access) = AccessFlags::from_bits(access) else {
             return Err(Error::new(
@@ -602,16 +327,11 @@ unsafe fn get_slow(
                 "no free handle: the handle table is full (4 Mi handles out, fewer under an address-space limit) or could not be mapped",
             ));
         };
-        match inner.cache.get_token_on(me, range, access) {
-            Ok(got) => {
-                let held = match got {
-                    Got::Cached(t) => Held::Token(t),
-                    Got::Uncached(raw) => Held::Raw(Box::new(raw)),
-                };
+        match inner.get(me, range, access) {
+            Ok(held) => {
                 let h = slot.publish(inner, held);
                 // SAFETY: out is non-NULL and writable (contract).
-                unsafe { out.write(h as *mut regcache_handle) };
-                Ok(())
+                unsafe { out.write(h as *mut regcache_handle) }
             }
             Err(e) => {
                 slot.abandon();
@@ -674,7 +394,7 @@ unsafe fn release_fast(handle: *mut regcache_handle) -> bool {
     let inner = unsafe { &*e.cache() };
     // SAFETY: the entry records the cache that produced the token, and the
     // generation bump below makes this the only release.
-    if !unsafe { inner.cache.try_release_token_fast(me, t) } {
+    if !unsafe { inner.try_release_fast(me, t) } {
         return false;
     }
     // SAFETY: as for `e.token()`; `idx` is the entry's index.
@@ -721,7 +441,7 @@ fn entry_of(h: *const regcache_handle) -> Result<&'static handles::Entry, Error>
 /// What a live C handle names: its range, keys, and whether it is cached.
 struct Info {
     range: AddrRange,
-    keys: Option<regcache::Keys>,
+    keys: Option<Keys>,
     cached: bool,
 }
 
@@ -735,7 +455,7 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
             // (destroy drains its handles first, and is not concurrent).
             let inner = unsafe { &*e.cache() };
             // SAFETY: the handle holds the token's reference.
-            let (range, keys) = unsafe { inner.cache.token_info(*t) };
+            let (range, keys) = unsafe { inner.info(*t) };
             Info {
                 range,
                 keys,
@@ -751,6 +471,24 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
     Ok(f(&info))
 }
 
+/// `regcache_handle_lkey` and `_rkey`: write the key `pick` chooses.
+///
+/// # Safety
+/// As `regcache_handle_lkey`.
+unsafe fn key_out(
+    h: *const regcache_handle,
+    out: *mut u32,
+    pick: fn(Keys) -> u32,
+) -> regcache_result {
+    ffi_guard(|| {
+        let out = Out::new(out, "out")?;
+        let keys = with_raw(h, |r| r.keys)?
+            .ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
+        // SAFETY: out is non-NULL and writable (contract).
+        unsafe { out.write(pick(keys)) }
+    })
+}
+
 /// The registration's local key.
 ///
 /// # Errors
@@ -764,15 +502,8 @@ pub unsafe extern "C" fn regcache_handle_lkey(
     handle: *const regcache_handle,
     out: *mut u32,
 ) -> regcache_result {
-    ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
-        let keys = with_raw(handle, |r| r.keys)?;
-        let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
-        // SAFETY: out is non-NULL and writable (contract).
-        unsafe { write_out(out, "out", k.lkey.0) }
-    })
+    // SAFETY: the export's contract.
+    unsafe { key_out(handle, out, |k| k.lkey.0) }
 }
 
 /// The registration's remote key.
@@ -787,15 +518,8 @@ pub unsafe extern "C" fn regcache_handle_rkey(
     handle: *const regcache_handle,
     out: *mut u32,
 ) -> regcache_result {
-    ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
-        let keys = with_raw(handle, |r| r.keys)?;
-        let k = keys.ok_or_else(|| Error::new(REGCACHE_ERR_NO_KEYS, "registrar has no keys"))?;
-        // SAFETY: out is non-NULL and writable (contract).
-        unsafe { write_out(out, "out", k.rkey.0) }
-    })
+    // SAFETY: the export's contract.
+    unsafe { key_out(handle, out, |k| k.rkey.0) }
 }
 
 /// The registered range: `*out_start` its first byte, `*out_len` its length
@@ -813,16 +537,14 @@ pub unsafe extern "C" fn regcache_handle_range(
     out_len: *mut usize,
 ) -> regcache_result {
     ffi_guard(|| {
-        if out_start.is_null() || out_len.is_null() {
-            return Err(Error::null("out_start/out_len"));
-        }
+        let out_start = Out::new(out_start, "out_start/out_len")?;
+        let out_len = Out::new(out_len, "out_start/out_len")?;
         let r = with_raw(handle, |r| r.range)?;
-        // SAFETY: both non-NULL and writable (contract).
+        // SAFETY: both writable (contract).
         unsafe {
-            out_start.write(r.start() as usize);
-            out_len.write(r.len() as usize);
+            out_start.write(r.start() as usize)?;
+            out_len.write(r.len() as usize)
         }
-        Ok(())
     })
 }
 
@@ -840,12 +562,10 @@ pub unsafe extern "C" fn regcache_handle_is_cached(
     out: *mut bool,
 ) -> regcache_result {
     ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let c = with_raw(handle, |r| r.cached)?;
         // SAFETY: out is non-NULL and writable (contract).
-        unsafe { write_out(out, "out", c) }
+        unsafe { out.write(c) }
     })
 }
 
@@ -896,13 +616,11 @@ pub unsafe extern "C" fn regcache_cache_flush(
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
-        if out_evicted.is_null() {
-            return Err(Error::null("out_evicted"));
-        }
+        let out_evicted = Out::new(out_evicted, "out_evicted")?;
         inner.cache.quiesce();
         let n = inner.cache.flush();
         // SAFETY: non-NULL and writable (contract).
-        unsafe { write_out(out_evicted, "out_evicted", n) }
+        unsafe { out_evicted.write(n) }
     })
 }
 
@@ -940,12 +658,10 @@ pub unsafe extern "C" fn regcache_cache_stats(
     ffi_guard(|| {
         // SAFETY: cache contract as documented.
         let inner = unsafe { live(cache) }?;
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let s = inner.cache.stats().into();
         // SAFETY: non-NULL and writable (contract).
-        unsafe { write_out(out, "out", s) }
+        unsafe { out.write(s) }
     })
 }
 

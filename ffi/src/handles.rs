@@ -17,7 +17,10 @@
 //!
 //! An entry's generation is odd while a handle is out and even when free;
 //! every release and every destroy of its cache bumps it, so an old handle
-//! value never matches again (until 2³¹ reuses of the same entry).
+//! value never matches again (until 2³¹ reuses of the same entry). That
+//! protocol is `generation.rs`'s [`HandleCell`], on its own so that loom
+//! can model it (this table, one 128 MiB mapping, it cannot); an entry is
+//! a `HandleCell<Held>` plus the cache the handle belongs to.
 //!
 //! An entry holds what the handle stands for: for a cached hit, the
 //! cache's 8-byte [`Token`] (slot + incarnation; no copy of a
@@ -36,17 +39,31 @@
 //! that exits stays with its stripe (at most `LOCAL_MAX` entries each).
 //!
 //! Ownership protocol: the thread holding a live handle value owns the
-//! entry's `held` field. It fills `held` and `cache`, then publishes with a
-//! Release store of the odd generation; a releaser loads the generation
-//! with Acquire, checks it, takes `held`, then stores the even generation.
-//! Two threads releasing the *same* handle at the same time is a caller
-//! race (like `free` twice concurrently), documented in the header; the
-//! sequential double release is what is detected.
+//! entry's held value. It fills the value and `cache`, then publishes with
+//! a Release store of the odd generation; a releaser loads the generation
+//! with Acquire, checks it, takes the value, then stores the even
+//! generation (`HandleCell`'s docs have the detail). Two threads releasing
+//! the *same* handle at the same time is a caller race (like `free` twice
+//! concurrently), documented in the header; the sequential double release
+//! is what is detected.
+//!
+//! `get` and `release` take their fast paths through this module outside
+//! `catch_unwind`, so it denies the lints that flag the ways Rust code
+//! panics (indexing, `unwrap`, `expect`, `panic!`): slices are read with
+//! `get`, and a cell index that cannot be out of bounds is still checked
+//! (the check costs what the indexing's bounds check did).
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use crate::cache::Inner;
+use crate::generation::HandleCell;
 use regcache::{AnyRegistrar, RawHandle, STRIPES, ThisThread, Token, this_thread};
 use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU32};
@@ -74,26 +91,19 @@ pub(crate) enum Held {
 }
 
 pub(crate) struct Entry {
-    generation: AtomicU32,
+    /// The generation and what the live handle stands for.
+    cell: HandleCell<Held>,
     /// The live cache the entry's registration belongs to (its `Inner`,
     /// not the `CacheObj`: a live entry's cache is never destroyed, since
     /// destroy drains its entries first, so no liveness check is needed).
     cache: AtomicPtr<Inner>,
-    held: UnsafeCell<MaybeUninit<Held>>,
 }
-
-// SAFETY: `held` is accessed only by the thread that holds the entry's
-// live handle value (see the module docs: published by a Release store of
-// the generation, taken after an Acquire load); the other fields are
-// atomics. `Raw` is Send (the registrar's regions are Send + Sync).
-unsafe impl Sync for Entry {}
 
 impl Entry {
     const fn new() -> Self {
         Self {
-            generation: AtomicU32::new(0),
+            cell: HandleCell::new(),
             cache: AtomicPtr::new(std::ptr::null_mut()),
-            held: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
 }
@@ -243,7 +253,7 @@ impl Free {
         let entry = entry(idx)?;
         Some(Self {
             idx,
-            generation: entry.generation.load(Relaxed),
+            generation: entry.cell.free_generation(),
             entry,
         })
     }
@@ -257,8 +267,14 @@ fn refill(l: &Local) -> Option<Free> {
     let (len, items) = unsafe { (&mut *l.len.get(), &mut *l.items.get()) };
     for x in v {
         let Some(f) = Free::of(x) else { continue };
-        items[*len] = f;
-        *len += 1;
+        // Always room: the stack was empty and a batch fits in it.
+        match items.get_mut(*len) {
+            Some(cell) => {
+                *cell = f;
+                *len += 1;
+            }
+            None => global().0.push(x),
+        }
     }
     Free::of(i)
 }
@@ -267,8 +283,9 @@ fn refill(l: &Local) -> Option<Free> {
 fn spill(l: &Local) {
     // SAFETY: `l` is the calling thread's own stack (see `Local`).
     let (len, items) = unsafe { (&mut *l.len.get(), &*l.items.get()) };
-    let at = *len - LOCAL_BATCH;
-    global().0.extend(items[at..*len].iter().map(|f| f.idx));
+    let at = len.saturating_sub(LOCAL_BATCH);
+    let batch = items.get(at..*len).unwrap_or_default();
+    global().0.extend(batch.iter().map(|f| f.idx));
     *len = at;
 }
 
@@ -287,8 +304,8 @@ fn alloc(me: ThisThread) -> Option<Free> {
         return refill(l);
     }
     *len -= 1;
-    // SAFETY: as above; `*len < LOCAL_MAX`.
-    Some(unsafe { (*l.items.get())[*len] })
+    // SAFETY: as above; `*len < LOCAL_MAX`, so this is `Some`.
+    unsafe { (*l.items.get()).get(*len).copied() }
 }
 
 #[inline(always)]
@@ -308,9 +325,15 @@ fn free(me: ThisThread, f: Free) {
     if *len == LOCAL_MAX {
         spill(l);
     }
-    // SAFETY: as above; `*len < LOCAL_MAX` after a spill.
-    unsafe { (*l.items.get())[*len] = f };
-    *len += 1;
+    // SAFETY: as above; `*len < LOCAL_MAX` after a spill, so the cell is
+    // there (were it not, the entry would go to the global list).
+    match unsafe { (*l.items.get()).get_mut(*len) } {
+        Some(cell) => {
+            *cell = f;
+            *len += 1;
+        }
+        None => global().0.push(f.idx),
+    }
 }
 
 /// Encode a live entry as the C handle value.
@@ -347,15 +370,13 @@ impl Slot {
             generation,
             entry: e,
         } = self.0;
-        // Odd: live. Only a freed entry is in a free list, so it is even now.
-        let generation = generation.wrapping_add(1) | 1;
-        // SAFETY: the entry is free (its index came from a free list), so no
-        // live handle value names it and nobody else touches `held`.
-        unsafe { (*e.held.get()).write(held) };
+        // Published with the value by the Release store of the generation
+        // (to a releaser on another thread, or a cache destroy).
         e.cache.store(cache.cast_mut(), Relaxed);
-        // Release: publishes `held` and `cache` to whoever acquires the
-        // generation (a releaser on another thread, or a cache destroy).
-        e.generation.store(generation, Release);
+        // SAFETY: the entry is free with this generation (its index came
+        // from a free list), so no live handle value names it and nobody
+        // else touches its value.
+        let generation = unsafe { e.cell.publish(generation, held) };
         encode(idx, generation)
     }
 
@@ -408,7 +429,7 @@ pub(crate) fn can_free_fast(me: ThisThread) -> bool {
 pub(crate) fn lookup(h: usize) -> Option<&'static Entry> {
     let (idx, generation) = decode(h)?;
     let e = entry(idx)?;
-    (generation & 1 == 1 && e.generation.load(Acquire) == generation).then_some(e)
+    e.cell.check(generation).then_some(e)
 }
 
 impl Entry {
@@ -425,10 +446,8 @@ impl Entry {
     /// concurrently (the header's thread-safety rule).
     #[inline(always)]
     pub(crate) unsafe fn held(&self) -> &Held {
-        // SAFETY: live entries hold an initialised `held` (written before
-        // the generation was published), and it is not taken while the
-        // caller holds the handle (contract).
-        unsafe { (*self.held.get()).assume_init_ref() }
+        // SAFETY: the caller's contract.
+        unsafe { self.cell.get() }
     }
 
     /// Take what the entry holds out and free the entry.
@@ -437,11 +456,9 @@ impl Entry {
     /// As [`Entry::held`]; afterwards the handle value is stale.
     #[inline(always)]
     pub(crate) unsafe fn take(&'static self, me: ThisThread, idx_hint: usize) -> Held {
-        // SAFETY: as `held`; the generation bump below makes every copy of
-        // the handle value stale, so `held` is read out exactly once.
-        let raw = unsafe { (*self.held.get()).assume_init_read() };
-        let g = self.generation.load(Relaxed).wrapping_add(1) & !1;
-        self.generation.store(g, Release);
+        // SAFETY: as `held`; afterwards every copy of the handle value is
+        // stale.
+        let (raw, g) = unsafe { self.cell.take() };
         if let Some((idx, _)) = decode(idx_hint) {
             free(
                 me,
@@ -480,8 +497,8 @@ impl Entry {
     /// handle value is stale.
     #[inline(always)]
     pub(crate) unsafe fn take_fast(&'static self, me: ThisThread, idx: u32) {
-        let g = self.generation.load(Relaxed).wrapping_add(1) & !1;
-        self.generation.store(g, Release);
+        // SAFETY: the caller's contract; a token needs no drop.
+        let g = unsafe { self.cell.retire() };
         let f = Free {
             idx,
             generation: g,
@@ -511,7 +528,7 @@ impl Entry {
 pub(crate) fn lookup_idx(h: usize) -> Option<(&'static Entry, u32)> {
     let (idx, generation) = decode(h)?;
     let e = entry(idx)?;
-    (generation & 1 == 1 && e.generation.load(Acquire) == generation).then_some((e, idx))
+    e.cell.check(generation).then_some((e, idx))
 }
 
 /// Take every live handle of `cache` out of the table (its cache is being
@@ -521,8 +538,10 @@ pub(crate) fn drain_cache(cache: *const Inner) -> Vec<Held> {
     let mut out = Vec::new();
     for idx in 0..created {
         let Some(e) = entry(idx) else { continue };
-        let g = e.generation.load(Acquire);
-        if g & 1 == 1 && std::ptr::eq(e.cache.load(Relaxed), cache) {
+        let Some(g) = e.cell.live_generation() else {
+            continue;
+        };
+        if std::ptr::eq(e.cache.load(Relaxed), cache) {
             // SAFETY: the entry is live and belongs to the cache being
             // destroyed; by the destroy contract no thread uses that cache's
             // handles concurrently, so we are the only reader of `held`.

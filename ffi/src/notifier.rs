@@ -1,18 +1,23 @@
 //! `regcache_notifier_*`: the ummunotify event model without the cache.
+//!
+//! A notifier is an object of the FFI object layer (`object.rs`): the C
+//! pointer names a tombstone, so a destroyed notifier used again answers
+//! `REGCACHE_ERR_DESTROYED`. Its teardown verb is `_destroy`, like every
+//! object's; `regcache_notifier_close`, its first name, stays as an alias.
 
-use crate::cache::{monitor_of, regcache_monitor};
-use crate::result::{Error, ffi_guard, regcache_result, write_out};
+use crate::config::{monitor_of, regcache_monitor};
+use crate::object::{self, Kind, Out, array_out, ffi_guard, write_out};
+use crate::result::{Error, regcache_result};
 use regcache::AddrRange;
 use regcache_result::*;
 use std::ffi::{c_int, c_void};
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering::{AcqRel, Acquire};
-use std::sync::atomic::{AtomicPtr, AtomicU64};
 use umn::{Cookie, Event, Notifier, Source};
 
-const LIVE: u64 = 0x756d_6e6e_6f74_6966; // "umnnotif"
-const DEAD: u64 = 0xdead_0000_dead_0001;
+const NOTIFIER: Kind = Kind {
+    live: 0x756d_6e6e_6f74_6966, // "umnnotif"
+    what: "notifier",
+};
 
 /// An ummunotify event source (opaque): a kernel device, userfaultfd with a
 /// monitor thread, or external reports. Open with `regcache_notifier_open`.
@@ -55,30 +60,12 @@ pub struct regcache_event {
     pub generation: u64,
 }
 
-#[derive(Debug)]
-struct NotifierObj {
-    magic: AtomicU64,
-    inner: AtomicPtr<Notifier>,
-}
-
-static TOMBSTONES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-
 /// # Safety
-/// `n` is NULL or from `regcache_notifier_open`; not closed concurrently.
+/// `n` is NULL or from `regcache_notifier_open`; not destroyed
+/// concurrently.
 unsafe fn live<'a>(n: *const regcache_notifier) -> Result<&'a Notifier, Error> {
-    if n.is_null() {
-        return Err(Error::null("notifier"));
-    }
-    // SAFETY: from regcache_notifier_open (contract); never freed.
-    let obj = unsafe { &*n.cast::<NotifierObj>() };
-    if obj.magic.load(Acquire) != LIVE {
-        return Err(Error::new(
-            REGCACHE_ERR_DESTROYED,
-            "the notifier was closed (or is not a notifier)",
-        ));
-    }
-    // SAFETY: LIVE: `inner` is the Box from open, not yet freed.
-    Ok(unsafe { &*obj.inner.load(Acquire) })
+    // SAFETY: forwarded contract.
+    unsafe { object::live(n, &NOTIFIER) }
 }
 
 fn to_c(s: Source) -> regcache_monitor {
@@ -105,9 +92,7 @@ pub unsafe extern "C" fn regcache_notifier_open(
     out: *mut *mut regcache_notifier,
 ) -> regcache_result {
     ffi_guard(|| {
-        if out.is_null() {
-            return Err(Error::null("out"));
-        }
+        let out = Out::new(out, "out")?;
         let src = match monitor_of(source) {
             Some(regcache_monitor::REGCACHE_MONITOR_AUTO) => Source::Auto,
             Some(regcache_monitor::REGCACHE_MONITOR_KERNEL) => Source::Kernel,
@@ -120,28 +105,15 @@ pub unsafe extern "C" fn regcache_notifier_open(
                 ));
             }
         };
-        let n = Box::new(Notifier::open(src)?);
-        let obj = Box::leak(Box::new(NotifierObj {
-            magic: AtomicU64::new(LIVE),
-            inner: AtomicPtr::new(Box::into_raw(n)),
-        }));
-        TOMBSTONES
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(obj as *mut NotifierObj as usize);
-        // SAFETY: out non-NULL and writable (contract).
-        unsafe {
-            write_out(
-                out,
-                "out",
-                (obj as *mut NotifierObj).cast::<regcache_notifier>(),
-            )
-        }
+        let n = Notifier::open(src)?;
+        // SAFETY: NULL-checked; writable (contract).
+        unsafe { out.write(object::make(&NOTIFIER, n)) }
     })
 }
 
-/// Close a notifier (its descriptor and monitor thread). Using it afterwards
-/// returns `REGCACHE_ERR_DESTROYED`. Not concurrently with other calls on it.
+/// Destroy a notifier (its descriptor and monitor thread). Using it
+/// afterwards returns `REGCACHE_ERR_DESTROYED`. Not concurrently with other
+/// calls on it.
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
@@ -149,30 +121,30 @@ pub unsafe extern "C" fn regcache_notifier_open(
 /// # Safety
 /// `notifier` is NULL or from `regcache_notifier_open`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn regcache_notifier_close(
+pub unsafe extern "C" fn regcache_notifier_destroy(
     notifier: *mut regcache_notifier,
 ) -> regcache_result {
     ffi_guard(|| {
-        if notifier.is_null() {
-            return Err(Error::null("notifier"));
-        }
-        // SAFETY: from regcache_notifier_open (contract); never freed.
-        let obj = unsafe { &*notifier.cast::<NotifierObj>() };
-        if obj
-            .magic
-            .compare_exchange(LIVE, DEAD, AcqRel, Acquire)
-            .is_err()
-        {
-            return Err(Error::new(
-                REGCACHE_ERR_DESTROYED,
-                "the notifier was already closed",
-            ));
-        }
-        let inner = obj.inner.swap(std::ptr::null_mut(), AcqRel);
-        // SAFETY: we won LIVE→DEAD, so we own the Box from open.
-        drop(unsafe { Box::from_raw(inner) });
+        // SAFETY: contract.
+        drop(unsafe { object::destroy::<Notifier, _>(notifier, &NOTIFIER) }?);
         Ok(())
     })
+}
+
+/// The first name of `regcache_notifier_destroy` (the same function),
+/// kept because an exported symbol is never removed.
+///
+/// # Errors
+/// As `regcache_notifier_destroy`.
+///
+/// # Safety
+/// As `regcache_notifier_destroy`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_notifier_close(
+    notifier: *mut regcache_notifier,
+) -> regcache_result {
+    // SAFETY: the same contract.
+    unsafe { regcache_notifier_destroy(notifier) }
 }
 
 /// The source actually opened (`KERNEL`, `UFFD` or `EXTERNAL`).
@@ -181,7 +153,7 @@ pub unsafe extern "C" fn regcache_notifier_close(
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+/// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_source(
     notifier: *const regcache_notifier,
@@ -204,7 +176,7 @@ pub unsafe extern "C" fn regcache_notifier_source(
 /// `REGCACHE_ERR_NOTIFIER`.
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`.
+/// `notifier` as for `regcache_notifier_destroy`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_register(
     notifier: *const regcache_notifier,
@@ -228,7 +200,7 @@ pub unsafe extern "C" fn regcache_notifier_register(
 /// `REGCACHE_ERR_UNKNOWN_COOKIE`, `REGCACHE_ERR_FORKED`.
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`.
+/// `notifier` as for `regcache_notifier_destroy`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_unregister(
     notifier: *const regcache_notifier,
@@ -263,18 +235,20 @@ pub unsafe extern "C" fn regcache_notifier_read(
     ffi_guard(|| {
         // SAFETY: contract as documented.
         let n = unsafe { live(notifier) }?;
-        if events.is_null() || out_count.is_null() {
-            return Err(Error::null("events/out_count"));
-        }
+        // At most this many events per call (the rest wait for the next).
+        const MAX_READ: usize = 4096;
+        // SAFETY: valid for `capacity` writes (contract), so for fewer.
+        let events = unsafe { array_out(events, capacity.min(MAX_READ), "events/out_count") }?;
+        let out_count = Out::new(out_count, "events/out_count")?;
         if capacity == 0 {
             return Err(Error::new(
                 REGCACHE_ERR_INVALID_ARGUMENT,
                 "capacity must be at least 1",
             ));
         }
-        let mut buf = vec![Event::default(); capacity.min(4096)];
+        let mut buf = vec![Event::default(); events.len()];
         let k = n.read(&mut buf)?;
-        for (i, e) in buf[..k].iter().enumerate() {
+        for (slot, e) in events.iter_mut().zip(buf.iter().take(k)) {
             let c = match *e {
                 Event::Inval(inv) => regcache_event {
                     type_: regcache_event_type::REGCACHE_EVENT_INVAL as u32,
@@ -296,12 +270,10 @@ pub unsafe extern "C" fn regcache_notifier_read(
                     generation: generation.0,
                 },
             };
-            // SAFETY: i < k ≤ capacity, and events is valid for `capacity`
-            // writes (contract).
-            unsafe { events.add(i).write(c) };
+            slot.write(c);
         }
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { write_out(out_count, "out_count", k) }
+        // SAFETY: writable (contract).
+        unsafe { out_count.write(k) }
     })
 }
 
@@ -312,7 +284,7 @@ pub unsafe extern "C" fn regcache_notifier_read(
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+/// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_generation(
     notifier: *const regcache_notifier,
@@ -333,7 +305,7 @@ pub unsafe extern "C" fn regcache_notifier_generation(
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`.
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`; `out` NULL or writable.
+/// `notifier` as for `regcache_notifier_destroy`; `out` NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_fd(
     notifier: *const regcache_notifier,
@@ -355,7 +327,7 @@ pub unsafe extern "C" fn regcache_notifier_fd(
 /// `REGCACHE_ERR_INVALID_RANGE`, `REGCACHE_ERR_UNSUPPORTED` (kernel device).
 ///
 /// # Safety
-/// `notifier` as for `regcache_notifier_close`.
+/// `notifier` as for `regcache_notifier_destroy`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn regcache_notifier_notify_unmapped(
     notifier: *const regcache_notifier,

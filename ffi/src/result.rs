@@ -1,205 +1,49 @@
-//! `regcache_result`, `regcache_strerror`, the per-thread error detail, and
-//! the panic barrier every export goes through.
+//! `regcache_result` (made from the one table in `result/codes.rs`),
+//! `regcache_strerror`, the crate's [`Error`] with the conversions from
+//! the other crates' errors, and the per-thread error detail behind
+//! `regcache_last_error`. The panic barrier that turns an [`Error`] into
+//! a code is `object::ffi_guard`.
 
+use crate::object::guard_or;
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
-/// The result of every fallible `regcache_*` function.
-///
-/// `REGCACHE_OK` is 0; errors live in their own range, 4701 and up, so they
-/// never look like an errno or another library's code. **Codes are never
-/// renumbered**: a retired code stays here as a comment and its number is
-/// not reused. `regcache_strerror` gives the text; `regcache_last_error`
-/// the detail of the last failure on the calling thread.
-#[repr(C)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum regcache_result {
-    /// Success.
-    REGCACHE_OK = 0,
-    /// A required pointer argument was NULL.
-    REGCACHE_ERR_NULL_ARGUMENT = 4701,
-    /// An address range was empty, started at NULL or overflowed the
-    /// address space.
-    REGCACHE_ERR_INVALID_RANGE = 4702,
-    /// An argument had a value outside its domain (unknown access bits, a
-    /// zero limit, an unknown registrar or monitor).
-    REGCACHE_ERR_INVALID_ARGUMENT = 4703,
-    /// A `REGCACHE_*` environment variable is malformed; the detail names it.
-    REGCACHE_ERR_CONFIG_ENV = 4704,
-    /// Part of the range is not mapped.
-    REGCACHE_ERR_NOT_MAPPED = 4705,
-    /// Out of registration resources (ENOMEM/EAGAIN, RLIMIT_MEMLOCK) and
-    /// evicting every idle region did not help.
-    REGCACHE_ERR_NO_RESOURCES = 4706,
-    /// The device refused the access flags for this memory.
-    REGCACHE_ERR_ACCESS_REFUSED = 4707,
-    /// The requested registrar or event source is not available here (no
-    /// RDMA device, no /dev/ummunotify, no userfaultfd).
-    REGCACHE_ERR_UNAVAILABLE = 4708,
-    /// A registration call failed otherwise (see the detail).
-    REGCACHE_ERR_REGISTRAR = 4709,
-    /// The handle was already released (or its cache destroyed), or is not
-    /// a handle this library made.
-    REGCACHE_ERR_STALE_HANDLE = 4710,
-    /// The cache or notifier was already destroyed.
-    REGCACHE_ERR_DESTROYED = 4711,
-    /// The registrar has no keys (the `pin` registrar).
-    REGCACHE_ERR_NO_KEYS = 4712,
-    /// A Rust panic was caught at the boundary (a bug: please report).
-    REGCACHE_ERR_PANIC = 4713,
-    /// Another userfaultfd owns the memory (EBUSY).
-    REGCACHE_ERR_BUSY = 4714,
-    /// The cookie is already registered.
-    REGCACHE_ERR_DUPLICATE_COOKIE = 4715,
-    /// The cookie is not registered.
-    REGCACHE_ERR_UNKNOWN_COOKIE = 4716,
-    /// The notifier was inherited across fork; open a new one.
-    REGCACHE_ERR_FORKED = 4717,
-    /// The operation is not supported by this event source.
-    REGCACHE_ERR_UNSUPPORTED = 4718,
-    /// An event source's own system call failed (see the detail).
-    REGCACHE_ERR_NOTIFIER = 4719,
-    /// The output buffer is too small; the required size was written.
-    REGCACHE_ERR_BUFFER_TOO_SMALL = 4720,
-    /// Nothing arrived before the timeout (or, with a zero timeout, nothing
-    /// was ready): `regcache_dma_receiver_recv`, `regcache_shm_signal_wait`.
-    REGCACHE_ERR_TIMED_OUT = 4721,
-    /// The shared segment or registry already exists (`EEXIST`).
-    REGCACHE_ERR_EXISTS = 4722,
-    /// The shared segment or registry does not exist (`ENOENT`).
-    REGCACHE_ERR_NOT_FOUND = 4723,
-    /// A shared-segment system call (`open`, `ftruncate`, `fstat`, `mmap`,
-    /// `unlink`, `dup`) failed otherwise (see the detail).
-    REGCACHE_ERR_SHM = 4724,
-    /// A shared record does not fit in the segment or is misaligned.
-    REGCACHE_ERR_SEGMENT_TOO_SMALL = 4725,
-    /// A shm_signal descriptor or DMA registry has the wrong magic, version
-    /// or geometry (another build, or not initialised).
-    REGCACHE_ERR_BAD_SHARED_LAYOUT = 4726,
-    /// Computing a DMA key failed (`fstat`, `/proc/self/maps`).
-    REGCACHE_ERR_KEY = 4727,
-    /// The address is not in a shared, file-backed mapping.
-    REGCACHE_ERR_NOT_SHARED = 4728,
-    /// Another live process already bound this DMA key.
-    REGCACHE_ERR_KEY_IN_USE = 4729,
-    /// Every binding slot of the DMA registry is taken.
-    REGCACHE_ERR_REGISTRY_FULL = 4730,
-    /// No other process has this DMA key bound.
-    REGCACHE_ERR_NO_RECEIVER = 4731,
-    /// The receiver had no free descriptor, even after a restock request and
-    /// one retry.
-    REGCACHE_ERR_NO_FREE_DESCRIPTOR = 4732,
-    /// A DMA descriptor in shared memory failed validation (sender: the
-    /// binding is cut off; receiver: it was repaired and freed).
-    REGCACHE_ERR_CORRUPT_DESCRIPTOR = 4733,
-    /// The DMA binding was cut off after corruption: unbind and bind again.
-    REGCACHE_ERR_CUT_OFF = 4734,
-    /// `process_vm_writev` failed with something other than `EPERM` (the
-    /// receiver died or unmapped its buffer).
-    REGCACHE_ERR_COPY_FAILED = 4735,
-    /// Unbind timed out waiting for in-flight sends: the buffers must stay
-    /// valid (the receiver handle is closed all the same).
-    REGCACHE_ERR_UNBIND_BUSY = 4736,
-    /// Another transport failure (see the detail).
-    REGCACHE_ERR_TRANSPORT = 4737,
+/// Make the `regcache_result` enum, `ALL` (every code, for
+/// `regcache_strerror`) and each code's text from the one table in
+/// `result/codes.rs`. The enum is `repr(C)` with explicit numbers (the
+/// ABI); `text` is an exhaustive `match`, so a code cannot lack a text.
+macro_rules! result_codes {
+    (
+        $(#[$meta:meta])*
+        pub enum regcache_result {
+            $( $(#[doc = $doc:literal])* $name:ident = $num:literal => $text:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum regcache_result {
+            $( $(#[doc = $doc])* $name = $num, )*
+        }
+
+        /// Every code, in table order, for `regcache_strerror`.
+        const ALL: &[regcache_result] = &[$(regcache_result::$name),*];
+
+        impl regcache_result {
+            /// The static text `regcache_strerror` gives for the code.
+            fn text(self) -> &'static CStr {
+                match self {
+                    $( regcache_result::$name => $text, )*
+                }
+            }
+        }
+    };
 }
+
+include!("result/codes.rs");
 
 use regcache_result::*;
-
-/// Every code, for `regcache_strerror`.
-const ALL: [regcache_result; 38] = [
-    REGCACHE_OK,
-    REGCACHE_ERR_NULL_ARGUMENT,
-    REGCACHE_ERR_INVALID_RANGE,
-    REGCACHE_ERR_INVALID_ARGUMENT,
-    REGCACHE_ERR_CONFIG_ENV,
-    REGCACHE_ERR_NOT_MAPPED,
-    REGCACHE_ERR_NO_RESOURCES,
-    REGCACHE_ERR_ACCESS_REFUSED,
-    REGCACHE_ERR_UNAVAILABLE,
-    REGCACHE_ERR_REGISTRAR,
-    REGCACHE_ERR_STALE_HANDLE,
-    REGCACHE_ERR_DESTROYED,
-    REGCACHE_ERR_NO_KEYS,
-    REGCACHE_ERR_PANIC,
-    REGCACHE_ERR_BUSY,
-    REGCACHE_ERR_DUPLICATE_COOKIE,
-    REGCACHE_ERR_UNKNOWN_COOKIE,
-    REGCACHE_ERR_FORKED,
-    REGCACHE_ERR_UNSUPPORTED,
-    REGCACHE_ERR_NOTIFIER,
-    REGCACHE_ERR_BUFFER_TOO_SMALL,
-    REGCACHE_ERR_TIMED_OUT,
-    REGCACHE_ERR_EXISTS,
-    REGCACHE_ERR_NOT_FOUND,
-    REGCACHE_ERR_SHM,
-    REGCACHE_ERR_SEGMENT_TOO_SMALL,
-    REGCACHE_ERR_BAD_SHARED_LAYOUT,
-    REGCACHE_ERR_KEY,
-    REGCACHE_ERR_NOT_SHARED,
-    REGCACHE_ERR_KEY_IN_USE,
-    REGCACHE_ERR_REGISTRY_FULL,
-    REGCACHE_ERR_NO_RECEIVER,
-    REGCACHE_ERR_NO_FREE_DESCRIPTOR,
-    REGCACHE_ERR_CORRUPT_DESCRIPTOR,
-    REGCACHE_ERR_CUT_OFF,
-    REGCACHE_ERR_COPY_FAILED,
-    REGCACHE_ERR_UNBIND_BUSY,
-    REGCACHE_ERR_TRANSPORT,
-];
-
-impl regcache_result {
-    fn text(self) -> &'static CStr {
-        match self {
-            REGCACHE_OK => c"success",
-            REGCACHE_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
-            REGCACHE_ERR_INVALID_RANGE => {
-                c"invalid address range (empty, NULL start, or overflowing)"
-            }
-            REGCACHE_ERR_INVALID_ARGUMENT => c"an argument is outside its domain",
-            REGCACHE_ERR_CONFIG_ENV => c"a REGCACHE_* environment variable is malformed",
-            REGCACHE_ERR_NOT_MAPPED => c"the memory range is not (entirely) mapped",
-            REGCACHE_ERR_NO_RESOURCES => {
-                c"out of registration resources (ENOMEM, EAGAIN or RLIMIT_MEMLOCK)"
-            }
-            REGCACHE_ERR_ACCESS_REFUSED => c"access flags refused for this memory",
-            REGCACHE_ERR_UNAVAILABLE => c"registrar or event source not available",
-            REGCACHE_ERR_REGISTRAR => c"registration call failed",
-            REGCACHE_ERR_STALE_HANDLE => c"handle already released or not valid",
-            REGCACHE_ERR_DESTROYED => c"cache or notifier already destroyed",
-            REGCACHE_ERR_NO_KEYS => c"this registrar has no lkey/rkey",
-            REGCACHE_ERR_PANIC => c"internal error (panic caught at the C boundary)",
-            REGCACHE_ERR_BUSY => c"another userfaultfd owns the memory (EBUSY)",
-            REGCACHE_ERR_DUPLICATE_COOKIE => c"cookie already registered",
-            REGCACHE_ERR_UNKNOWN_COOKIE => c"cookie not registered",
-            REGCACHE_ERR_FORKED => c"notifier inherited across fork; open a new one",
-            REGCACHE_ERR_UNSUPPORTED => c"operation not supported by this event source",
-            REGCACHE_ERR_NOTIFIER => c"event source system call failed",
-            REGCACHE_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
-            REGCACHE_ERR_TIMED_OUT => c"timed out: nothing arrived (or nothing ready)",
-            REGCACHE_ERR_EXISTS => c"shared segment already exists",
-            REGCACHE_ERR_NOT_FOUND => c"shared segment does not exist",
-            REGCACHE_ERR_SHM => c"shared segment system call failed",
-            REGCACHE_ERR_SEGMENT_TOO_SMALL => c"shared segment too small or record misaligned",
-            REGCACHE_ERR_BAD_SHARED_LAYOUT => {
-                c"shared descriptor or registry has the wrong magic, version or layout"
-            }
-            REGCACHE_ERR_KEY => c"computing a DMA key failed",
-            REGCACHE_ERR_NOT_SHARED => c"address is not in a shared file mapping",
-            REGCACHE_ERR_KEY_IN_USE => c"DMA key already bound by another process",
-            REGCACHE_ERR_REGISTRY_FULL => c"DMA registry is full",
-            REGCACHE_ERR_NO_RECEIVER => c"no receiver bound to the DMA key",
-            REGCACHE_ERR_NO_FREE_DESCRIPTOR => c"receiver has no free descriptor",
-            REGCACHE_ERR_CORRUPT_DESCRIPTOR => c"corrupt DMA descriptor",
-            REGCACHE_ERR_CUT_OFF => c"DMA binding cut off after corruption",
-            REGCACHE_ERR_COPY_FAILED => c"cross-process copy (process_vm_writev) failed",
-            REGCACHE_ERR_UNBIND_BUSY => c"unbind timed out waiting for in-flight sends",
-            REGCACHE_ERR_TRANSPORT => c"transport operation failed",
-        }
-    }
-}
 
 /// An error inside the library: the code and the detail for
 /// `regcache_last_error`.
@@ -288,22 +132,9 @@ fn set_last_error(detail: String) {
     });
 }
 
-/// Run an export's body: catch panics, turn errors into codes and record
-/// their detail. Every `extern "C"` function goes through this.
-#[inline(always)]
-pub(crate) fn ffi_guard(f: impl FnOnce() -> Result<(), Error>) -> regcache_result {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => REGCACHE_OK,
-        Ok(Err(e)) => fail(e),
-        Err(_) => fail(Error::new(
-            REGCACHE_ERR_PANIC,
-            "panic caught at the C boundary",
-        )),
-    }
-}
-
+/// Record `e`'s detail for `regcache_last_error` and return its code.
 #[cold]
-fn fail(e: Error) -> regcache_result {
+pub(crate) fn fail(e: Error) -> regcache_result {
     set_last_error(e.detail);
     e.code
 }
@@ -313,13 +144,13 @@ fn fail(e: Error) -> regcache_result {
 /// the string must not be freed.
 #[unsafe(no_mangle)]
 pub extern "C" fn regcache_strerror(result: c_int) -> *const c_char {
-    catch_unwind(|| {
+    const UNKNOWN: &CStr = c"unknown regcache_result";
+    guard_or(UNKNOWN.as_ptr(), || {
         ALL.iter()
             .find(|r| **r as c_int == result)
-            .map_or(c"unknown regcache_result", |r| r.text())
+            .map_or(UNKNOWN, |r| r.text())
             .as_ptr()
     })
-    .unwrap_or(c"unknown regcache_result".as_ptr())
 }
 
 /// Copy the detail of the last failed `regcache_*` call on the calling
@@ -340,13 +171,16 @@ pub unsafe extern "C" fn regcache_last_error(
     len: usize,
     out_len: *mut usize,
 ) -> regcache_result {
-    let detail = LAST_ERROR
-        .try_with(|l| l.try_borrow().map(|s| s.clone()).unwrap_or_default())
-        .unwrap_or_default();
-    catch_unwind(AssertUnwindSafe(|| {
+    // Not `ffi_guard`: a failure here must not replace the detail it
+    // reports. The one output written on an error (`out_len` with
+    // `BUFFER_TOO_SMALL`) is the documented exception.
+    guard_or(REGCACHE_ERR_PANIC, || {
         if buf.is_null() || out_len.is_null() {
             return REGCACHE_ERR_NULL_ARGUMENT;
         }
+        let detail = LAST_ERROR
+            .try_with(|l| l.try_borrow().map(|s| s.clone()).unwrap_or_default())
+            .unwrap_or_default();
         let n = detail.len();
         // SAFETY: out_len is non-NULL and valid for one write (contract).
         unsafe { out_len.write(n) };
@@ -360,8 +194,7 @@ pub unsafe extern "C" fn regcache_last_error(
             buf.add(n).write(0);
         }
         REGCACHE_OK
-    }))
-    .unwrap_or(REGCACHE_ERR_PANIC)
+    })
 }
 
 /// The library version (`"0.1.0"`), static, NUL-terminated.
@@ -372,19 +205,32 @@ pub extern "C" fn regcache_version() -> *const c_char {
             Ok(v) => v,
             Err(_) => c"unknown",
         };
+    // A constant: no code that could panic, so no barrier.
     V.as_ptr()
 }
 
-/// Write `v` through `out` after checking it for NULL.
-///
-/// # Safety
-/// `out`, when non-NULL, is valid for one write of `T`.
-#[inline(always)]
-pub(crate) unsafe fn write_out<T>(out: *mut T, name: &str, v: T) -> Result<(), Error> {
-    if out.is_null() {
-        return Err(Error::null(name));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table keeps the numbers: 0, then 4701 up, in order, none
+    /// skipped; every code has a text and `regcache_strerror` finds it.
+    #[test]
+    fn codes_numbers_and_texts() {
+        assert_eq!(ALL.len(), 38);
+        assert_eq!(ALL.first().copied(), Some(REGCACHE_OK));
+        for (i, r) in ALL.iter().enumerate().skip(1) {
+            assert_eq!(*r as c_int, 4700 + i as c_int, "{r:?}");
+        }
+        for r in ALL {
+            assert!(!r.text().is_empty(), "{r:?}");
+            // SAFETY: strerror returns a static NUL-terminated string.
+            let s = unsafe { CStr::from_ptr(regcache_strerror(*r as c_int)) };
+            assert_eq!(s, r.text());
+        }
+        // SAFETY: as above.
+        let s = unsafe { CStr::from_ptr(regcache_strerror(-1)) };
+        assert_eq!(s, c"unknown regcache_result");
+        assert_eq!(REGCACHE_ERR_TRANSPORT as c_int, 4737);
     }
-    // SAFETY: non-NULL, and valid for a write per the caller's contract.
-    unsafe { out.write(v) };
-    Ok(())
 }

@@ -10,14 +10,46 @@ use std::process::Command;
 const HEADER: &str = "ffi/include/regcache.h";
 const SONAME: &str = "libregcache.so.0";
 
+/// The Rust source of the `regcache_result` enum, made from the one table
+/// of result codes, `ffi/src/result/codes.rs`: cbindgen does not expand
+/// macros, and the ffi crate makes the enum with one (`result_codes!` in
+/// `ffi/src/result.rs`, over the same table). This `result_codes!` reads
+/// the table with the same grammar and writes the enum as plain source:
+/// the docs and numbers as they are, the texts dropped (the header has no
+/// strings; `regcache_strerror` gives them).
+macro_rules! result_codes {
+    (
+        $(#[doc = $edoc:literal])*
+        pub enum regcache_result {
+            $( $(#[doc = $doc:literal])* $name:ident = $num:literal => $text:literal, )*
+        }
+    ) => {
+        concat!(
+            $("#[doc = ", stringify!($edoc), "]\n",)*
+            "#[repr(C)]\npub enum regcache_result {\n",
+            $( $("#[doc = ", stringify!($doc), "]\n",)* stringify!($name), " = ", stringify!($num), ",\n", )*
+            "}\n"
+        )
+    };
+}
+
+const RESULT_ENUM: &str = include!("../../ffi/src/result/codes.rs");
+
 /// Generate `regcache.h` from `ffi/src` with cbindgen. With `check`, fail
 /// when the committed header differs instead of writing it.
 pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
     let crate_dir = root.join("ffi");
     let config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
         .map_err(|e| anyhow::anyhow!("ffi/cbindgen.toml: {e}"))?;
+    // The enum's source, for cbindgen to read before the crate (so that it
+    // comes first in the header, as the crate's first item it opens).
+    let dir = root.join("target/xtask-codegen");
+    std::fs::create_dir_all(&dir)?;
+    let result_enum = dir.join("regcache_result.rs");
+    std::fs::write(&result_enum, RESULT_ENUM)?;
     let mut out = Vec::new();
     cbindgen::Builder::new()
+        .with_src(&result_enum)
         .with_crate(&crate_dir)
         .with_config(config)
         .generate()

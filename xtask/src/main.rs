@@ -183,8 +183,9 @@ fn test(_root: &Path) -> Result<()> {
     ]))?;
     run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
     // Loom models of the cross-thread protocols: umn's generation seqlock,
-    // and the transport's protocols; each in its own target directory
-    // (`--cfg loom` rebuilds everything).
+    // the transport's protocols, and the C handle table's generations
+    // (`loom_handles`); each in its own target directory (`--cfg loom`
+    // rebuilds everything).
     run(cargo()
         .args([
             "test",
@@ -212,6 +213,7 @@ fn test(_root: &Path) -> Result<()> {
         ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;
+    loom_handles()?;
     capi::test(_root)?;
     capi::keyed_dma_test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
@@ -224,6 +226,41 @@ fn test(_root: &Path) -> Result<()> {
             kmod::kmod(_root, 1500, false)?;
         }
     }
+    Ok(())
+}
+
+/// The loom model of the C handle table's generation protocol
+/// (`ffi/src/generation.rs`; under `--cfg loom` the ffi crate builds only
+/// that), then the same model with the publish made Relaxed
+/// (`--cfg regcache_loom_break="handles"`), which must fail: the model is
+/// shown to catch the ordering it is there for. Each in its own target
+/// directory (the flags rebuild everything).
+fn loom_handles() -> Result<()> {
+    let model = |flags: &str, dir: &str| {
+        let mut c = cargo();
+        c.args([
+            "test",
+            "--locked",
+            "-p",
+            "regcache-ffi",
+            "--lib",
+            "--release",
+        ])
+        .env("RUSTFLAGS", flags)
+        .env("CARGO_TARGET_DIR", dir);
+        c
+    };
+    run(model("--cfg loom", "target/loom-ffi").arg("loom"))?;
+    let broken = r#"--cfg loom --cfg regcache_loom_break="handles""#;
+    // Built first, so that only the model's own failure counts below.
+    run(model(broken, "target/loom-ffi-break").arg("--no-run"))?;
+    let mut cmd = model(broken, "target/loom-ffi-break");
+    cmd.arg("loom_publish_then_release");
+    eprintln!("$ {cmd:?} (must fail)");
+    if cmd.status().context("spawning cargo test")?.success() {
+        bail!("the handle table's loom model passed with a Relaxed publish: it checks nothing");
+    }
+    eprintln!("the broken ordering was caught, as it must be");
     Ok(())
 }
 

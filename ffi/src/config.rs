@@ -1,0 +1,312 @@
+//! The plain C types of a cache (`regcache_config`, `regcache_stats`, the
+//! registrar, monitor and access enums), their conversions to and from
+//! the `regcache` crate's, and `regcache_config_*`.
+//!
+//! Conversions happen here and nowhere else: a C number becomes a Rust
+//! enum only through `kind_of` / `monitor_of`, which refuse unknown
+//! values (C enums are plain integers: anything can arrive).
+
+use crate::object::{Out, ffi_guard, write_out};
+use crate::result::{Error, regcache_result};
+use regcache::{Config, MonitorKind, RegistrarKind, Stats};
+use regcache_result::*;
+
+/// Which registrar a cache registers with (`regcache_config.registrar`,
+/// `REGCACHE_REGISTRAR=auto|pin|verbs`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_registrar {
+    /// ibverbs when an RDMA device is present, else `pin`.
+    REGCACHE_REGISTRAR_AUTO = 0,
+    /// `mlock` pinning (no keys).
+    REGCACHE_REGISTRAR_PIN = 1,
+    /// ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device.
+    REGCACHE_REGISTRAR_VERBS = 2,
+}
+
+/// Which invalidation source feeds a cache or notifier
+/// (`regcache_config.monitor`, `REGCACHE_MONITOR`, `regcache_notifier_open`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_monitor {
+    /// The kernel device if present, else userfaultfd.
+    REGCACHE_MONITOR_AUTO = 0,
+    /// `/dev/ummunotify`.
+    REGCACHE_MONITOR_KERNEL = 1,
+    /// userfaultfd with a monitor thread.
+    REGCACHE_MONITOR_UFFD = 2,
+    /// Only what the host reports with `*_notify_unmapped`.
+    REGCACHE_MONITOR_EXTERNAL = 3,
+    /// No invalidation source (caches only; the host must call
+    /// `regcache_cache_notify_unmapped` before memory goes away).
+    REGCACHE_MONITOR_NONE = 4,
+}
+
+/// Access flags for `regcache_cache_get`, with the values of `enum
+/// ibv_access_flags`. Combine with `|`.
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_access {
+    /// `IBV_ACCESS_LOCAL_WRITE`.
+    REGCACHE_ACCESS_LOCAL_WRITE = 1,
+    /// `IBV_ACCESS_REMOTE_WRITE`.
+    REGCACHE_ACCESS_REMOTE_WRITE = 2,
+    /// `IBV_ACCESS_REMOTE_READ`.
+    REGCACHE_ACCESS_REMOTE_READ = 4,
+    /// `IBV_ACCESS_REMOTE_ATOMIC`.
+    REGCACHE_ACCESS_REMOTE_ATOMIC = 8,
+}
+
+/// Cache configuration. Fill with `regcache_config_default` or
+/// `regcache_config_from_env`, then adjust.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy)]
+pub struct regcache_config {
+    /// Maximum cached regions (≥ 1). `REGCACHE_MAX_REGIONS`.
+    pub max_regions: u64,
+    /// Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
+    pub max_bytes: u64,
+    /// Merge overlapping and adjacent regions (0 or 1). `REGCACHE_MERGE`.
+    pub merge: u32,
+    /// A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
+    pub registrar: u32,
+    /// A `regcache_monitor` value. `REGCACHE_MONITOR`.
+    pub monitor: u32,
+    /// Reserved; must be 0.
+    pub reserved: u32,
+}
+
+/// Cache statistics (`regcache_cache_stats`). Counts since creation;
+/// `*_bytes` in bytes; `registrar_ns` in nanoseconds.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct regcache_stats {
+    /// Gets that returned a handle or a registration error (hits + misses).
+    pub gets: u64,
+    /// Gets served by a cached region.
+    pub hits: u64,
+    /// Gets that found no covering region.
+    pub misses: u64,
+    /// Regions absorbed into a merged region.
+    pub merges: u64,
+    /// Merged registrations that fell back to the request alone.
+    pub merge_fallbacks: u64,
+    /// Idle regions evicted.
+    pub evictions: u64,
+    /// Regions invalidated while idle.
+    pub invalidations_idle: u64,
+    /// Regions invalidated while in use.
+    pub invalidations_in_use: u64,
+    /// Successful registrations.
+    pub registrations: u64,
+    /// Failed registrations.
+    pub registration_failures: u64,
+    /// Deregistrations.
+    pub deregistrations: u64,
+    /// Failed deregistrations.
+    pub deregistration_failures: u64,
+    /// Registration retries after eviction on ENOMEM/EAGAIN.
+    pub enomem_retries: u64,
+    /// Gets served by a one-off registration outside the cache.
+    pub uncached: u64,
+    /// Registrations dropped because another thread cached the range first.
+    pub lost_races: u64,
+    /// Regions cached now.
+    pub regions: u64,
+    /// Most regions cached at once.
+    pub peak_regions: u64,
+    /// Bytes registered now.
+    pub bytes_registered: u64,
+    /// Most bytes registered at once.
+    pub peak_bytes: u64,
+    /// Nanoseconds spent registering and deregistering.
+    pub registrar_ns: u64,
+    /// Regions invalidated by the invalidation source (events and
+    /// `regcache_cache_notify_unmapped`).
+    pub monitor_invalidations: u64,
+    /// Gets served uncached because the source could not watch the memory
+    /// (e.g. another userfaultfd owns it).
+    pub unwatched: u64,
+    /// Registrations retried because their memory changed while they were
+    /// being registered.
+    pub doomed_retries: u64,
+    /// Nanoseconds spent in the invalidation source (draining events).
+    pub monitor_ns: u64,
+}
+
+impl From<Stats> for regcache_stats {
+    fn from(s: Stats) -> Self {
+        Self {
+            gets: s.gets,
+            hits: s.hits,
+            misses: s.misses,
+            merges: s.merges,
+            merge_fallbacks: s.merge_fallbacks,
+            evictions: s.evictions,
+            invalidations_idle: s.invalidations_idle,
+            invalidations_in_use: s.invalidations_in_use,
+            registrations: s.registrations,
+            registration_failures: s.registration_failures,
+            deregistrations: s.deregistrations,
+            deregistration_failures: s.deregistration_failures,
+            enomem_retries: s.enomem_retries,
+            uncached: s.uncached,
+            lost_races: s.lost_races,
+            regions: s.regions,
+            peak_regions: s.peak_regions,
+            bytes_registered: s.bytes_registered,
+            peak_bytes: s.peak_bytes,
+            registrar_ns: s.registrar_ns,
+            monitor_invalidations: s.monitor_invalidations,
+            unwatched: s.unwatched,
+            doomed_retries: s.doomed_retries,
+            monitor_ns: s.monitor_ns,
+        }
+    }
+}
+
+pub(crate) fn kind_of(v: u32) -> Option<RegistrarKind> {
+    Some(match v {
+        0 => RegistrarKind::Auto,
+        1 => RegistrarKind::Pin,
+        2 => RegistrarKind::Verbs,
+        _ => return None,
+    })
+}
+
+pub(crate) fn monitor_of(v: u32) -> Option<regcache_monitor> {
+    use regcache_monitor::*;
+    Some(match v {
+        0 => REGCACHE_MONITOR_AUTO,
+        1 => REGCACHE_MONITOR_KERNEL,
+        2 => REGCACHE_MONITOR_UFFD,
+        3 => REGCACHE_MONITOR_EXTERNAL,
+        4 => REGCACHE_MONITOR_NONE,
+        _ => return None,
+    })
+}
+
+pub(crate) fn monitor_to_c(m: MonitorKind) -> regcache_monitor {
+    use regcache_monitor::*;
+    match m {
+        MonitorKind::Auto => REGCACHE_MONITOR_AUTO,
+        MonitorKind::Kernel => REGCACHE_MONITOR_KERNEL,
+        MonitorKind::Uffd => REGCACHE_MONITOR_UFFD,
+        MonitorKind::External => REGCACHE_MONITOR_EXTERNAL,
+        _ => REGCACHE_MONITOR_NONE,
+    }
+}
+
+fn monitor_from_c(m: regcache_monitor) -> MonitorKind {
+    use regcache_monitor::*;
+    match m {
+        REGCACHE_MONITOR_AUTO => MonitorKind::Auto,
+        REGCACHE_MONITOR_KERNEL => MonitorKind::Kernel,
+        REGCACHE_MONITOR_UFFD => MonitorKind::Uffd,
+        REGCACHE_MONITOR_EXTERNAL => MonitorKind::External,
+        REGCACHE_MONITOR_NONE => MonitorKind::None,
+    }
+}
+
+fn default_config() -> regcache_config {
+    let c = Config::default();
+    regcache_config {
+        max_regions: c.max_regions as u64,
+        max_bytes: c.max_bytes,
+        merge: c.merge as u32,
+        registrar: regcache_registrar::REGCACHE_REGISTRAR_AUTO as u32,
+        monitor: monitor_to_c(c.monitor) as u32,
+        reserved: 0,
+    }
+}
+
+pub(crate) fn env_config() -> Result<regcache_config, Error> {
+    let env_err = |e: String| Error::new(REGCACHE_ERR_CONFIG_ENV, e);
+    let c = Config::from_env().map_err(|e| env_err(e.to_string()))?;
+    let mut out = default_config();
+    out.max_regions = c.max_regions as u64;
+    out.max_bytes = c.max_bytes;
+    out.merge = c.merge as u32;
+    if let Ok(v) = std::env::var("REGCACHE_REGISTRAR") {
+        out.registrar = match v.trim() {
+            "auto" => 0,
+            "pin" => 1,
+            "verbs" => 2,
+            _ => {
+                return Err(env_err(format!(
+                    "REGCACHE_REGISTRAR={v:?} is not valid: expected one of auto, pin, verbs"
+                )));
+            }
+        };
+    }
+    out.monitor = monitor_to_c(c.monitor) as u32;
+    Ok(out)
+}
+
+/// Fill `out` with the built-in defaults (no environment).
+///
+/// # Errors
+/// `REGCACHE_ERR_NULL_ARGUMENT`.
+///
+/// # Safety
+/// `out` is NULL or valid for one write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_config_default(out: *mut regcache_config) -> regcache_result {
+    // SAFETY: out is NULL or writable (contract).
+    ffi_guard(|| unsafe { write_out(out, "out", default_config()) })
+}
+
+/// Fill `out` with the defaults overridden by `REGCACHE_MAX_REGIONS`,
+/// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE`, `REGCACHE_REGISTRAR` and
+/// `REGCACHE_MONITOR` where set.
+///
+/// # Errors
+/// `REGCACHE_ERR_CONFIG_ENV` for a malformed variable: `regcache_last_error`
+/// names the variable, its value and what is accepted; `out` is untouched.
+///
+/// # Safety
+/// `out` is NULL or valid for one write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn regcache_config_from_env(out: *mut regcache_config) -> regcache_result {
+    ffi_guard(|| {
+        let out = Out::new(out, "out")?;
+        let c = env_config()?;
+        // SAFETY: out is non-NULL and writable (contract).
+        unsafe { out.write(c) }
+    })
+}
+
+/// Check a C configuration and convert it: the registrar to open and the
+/// cache's configuration.
+///
+/// # Errors
+/// `REGCACHE_ERR_INVALID_ARGUMENT`: a zero limit, `merge` not 0 or 1, an
+/// unknown registrar or monitor, a nonzero `reserved`.
+pub(crate) fn checked(c: &regcache_config) -> Result<(RegistrarKind, Config), Error> {
+    let bad = |what: String| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, what);
+    if c.max_regions == 0 || c.max_bytes == 0 {
+        return Err(bad("max_regions and max_bytes must be at least 1".into()));
+    }
+    if c.merge > 1 || c.reserved != 0 {
+        return Err(bad(format!(
+            "merge must be 0 or 1 (is {}), reserved must be 0 (is {})",
+            c.merge, c.reserved
+        )));
+    }
+    let kind =
+        kind_of(c.registrar).ok_or_else(|| bad(format!("unknown registrar {}", c.registrar)))?;
+    let monitor =
+        monitor_of(c.monitor).ok_or_else(|| bad(format!("unknown monitor {}", c.monitor)))?;
+    let config = Config {
+        max_regions: usize::try_from(c.max_regions).unwrap_or(usize::MAX),
+        max_bytes: c.max_bytes,
+        merge: c.merge == 1,
+        monitor: monitor_from_c(monitor),
+    };
+    Ok((kind, config))
+}
