@@ -48,7 +48,6 @@
 //! empty queries at their address, as [`AddrRange`]'s predicates say.
 
 use std::collections::BTreeMap;
-use std::ops::RangeInclusive;
 
 use crate::queue::Cookie;
 use crate::range::AddrRange;
@@ -166,9 +165,18 @@ impl<V, Id: IntervalId> IntervalIndex<V, Id> {
         self.map.iter().map(|(&(_, id), (r, v))| (*r, id, v))
     }
 
-    /// The keys of entries starting in `[lo, hi]`, every id included.
-    fn window(lo: u64, hi: u64) -> RangeInclusive<(u64, Id)> {
-        (lo, Id::MIN)..=(hi, Id::MAX)
+    /// The entries starting in `[lo, hi]` (`lo <= hi`), every id included,
+    /// whose range passes `keep`: every query is one of these scans.
+    fn scan<'a>(
+        &'a self,
+        lo: u64,
+        hi: u64,
+        keep: impl Fn(&AddrRange) -> bool + 'a,
+    ) -> impl DoubleEndedIterator<Item = (AddrRange, Id, &'a V)> + 'a {
+        self.map
+            .range((lo, Id::MIN)..=(hi, Id::MAX))
+            .filter(move |(_, (e, _))| keep(e))
+            .map(|(&(_, id), (e, v))| (*e, id, v))
     }
 
     /// Entries sharing at least one byte with `r`, in `(start, id)` order.
@@ -177,24 +185,9 @@ impl<V, Id: IntervalId> IntervalIndex<V, Id> {
         &self,
         r: AddrRange,
     ) -> impl DoubleEndedIterator<Item = (AddrRange, Id, &V)> + '_ {
-        // Starts at r.end() cannot overlap: the window stops before them.
-        let lo = r.start().saturating_sub(self.max_len);
-        self.map
-            .range((lo, Id::MIN)..(r.end(), Id::MIN))
-            .filter(move |(_, (e, _))| e.overlaps(&r))
-            .map(|(&(_, id), (e, v))| (*e, id, v))
-    }
-
-    /// As [`IntervalIndex::overlapping`], the values mutable.
-    pub fn overlapping_mut(
-        &mut self,
-        r: AddrRange,
-    ) -> impl DoubleEndedIterator<Item = (AddrRange, Id, &mut V)> + '_ {
-        let lo = r.start().saturating_sub(self.max_len);
-        self.map
-            .range_mut((lo, Id::MIN)..(r.end(), Id::MIN))
-            .filter(move |(_, (e, _))| e.overlaps(&r))
-            .map(|(&(_, id), (e, v))| (*e, id, v))
+        // Whatever overlaps `r` touches it: touching()'s scan, filtered
+        // finer (it also drops entries that start at `r.end()`).
+        self.touching(r).filter(move |(e, ..)| e.overlaps(&r))
     }
 
     /// Entries overlapping `r` or adjacent to it (ending at `r.start()` or
@@ -205,10 +198,7 @@ impl<V, Id: IntervalId> IntervalIndex<V, Id> {
         r: AddrRange,
     ) -> impl DoubleEndedIterator<Item = (AddrRange, Id, &V)> + '_ {
         let lo = r.start().saturating_sub(self.max_len);
-        self.map
-            .range(Self::window(lo, r.end()))
-            .filter(move |(_, (e, _))| e.touches(&r))
-            .map(|(&(_, id), (e, v))| (*e, id, v))
+        self.scan(lo, r.end(), move |e| e.touches(&r))
     }
 
     /// Entries containing all of `r`, nearest start first (descending
@@ -219,11 +209,7 @@ impl<V, Id: IntervalId> IntervalIndex<V, Id> {
     /// r.start()]`, whose entries are all too short: nothing matches.
     pub fn covering(&self, r: AddrRange) -> impl Iterator<Item = (AddrRange, Id, &V)> + '_ {
         let lo = r.end().saturating_sub(self.max_len).min(r.start());
-        self.map
-            .range(Self::window(lo, r.start()))
-            .rev()
-            .filter(move |(_, (e, _))| e.contains(&r))
-            .map(|(&(_, id), (e, v))| (*e, id, v))
+        self.scan(lo, r.start(), move |e| e.contains(&r)).rev()
     }
 }
 
@@ -315,8 +301,12 @@ mod tests {
                         for e in m.iter_mut().filter(|e| e.0.overlaps(&q)) {
                             e.2 = e.2.wrapping_add(1);
                         }
-                        for (_, _, v) in ix.overlapping_mut(q) {
-                            *v = v.wrapping_add(1);
+                        let hit: Vec<(u64, u8)> =
+                            ix.overlapping(q).map(|(x, id, _)| (x.start(), id)).collect();
+                        for (s, id) in hit {
+                            if let Some((_, v)) = ix.get_mut(s, id) {
+                                *v = v.wrapping_add(1);
+                            }
                         }
                     }
                     Op::Query(q) => {

@@ -80,12 +80,19 @@ impl Spans {
     /// Count a cookie registered (`up`) or unregistered over `r` in every
     /// span it overlaps.
     pub(super) fn adjust(&mut self, r: AddrRange, up: bool) {
-        for (_, (), refs) in self.map.overlapping_mut(r) {
-            *refs = if up {
-                refs.saturating_add(1)
-            } else {
-                refs.saturating_sub(1)
-            };
+        let hit: Vec<u64> = self
+            .map
+            .overlapping(r)
+            .map(|(span, ..)| span.start())
+            .collect();
+        for start in hit {
+            if let Some((_, refs)) = self.map.get_mut(start, ()) {
+                *refs = if up {
+                    refs.saturating_add(1)
+                } else {
+                    refs.saturating_sub(1)
+                };
+            }
         }
     }
 
