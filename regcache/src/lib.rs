@@ -91,10 +91,9 @@ pub use cache::{
 };
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
-pub use registrar::{Registrar, RegistrarError};
+pub use registrar::{
+    AnyRegion, AnyRegistrar, Registrar, RegistrarError, RegistrarKind, open_registrar,
+};
 pub use stats::{STRIPES, Stats, ThisThread, this_thread, thread_stripe};
 pub use umn::{AddrRange, RangeError, page_size};
-pub use verbs::{
-    AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,
-    VerbsRegistrar, open_registrar,
-};
+pub use verbs::{MemoryRegion, ProtectionDomain, RdmaDevice, VerbsRegistrar};

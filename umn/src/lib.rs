@@ -93,6 +93,9 @@
 //!   intersection of the event with the registered range.
 //! - uffd registration covers whole VMAs, counted per span, never
 //!   unregistered eagerly (UNREGISTER walks page tables).
+//! - Registrations, VMA spans (and the cache's regions, in `regcache`) are
+//!   found by overlap in one structure, [`IntervalIndex`]: a `BTreeMap` by
+//!   start and a bound on the longest entry.
 
 // Under loom only the modelled protocol is built; the OS sources are not.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
@@ -103,6 +106,7 @@ mod error;
 mod generation;
 #[cfg(not(loom))]
 pub mod hooks;
+mod interval;
 #[cfg(not(loom))]
 mod kernel;
 #[cfg(not(loom))]
@@ -120,6 +124,7 @@ mod vma;
 
 pub use error::{Error, Result};
 pub use generation::Generation;
+pub use interval::{IntervalId, IntervalIndex};
 #[cfg(not(loom))]
 pub use kernel::{DEVICE_PATH, RegionWord};
 #[cfg(not(loom))]

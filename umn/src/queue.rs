@@ -16,9 +16,10 @@
 //! The hint is the part of the registration the event covered (the
 //! intersection of the event's range with the registered range).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::generation::Generation;
+use crate::interval::IntervalIndex;
 use crate::range::AddrRange;
 
 /// The caller's 64-bit name for a registration (ummunotify `user_cookie`).
@@ -76,12 +77,10 @@ pub(crate) enum QueueError {
 /// Registrations and pending events.
 #[derive(Debug, Default)]
 pub(crate) struct EventQueue {
-    /// (start, cookie) → end: ordered by start for the interval scan.
-    by_start: BTreeMap<(u64, Cookie), u64>,
+    /// Registrations by (start, cookie), for the interval match: two
+    /// cookies may register the same range.
+    by_start: IntervalIndex<(), Cookie>,
     by_cookie: HashMap<Cookie, AddrRange>,
-    /// An upper bound of every registered length: a registration that
-    /// overlaps `[s, e)` starts in `[s - max_len, e)`.
-    max_len: u64,
     /// cookie → (tag, hint). The tag tells stale FIFO entries apart after
     /// an unregister and re-register of the same cookie.
     pending: HashMap<Cookie, (u64, Option<AddrRange>)>,
@@ -96,18 +95,14 @@ impl EventQueue {
             return Err(QueueError::Duplicate);
         }
         self.by_cookie.insert(cookie, range);
-        self.by_start.insert((range.start(), cookie), range.end());
-        self.max_len = self.max_len.max(range.len());
+        self.by_start.insert(range, cookie, ());
         Ok(())
     }
 
     pub(crate) fn unregister(&mut self, cookie: Cookie) -> Result<AddrRange, QueueError> {
         let range = self.by_cookie.remove(&cookie).ok_or(QueueError::Unknown)?;
-        self.by_start.remove(&(range.start(), cookie));
+        self.by_start.remove(range.start(), cookie);
         self.pending.remove(&cookie);
-        if self.by_cookie.is_empty() {
-            self.max_len = 0;
-        }
         Ok(range)
     }
 
@@ -132,14 +127,10 @@ impl EventQueue {
         if ev.is_empty() {
             return false;
         }
-        let lo = ev.start().saturating_sub(self.max_len);
         let hits: Vec<(Cookie, AddrRange)> = self
             .by_start
-            .range((lo, Cookie(0))..(ev.end(), Cookie(0)))
-            .filter_map(|(&(s, c), &e)| {
-                let r = AddrRange::new(s, e).ok()?;
-                ev.intersection(&r).map(|i| (c, i))
-            })
+            .overlapping(ev)
+            .filter_map(|(r, c, ())| ev.intersection(&r).map(|i| (c, i)))
             .collect();
         for &(c, hint) in &hits {
             self.mark(c, Some(hint));

@@ -1,7 +1,12 @@
-//! The [`Registrar`] trait: what actually registers memory.
+//! The [`Registrar`] trait: what actually registers memory, and
+//! [`AnyRegistrar`], the one chosen at run time (`any.rs`).
 
 use crate::{AccessFlags, Keys};
 use umn::AddrRange;
+
+mod any;
+
+pub use any::{AnyRegion, AnyRegistrar, RegistrarKind, open_registrar};
 
 /// Why a registrar failed. One variant per failure callers branch on; each
 /// names the C call that failed and carries the OS error.

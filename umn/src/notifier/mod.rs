@@ -1,18 +1,56 @@
 //! [`Notifier`]: one API over every invalidation source.
+//!
+//! A notifier has one of two backends. `Kernel` forwards every call to the
+//! device (`crate::kernel`), which keeps registrations, matches events and
+//! queues them itself. `Local` — the `Uffd` and `External` sources — does
+//! that work in this process, in three layers:
+//!
+//! - writers (the userfaultfd monitor, the hooks, `notify_unmapped`)
+//!   record raw ranges into [`Shared`] (`shared.rs`): atomics and a
+//!   lock-free ring, nothing that can block them;
+//! - the caller's threads, under the notifier's one `Mutex` (`Inner`),
+//!   *pump* the ring into the event queue (`crate::queue`), which matches
+//!   ranges to cookies, and carve the VMA spans registered with the uffd
+//!   (`spans.rs`);
+//! - the process-wide table of live notifiers (`fork.rs`) lets the fork
+//!   child handler and the hooks reach every notifier without a lock.
+//!
+//! ## Order of a pump
+//!
+//! `pump` first helps (reads the uffd itself if it is readable), then
+//! waits for the generation to settle (`GenCell::settle`), and only then
+//! pops the ring: every event that was busy when it looked is in the ring
+//! by then, so the generation it returns is one the queue is complete up
+//! to. A moving `mremap` reports REMAP(old) then UNMAP(old) for one system
+//! call; the echo is dropped so the counter moves once. Overflow of the
+//! ring turns into "everything invalid" and forgets every span.
+//!
+//! `register` and `unregister` pump before they change the queue, so an
+//! event that happened before a registration existed does not hit it, and
+//! one that happened while it was live still counts (as the kernel device,
+//! which counts at event time).
 
-use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::generation::{GenCell, Generation};
+use crate::generation::Generation;
 use crate::kernel::KernelDev;
 use crate::queue::{Cookie, Event, EventQueue, Invalidation, QueueError};
 use crate::range::{AddrRange, RangeError};
-use crate::ring::{RawEvent, RawKind, Ring};
+use crate::ring::{RawEvent, RawKind};
 use crate::{sys, uffd, vma};
+
+mod fork;
+mod shared;
+mod spans;
+
+pub(crate) use fork::for_each_live;
+use fork::{add_live, remove_live};
+pub(crate) use shared::Shared;
+use spans::Spans;
 
 /// Which invalidation source to open, or which one was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,198 +87,6 @@ impl Default for Options {
         Self {
             monitor_cpu: None,
             ring_capacity: 4096,
-        }
-    }
-}
-
-/// State shared by the caller's threads, the monitor thread and the hooks.
-/// Every field is an atomic or the lock-free ring: nothing here can block
-/// a writer.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) word: GenCell,
-    pub(crate) ring: Ring,
-    /// Set by a writer whose push found the ring full, before its `end`.
-    overflow: AtomicBool,
-    /// Pollable eventfd, poked after every batch of writes.
-    efd: AtomicI32,
-    /// The notifier's uffd descriptor (helping lookups read it); -1 none.
-    uffd: AtomicI32,
-    /// The monitor's own duplicate; -1 once closed.
-    pub(crate) mon_uffd: AtomicI32,
-    /// Wakes the monitor for shutdown.
-    stop: AtomicI32,
-    /// Set in a fork child.
-    forked: AtomicBool,
-}
-
-impl Shared {
-    /// Put one raw event in the ring (between the writer's begin and end).
-    pub(crate) fn record(&self, ev: RawEvent) {
-        if !self.ring.push(ev) {
-            // Published by the writer's `end` (Release).
-            self.overflow.store(true, Ordering::Relaxed);
-        }
-    }
-
-    /// Wake poll/epoll users.
-    pub(crate) fn poke(&self) {
-        let fd = self.efd.load(Ordering::Relaxed);
-        if fd >= 0 {
-            let _ = sys::write_u64(fd, 1);
-        }
-    }
-
-    /// A complete write: begin, record, end, poke. Used by hooks and
-    /// `notify_unmapped`.
-    pub(crate) fn write(&self, ev: RawEvent) {
-        self.word.begin();
-        self.poke();
-        self.record(ev);
-        self.word.end();
-    }
-
-    pub(crate) fn is_forked(&self) -> bool {
-        self.forked.load(Ordering::Acquire)
-    }
-
-    fn take_fd(a: &AtomicI32) {
-        sys::close(a.swap(-1, Ordering::AcqRel));
-    }
-
-    /// In a fork child (single-threaded, async-signal-safe calls only):
-    /// the monitor does not exist here, the child's VMAs lost their uffd
-    /// context (no EVENT_FORK). Close the inherited descriptors, advance the
-    /// generation past anything cached, and flag everything invalid.
-    fn after_fork_child(&self) {
-        self.forked.store(true, Ordering::Release);
-        Self::take_fd(&self.uffd);
-        Self::take_fd(&self.mon_uffd);
-        Self::take_fd(&self.stop);
-        self.overflow.store(true, Ordering::Relaxed);
-        self.word.reset_after_fork();
-        self.poke();
-    }
-}
-
-// ---- process-wide table of live local notifiers (fork handler, hooks) ----
-
-const MAX_LIVE: usize = 64;
-static LIVE: [AtomicPtr<Shared>; MAX_LIVE] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_LIVE];
-/// Hooks currently walking `LIVE`; a notifier leaving the table waits for 0.
-static WALKERS: AtomicUsize = AtomicUsize::new(0);
-static ATFORK: Once = Once::new();
-
-extern "C" fn atfork_child() {
-    WALKERS.store(0, Ordering::Relaxed); // no other thread survived fork
-    for slot in &LIVE {
-        let p = slot.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: pointers in LIVE are kept alive by their Notifier
-            // until removed (remove_live), and the child is single-threaded.
-            unsafe { &*p }.after_fork_child();
-        }
-    }
-}
-
-fn add_live(s: &Arc<Shared>) -> Option<usize> {
-    ATFORK.call_once(|| {
-        // SAFETY: registering a plain extern "C" fn with no preconditions.
-        unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
-    });
-    let p = Arc::as_ptr(s).cast_mut();
-    LIVE.iter().position(|slot| {
-        slot.compare_exchange(std::ptr::null_mut(), p, Ordering::SeqCst, Ordering::Relaxed)
-            .is_ok()
-    })
-}
-
-fn remove_live(slot: usize) {
-    LIVE[slot].store(std::ptr::null_mut(), Ordering::SeqCst);
-    // Dekker with `for_each_live`: a walker either incremented WALKERS
-    // before our load (we wait for it) or loads the slot after our store.
-    while WALKERS.load(Ordering::SeqCst) != 0 {
-        std::thread::yield_now();
-    }
-}
-
-/// Call `f` on every live, non-forked local notifier. Lock-free,
-/// allocation-free (the hooks use it).
-pub(crate) fn for_each_live(mut f: impl FnMut(&Shared)) {
-    WALKERS.fetch_add(1, Ordering::SeqCst);
-    for slot in &LIVE {
-        let p = slot.load(Ordering::SeqCst);
-        if !p.is_null() {
-            // SAFETY: remove_live waits for WALKERS to drop to 0 before
-            // the Notifier releases its Arc, so `p` is alive here.
-            let s = unsafe { &*p };
-            if !s.is_forked() {
-                f(s);
-            }
-        }
-    }
-    WALKERS.fetch_sub(1, Ordering::SeqCst);
-}
-
-// ---- registered VMA spans (userfaultfd) ----
-
-/// VMA spans registered with our uffd: start → (end, live cookies
-/// overlapping). Spans are whole VMAs as they were when registered; an
-/// UNMAP/REMAP event carves the affected part out. Idle spans (0 cookies)
-/// stay registered: `UFFDIO_UNREGISTER` walks page tables (25–32 ms per
-/// GiB measured) and the memory is usually about to be unmapped anyway.
-#[derive(Debug, Default)]
-struct Spans {
-    map: BTreeMap<u64, (u64, u32)>,
-}
-
-impl Spans {
-    fn covering(&self, addr: u64) -> Option<u64> {
-        let (_, &(end, _)) = self.map.range(..=addr).next_back()?;
-        (end > addr).then_some(end)
-    }
-
-    fn overlapping(&self, r: AddrRange) -> Vec<u64> {
-        let mut v: Vec<u64> = self
-            .map
-            .range(..r.end())
-            .rev()
-            .take_while(|(_, (e, _))| *e > r.start())
-            .map(|(s, _)| *s)
-            .collect();
-        v.reverse();
-        v
-    }
-
-    fn carve(&mut self, r: AddrRange) {
-        for s in self.overlapping(r) {
-            let Some((e, refs)) = self.map.remove(&s) else {
-                continue;
-            };
-            if s < r.start() {
-                self.map.insert(s, (r.start(), refs));
-            }
-            if e > r.end() {
-                self.map.insert(r.end(), (e, refs));
-            }
-        }
-    }
-
-    fn insert(&mut self, r: AddrRange) {
-        self.carve(r);
-        self.map.insert(r.start(), (r.end(), 0));
-    }
-
-    fn adjust(&mut self, r: AddrRange, up: bool) {
-        for s in self.overlapping(r) {
-            if let Some((_, refs)) = self.map.get_mut(&s) {
-                *refs = if up {
-                    refs.saturating_add(1)
-                } else {
-                    refs.saturating_sub(1)
-                };
-            }
         }
     }
 }
@@ -397,16 +243,7 @@ impl Notifier {
         } else {
             (-1, -1)
         };
-        let shared = Arc::new(Shared {
-            word: GenCell::new(),
-            ring: Ring::with_capacity(opts.ring_capacity),
-            overflow: AtomicBool::new(false),
-            efd: AtomicI32::new(efd),
-            uffd: AtomicI32::new(ufd),
-            mon_uffd: AtomicI32::new(mon),
-            stop: AtomicI32::new(stop),
-            forked: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(opts.ring_capacity, efd, ufd, mon, stop));
         let monitor = if with_uffd {
             let sh = shared.clone();
             let cpu = opts.monitor_cpu;
@@ -732,7 +569,7 @@ impl Notifier {
     /// sources). Registrations inside one VMA share a span.
     pub fn registered_spans(&self) -> usize {
         match &self.backend {
-            Backend::Local(l) => Self::lock(l).spans.map.len(),
+            Backend::Local(l) => Self::lock(l).spans.len(),
             Backend::Kernel(_) => 0,
         }
     }
