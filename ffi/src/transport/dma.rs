@@ -31,6 +31,12 @@ mod types;
 pub use types::*;
 use types::{config_of, path_of, range_of};
 
+/// A malformed `REGCACHE_TRANSPORT_*` variable, as the C API reports it
+/// (the same code as a malformed `REGCACHE_*` cache variable).
+fn env_err(e: dma::ConfigError) -> Error {
+    Error::new(REGCACHE_ERR_CONFIG_ENV, e.to_string())
+}
+
 // A registry is shared by every sending thread (`object::live`: shared
 // borrows only); a receiver is used by one thread at a time
 // (`object::live_mut`: the `&mut` is unique by that contract).
@@ -122,11 +128,14 @@ pub struct regcache_dma_receiver {
     _private: [u8; 0],
 }
 
-/// Fill `out` with the default registry tunables (environment included:
-/// `REGCACHE_TRANSPORT_FORCE_BOUNCE=1`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`).
+/// Fill `out` with the default registry tunables, environment included
+/// (`REGCACHE_TRANSPORT_FORCE_BOUNCE`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`,
+/// `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES`; README).
 ///
 /// # Errors
-/// `REGCACHE_ERR_NULL_ARGUMENT`.
+/// `REGCACHE_ERR_NULL_ARGUMENT`; `REGCACHE_ERR_CONFIG_ENV` when a
+/// `REGCACHE_TRANSPORT_*` variable is malformed (the detail names it and
+/// the accepted values).
 ///
 /// # Safety
 /// `out` is NULL or valid for a write.
@@ -135,7 +144,7 @@ pub unsafe extern "C" fn regcache_dma_config_default(
     out: *mut regcache_dma_config,
 ) -> regcache_result {
     ffi_guard(|| {
-        let c = regcache_dma_config::from(&Config::default());
+        let c = regcache_dma_config::from(&Config::from_env().map_err(env_err)?);
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", c) }
     })
@@ -147,8 +156,9 @@ pub unsafe extern "C" fn regcache_dma_config_default(
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
 /// name: empty, with `/`, over 200 bytes or not UTF-8; unknown mode; bad
-/// config), `REGCACHE_ERR_EXISTS`, `REGCACHE_ERR_NOT_FOUND`,
-/// `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
+/// config), `REGCACHE_ERR_CONFIG_ENV` (NULL `config` and a malformed
+/// `REGCACHE_TRANSPORT_*` variable), `REGCACHE_ERR_EXISTS`,
+/// `REGCACHE_ERR_NOT_FOUND`, `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
 /// `REGCACHE_ERR_BAD_SHARED_LAYOUT` (not a registry of this build).
 ///
 /// # Safety
@@ -166,7 +176,7 @@ pub unsafe extern "C" fn regcache_dma_registry_open(
         // SAFETY: contract.
         let name = unsafe { name_of(name) }?;
         let config = if config.is_null() {
-            Config::default()
+            Config::from_env().map_err(env_err)?
         } else {
             // SAFETY: non-NULL and readable (contract).
             config_of(unsafe { &*config })?

@@ -111,6 +111,23 @@ static void test_config(void)
     unsetenv("REGCACHE_TRANSPORT_CMA_MIN_BYTES");
     unsetenv("REGCACHE_TRANSPORT_FORCE_BOUNCE");
     unsetenv("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES");
+
+    /* A malformed variable is an error naming it, never a silent default;
+     * the output is left as it was. */
+    setenv("REGCACHE_TRANSPORT_CMA_MIN_BYTES", "lots", 1);
+    regcache_dma_config e = d;
+    EXPECT(regcache_dma_config_default(&e), REGCACHE_ERR_CONFIG_ENV);
+    CHECK(memcmp(&e, &d, sizeof e) == 0);
+    char why[256];
+    size_t n = 0;
+    EXPECT(regcache_last_error(why, sizeof why, &n), REGCACHE_OK);
+    CHECK(strstr(why, "REGCACHE_TRANSPORT_CMA_MIN_BYTES") != NULL);
+    regcache_dma_registry *r = (regcache_dma_registry *)0x1;
+    EXPECT(regcache_dma_registry_open("regcache-transport-test-badenv", REGCACHE_DMA_CREATE, NULL,
+                                      &r),
+           REGCACHE_ERR_CONFIG_ENV);
+    CHECK(r == (regcache_dma_registry *)0x1);
+    unsetenv("REGCACHE_TRANSPORT_CMA_MIN_BYTES");
 }
 
 static void test_registry_errors(const char *name)
