@@ -906,11 +906,14 @@ enum regcache_result regcache_dma_key_from_fd(int fd,
 // dereferenced.
 enum regcache_result regcache_dma_key_from_addr(const void *addr, struct regcache_dma_key *out);
 
-// Fill `out` with the default registry tunables (environment included:
-// `REGCACHE_TRANSPORT_FORCE_BOUNCE=1`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`).
+// Fill `out` with the default registry tunables, environment included
+// (`REGCACHE_TRANSPORT_FORCE_BOUNCE`, `REGCACHE_TRANSPORT_CMA_MIN_BYTES`,
+// `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES`; README).
 //
 // # Errors
-// `REGCACHE_ERR_NULL_ARGUMENT`.
+// `REGCACHE_ERR_NULL_ARGUMENT`; `REGCACHE_ERR_CONFIG_ENV` when a
+// `REGCACHE_TRANSPORT_*` variable is malformed (the detail names it and
+// the accepted values).
 //
 // # Safety
 // `out` is NULL or valid for a write.
@@ -922,8 +925,9 @@ enum regcache_result regcache_dma_config_default(struct regcache_dma_config *out
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (bad
 // name: empty, with `/`, over 200 bytes or not UTF-8; unknown mode; bad
-// config), `REGCACHE_ERR_EXISTS`, `REGCACHE_ERR_NOT_FOUND`,
-// `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
+// config), `REGCACHE_ERR_CONFIG_ENV` (NULL `config` and a malformed
+// `REGCACHE_TRANSPORT_*` variable), `REGCACHE_ERR_EXISTS`,
+// `REGCACHE_ERR_NOT_FOUND`, `REGCACHE_ERR_SHM`, `REGCACHE_ERR_SEGMENT_TOO_SMALL`,
 // `REGCACHE_ERR_BAD_SHARED_LAYOUT` (not a registry of this build).
 //
 // # Safety
