@@ -69,8 +69,11 @@
 //! panic.
 //!
 //! ## For the detail-oriented
-//! The hit path, the slot state word, and the LRU scheme are described at
-//! the top of `src/cache.rs`.
+//! The journey of a get is told in the module docs of `src/cache/`:
+//! `mod.rs` gives the overview, then the hit and deferred release
+//! (`deferred.rs`), the slot state word (`slot.rs`), the miss (`miss.rs`),
+//! the interval index, LRU and eviction (`index.rs`), and invalidation
+//! (`invalidate.rs`). The per-thread index is in `src/thread.rs`.
 //!
 //! ### Hit-path costs
 //! Measured with `cargo bench -p regcache-bench --bench cache` (criterion);
@@ -82,7 +85,9 @@ mod config;
 mod pin;
 mod registrar;
 mod stats;
+mod sync;
 mod sys;
+mod thread;
 mod verbs;
 
 pub use access::{AccessFlags, Keys, LKey, RKey};
@@ -92,7 +97,8 @@ pub use cache::{
 pub use config::{Config, ConfigError, MonitorKind, parse_size};
 pub use pin::{PinRegistrar, PinnedRegion};
 pub use registrar::{Registrar, RegistrarError};
-pub use stats::{STRIPES, Stats, ThisThread, this_thread, thread_stripe};
+pub use stats::Stats;
+pub use thread::{STRIPES, ThisThread, this_thread, thread_stripe};
 pub use umn::{AddrRange, RangeError, page_size};
 pub use verbs::{
     AnyRegion, AnyRegistrar, MemoryRegion, ProtectionDomain, RdmaDevice, RegistrarKind,
