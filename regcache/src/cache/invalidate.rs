@@ -27,7 +27,7 @@
 
 use super::Cache;
 use super::index::Index;
-use super::slot::Killed;
+use super::state::Killed;
 use crate::stats::add;
 use crate::{CacheError, MonitorKind, Registrar};
 use std::sync::Mutex;

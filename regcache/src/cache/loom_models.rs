@@ -1,9 +1,9 @@
 //! Loom models of the slot state word and of deferred release.
 //!
 //! They drive the real [`StateWord`] and [`Deferred`] methods (the cache
-//! calls the same ones, in the same order, from `deferred.rs`,
-//! `invalidate.rs` and `index.rs`), with the atomics of `crate::sync`
-//! switched to loom's. What stands in for the cache: a *region* that is a
+//! calls the same ones, in the same order, from `hit.rs`, `invalidate.rs`
+//! and `index.rs`), with the atomics of `crate::sync` switched to loom's.
+//! What stands in for the cache: a *region* that is a
 //! loom `UnsafeCell` holding 1 while registered, written by `deregister`
 //! and read by every holder while it uses the region, so loom reports a
 //! deregistration that is not ordered after every use (a missing
@@ -19,7 +19,7 @@
 //! corresponding model must then fail (xtask checks that it does).
 
 use super::deferred::{Deferred, DeferredTables};
-use super::slot::{Killed, StateWord};
+use super::state::{Killed, StateWord};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::AtomicUsize;

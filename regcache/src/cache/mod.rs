@@ -11,21 +11,21 @@
 //!    requests in the same pages should share a registration. A get that
 //!    sees the invalidation source's generation move, or a fork, first
 //!    catches up (`invalidate.rs`).
-//! 2. **The hit** (`deferred.rs`): this thread's deferred-release table,
-//!    then a direct-mapped hint table (a software TLB) name a slot; one
-//!    CAS on the slot's state word takes a reference. No lock, no
-//!    allocation, no system call.
-//! 3. **Slots and the state word** (`slot.rs`): regions live in slots that
-//!    are recycled but never freed; one atomic word per slot holds the
-//!    incarnation, the LIVE bit and the reference count, and every
-//!    transition of the protocol is a method on it.
+//! 2. **The hit** (`hit.rs`): this thread's deferred-release table
+//!    (`deferred.rs`), then a direct-mapped hint table (a software TLB)
+//!    name a slot; one CAS on the slot's state word takes a reference. No
+//!    lock, no allocation, no system call.
+//! 3. **Slots and the state word** (`slot.rs`, `state.rs`): regions live
+//!    in slots that are recycled but never freed; one atomic word per slot
+//!    holds the incarnation, the LIVE bit and the reference count, and
+//!    every transition of the protocol is a method on it.
 //! 4. **The miss** (`miss.rs`): lookup in the authoritative index under
 //!    the read lock, reserve a slot and watch the range, register outside
 //!    any lock (`ibv_reg_mr` takes 10–100 µs), publish under the write lock
 //!    — or find that another thread won the race.
 //! 5. **The index** (`index.rs`): the interval index by start address,
 //!    exact LRU by release stamps re-keyed lazily, and eviction.
-//! 6. **Release** (`deferred.rs`): the reference goes back into the
+//! 6. **Release** (`hit.rs`, `deferred.rs`): the reference goes back into the
 //!    thread's deferred table while the region is LIVE, else the count is
 //!    decremented; the last release of an invalidated region deregisters
 //!    it.
@@ -33,18 +33,19 @@
 //!    invalidation, fork; killing a region (clearing LIVE) and retiring it
 //!    (deregistering, recycling the slot) exactly once.
 //!
-//! The protocols on the state word and the deferred tables are model-
-//! checked with loom (`loom_models.rs`); see `docs/ARCHITECTURE.md` for the
-//! invariants.
+//! The protocols of the state word and the deferred tables are
+//! model-checked with loom (`loom_models.rs`; under `cfg(loom)` the crate
+//! is only those two modules and the models, see `lib.rs`); see
+//! `docs/ARCHITECTURE.md` for the invariants.
 
 mod deferred;
 mod handle;
+mod hit;
 mod index;
 mod invalidate;
-#[cfg(all(test, loom))]
-mod loom_models;
 mod miss;
 mod slot;
+mod state;
 
 pub use deferred::DEFERRED;
 pub use handle::{Got, Handle, RawHandle, RegionInfo, Token};
