@@ -289,14 +289,15 @@ impl<R: Registrar> Cache<R> {
     /// The request widened to pages; an error for an empty or overflowing
     /// one.
     #[inline(always)]
-    fn widen(&self, range: AddrRange) -> Result<AddrRange, CacheError> {
+    fn widen(&self, range: AddrRange) -> Result<AddrRange, RangeError> {
+        // `RangeError` has no drop glue: the C fast path discards it with
+        // no call.
         if range.is_empty() {
             return Err(RangeError::Empty {
                 start: range.start(),
-            }
-            .into());
+            });
         }
-        Ok(range.align_out(1u64.wrapping_shl(self.page_shift))?)
+        range.align_out(1u64.wrapping_shl(self.page_shift))
     }
 
     /// Checks and events common to every get: the request widened to

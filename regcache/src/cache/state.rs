@@ -129,6 +129,8 @@ impl StateWord {
     /// with no references, so a concurrent hit either lands first (and
     /// the eviction gives up) or fails its CAS.
     pub(super) fn kill(&self, only_idle: bool) -> Killed {
+        // (`mut` unused in the deliberately broken loom build.)
+        #[cfg_attr(regcache_loom_break = "state", allow(unused_mut))]
         let mut st = self.load(Acquire);
         loop {
             if !st.is_live() || (only_idle && st.refs() != 0) {
