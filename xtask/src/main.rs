@@ -212,6 +212,10 @@ fn test(_root: &Path) -> Result<()> {
         ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;
+    // ... and the cache's slot state word and deferred release: the models
+    // must pass, and each must fail with its protocol step deliberately
+    // broken (else it would not be checking anything).
+    regcache_loom()?;
     capi::test(_root)?;
     capi::keyed_dma_test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
@@ -223,6 +227,50 @@ fn test(_root: &Path) -> Result<()> {
         } else {
             kmod::kmod(_root, 1500, false)?;
         }
+    }
+    Ok(())
+}
+
+/// The regcache loom models (`regcache/src/cache/loom_models.rs`): passing in
+/// `target/loom`, then each must-fail twin with its
+/// `--cfg regcache_loom_break=...` in a target directory of its own (the
+/// flag rebuilds everything).
+fn regcache_loom() -> Result<()> {
+    let test = |rustflags: &str, target: &str, filter: &str| {
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--locked",
+            "-p",
+            "regcache",
+            "--lib",
+            "--release",
+            filter,
+        ])
+        .env("RUSTFLAGS", rustflags)
+        .env("CARGO_TARGET_DIR", target);
+        cmd
+    };
+    run(&mut test("--cfg loom", "target/loom", "loom_"))?;
+    for (broken, model) in [
+        ("state", "loom_state_word"),
+        ("deferred", "loom_deferred_release"),
+    ] {
+        let flags = format!("--cfg loom --cfg regcache_loom_break=\"{broken}\"");
+        let target = format!("target/loom-break-{broken}");
+        // Build first, so that a build failure is not taken for the model
+        // failing.
+        run(test(&flags, &target, model).arg("--no-run"))?;
+        let mut cmd = test(&flags, &target, model);
+        eprintln!("$ {cmd:?} (must fail)");
+        let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() || !stdout.contains(&format!("{model} ... FAILED")) {
+            bail!(
+                "loom model {model} did not fail with regcache_loom_break=\"{broken}\":\n{stdout}"
+            );
+        }
+        eprintln!("loom model {model} fails as it must with regcache_loom_break=\"{broken}\"");
     }
     Ok(())
 }
