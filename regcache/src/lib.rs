@@ -114,7 +114,8 @@ not_loom! {
 
     pub use access::{AccessFlags, Keys, LKey, RKey};
     pub use cache::{
-        Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle, RegionInfo, Token,
+        Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle, RegionInfo,
+        Token,
     };
     pub use config::{Config, ConfigError, MonitorKind, parse_size};
     pub use pin::{PinRegistrar, PinnedRegion};

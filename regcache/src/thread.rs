@@ -34,8 +34,9 @@ static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 // just linked or preloaded), glibc places its *whole* TLS block (168 bytes
 // for libregcache.so, most of it std's) in the static-TLS surplus, as for
 // libGL or LTTng; the default surplus (`glibc.rtld.optional_static_tls`,
-// 512 bytes) holds it. Checked: dlopen + get + release works. The feature `initial-exec-tls` turns this on (regcache-ffi
-// does); without it, or elsewhere, `thread_local!`.
+// 512 bytes) holds it. Checked: dlopen + get + release works. The
+// feature `initial-exec-tls` turns this on (regcache-ffi does); without
+// it, or elsewhere, `thread_local!`.
 #[cfg(all(
     feature = "initial-exec-tls",
     target_arch = "x86_64",

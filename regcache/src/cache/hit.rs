@@ -20,10 +20,11 @@
 //! [`Cache::try_release_token_fast`]) share one hit function and one
 //! release function, monomorphised on a `const` flag: the fast variants
 //! give up (returning "not done", having changed nothing) where the others
-//! would purge, apply events or decrement. **Invariant:** nothing in this
-//! module or the slot module can panic on the hit or release path; the
-//! lints below enforce it (`get`, never indexing; no `unwrap`, `expect` or
-//! `panic!`).
+//! would purge, apply events or decrement. **Invariant:** nothing on the
+//! hit or release path can panic; the lints below, and the same ones in
+//! `slot.rs`, `state.rs` and `deferred.rs`, enforce it (`get`, never
+//! indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
+//! panics on a bad index, is for the slow paths only.
 
 #![deny(
     clippy::indexing_slicing,

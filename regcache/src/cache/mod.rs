@@ -25,10 +25,10 @@
 //!    — or find that another thread won the race.
 //! 5. **The index** (`index.rs`): the interval index by start address,
 //!    exact LRU by release stamps re-keyed lazily, and eviction.
-//! 6. **Release** (`hit.rs`, `deferred.rs`): the reference goes back into the
-//!    thread's deferred table while the region is LIVE, else the count is
-//!    decremented; the last release of an invalidated region deregisters
-//!    it.
+//! 6. **Release** (`hit.rs`, `deferred.rs`): the reference goes back into
+//!    the thread's deferred table while the region is LIVE, else the count
+//!    is decremented; the last release of an invalidated region
+//!    deregisters it.
 //! 7. **Invalidation** (`invalidate.rs`): events from the source, explicit
 //!    invalidation, fork; killing a region (clearing LIVE) and retiring it
 //!    (deregistering, recycling the slot) exactly once.
