@@ -213,7 +213,25 @@ fn test(_root: &Path) -> Result<()> {
         ])
         .env("RUSTFLAGS", "--cfg loom")
         .env("CARGO_TARGET_DIR", "target/loom"))?;
-    loom_handles()?;
+    // ... and the cache's slot state word and deferred release, and the C
+    // handle table's generations: the models must pass, and each must fail
+    // with its protocol step deliberately broken (else it would not be
+    // checking anything).
+    loom_models(
+        "regcache",
+        "target/loom",
+        "loom_",
+        &[
+            ("state", "loom_state_word"),
+            ("deferred", "loom_deferred_release"),
+        ],
+    )?;
+    loom_models(
+        "regcache-ffi",
+        "target/loom-ffi",
+        "loom",
+        &[("handles", "loom_publish_then_release_on_another_thread")],
+    )?;
     capi::test(_root)?;
     capi::keyed_dma_test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
@@ -229,38 +247,38 @@ fn test(_root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The loom model of the C handle table's generation protocol
-/// (`ffi/src/generation.rs`; under `--cfg loom` the ffi crate builds only
-/// that), then the same model with the publish made Relaxed
-/// (`--cfg regcache_loom_break="handles"`), which must fail: the model is
-/// shown to catch the ordering it is there for. Each in its own target
-/// directory (the flags rebuild everything).
-fn loom_handles() -> Result<()> {
-    let model = |flags: &str, dir: &str| {
-        let mut c = cargo();
-        c.args([
-            "test",
-            "--locked",
-            "-p",
-            "regcache-ffi",
-            "--lib",
-            "--release",
-        ])
-        .env("RUSTFLAGS", flags)
-        .env("CARGO_TARGET_DIR", dir);
-        c
+/// A crate's loom models (`regcache/src/cache/loom_models.rs`,
+/// `ffi/src/generation.rs`): those matching `filter` must pass under
+/// `--cfg loom` in `target`; then each `(break, model)` twin, built with
+/// `--cfg regcache_loom_break="break"` (one protocol step deliberately
+/// broken in the real code) in a target directory of its own (the flag
+/// rebuilds everything), must fail — else the model checks nothing.
+fn loom_models(pkg: &str, target: &str, filter: &str, broken: &[(&str, &str)]) -> Result<()> {
+    let test = |rustflags: &str, target: &str, filter: &str| {
+        let mut cmd = cargo();
+        cmd.args(["test", "--locked", "-p", pkg, "--lib", "--release", filter])
+            .env("RUSTFLAGS", rustflags)
+            .env("CARGO_TARGET_DIR", target);
+        cmd
     };
-    run(model("--cfg loom", "target/loom-ffi").arg("loom"))?;
-    let broken = r#"--cfg loom --cfg regcache_loom_break="handles""#;
-    // Built first, so that only the model's own failure counts below.
-    run(model(broken, "target/loom-ffi-break").arg("--no-run"))?;
-    let mut cmd = model(broken, "target/loom-ffi-break");
-    cmd.arg("loom_publish_then_release");
-    eprintln!("$ {cmd:?} (must fail)");
-    if cmd.status().context("spawning cargo test")?.success() {
-        bail!("the handle table's loom model passed with a Relaxed publish: it checks nothing");
+    run(&mut test("--cfg loom", target, filter))?;
+    for (broken, model) in broken {
+        let flags = format!("--cfg loom --cfg regcache_loom_break=\"{broken}\"");
+        let target = format!("target/loom-break-{broken}");
+        // Build first, so that a build failure is not taken for the model
+        // failing.
+        run(test(&flags, &target, model).arg("--no-run"))?;
+        let mut cmd = test(&flags, &target, model);
+        eprintln!("$ {cmd:?} (must fail)");
+        let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() || !stdout.contains(&format!("{model} ... FAILED")) {
+            bail!(
+                "loom model {model} did not fail with regcache_loom_break=\"{broken}\":\n{stdout}"
+            );
+        }
+        eprintln!("loom model {model} fails as it must with regcache_loom_break=\"{broken}\"");
     }
-    eprintln!("the broken ordering was caught, as it must be");
     Ok(())
 }
 

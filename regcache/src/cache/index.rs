@@ -1,0 +1,173 @@
+//! The authoritative interval index, LRU order, and eviction.
+//!
+//! The index maps LIVE regions by start address, under the cache's
+//! `RwLock`: misses search it under the read lock and publish under the
+//! write lock; invalidation, merging and eviction remove from it under the
+//! write lock. It is authoritative: a region is LIVE exactly while it is
+//! here (the hint table is only a guess, checked against the slot).
+//!
+//! **The interval search.** Regions are keyed by `(start, slot)` in a
+//! `BTreeMap` (with merging off, regions may overlap and share a start).
+//! A region covering or overlapping `r` starts at most `max_len` before
+//! `r.start`, where `max_len` is the longest region ever indexed, so a
+//! search is one bounded range scan. The wart: `max_len` never shrinks, so
+//! after one huge region every scan is wider than it needs to be. All of
+//! the `BTreeMap` code lives in this module, behind [`Index`]'s few
+//! methods, so that it can be replaced by a shared interval structure.
+//!
+//! ## LRU without touching a list on hits
+//!
+//! Each release stamps the slot with a logical clock. The evictor keeps a
+//! map ordered by the stamp it *last saw* for each region. Stamps only
+//! grow, so when the oldest recorded entry still has its recorded stamp it
+//! is the true least recently used; otherwise it is re-keyed with its
+//! current stamp and the search continues. Each re-key pays for at least
+//! one hit since the last, so eviction is amortised O(log n) per hit, and
+//! exact LRU single-threaded. The clock is advanced with a plain load and
+//! store, not a locked RMW: concurrent releases may share a stamp, which
+//! only blurs the order between them.
+
+use super::Cache;
+use crate::Registrar;
+use crate::stats::add;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use umn::AddrRange;
+
+/// The authoritative index, under the cache's RwLock.
+#[derive(Debug, Default)]
+pub(super) struct Index {
+    /// (start, slot) → end, of LIVE regions.
+    by_start: BTreeMap<(u64, u32), u64>,
+    /// (recorded last-use stamp, slot) of LIVE regions, for LRU.
+    lru: BTreeMap<(u64, u32), ()>,
+    /// slot → the stamp it is recorded under in `lru`.
+    lru_key: BTreeMap<u32, u64>,
+    /// Longest region ever indexed: bounds backward scans.
+    max_len: u64,
+    live_bytes: u64,
+}
+
+impl Index {
+    /// Slots of LIVE regions overlapping (or, with `touching`, adjacent to)
+    /// `r`, in start order.
+    pub(super) fn overlapping(&self, r: &AddrRange, touching: bool) -> Vec<(u32, AddrRange)> {
+        let lo = r.start().saturating_sub(self.max_len);
+        self.by_start
+            .range((lo, 0)..=(r.end(), u32::MAX))
+            .filter_map(|(&(s, slot), &e)| {
+                let region = AddrRange::new(s, e).ok()?;
+                let hit = if touching {
+                    region.touches(r)
+                } else {
+                    region.overlaps(r)
+                };
+                hit.then_some((slot, region))
+            })
+            .collect()
+    }
+
+    /// Candidate slots that may cover `req`: starts in
+    /// `[req.end - max_len, req.start]`, nearest first.
+    pub(super) fn covering_candidates(&self, req: AddrRange) -> impl Iterator<Item = u32> + '_ {
+        // No region longer than max_len exists: when the request is longer,
+        // nothing covers it and the scan is empty.
+        let lo = req
+            .end()
+            .saturating_sub(self.max_len)
+            .min(req.start().saturating_add(1));
+        self.by_start
+            .range((lo, 0)..(req.start().saturating_add(1), 0))
+            .rev()
+            .filter(move |&(_, &e)| e >= req.end())
+            .map(|(&(_, slot), _)| slot)
+    }
+
+    /// Every region, in address order.
+    pub(super) fn all(&self) -> Vec<(u32, AddrRange)> {
+        self.by_start
+            .iter()
+            .filter_map(|(&(s, slot), &e)| Some((slot, AddrRange::new(s, e).ok()?)))
+            .collect()
+    }
+
+    /// Index `slot`'s region `r`, last used at `stamp`.
+    pub(super) fn insert(&mut self, slot: u32, r: AddrRange, stamp: u64) {
+        self.by_start.insert((r.start(), slot), r.end());
+        self.lru.insert((stamp, slot), ());
+        self.lru_key.insert(slot, stamp);
+        self.max_len = self.max_len.max(r.len());
+        self.live_bytes += r.len();
+    }
+
+    /// Remove `slot`'s region `r` (no-op when absent).
+    pub(super) fn remove(&mut self, slot: u32, r: AddrRange) {
+        if self.by_start.remove(&(r.start(), slot)).is_some() {
+            self.live_bytes -= r.len();
+        }
+        if let Some(stamp) = self.lru_key.remove(&slot) {
+            self.lru.remove(&(stamp, slot));
+        }
+    }
+
+    fn rekey(&mut self, slot: u32, old: u64, new: u64) {
+        self.lru.remove(&(old, slot));
+        self.lru.insert((new, slot), ());
+        self.lru_key.insert(slot, new);
+    }
+
+    /// Regions indexed.
+    pub(super) fn len(&self) -> usize {
+        self.by_start.len()
+    }
+
+    /// `true` when one more region of `len` bytes would exceed a limit.
+    pub(super) fn over(&self, len: u64, max_regions: usize, max_bytes: u64) -> bool {
+        self.len() + 1 > max_regions || self.live_bytes + len > max_bytes
+    }
+}
+
+impl<R: Registrar> Cache<R> {
+    /// Evict up to `n` least recently used idle regions; returns their
+    /// slots for [`Cache::retire_all`] once the lock is dropped.
+    pub(super) fn evict_lru(&self, idx: &mut Index, n: usize) -> Vec<u32> {
+        let mut victims = Vec::new();
+        // Regions found in use are set aside for this pass and put back
+        // under the stamp they were recorded with: their release stamps a
+        // later time, so recorded ≤ actual still holds, and a region held
+        // only by a deferred reference keeps its true LRU position.
+        let mut in_use = Vec::new();
+        let mut examined = 0;
+        let limit = idx.lru.len() * 2 + 1;
+        while victims.len() < n && examined < limit {
+            let Some((&(recorded, slot), _)) = idx.lru.first_key_value() else {
+                break;
+            };
+            examined += 1;
+            let s = self.slab.slot(slot);
+            if s.state.load(Acquire).refs() != 0 {
+                idx.lru.remove(&(recorded, slot));
+                in_use.push((recorded, slot));
+                continue;
+            }
+            let actual = s.last_use.load(Relaxed);
+            if actual != recorded {
+                idx.rekey(slot, recorded, actual);
+                continue;
+            }
+            let r = s.range();
+            if self.kill(idx, slot, r, true) {
+                add(&self.counters.evictions, 1);
+                victims.push(slot);
+            } else if idx.lru_key.contains_key(&slot) {
+                // Taken by a hit between the checks: treat as in use.
+                idx.lru.remove(&(recorded, slot));
+                in_use.push((recorded, slot));
+            }
+        }
+        for (recorded, slot) in in_use {
+            idx.lru.insert((recorded, slot), ());
+        }
+        victims
+    }
+}

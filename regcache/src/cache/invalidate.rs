@@ -1,0 +1,384 @@
+//! Invalidation: events from the source, explicit invalidation, fork;
+//! killing regions and retiring them.
+//!
+//! **Killing** a region clears LIVE in its state word and removes it from
+//! the index, under the index's write lock: from then on no get returns it
+//! (hits require LIVE, and the index is authoritative). **Retiring** it
+//! deregisters the registration, stops watching its range and recycles the
+//! slot; exactly one party retires a region, whoever saw the transition to
+//! `!LIVE && refs == 0` (see `slot.rs`): the killer when no reference was
+//! held, else the last release. Retiring happens with no lock held, because
+//! `ibv_dereg_mr` is slow.
+//!
+//! **Events.** The invalidation source (umn) delivers `(cookie, range)`
+//! events; a cookie is `(incarnation << 32) | slot`, so an event for a
+//! region whose slot has since been recycled names a dead incarnation and
+//! is ignored. Gets compare the source's generation word with the value
+//! last drained (one load) and drain in the caller's thread when it moved:
+//! the monitor never deregisters anything itself. A region reserved by a
+//! miss but not yet published is watched already; an event for it marks it
+//! *doomed*, and its publisher, which checks under the same lock, drops it
+//! and tries again.
+//!
+//! **Fork.** In a fork child the registrations belong to the parent
+//! (mlock is not inherited; an MR's pages are the parent's) and the source
+//! no longer watches this process: the cache forgets every region without
+//! deregistering it and caches nothing from then on.
+
+use super::Cache;
+use super::index::Index;
+use super::state::Killed;
+use crate::stats::add;
+use crate::{CacheError, MonitorKind, Registrar};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::Instant;
+use umn::AddrRange;
+
+/// Bumped in every fork child (a `pthread_atfork` child handler, installed
+/// when the first cache is built). A cache compares it with the value at
+/// its creation on every get: in a child, the registrations belong to the
+/// parent (mlock is not inherited; an MR's pages are the parent's), so the
+/// cache forgets them and caches nothing, whatever the source.
+pub(super) static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+static ATFORK: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn fork_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_EPOCH.fetch_add(1, Relaxed);
+}
+
+pub(super) fn install_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add; the
+        // function pointer stays valid for the life of the process.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(fork_child)) };
+        if rc != 0 {
+            log::warn!("pthread_atfork failed ({rc}): fork children are detected only by the invalidation source");
+        }
+    });
+}
+
+/// The cache's invalidation source.
+pub(super) struct Monitor {
+    pub(super) notifier: umn::Notifier,
+    /// One-load view of the notifier's generation word.
+    watch: umn::GenerationWatch,
+    /// The generation as of the last complete drain: a get that sees
+    /// another value applies events first.
+    seen: AtomicU64,
+    /// One drain at a time.
+    drain: Mutex<()>,
+}
+
+impl Monitor {
+    /// Open the source `kind` names: `None` for [`MonitorKind::None`], with
+    /// the source actually in force (what `Auto` chose).
+    pub(super) fn open(kind: MonitorKind) -> Result<(Option<Self>, MonitorKind), umn::Error> {
+        let source = match kind {
+            MonitorKind::None => return Ok((None, MonitorKind::None)),
+            MonitorKind::Auto => umn::Source::Auto,
+            MonitorKind::Kernel => umn::Source::Kernel,
+            MonitorKind::Uffd => umn::Source::Uffd,
+            MonitorKind::External => umn::Source::External,
+        };
+        let notifier = umn::Notifier::open(source)?;
+        let active = match notifier.source() {
+            umn::Source::Kernel => MonitorKind::Kernel,
+            umn::Source::Uffd => MonitorKind::Uffd,
+            umn::Source::External => MonitorKind::External,
+            _ => kind,
+        };
+        let watch = notifier.watch();
+        let seen = AtomicU64::new(notifier.generation().0);
+        Ok((
+            Some(Self {
+                notifier,
+                watch,
+                seen,
+                drain: Mutex::new(()),
+            }),
+            active,
+        ))
+    }
+}
+
+impl<R: Registrar> Cache<R> {
+    /// `true` when a get must catch up before looking anything up: this
+    /// process forked, or the source's generation moved since the last
+    /// drain. One load each when nothing changed; no side effect.
+    #[inline(always)]
+    pub(super) fn behind(&self) -> bool {
+        FORK_EPOCH.load(Relaxed) != self.fork_epoch
+            || self
+                .monitor
+                .as_ref()
+                .is_some_and(|m| m.watch.load().0 != m.seen.load(Relaxed))
+    }
+
+    /// Catch up with a fork and with pending invalidation events. Events
+    /// are applied before any lookup that saw the generation move.
+    #[cold]
+    pub(super) fn catch_up(&self) {
+        if FORK_EPOCH.load(Relaxed) != self.fork_epoch {
+            self.on_fork();
+        }
+        if let Some(m) = &self.monitor {
+            if m.watch.load().0 != m.seen.load(Relaxed) {
+                self.apply(m);
+            }
+        }
+    }
+
+    /// The host reports that `range` was unmapped (or no longer holds the
+    /// same pages): for an MPI library with its own memory hooks.
+    ///
+    /// With a source open this only records the range: it takes no lock,
+    /// allocates nothing and may be called from inside a memory hook; the
+    /// regions are invalidated by the next get on any thread. With no
+    /// source ([`MonitorKind::None`]) it invalidates at once, like
+    /// [`Cache::invalidate`], and must not be called from a hook.
+    ///
+    /// # Errors
+    /// [`CacheError::Monitor`] when the source refuses the range (a fork
+    /// child).
+    pub fn notify_unmapped(&self, range: AddrRange) -> Result<(), CacheError> {
+        match &self.monitor {
+            Some(m) => Ok(m.notifier.notify_unmapped(range)?),
+            None => {
+                self.invalidate(range);
+                Ok(())
+            }
+        }
+    }
+
+    /// Install `f`, to be called once for every cached region invalidated
+    /// (by the invalidation source or by [`Cache::invalidate`]), with the
+    /// part of the region that was unmapped or changed: the source's hint
+    /// (ummunotify's `FLAG_HINT` range, intersected with the registration)
+    /// when it has one, else the whole registered range; for
+    /// [`Cache::invalidate`] its range intersected with the region. A
+    /// tracer records these as the `U` records of DESIGN.md's trace
+    /// format. Regions evicted, merged away or flushed are not reported:
+    /// their memory did not change.
+    ///
+    /// `f` runs on the thread that applies the invalidation (a get or a
+    /// release on any thread, or the caller of [`Cache::invalidate`]),
+    /// after the regions have left the index, before that call returns; it
+    /// must not call into this cache (the source's event lock is held).
+    ///
+    /// Returns `false`, keeping the first, if an observer is already set.
+    pub fn set_invalidation_observer(&self, f: impl Fn(AddrRange) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(f)).is_ok()
+    }
+
+    /// Apply pending invalidation events: drain the notifier in this
+    /// (caller's) thread and kill the regions its cookies name. Regions
+    /// reserved but not yet published are marked doomed, so their
+    /// publisher drops them. Deregistration of idle victims happens here,
+    /// after the lock is dropped; never on the monitor thread.
+    #[cold]
+    pub(super) fn apply(&self, m: &Monitor) {
+        let _one = m.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cookies = Vec::new();
+        let t = Instant::now();
+        let drained = m
+            .notifier
+            .drain_with(|inv| cookies.push((inv.cookie.0, inv.range)));
+        add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+        match drained {
+            Ok((_, generation)) => m.seen.store(generation.0, Relaxed),
+            Err(umn::Error::Forked) => {
+                drop(_one);
+                self.on_fork();
+                return;
+            }
+            Err(e) => {
+                // Without a working source nothing cached can be trusted.
+                log::error!("draining invalidation events failed ({e}); flushing the cache");
+                drop(_one);
+                self.on_fork();
+                return;
+            }
+        }
+        if cookies.is_empty() {
+            return;
+        }
+        let mut retire = Vec::new();
+        let mut seen = Vec::new();
+        {
+            let mut idx = self.write_index();
+            for (c, hint) in cookies {
+                let Some(s) = self.slab.get(c as u32) else {
+                    continue;
+                };
+                let st = s.state.load(Acquire);
+                if st.is_live() && u64::from(st.incarnation()) == c >> 32 {
+                    add(&self.counters.monitor_invalidations, 1);
+                    let r = s.range();
+                    if self.observer.get().is_some() {
+                        seen.push(hint.and_then(|h| h.intersection(&r)).unwrap_or(r));
+                    }
+                    if self.kill(&mut idx, c as u32, r, false) {
+                        add(&self.counters.invalidations_idle, 1);
+                        retire.push(c as u32);
+                    } else {
+                        add(&self.counters.invalidations_in_use, 1);
+                    }
+                } else if s.cookie.load(Acquire) == c {
+                    // Reserved, not yet published: its publisher checks
+                    // `doomed` under this same lock.
+                    s.doomed.store(true, Release);
+                }
+            }
+        }
+        self.observe(seen);
+        self.retire_all(retire);
+    }
+
+    /// Tell the observer, if any, of invalidated ranges (no index lock
+    /// held).
+    fn observe(&self, ranges: Vec<AddrRange>) {
+        if let Some(f) = self.observer.get() {
+            for r in ranges {
+                f(r);
+            }
+        }
+    }
+
+    /// This process is a fork child: the notifier no longer watches it and
+    /// the registrations belong to the parent (an ibverbs MR deregistered
+    /// through the inherited context would vanish from the parent too).
+    /// Forget every region without deregistering it, and cache nothing
+    /// from now on.
+    #[cold]
+    pub(super) fn on_fork(&self) {
+        if self.forked.swap(true, Relaxed) {
+            return;
+        }
+        log::info!("fork child: regcache forgets its regions and caches nothing");
+        let mut retire = Vec::new();
+        {
+            let mut idx = self.write_index();
+            for (slot, r) in idx.all() {
+                if self.kill(&mut idx, slot, r, false) {
+                    retire.push(slot);
+                }
+            }
+        }
+        self.retire_all(retire);
+    }
+
+    /// Clear LIVE and remove from the index. Returns `true` when the caller
+    /// now owns deregistration (no references were held). With
+    /// `only_idle` (eviction), a region with references is left alone and
+    /// `false` returned without change.
+    pub(super) fn kill(&self, idx: &mut Index, slot: u32, r: AddrRange, only_idle: bool) -> bool {
+        let killed = self.slab.slot(slot).state.kill(only_idle);
+        if killed == Killed::No {
+            return false;
+        }
+        idx.remove(slot, r);
+        if killed == Killed::InUse {
+            // Possibly held only by a deferred entry: make every thread
+            // purge killed entries on its next call.
+            self.deferred.killed_in_use();
+        }
+        killed == Killed::Idle
+    }
+    /// Invalidate every cached region overlapping `range`: they leave the
+    /// index at once (no later get can hit them); idle ones are
+    /// deregistered now, in-use ones on their last release. Returns how
+    /// many regions were invalidated.
+    ///
+    /// This is what the cache's invalidation source calls for an unmapped
+    /// range, and what an MPI library with its own memory hooks calls.
+    /// It deregisters on the calling thread, so it must not be called from
+    /// inside a memory hook or monitor thread (see DESIGN.md).
+    pub fn invalidate(&self, range: AddrRange) -> usize {
+        let mut retire = Vec::new();
+        let mut seen = Vec::new();
+        let mut n = 0;
+        {
+            let mut idx = self.write_index();
+            for (slot, r) in idx.overlapping(&range, false) {
+                n += 1;
+                if self.observer.get().is_some() {
+                    seen.extend(range.intersection(&r));
+                }
+                if self.kill(&mut idx, slot, r, false) {
+                    add(&self.counters.invalidations_idle, 1);
+                    retire.push(slot);
+                } else {
+                    add(&self.counters.invalidations_in_use, 1);
+                }
+            }
+        }
+        self.observe(seen);
+        self.retire_all(retire);
+        n
+    }
+
+    /// Evict every idle cached region (e.g. before a fork or at a phase
+    /// change). Returns how many were evicted.
+    pub fn flush(&self) -> usize {
+        let victims = {
+            let mut idx = self.write_index();
+            let n = idx.len();
+            self.evict_lru(&mut idx, n)
+        };
+        let n = victims.len();
+        self.retire_all(victims);
+        n
+    }
+
+    pub(super) fn retire_all(&self, slots: Vec<u32>) {
+        for slot in slots {
+            self.retire(slot);
+        }
+    }
+
+    /// Deregister a slot's region and recycle the slot. Called exactly once
+    /// per region, by its deregistration owner, never with a lock held.
+    pub(super) fn retire(&self, slot: u32) {
+        let s = self.slab.slot(slot);
+        let region = s.region.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let cookie = s.cookie.swap(0, Relaxed);
+        if let (Some(m), true) = (&self.monitor, cookie != 0) {
+            if !self.forked.load(Relaxed) {
+                let t = Instant::now();
+                let _ = m.notifier.unregister(umn::Cookie(cookie));
+                add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
+            }
+        }
+        if let Some(region) = region {
+            if self.forked.load(Relaxed) {
+                // The parent's registration: forget it (see `on_fork`).
+                std::mem::forget(region);
+                self.counters
+                    .bytes_registered
+                    .fetch_sub(s.range().len(), Relaxed);
+            } else {
+                self.deregister(region, s.range());
+            }
+        }
+        self.slab.release(slot);
+    }
+
+    /// Deregister `region` (registered as `range`): counted, timed, and a
+    /// failure logged, never a panic.
+    pub(super) fn deregister(&self, region: R::Region, range: AddrRange) {
+        let t = Instant::now();
+        let r = self.registrar.deregister(region);
+        add(&self.counters.registrar_ns, t.elapsed().as_nanos() as u64);
+        add(&self.counters.deregistrations, 1);
+        self.counters
+            .bytes_registered
+            .fetch_sub(range.len(), Relaxed);
+        if let Err(e) = r {
+            add(&self.counters.deregistration_failures, 1);
+            log::warn!("{} deregister {range} failed: {e}", self.registrar.name());
+        }
+    }
+}
