@@ -6,14 +6,13 @@
 //! write lock. It is authoritative: a region is LIVE exactly while it is
 //! here (the hint table is only a guess, checked against the slot).
 //!
-//! **The interval search.** Regions are keyed by `(start, slot)` in a
-//! `BTreeMap` (with merging off, regions may overlap and share a start).
-//! A region covering or overlapping `r` starts at most `max_len` before
-//! `r.start`, where `max_len` is the longest region ever indexed, so a
-//! search is one bounded range scan. The wart: `max_len` never shrinks, so
-//! after one huge region every scan is wider than it needs to be. All of
-//! the `BTreeMap` code lives in this module, behind [`Index`]'s few
-//! methods, so that it can be replaced by a shared interval structure.
+//! **The interval search** is [`umn::IntervalIndex`], the project's one
+//! interval structure (also the event queue's and the notifier's VMA
+//! spans'): regions keyed by `(start, slot)` (with merging off, regions
+//! may overlap and share a start), and a search is one range scan bounded
+//! by the longest region indexed. The wart, documented there: that bound
+//! only shrinks when the index empties, so after one huge region every
+//! scan is wider than it needs to be.
 //!
 //! ## LRU without touching a list on hits
 //!
@@ -31,20 +30,19 @@ use super::Cache;
 use crate::Registrar;
 use crate::stats::add;
 use std::collections::BTreeMap;
+use umn::IntervalIndex;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use umn::AddrRange;
 
 /// The authoritative index, under the cache's RwLock.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    /// (start, slot) → end, of LIVE regions.
-    by_start: BTreeMap<(u64, u32), u64>,
+    /// LIVE regions, by (start, slot).
+    regions: IntervalIndex<(), u32>,
     /// (recorded last-use stamp, slot) of LIVE regions, for LRU.
     lru: BTreeMap<(u64, u32), ()>,
     /// slot → the stamp it is recorded under in `lru`.
     lru_key: BTreeMap<u32, u64>,
-    /// Longest region ever indexed: bounds backward scans.
-    max_len: u64,
     live_bytes: u64,
 }
 
@@ -52,57 +50,35 @@ impl Index {
     /// Slots of LIVE regions overlapping (or, with `touching`, adjacent to)
     /// `r`, in start order.
     pub(super) fn overlapping(&self, r: &AddrRange, touching: bool) -> Vec<(u32, AddrRange)> {
-        let lo = r.start().saturating_sub(self.max_len);
-        self.by_start
-            .range((lo, 0)..=(r.end(), u32::MAX))
-            .filter_map(|(&(s, slot), &e)| {
-                let region = AddrRange::new(s, e).ok()?;
-                let hit = if touching {
-                    region.touches(r)
-                } else {
-                    region.overlaps(r)
-                };
-                hit.then_some((slot, region))
-            })
-            .collect()
+        let pick = |(region, slot, ()): (AddrRange, u32, &())| (slot, region);
+        if touching {
+            self.regions.touching(*r).map(pick).collect()
+        } else {
+            self.regions.overlapping(*r).map(pick).collect()
+        }
     }
 
-    /// Candidate slots that may cover `req`: starts in
-    /// `[req.end - max_len, req.start]`, nearest first.
+    /// Slots of LIVE regions containing `req`, nearest start first.
     pub(super) fn covering_candidates(&self, req: AddrRange) -> impl Iterator<Item = u32> + '_ {
-        // No region longer than max_len exists: when the request is longer,
-        // nothing covers it and the scan is empty.
-        let lo = req
-            .end()
-            .saturating_sub(self.max_len)
-            .min(req.start().saturating_add(1));
-        self.by_start
-            .range((lo, 0)..(req.start().saturating_add(1), 0))
-            .rev()
-            .filter(move |&(_, &e)| e >= req.end())
-            .map(|(&(_, slot), _)| slot)
+        self.regions.covering(req).map(|(_, slot, ())| slot)
     }
 
     /// Every region, in address order.
     pub(super) fn all(&self) -> Vec<(u32, AddrRange)> {
-        self.by_start
-            .iter()
-            .filter_map(|(&(s, slot), &e)| Some((slot, AddrRange::new(s, e).ok()?)))
-            .collect()
+        self.regions.iter().map(|(r, slot, ())| (slot, r)).collect()
     }
 
     /// Index `slot`'s region `r`, last used at `stamp`.
     pub(super) fn insert(&mut self, slot: u32, r: AddrRange, stamp: u64) {
-        self.by_start.insert((r.start(), slot), r.end());
+        self.regions.insert(r, slot, ());
         self.lru.insert((stamp, slot), ());
         self.lru_key.insert(slot, stamp);
-        self.max_len = self.max_len.max(r.len());
         self.live_bytes += r.len();
     }
 
     /// Remove `slot`'s region `r` (no-op when absent).
     pub(super) fn remove(&mut self, slot: u32, r: AddrRange) {
-        if self.by_start.remove(&(r.start(), slot)).is_some() {
+        if self.regions.remove(r.start(), slot).is_some() {
             self.live_bytes -= r.len();
         }
         if let Some(stamp) = self.lru_key.remove(&slot) {
@@ -118,7 +94,7 @@ impl Index {
 
     /// Regions indexed.
     pub(super) fn len(&self) -> usize {
-        self.by_start.len()
+        self.regions.len()
     }
 
     /// `true` when one more region of `len` bytes would exceed a limit.
