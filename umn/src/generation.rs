@@ -19,7 +19,7 @@
 //!
 //! The low 16 bits count writers in flight; the rest counts finished
 //! writes. `begin` adds 1, `end` adds `2^16 − 1`. With the monitor as the
-//! only writer this is exactly the odd/even seqlock of DESIGN.md (busy =
+//! only writer this is exactly the odd/even seqlock of docs/DESIGN.md (busy =
 //! odd, settled = a multiple of 2^16, even); the counting form lets hooks,
 //! `notify_unmapped` callers and lookups that help drain the uffd be writers
 //! too without breaking parity.

@@ -21,7 +21,7 @@
 //! manglings). `use mpi_f08` is not covered.
 //! At `MPI_Finalize` each rank prints one line of statistics to stderr,
 //! with its hit rate; with `REGCACHE_TRACE_DIR` set, each rank writes its
-//! trace there (`trace.<rank>.txt`, the format of DESIGN.md).
+//! trace there (`trace.<rank>.txt`, the format of docs/TRACES.md).
 //!
 //! The cache is configured by the usual `REGCACHE_*` variables
 //! (`REGCACHE_REGISTRAR` defaults to `pin` here: `mlock`, no device
@@ -83,7 +83,7 @@ type Raw = RawHandle<AnyRegistrar>;
 
 /// A rank's trace file: `A` records written by [`rcpmpi_acquire`], `U`
 /// records by the cache's invalidation observer (see [`trace_unmapped`]).
-/// Every record carries the rank column of DESIGN.md's format, so a
+/// Every record carries the rank column of docs/TRACES.md's format, so a
 /// replay names the rank without relying on the file name.
 struct Trace {
     out: std::io::BufWriter<std::fs::File>,

@@ -159,7 +159,7 @@ impl<R: Registrar> Cache<R> {
     /// (ummunotify's `FLAG_HINT` range, intersected with the registration)
     /// when it has one, else the whole registered range; for
     /// [`Cache::invalidate`] its range intersected with the region. A
-    /// tracer records these as the `U` records of DESIGN.md's trace
+    /// tracer records these as the `U` records of docs/TRACES.md's trace
     /// format. Regions evicted, merged away or flushed are not reported:
     /// their memory did not change.
     ///
@@ -295,7 +295,7 @@ impl<R: Registrar> Cache<R> {
     /// This is what the cache's invalidation source calls for an unmapped
     /// range, and what an MPI library with its own memory hooks calls.
     /// It deregisters on the calling thread, so it must not be called from
-    /// inside a memory hook or monitor thread (see DESIGN.md).
+    /// inside a memory hook or monitor thread (see docs/DESIGN.md).
     pub fn invalidate(&self, range: AddrRange) -> usize {
         let mut retire = Vec::new();
         let mut seen = Vec::new();
