@@ -139,6 +139,28 @@ unsafe fn live<'a>(c: *const regcache_cache) -> Result<&'a Inner, Error> {
     unsafe { object::live(c, &CACHE) }
 }
 
+/// The body of an export that asks the live cache behind `c` for one
+/// value: `f`'s result is written to `out` (named `name` in a NULL error)
+/// only when every check and `f` succeeded.
+///
+/// # Safety
+/// As [`live`]; `out` is NULL or valid for one write of `T`.
+unsafe fn query<T>(
+    c: *const regcache_cache,
+    out: *mut T,
+    name: &str,
+    f: impl FnOnce(&Inner) -> T,
+) -> regcache_result {
+    ffi_guard(|| {
+        // SAFETY: the caller's contract.
+        let inner = unsafe { live(c) }?;
+        let out = Out::new(out, name)?;
+        let v = f(inner);
+        // SAFETY: non-NULL (checked) and writable (the caller's contract).
+        unsafe { out.write(v) }
+    })
+}
+
 /// Create a cache with `config`, or with `regcache_config_from_env` when
 /// `config` is NULL. On success `*out` is the new cache.
 ///
@@ -613,15 +635,13 @@ pub unsafe extern "C" fn regcache_cache_flush(
     cache: *const regcache_cache,
     out_evicted: *mut usize,
 ) -> regcache_result {
-    ffi_guard(|| {
-        // SAFETY: cache contract as documented.
-        let inner = unsafe { live(cache) }?;
-        let out_evicted = Out::new(out_evicted, "out_evicted")?;
-        inner.cache.quiesce();
-        let n = inner.cache.flush();
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out_evicted.write(n) }
-    })
+    // SAFETY: cache and out_evicted contracts as documented.
+    unsafe {
+        query(cache, out_evicted, "out_evicted", |inner| {
+            inner.cache.quiesce();
+            inner.cache.flush()
+        })
+    }
 }
 
 /// Give back the calling thread's deferred references (each thread keeps up
@@ -655,14 +675,8 @@ pub unsafe extern "C" fn regcache_cache_stats(
     cache: *const regcache_cache,
     out: *mut regcache_stats,
 ) -> regcache_result {
-    ffi_guard(|| {
-        // SAFETY: cache contract as documented.
-        let inner = unsafe { live(cache) }?;
-        let out = Out::new(out, "out")?;
-        let s = inner.cache.stats().into();
-        // SAFETY: non-NULL and writable (contract).
-        unsafe { out.write(s) }
-    })
+    // SAFETY: cache and out contracts as documented.
+    unsafe { query(cache, out, "out", |inner| inner.cache.stats().into()) }
 }
 
 /// The invalidation source the cache uses (a `regcache_monitor` value;

@@ -79,6 +79,19 @@ pub(crate) fn timeout_of(timeout_ns: i64) -> Option<Duration> {
     u64::try_from(timeout_ns).ok().map(Duration::from_nanos)
 }
 
+/// A doorbell wait's outcome as the C API reports it: `Ok` when it was
+/// rung, else `REGCACHE_ERR_TIMED_OUT` saying which doorbell was not.
+pub(crate) fn rung_or_timed_out(rung: bool, doorbell: &str) -> Result<(), Error> {
+    if rung {
+        Ok(())
+    } else {
+        Err(Error::new(
+            REGCACHE_ERR_TIMED_OUT,
+            format!("{doorbell} was not rung"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

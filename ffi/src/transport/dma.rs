@@ -16,7 +16,7 @@
 //! (`REGCACHE_ERR_UNBIND_BUSY`: the object is gone, the buffers must stay
 //! valid).
 
-use super::{REGCACHE_DMA_MAX_SOURCES, timeout_of};
+use super::{REGCACHE_DMA_MAX_SOURCES, rung_or_timed_out, timeout_of};
 use crate::object::{self, Kind, Out, array, ffi_guard, name_of, write_out};
 use crate::result::{Error, regcache_result};
 use regcache_result::*;
@@ -518,13 +518,7 @@ pub unsafe extern "C" fn regcache_dma_receiver_wait(
         } else {
             timeout_of(timeout_ns)
         };
-        match rx.wait(t) {
-            Wake::Signalled => Ok(()),
-            Wake::TimedOut => Err(Error::new(
-                REGCACHE_ERR_TIMED_OUT,
-                "the receiver's doorbell was not rung",
-            )),
-        }
+        rung_or_timed_out(rx.wait(t) == Wake::Signalled, "the receiver's doorbell")
     })
 }
 

@@ -9,7 +9,7 @@
 //! (`object.rs`), torn down by `regcache_shm_signal_destroy`
 //! (`regcache_shm_signal_close` is its first name, kept as an alias).
 
-use super::timeout_of;
+use super::{rung_or_timed_out, timeout_of};
 use crate::object::{self, Kind, Out, ffi_guard, name_of, write_out};
 use crate::result::{Error, regcache_result};
 use regcache_result::*;
@@ -273,14 +273,7 @@ pub unsafe extern "C" fn regcache_shm_signal_wait(
         } else {
             s.wait(timeout_of(timeout_ns)) == Wake::Signalled
         };
-        if rung {
-            Ok(())
-        } else {
-            Err(Error::new(
-                REGCACHE_ERR_TIMED_OUT,
-                "the doorbell was not rung",
-            ))
-        }
+        rung_or_timed_out(rung, "the doorbell")
     })
 }
 
