@@ -67,7 +67,7 @@ pub fn memlock_limit() -> Option<u64> {
 /// without an RDMA device say `test` is skipped (or panic under
 /// `REGCACHE_REQUIRE_RDMA=1`) and return `None`. Any other error fails
 /// the test.
-#[cfg(feature = "regcache")]
+#[cfg(all(feature = "regcache", not(loom)))]
 pub fn rdma_or_skip<T>(
     test: &str,
     open: impl FnOnce(Option<&str>) -> Result<T, regcache::RegistrarError>,
@@ -91,14 +91,14 @@ pub fn rdma_or_skip<T>(
 
 /// The ibverbs registrar on `REGCACHE_RDMA_DEVICE`, or a skip (see
 /// [`rdma_or_skip`]).
-#[cfg(feature = "regcache")]
+#[cfg(all(feature = "regcache", not(loom)))]
 pub fn verbs_or_skip(test: &str) -> Option<regcache::VerbsRegistrar> {
     rdma_or_skip(test, regcache::VerbsRegistrar::open)
 }
 
 /// A protection domain on `REGCACHE_RDMA_DEVICE`, or a skip (see
 /// [`rdma_or_skip`]).
-#[cfg(feature = "regcache")]
+#[cfg(all(feature = "regcache", not(loom)))]
 pub fn pd_or_skip(test: &str) -> Option<regcache::ProtectionDomain> {
     rdma_or_skip(test, regcache::ProtectionDomain::open)
 }
