@@ -109,18 +109,8 @@ fn default_max_bytes() -> u64 {
     }
 }
 
-/// A malformed `REGCACHE_*` variable: names the variable, the value and
-/// what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}={value:?} is not valid: expected {expected}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub variable: &'static str,
-    /// Its value.
-    pub value: String,
-    /// The accepted values, in words.
-    pub expected: &'static str,
-}
+/// A malformed variable (the workspace's one such error, from `umn`).
+pub use umn::ConfigError;
 
 const SIZE_HELP: &str =
     "a positive decimal integer, optionally followed by K, M, G or T (powers of 1024)";

@@ -102,34 +102,37 @@
 
 pub mod abi;
 
+mod env;
 mod error;
 mod generation;
-#[cfg(not(loom))]
-pub mod hooks;
 mod interval;
-#[cfg(not(loom))]
-mod kernel;
-#[cfg(not(loom))]
-mod notifier;
 mod queue;
 mod range;
 mod ring;
 mod sync;
-#[cfg(not(loom))]
-mod sys;
-#[cfg(not(loom))]
-mod uffd;
-#[cfg(not(loom))]
-mod vma;
 
+pub use env::ConfigError;
 pub use error::{Error, Result};
 pub use generation::Generation;
 pub use interval::{IntervalId, IntervalIndex};
-#[cfg(not(loom))]
-pub use kernel::{DEVICE_PATH, RegionWord};
-#[cfg(not(loom))]
-pub use notifier::{GenerationWatch, Notifier, Options, Source};
 pub use queue::{Cookie, Event, Invalidation};
 pub use range::{AddrRange, RangeError, page_size};
-#[cfg(not(loom))]
-pub use vma::have_procmap_query;
+
+/// Applies `#[cfg(not(loom))]` to each item: the OS sources, which the
+/// loom build leaves out.
+macro_rules! not_loom {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
+
+not_loom! {
+    pub mod hooks;
+    mod kernel;
+    mod notifier;
+    mod sys;
+    mod uffd;
+    mod vma;
+
+    pub use kernel::{DEVICE_PATH, RegionWord};
+    pub use notifier::{GenerationWatch, Notifier, Options, Source};
+    pub use vma::have_procmap_query;
+}

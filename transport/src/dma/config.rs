@@ -69,18 +69,8 @@ pub struct Config {
 /// Default [`Config::assist_min_bytes`].
 pub const ASSIST_MIN_BYTES: u64 = 256 << 10;
 
-/// A malformed `REGCACHE_TRANSPORT_*` variable: names the variable, the
-/// value and what is accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{variable}={value:?} is not valid: expected {expected}")]
-pub struct ConfigError {
-    /// The environment variable.
-    pub variable: &'static str,
-    /// Its value.
-    pub value: String,
-    /// The accepted values, in words.
-    pub expected: &'static str,
-}
+/// A malformed variable (the workspace's one such error, from `umn`).
+pub use umn::ConfigError;
 
 /// One environment override: its variable, what it accepts (in words),
 /// and how a value sets the config (`None`: malformed).
