@@ -80,95 +80,33 @@ pub struct regcache_config {
     pub reserved: u32,
 }
 
-/// Cache statistics (`regcache_cache_stats`). Counts since creation;
-/// `*_bytes` in bytes; `registrar_ns` in nanoseconds.
-#[repr(C)]
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct regcache_stats {
-    /// Gets that returned a handle or a registration error (hits + misses).
-    pub gets: u64,
-    /// Gets served by a cached region.
-    pub hits: u64,
-    /// Gets that found no covering region.
-    pub misses: u64,
-    /// Regions absorbed into a merged region.
-    pub merges: u64,
-    /// Merged registrations that fell back to the request alone.
-    pub merge_fallbacks: u64,
-    /// Idle regions evicted.
-    pub evictions: u64,
-    /// Regions invalidated while idle.
-    pub invalidations_idle: u64,
-    /// Regions invalidated while in use.
-    pub invalidations_in_use: u64,
-    /// Successful registrations.
-    pub registrations: u64,
-    /// Failed registrations.
-    pub registration_failures: u64,
-    /// Deregistrations.
-    pub deregistrations: u64,
-    /// Failed deregistrations.
-    pub deregistration_failures: u64,
-    /// Registration retries after eviction on ENOMEM/EAGAIN.
-    pub enomem_retries: u64,
-    /// Gets served by a one-off registration outside the cache.
-    pub uncached: u64,
-    /// Registrations dropped because another thread cached the range first.
-    pub lost_races: u64,
-    /// Regions cached now.
-    pub regions: u64,
-    /// Most regions cached at once.
-    pub peak_regions: u64,
-    /// Bytes registered now.
-    pub bytes_registered: u64,
-    /// Most bytes registered at once.
-    pub peak_bytes: u64,
-    /// Nanoseconds spent registering and deregistering.
-    pub registrar_ns: u64,
-    /// Regions invalidated by the invalidation source (events and
-    /// `regcache_cache_notify_unmapped`).
-    pub monitor_invalidations: u64,
-    /// Gets served uncached because the source could not watch the memory
-    /// (e.g. another userfaultfd owns it).
-    pub unwatched: u64,
-    /// Registrations retried because their memory changed while they were
-    /// being registered.
-    pub doomed_retries: u64,
-    /// Nanoseconds spent in the invalidation source (draining events).
-    pub monitor_ns: u64,
+/// Makes the C statistics struct and its conversion from
+/// [`regcache::Stats`] from the one list of its fields
+/// (`stats_fields.rs`; `cargo xtask codegen` reads the same list).
+macro_rules! stats_fields {
+    (
+        $(#[doc = $sdoc:literal])*
+        pub struct regcache_stats {
+            $( $(#[doc = $doc:literal])* $field:ident, )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[repr(C)]
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct regcache_stats {
+            $( $(#[doc = $doc])* pub $field: u64, )*
+        }
+
+        impl From<Stats> for regcache_stats {
+            fn from(s: Stats) -> Self {
+                Self { $( $field: s.$field, )* }
+            }
+        }
+    };
 }
 
-impl From<Stats> for regcache_stats {
-    fn from(s: Stats) -> Self {
-        Self {
-            gets: s.gets,
-            hits: s.hits,
-            misses: s.misses,
-            merges: s.merges,
-            merge_fallbacks: s.merge_fallbacks,
-            evictions: s.evictions,
-            invalidations_idle: s.invalidations_idle,
-            invalidations_in_use: s.invalidations_in_use,
-            registrations: s.registrations,
-            registration_failures: s.registration_failures,
-            deregistrations: s.deregistrations,
-            deregistration_failures: s.deregistration_failures,
-            enomem_retries: s.enomem_retries,
-            uncached: s.uncached,
-            lost_races: s.lost_races,
-            regions: s.regions,
-            peak_regions: s.peak_regions,
-            bytes_registered: s.bytes_registered,
-            peak_bytes: s.peak_bytes,
-            registrar_ns: s.registrar_ns,
-            monitor_invalidations: s.monitor_invalidations,
-            unwatched: s.unwatched,
-            doomed_retries: s.doomed_retries,
-            monitor_ns: s.monitor_ns,
-        }
-    }
-}
+include!("stats_fields.rs");
 
 pub(crate) fn kind_of(v: u32) -> Option<RegistrarKind> {
     Some(match v {

@@ -35,6 +35,28 @@ macro_rules! result_codes {
 
 const RESULT_ENUM: &str = include!("../../ffi/src/result/codes.rs");
 
+/// The Rust source of the `regcache_stats` struct, from the one list of
+/// its fields, `ffi/src/stats_fields.rs` (the ffi crate makes the struct
+/// with `stats_fields!` in `ffi/src/config.rs` over the same list): every
+/// field a `uint64_t`, in the list's order, with its doc.
+macro_rules! stats_fields {
+    (
+        $(#[doc = $sdoc:literal])*
+        pub struct regcache_stats {
+            $( $(#[doc = $doc:literal])* $field:ident, )*
+        }
+    ) => {
+        concat!(
+            $("#[doc = ", stringify!($sdoc), "]\n",)*
+            "#[repr(C)]\npub struct regcache_stats {\n",
+            $( $("#[doc = ", stringify!($doc), "]\n",)* "pub ", stringify!($field), ": u64,\n", )*
+            "}\n"
+        )
+    };
+}
+
+const STATS_STRUCT: &str = include!("../../ffi/src/stats_fields.rs");
+
 /// Generate `regcache.h` from `ffi/src` with cbindgen. With `check`, fail
 /// when the committed header differs instead of writing it.
 pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
@@ -47,9 +69,12 @@ pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let result_enum = dir.join("regcache_result.rs");
     std::fs::write(&result_enum, RESULT_ENUM)?;
+    let stats_struct = dir.join("regcache_stats.rs");
+    std::fs::write(&stats_struct, STATS_STRUCT)?;
     let mut out = Vec::new();
     cbindgen::Builder::new()
         .with_src(&result_enum)
+        .with_src(&stats_struct)
         .with_crate(&crate_dir)
         .with_config(config)
         .generate()
