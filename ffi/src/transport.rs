@@ -68,6 +68,8 @@ impl From<regcache_transport::Error> for Error {
             E::CutOff { .. } => REGCACHE_ERR_CUT_OFF,
             E::ProcessVmWritev { .. } => REGCACHE_ERR_COPY_FAILED,
             E::UnbindBusy(_) => REGCACHE_ERR_UNBIND_BUSY,
+            // As a malformed `REGCACHE_*` cache variable.
+            E::Config(_) => REGCACHE_ERR_CONFIG_ENV,
             _ => REGCACHE_ERR_TRANSPORT,
         };
         Error::new(code, e.to_string())
@@ -136,6 +138,14 @@ mod tests {
             (E::Key(io(libc::EBADF)), REGCACHE_ERR_KEY),
             (E::NotShared { addr: 1 }, REGCACHE_ERR_NOT_SHARED),
             (E::InvalidBind("x"), REGCACHE_ERR_INVALID_ARGUMENT),
+            (
+                E::Config(regcache_transport::dma::ConfigError {
+                    variable: "REGCACHE_TRANSPORT_FORCE_BOUNCE",
+                    value: "2".into(),
+                    expected: "0 or 1",
+                }),
+                REGCACHE_ERR_CONFIG_ENV,
+            ),
             (E::KeyInUse(k), REGCACHE_ERR_KEY_IN_USE),
             (E::RegistryFull, REGCACHE_ERR_REGISTRY_FULL),
             (E::NoReceiver(k), REGCACHE_ERR_NO_RECEIVER),

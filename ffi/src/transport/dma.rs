@@ -31,12 +31,6 @@ mod types;
 pub use types::*;
 use types::{config_of, path_of, range_of};
 
-/// A malformed `REGCACHE_TRANSPORT_*` variable, as the C API reports it
-/// (the same code as a malformed `REGCACHE_*` cache variable).
-fn env_err(e: dma::ConfigError) -> Error {
-    Error::new(REGCACHE_ERR_CONFIG_ENV, e.to_string())
-}
-
 // A registry is shared by every sending thread (`object::live`: shared
 // borrows only); a receiver is used by one thread at a time
 // (`object::live_mut`: the `&mut` is unique by that contract).
@@ -144,7 +138,9 @@ pub unsafe extern "C" fn regcache_dma_config_default(
     out: *mut regcache_dma_config,
 ) -> regcache_result {
     ffi_guard(|| {
-        let c = regcache_dma_config::from(&Config::from_env().map_err(env_err)?);
+        let c = regcache_dma_config::from(
+            &Config::from_env().map_err(regcache_transport::Error::from)?,
+        );
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", c) }
     })
@@ -176,7 +172,7 @@ pub unsafe extern "C" fn regcache_dma_registry_open(
         // SAFETY: contract.
         let name = unsafe { name_of(name) }?;
         let config = if config.is_null() {
-            Config::from_env().map_err(env_err)?
+            Config::from_env().map_err(regcache_transport::Error::from)?
         } else {
             // SAFETY: non-NULL and readable (contract).
             config_of(unsafe { &*config })?
