@@ -140,6 +140,57 @@ fn munmap_on_another_thread_then_remap_is_a_miss() {
     stale_scenario(true);
 }
 
+/// Two caches in one process over the same buffer, as Open MPI makes one
+/// rcache per device: both cache it (with userfaultfd the process's one
+/// uffd watches it for both: neither is refused with EBUSY and served
+/// uncached), and one munmap, on a third thread, invalidates it in both:
+/// new memory at the address is a miss in each, never its stale
+/// registration.
+#[test]
+fn two_caches_over_one_buffer_both_invalidated_by_one_munmap() {
+    until_address_reused(two_caches_once);
+}
+
+fn two_caches_once() -> bool {
+    let (Some(a), Some(b)) = (cache(), cache()) else {
+        return true;
+    };
+    let r = map();
+    // Each cache from its own thread, as two devices' progress threads.
+    let (first_a, first_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| id(&a.get(r, AccessFlags::LOCAL_WRITE).unwrap()));
+        let tb = s.spawn(|| id(&b.get(r, AccessFlags::LOCAL_WRITE).unwrap()));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    for (name, c, first) in [("a", &a, first_a), ("b", &b, first_b)] {
+        let h = c.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+        assert!(h.is_cached(), "cache {name} served the buffer uncached");
+        assert_eq!(id(&h), first, "cache {name}: not a hit");
+        let s = c.stats();
+        assert_eq!(
+            (s.hits, s.misses, s.unwatched),
+            (1, 1, 0),
+            "cache {name}: {s:?}"
+        );
+    }
+    std::thread::spawn(move || unmap(r)).join().unwrap();
+    let Some(again) = map_again(r.start()) else {
+        return false;
+    };
+    for (name, c, first) in [("a", &a, first_a), ("b", &b, first_b)] {
+        let h = c.get(again, AccessFlags::LOCAL_WRITE).unwrap();
+        assert_ne!(
+            id(&h),
+            first,
+            "cache {name} returned the stale registration"
+        );
+        assert!(h.is_cached(), "cache {name} served new memory uncached");
+        assert_eq!(c.stats().monitor_invalidations, 1, "cache {name}");
+    }
+    unmap(again);
+    true
+}
+
 // madvise(DONTNEED/FREE) is refused (EINVAL) on mlock'ed memory, so it
 // cannot be shown with the pin registrar; umn's own tests show the event on
 // unpinned memory, and the VM tier's verbs tests cover it with ibv_reg_mr.
