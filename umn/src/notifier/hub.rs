@@ -76,6 +76,19 @@
 //! pointer whose lifetime they would have to reason about. At most one hub
 //! exists at a time in a process, which is what makes one static enough.
 //!
+//! ## Warts
+//!
+//! - A notifier's generation moves on every uffd event of the process,
+//!   also for memory only another notifier registered: the monitor cannot
+//!   tell whose an event is before it has read it, and the generation must
+//!   be busy before the read. The drain then matches nothing — a slow path
+//!   taken for nothing, never an event lost. (The kernel device counts only
+//!   events that hit the file's registrations.)
+//! - `Options::monitor_cpu` is honoured by the notifier that opens the
+//!   hub; later ones share its monitor as it is.
+//! - The hub's feed takes one slot of the table of live notifiers (64).
+//! - Opening a notifier waits for the uffd batches in flight (`fork.rs`).
+//!
 //! ## Fork
 //!
 //! The child handler (async-signal-safe) closes the three descriptors and

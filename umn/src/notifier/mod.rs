@@ -619,3 +619,56 @@ impl Drop for Notifier {
         drop(l.hub.take());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: RawKind, start: u64, end: u64) -> RawEvent {
+        RawEvent {
+            kind,
+            range: AddrRange::new(start, end).unwrap(),
+        }
+    }
+
+    #[test]
+    fn echo_pairs_remap_and_unmap_of_one_range_in_either_order() {
+        let mut e = Echo::default();
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        // Another thread's events in between.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x8000, 0x9000)));
+        assert!(!e.is_echo(ev(RawKind::Remove, 0x1000, 0x3000)));
+        assert!(e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        // Paired once: the next UNMAP of the range counts.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        // Recorded in the other order by two readers.
+        assert!(e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        // A different range is not an echo.
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x2000)));
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+    }
+
+    #[test]
+    fn echo_forgets_ranges_a_registration_overlaps() {
+        let mut e = Echo::default();
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x5000, 0x6000)));
+        e.forget(AddrRange::new(0x2000, 0x3000).unwrap());
+        // An UNMAP after a registration over the range hits it in full.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        assert!(e.is_echo(ev(RawKind::Unmap, 0x5000, 0x6000)));
+    }
+
+    #[test]
+    fn echo_window_is_bounded() {
+        let mut e = Echo::default();
+        for i in 0..=ECHO_WINDOW as u64 {
+            assert!(!e.is_echo(ev(RawKind::Remap, i << 12, (i + 1) << 12)));
+        }
+        assert_eq!(e.recent.len(), ECHO_WINDOW);
+        // The second oldest is still paired; the oldest was forgotten: its
+        // UNMAP counts.
+        assert!(e.is_echo(ev(RawKind::Unmap, 1 << 12, 2 << 12)));
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0, 1 << 12)));
+    }
+}
