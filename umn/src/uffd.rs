@@ -22,11 +22,12 @@
 //! | a VMA owned by a uffd not umn's (EBUSY)  | nothing: [`crate::Error::Busy`], serve uncached |
 //! | memory of a `fork` child                 | nothing: the child's notifier reports [`crate::Error::Forked`] |
 //!
-//! A change uffd misses also leaves the notifier believing the VMA span is
+//! A change uffd misses also leaves the hub believing the VMA span is
 //! still registered, so new memory mapped there later would not be
-//! registered either: the hooks' and `notify_unmapped` events therefore
-//! also drop the span (as UNMAP and REMAP events do), and the next
-//! `register` there issues `UFFDIO_REGISTER` again.
+//! registered either: the hooks' events and `notify_unmapped` on a `Uffd`
+//! notifier therefore also reach the hub's feed and drop the span (as
+//! UNMAP and REMAP events do), and the next `register` there issues
+//! `UFFDIO_REGISTER` again.
 //!
 //! ## One uffd per process
 //!

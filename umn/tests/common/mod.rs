@@ -9,19 +9,7 @@ use umn::{AddrRange, Cookie, Error, Event, Generation, Invalidation, Notifier, S
 #[allow(unused_imports)] // each test binary uses some
 pub use regcache_testkit::mem::{madvise, map_fixed, mremap, unmap};
 #[allow(unused_imports)]
-pub use regcache_testkit::process::in_child;
-
-/// The process's memory map to one test at a time, for the tests that
-/// assert exact generations, counters and events: both sources watch the
-/// whole process (the kernel device through its MMU notifier, userfaultfd
-/// through the one uffd every `Uffd` notifier of the process shares), so
-/// another test's munmap moves this test's generation, and a neighbour's
-/// reuse of an address this test unmapped hits its registrations again.
-/// (`cargo nextest` runs each test in a process of its own anyway.)
-pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
-    static MAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    MAP.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub use regcache_testkit::process::{exclusive, in_child};
 
 pub fn pg() -> u64 {
     page_size()
