@@ -56,7 +56,10 @@
 //! event of a change that returned before the caller took the lock is
 //! carved by then. A feed overflow forgets every span (the hub no longer
 //! knows what changed), which costs a `UFFDIO_REGISTER` per VMA again,
-//! never an event. Lock order: a notifier's queue lock (`Inner`), then the
+//! never an event. (Carving from each notifier's own ring, as the
+//! per-notifier uffd did, failed umn's own tests in exactly that way: a
+//! span left by a dropped notifier made `register` of new memory at the
+//! address skip the uffd.) Lock order: a notifier's queue lock (`Inner`), then the
 //! hub's spans lock; nothing else takes the spans lock, and no
 //! invalidation source takes either.
 //!
