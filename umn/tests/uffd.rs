@@ -570,3 +570,64 @@ fn concurrent_unmaps_never_leave_generation_unchanged() {
     want.sort_unstable();
     assert_eq!(got, want);
 }
+
+/// Notifiers open and drop on some threads while others register, unmap
+/// and drain: the hub is shared, closed when the count falls to zero and
+/// opened again, and notifiers enter and leave the set of a uffd batch in
+/// flight. Every munmap moves its notifier's generation before it
+/// returns, every drain settles (a `begin` left without its `end` would
+/// hang it: the watchdog turns that into a failure), and every
+/// registration is invalidated.
+#[test]
+fn notifiers_opening_and_dropping_while_others_unmap() {
+    let _only = exclusive();
+    let rounds = 150u64;
+    let (tx, rx) = mpsc::channel();
+    let worker = |t: u64, keep: bool| {
+        std::thread::spawn(move || {
+            let long = keep.then(open);
+            for i in 0..rounds {
+                let short;
+                let n = match &long {
+                    Some(n) => n,
+                    None => {
+                        short = open();
+                        &short
+                    }
+                };
+                let r = map(1);
+                let c = Cookie(t * 1_000_000 + i);
+                n.register(r, c).unwrap();
+                let before = n.generation();
+                unmap(r);
+                assert_ne!(n.generation(), before, "thread {t} round {i}");
+                let (ev, _, g) = drain(n);
+                assert!(g.is_settled());
+                assert!(
+                    ev.iter().any(|e| e.cookie == c),
+                    "thread {t} round {i}: {ev:?}"
+                );
+                n.unregister(c).unwrap();
+            }
+        })
+    };
+    let workers = vec![worker(1, true), worker(2, false), worker(3, false)];
+    let churn = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            drop(open());
+        }
+    });
+    std::thread::spawn(move || {
+        let panicked = workers
+            .into_iter()
+            .chain([churn])
+            .map(|w| w.join())
+            .filter(Result::is_err)
+            .count();
+        tx.send(panicked).unwrap();
+    });
+    let panicked = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("hang: a notifier opening or dropping stalled the others");
+    assert_eq!(panicked, 0, "threads failed (their messages are above)");
+}
