@@ -155,7 +155,7 @@ fn soak(cache: &Cache<CheckingRegistrar>) -> Stats {
         for t in 0..THREADS {
             let stop = &stop;
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1234_5678));
                 let mut bufs: Vec<Buf> = (0..BUFS).map(|_| Buf::new(&mut rng)).collect();
                 let mut n = 0u64;
                 while !stop.load(Relaxed) {
