@@ -47,17 +47,23 @@ fn verbs_on_the_callers_pd_registers_in_that_domain() {
     };
     // SAFETY: the raw pointer of a domain `pd` keeps allocated for the
     // whole test (the cache is dropped first).
-    let raw = unsafe { pd.as_sideway().pd() }.as_ptr().cast::<libc::c_void>();
+    let raw = unsafe { pd.as_sideway().pd() }
+        .as_ptr()
+        .cast::<libc::c_void>();
     // SAFETY: a live struct ibv_pd * from ibv_alloc_pd, kept alive by `pd`.
     let caller = unsafe { CallerPd::from_raw(raw) }.expect("a live PD");
     let v = VerbsRegistrar::on_caller_pd(caller);
     assert!(v.protection_domain().is_none(), "not ours");
     let m = Mapping::new(256 << 10, libc::PROT_READ | libc::PROT_WRITE);
-    let r = v.register(m.range(), RW).expect("ibv_reg_mr in the caller's PD");
+    let r = v
+        .register(m.range(), RW)
+        .expect("ibv_reg_mr in the caller's PD");
     assert_eq!(r.pd_ptr(), raw, "registered in the caller's domain");
     v.deregister(r).expect("ibv_dereg_mr");
     let cache = Cache::new(AnyRegistrar::Verbs(v), Config::default());
-    let h = cache.get(m.range(), RW).expect("a cached MR in the caller's PD");
+    let h = cache
+        .get(m.range(), RW)
+        .expect("a cached MR in the caller's PD");
     assert!(h.keys().is_some());
     drop(h);
     drop(cache);

@@ -382,6 +382,15 @@ impl Registry {
         })
     }
 
+    /// Tests only: write the registry lock record a holder with `pid`,
+    /// started at `start_ticks` (`/proc/<pid>/stat` field 22), would leave
+    /// behind had it died holding the lock.
+    #[doc(hidden)]
+    pub fn plant_lock_record(&self, pid: u32, start_ticks: u64) {
+        let _ = start_ticks; // the record has no room for it
+        self.header().lock.store(pid, Ordering::Release);
+    }
+
     pub(super) fn lock(&self) -> RegistryLock<'_> {
         let h = self.header();
         let me = self.inner.me;
