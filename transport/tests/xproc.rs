@@ -1233,7 +1233,6 @@ fn proc_start_ticks(pid: u32) -> u64 {
 }
 
 #[test]
-#[ignore = "issue 15 item 5c: fails until its fix lands on this branch"]
 fn dma_registry_lock_of_a_dead_holder_whose_pid_was_reused_is_stolen() {
     // Issue 15, item 5c. A process died holding the registry lock and its
     // pid now names another, live process that has nothing to do with the
@@ -1259,7 +1258,10 @@ fn dma_registry_lock_of_a_dead_holder_whose_pid_was_reused_is_stolen() {
         let _ = tx.send(rx.and_then(Receiver::unbind).is_ok());
     });
     match done.recv_timeout(Duration::from_secs(30)) {
-        Ok(ok) => assert!(ok, "bind after stealing the lock failed"),
+        Ok(ok) => {
+            assert!(ok, "bind after stealing the lock failed");
+            assert_eq!(fx.reg.stats().lock_steals, 1);
+        }
         Err(_) => panic!(
             "bind still waits for a registry lock whose dead holder's pid names a live, unrelated process"
         ),

@@ -55,7 +55,11 @@ pub const MAX_BANNED: usize = 4;
 pub const MAX_SENDERS: usize = 16;
 
 pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
-pub(super) const REG_VERSION: u32 = 2;
+/// Layout version, checked at open: a peer of another version gets
+/// [`crate::Error::BadRegistry`]. 3 (issue 15): the lock word names its
+/// holder by pid and start time (`RegistryHeader::lock`, 64 bits at
+/// offset 24).
+pub(super) const REG_VERSION: u32 = 3;
 
 /// Slot states (`BindingSlot::state`).
 pub(super) const FREE: u32 = 0;
@@ -166,9 +170,12 @@ pub struct RegistryHeader {
     pub(super) nslots: AtomicU32,
     pub(super) max_descs: AtomicU32,
     pub(super) max_sections: AtomicU32,
-    /// Registry lock: 0 or the holder's pid.
-    pub(super) lock: AtomicU32,
-    _reserved: [u32; 10],
+    /// Version 2's lock word (the holder's pid alone); unused since 3.
+    _retired_lock: u32,
+    /// Registry lock: 0, or the holder's `ProcId::word` (pid and start
+    /// time; see `proc_id`).
+    pub(super) lock: AtomicU64,
+    _reserved: [u32; 8],
 }
 
 // SAFETY: only atomics and padding integers; every bit pattern is valid.
@@ -198,6 +205,7 @@ const _: () = {
     assert!(offset_of!(DmaDesc, check) == 32);
     assert!(offset_of!(DmaDesc, sections) == 64);
     assert!(size_of::<RegistryHeader>() == 64);
+    assert!(offset_of!(RegistryHeader, lock) == 24);
     assert!(offset_of!(BindingSlot, key_dev) == 32);
     assert!(offset_of!(BindingSlot, check) == 56);
     assert!(offset_of!(BindingSlot, bounce_len) == 64);

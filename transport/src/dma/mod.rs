@@ -21,6 +21,8 @@
 //!   offset assertions, the checksums, the orderings of every shared field
 //!   ("Atomics"), and the typed slot index and cut-off reason read from
 //!   shared memory.
+//! - `proc_id`: a process named by pid and start time, so that a reused
+//!   pid does not pass for a dead holder of the lock or of a descriptor.
 //! - `registry`: the [`Registry`] handle (create, open, the lock), keys
 //!   to bindings, announced sends against unbind, and "Validation and
 //!   cutting off".
@@ -39,6 +41,7 @@ mod assisted;
 mod cma;
 mod config;
 mod layout;
+mod proc_id;
 mod receiver;
 mod registry;
 mod send;
