@@ -1032,7 +1032,8 @@ fn dma_sender_killed_mid_send_does_not_hold_up_unbind() {
 // ------------------------------------------ issue 15: the transport's weak spots
 
 /// A sender that sends on command: `SEND <seed> <len>` answers
-/// `SENT <seed> ok <copied>` or `SENT <seed> err <error>`; `BYE` ends it.
+/// `SENT <seed> ok <copied>` or `SENT <seed> err <error>`; `STATS` answers
+/// `STATS taken_over=<claims_taken_over>`; `BYE` ends it.
 /// `RC_RESTOCK_MS` is its restock wait; it never spins before sleeping.
 fn role_tx_cmd() {
     let reg = Registry::open_with(
@@ -1056,6 +1057,10 @@ fn role_tx_cmd() {
                     Err(e) => tell(&format!("SENT {seed} err {e:?}")),
                 }
             }
+            ["STATS"] => tell(&format!(
+                "STATS taken_over={}",
+                reg.stats().claims_taken_over
+            )),
             ["BYE"] => break,
             c => panic!("bad command {c:?}"),
         }
@@ -1096,7 +1101,6 @@ fn raw_used_len(reg: &Registry, key: DmaKey, j: usize) -> &AtomicU64 {
 }
 
 #[test]
-#[ignore = "issue 15 item 5a: fails until its fix lands on this branch"]
 fn dma_descriptor_claimed_by_a_killed_sender_is_taken_over() {
     // Issue 15, item 5a. One descriptor; sender A claims it (an assisted
     // copy the receiver never helps with keeps it in the middle of its
@@ -1119,10 +1123,14 @@ fn dma_descriptor_claimed_by_a_killed_sender_is_taken_over() {
         std::thread::sleep(Duration::from_millis(1));
         waited += 1;
     }
+    // While A lives, its claim stands: B finds no descriptor.
+    let mut b = spawn_tx_cmd(&fx, key, 200);
+    b.say("SEND 6 1000");
+    let l = b.expect("SENT 6");
+    assert!(l.starts_with("SENT 6 err NoFreeDescriptor"), "{l}");
     a.child.kill().unwrap(); // SIGKILL
     a.child.wait().unwrap();
 
-    let mut b = spawn_tx_cmd(&fx, key, 200);
     b.say("SEND 7 1000");
     assert_eq!(
         b.expect("SENT 7"),
@@ -1133,6 +1141,8 @@ fn dma_descriptor_claimed_by_a_killed_sender_is_taken_over() {
     assert_eq!((d.index, d.len, d.sender_pid), (0, 1000, b.child.id()));
     verify(buf.as_ptr(), &bufs, d.index, d.len, 7);
     rx.restock(d.index).unwrap();
+    b.say("STATS");
+    assert_eq!(b.expect("STATS"), "STATS taken_over=1");
     b.say("BYE");
     b.finish();
     rx.unbind().unwrap();

@@ -41,8 +41,10 @@
 
 use super::cma::{self, Dir};
 use super::layout::{
-    AssistJob, BindingSlot, DmaDesc, MAX_SECTIONS, fnv_with_pairs, read_pairs, write_pairs,
+    AssistJob, BindingSlot, CLAIM_BIT, DmaDesc, MAX_SECTIONS, fnv_with_pairs, read_pairs,
+    write_pairs,
 };
+use super::proc_id::ProcId;
 use super::receiver::PrivDesc;
 use super::registry::{LocalStats, Registry, SlotView, bump, pid_alive};
 use crate::assist;
@@ -209,17 +211,22 @@ impl Registry {
     }
 }
 
-/// Receiver: claim and copy chunks of `job` into descriptor `p` (our
-/// private copy) until none is left. Everything read from `job` is
-/// checked first; a job that fails a check is left to its sender. Returns
-/// whether we copied any chunk.
+/// Receiver: claim and copy chunks of the job of descriptor `d` into `p`
+/// (our private copy of it) until none is left. Everything read from the
+/// job is checked first; a job that fails a check is left to its sender.
+/// `claim` is the descriptor's `used_len` as we read it: we help only the
+/// claimer's own job, and only while the claim stands (a sender that
+/// took over the claim of a dead one, see `send`, did not open that job).
+/// Returns whether we copied any chunk.
 pub(super) fn help_job(
-    job: &AssistJob,
+    d: &DmaDesc,
+    claim: u64,
     gen_: u32,
     p: &PrivDesc,
     refused: &mut HashSet<u32>,
     stats: &LocalStats,
 ) -> bool {
+    let job = &d.assist;
     let t = assist::observe(&job.ticket);
     let seq = (t >> 32) as u32;
     if !assist::has_unclaimed(t) {
@@ -230,6 +237,9 @@ pub(super) fn help_job(
     let chunk = job.chunk.load(Ordering::Relaxed);
     let nsrc = job.nsrc.load(Ordering::Relaxed) as usize;
     if nsrc == 0 || nsrc > MAX_SECTIONS || refused.contains(&pid) {
+        return false;
+    }
+    if ProcId::from_word(claim & !CLAIM_BIT).pid != pid {
         return false;
     }
     let src = read_pairs::<MAX_SECTIONS>(&job.src[..nsrc]);
@@ -259,7 +269,13 @@ pub(super) fn help_job(
     let dst = cma::trim_ranges(&p.sections, total);
     let mut helped = false;
     let mut cur = t;
-    while let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) {
+    loop {
+        if d.used_len.load(Ordering::Acquire) != claim {
+            break;
+        }
+        let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) else {
+            break;
+        };
         let off = k * chunk;
         let copied = cma::transfer(Dir::Read, pid, &dst, src, off, chunk.min(total - off));
         match &copied {

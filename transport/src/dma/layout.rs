@@ -58,7 +58,8 @@ pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
 /// Layout version, checked at open: a peer of another version gets
 /// [`crate::Error::BadRegistry`]. 3 (issue 15): the lock word names its
 /// holder by pid and start time (`RegistryHeader::lock`, 64 bits at
-/// offset 24).
+/// offset 24); a claimed descriptor's `used_len` names its claimer
+/// ([`CLAIM_BIT`]) instead of being `u64::MAX`.
 pub(super) const REG_VERSION: u32 = 3;
 
 /// Slot states (`BindingSlot::state`).
@@ -67,8 +68,18 @@ pub(super) const BOUND: u32 = 2;
 pub(super) const CUT_OFF: u32 = 3;
 pub(super) const UNBINDING: u32 = 4;
 
-/// `used_len` value of a descriptor a sender has claimed but not filled.
-pub(super) const CLAIMED: u64 = u64::MAX;
+/// Bit 63 of `used_len`: the descriptor is claimed by a sender that has
+/// not published yet; the other 63 bits are the claimer's
+/// [`ProcId::word`](super::proc_id::ProcId::word) (pid and start time),
+/// so that another sender can tell a claim of a dead process (see `send`,
+/// "Claims of dead senders"). A length never has it: bind refuses a
+/// capacity of 2⁶³ bytes or more.
+pub(super) const CLAIM_BIT: u64 = 1 << 63;
+
+/// Whether a `used_len` value is a claim (not 0, not a length).
+pub(super) fn is_claim(used: u64) -> bool {
+    used & CLAIM_BIT != 0
+}
 /// `flags` bit: the payload is in the bounce segment.
 pub(super) const F_BOUNCED: u32 = 1;
 
@@ -84,7 +95,8 @@ pub struct SharedSection {
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct DmaDesc {
-    /// 0: free; `CLAIMED` (`u64::MAX`): being filled; else bytes delivered.
+    /// 0: free; `CLAIM_BIT | ProcId::word` of the claimer: being filled;
+    /// else bytes delivered.
     pub(super) used_len: AtomicU64,
     pub(super) flags: AtomicU32,
     pub(super) sender_pid: AtomicU32,
@@ -99,7 +111,7 @@ pub struct DmaDesc {
 
 /// A receiver-assisted copy into a claimed descriptor (see
 /// `dma::assisted`): 192 bytes. Written by the sender that holds the
-/// descriptor `CLAIMED`; the receiver only claims chunks (CAS on `ticket`)
+/// descriptor claimed; the receiver only claims chunks (CAS on `ticket`)
 /// and reports them (`done`, `failed`).
 #[repr(C)]
 #[derive(Debug, Default)]

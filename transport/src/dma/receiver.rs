@@ -20,7 +20,7 @@
 //! The receiver keeps a *private* copy of every descriptor it bound
 //! (`PrivDesc`) and never trusts shared memory for where its own bytes
 //! go. A delivery is a descriptor whose `used_len` (loaded Acquire) is
-//! neither 0 nor `CLAIMED`: it is checked against the private copy
+//! neither 0 nor a claim ([`is_claim`]): it is checked against the private copy
 //! (same sections, same bounce offset, known flags, `used_len` within
 //! capacity), bounced payloads are copied out of the bounce segment into
 //! the private copy's sections, and the descriptor stays the caller's
@@ -39,8 +39,8 @@
 
 use super::assisted::help_job;
 use super::layout::{
-    BOUND, BindingSlot, CLAIMED, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
-    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, slot_check, slot_key, write_pairs,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
+    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim, slot_check, slot_key, write_pairs,
 };
 use super::registry::{Registry, pid_alive, sends_in_flight};
 use super::send::CopyPath;
@@ -169,7 +169,8 @@ fn check_bind(ranges: &[AddrRange], buffers: &[DmaBuffer]) -> Result<(Vec<PrivDe
         });
         bounce_len = bounce_len
             .checked_add(cap)
-            .ok_or(Error::InvalidBind("total capacity overflows"))?;
+            .filter(|&n| n < CLAIM_BIT)
+            .ok_or(Error::InvalidBind("total capacity of 2^63 bytes or more"))?;
     }
     Ok((priv_descs, bounce_len))
 }
@@ -335,11 +336,13 @@ impl Receiver {
         }
         let mut helped = false;
         for (j, p) in self.descs.iter().enumerate() {
-            if p.delivered || s.descs[j].used_len.load(Ordering::Relaxed) != CLAIMED {
+            let claim = s.descs[j].used_len.load(Ordering::Relaxed);
+            if p.delivered || !is_claim(claim) {
                 continue;
             }
             helped |= help_job(
-                &s.descs[j].assist,
+                &s.descs[j],
+                claim,
                 self.gen_,
                 p,
                 &mut self.assist_refused,
@@ -367,7 +370,7 @@ impl Receiver {
             let d = &s.descs[j];
             // Acquire: pairs with the sender's Release store after the data.
             let used = d.used_len.load(Ordering::Acquire);
-            if used == 0 || used == CLAIMED {
+            if used == 0 || is_claim(used) {
                 continue;
             }
             let sender_pid = d.sender_pid.load(Ordering::Relaxed);

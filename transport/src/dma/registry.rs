@@ -129,6 +129,9 @@ dma_stats! {
     /// Registry locks this process stole from a holder that died inside
     /// bind or unbind (module docs, "The registry lock").
     lock_steals,
+    /// Descriptors this process took over from a sender that died after
+    /// claiming them (`send`, "Claims of dead senders").
+    claims_taken_over,
 }
 
 /// Add `n` to a counter.
