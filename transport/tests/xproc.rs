@@ -1167,7 +1167,6 @@ fn cont(pid: u32) {
 }
 
 #[test]
-#[ignore = "issue 15 item 5b: fails until its fix lands on this branch"]
 fn dma_two_senders_waiting_for_restock_both_get_a_restocked_descriptor() {
     // Issue 15, item 5b. Two descriptors, both held by the receiver; two
     // senders wait for a restock (restock wait: 10 minutes, so a missed

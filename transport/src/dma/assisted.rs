@@ -141,7 +141,7 @@ impl Registry {
         assist::publish(&job.ticket, seq, nch);
         s.assist_open.fetch_add(1, Ordering::Release);
         let _open = Open(s);
-        s.signal.irq(crate::shm_signal::Side::North).notify();
+        s.signal.arrived.notify();
 
         let mut mine = 0u64;
         let mut first_err = None;

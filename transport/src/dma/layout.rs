@@ -37,7 +37,7 @@
 
 use crate::key::DmaKey;
 use crate::shm::SharedRecord;
-use crate::shm_signal::ShmSignalDesc;
+use crate::shm_signal::{BroadcastRecord, IrqRecord};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use umn::AddrRange;
 
@@ -59,7 +59,9 @@ pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
 /// [`crate::Error::BadRegistry`]. 3 (issue 15): the lock word names its
 /// holder by pid and start time (`RegistryHeader::lock`, 64 bits at
 /// offset 24); a claimed descriptor's `used_len` names its claimer
-/// ([`CLAIM_BIT`]) instead of being `u64::MAX`.
+/// ([`CLAIM_BIT`]) instead of being `u64::MAX`; the restock doorbell is a
+/// [`BroadcastRecord`] that many senders may wait on
+/// ([`BindingDoorbells`]).
 pub(super) const REG_VERSION: u32 = 3;
 
 /// Slot states (`BindingSlot::state`).
@@ -167,10 +169,26 @@ pub struct BindingSlot {
     _pad2: u32,
     _reserved: u64,
     pub(super) ranges: [SharedSection; MAX_RANGES],
-    pub(super) signal: ShmSignalDesc,
+    pub(super) signal: BindingDoorbells,
     pub(super) descs: [DmaDesc; MAX_DESCS],
     /// Pids of senders in the middle of a send (0: free entry).
     pub(super) senders: [AtomicU32; MAX_SENDERS],
+}
+
+/// The doorbells of a binding: 192 bytes, where layout version 2 had a
+/// [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) whose `south`
+/// record every waiting sender shared (see `shm_signal`, "Many waiters").
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub(super) struct BindingDoorbells {
+    /// Version 2's magic and version of the `ShmSignalDesc`; unused.
+    _retired: [u32; 16],
+    /// "A delivery, an assist job, a restock request or a cut-off": rung by
+    /// senders, waited on by the receiver alone (its owner).
+    pub(super) arrived: IrqRecord,
+    /// "Restocked": rung by the receiver on every restock or repair,
+    /// waited on by any number of senders short of a descriptor.
+    pub(super) restocked: BroadcastRecord,
 }
 
 /// Registry header: 64 bytes.
@@ -224,6 +242,9 @@ const _: () = {
     assert!(offset_of!(BindingSlot, banned) == 72);
     assert!(offset_of!(BindingSlot, ranges) == 112);
     assert!(offset_of!(BindingSlot, signal) == 192);
+    assert!(size_of::<BindingDoorbells>() == 192);
+    assert!(offset_of!(BindingDoorbells, arrived) == 64);
+    assert!(offset_of!(BindingDoorbells, restocked) == 128);
     assert!(offset_of!(BindingSlot, descs) == 384);
     assert!(offset_of!(BindingSlot, senders) == 384 + 384 * MAX_DESCS);
     assert!(size_of::<BindingSlot>() == 384 + 384 * MAX_DESCS + 4 * MAX_SENDERS);

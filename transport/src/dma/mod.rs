@@ -12,8 +12,8 @@
 //! binding is a slot: the receiver's pid, the key, up to [`MAX_RANGES`]
 //! registered ranges, up to [`MAX_DESCS`] [`DmaDesc`]s of up to
 //! [`MAX_SECTIONS`] `{addr, len}` sections each, a checksum over all of
-//! that, and a [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) of two
-//! doorbells.
+//! that, and two doorbells: `arrived`, which only the receiver waits on,
+//! and `restocked`, which any number of senders wait on.
 //!
 //! The chapters of the protocol live with their code:
 //!

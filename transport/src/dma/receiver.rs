@@ -7,10 +7,12 @@
 //! buffers must lie inside them), up to [`MAX_DESCS`] [`DmaDesc`]s of up to
 //! [`MAX_SECTIONS`] `{addr, len}` sections each, a checksum over all of
 //! that, a fresh bounce segment (`<registry>-b<slot>-<generation>`, as
-//! large as all buffers together) and a
-//! [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) (the receiver owns
-//! `north`: "data or a restock request arrived"; senders wait on `south`:
-//! "restocked"). The slot's `state := BOUND` Release store publishes it
+//! large as all buffers together) and two doorbells (`BindingDoorbells`):
+//! `arrived`, an [`IrqRecord`](crate::shm_signal::IrqRecord) the receiver
+//! owns ("data or a restock request arrived"), and `restocked`, a
+//! [`BroadcastRecord`](crate::shm_signal::BroadcastRecord) any number of
+//! senders short of a descriptor wait on (see `shm_signal`, "Many
+//! waiters"). The slot's `state := BOUND` Release store publishes it
 //! all. While it holds the lock, bind also reaps the slots of dead
 //! receivers (with unbind's Dekker pair, so a send still in flight keeps
 //! the slot `UNBINDING` until a later bind).
@@ -241,14 +243,11 @@ impl Registry {
         for (d, p) in s.descs.iter().zip(&priv_descs) {
             write_desc(d, gen_, p);
         }
-        // Fresh doorbells for the new binding.
-        s.signal.init();
-        for side in [Side::North, Side::South] {
-            let irq = s.signal.irq(side);
-            irq.dirty.store(0, Ordering::Relaxed);
-            irq.enabled.store(0, Ordering::Relaxed);
-            irq.pending.store(0, Ordering::Relaxed);
-        }
+        // Fresh doorbells for the new binding: nobody waits on either (the
+        // slot was free). `restocked.seq` is left as it is: waiters compare
+        // it with their own tickets only.
+        s.signal.arrived.reset();
+        s.signal.restocked.reset();
         // Release: publishes everything above to senders' Acquire load.
         s.state.store(BOUND, Ordering::Release);
 
@@ -384,7 +383,7 @@ impl Receiver {
                     }
                 };
                 write_desc(&s.descs[j], self.gen_, &self.descs[j]);
-                s.signal.irq(Side::South).notify();
+                s.signal.restocked.notify();
                 return Err(Error::CorruptDescriptor {
                     key: self.key,
                     index: j as u32,
@@ -487,7 +486,7 @@ impl Receiver {
     pub fn wait(&self, timeout: Option<Duration>) -> Wake {
         self.slot()
             .signal
-            .irq(Side::North)
+            .arrived
             .wait(self.reg.inner.config.spin, timeout)
     }
 
@@ -531,7 +530,7 @@ impl Receiver {
         // Release: our reads of the payload happen before a sender's
         // AcqRel claim and its new writes.
         s.descs[j].used_len.store(0, Ordering::Release);
-        s.signal.irq(Side::South).notify();
+        s.signal.restocked.notify();
         Ok(())
     }
 
@@ -547,10 +546,15 @@ impl Receiver {
             .collect()
     }
 
-    /// Counters of this binding's doorbell (`North` = ours, `South` =
-    /// senders' restock doorbell).
+    /// Counters of this binding's doorbells: `North`, ours ("arrived",
+    /// [`crate::shm_signal::IrqRecord::stats`]); `South`, the senders'
+    /// restock doorbell ([`crate::shm_signal::BroadcastRecord::stats`]:
+    /// `sleeps` counts the `futex_wait`s of all waiting senders).
     pub fn signal_stats(&self, side: Side) -> crate::shm_signal::IrqStats {
-        self.slot().signal.irq(side).stats()
+        match side {
+            Side::North => self.slot().signal.arrived.stats(),
+            Side::South => self.slot().signal.restocked.stats(),
+        }
     }
 
     /// Unbind: no new send can find the binding; waits (bounded) for

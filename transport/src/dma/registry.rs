@@ -74,7 +74,6 @@ pub(super) use super::proc_id::pid_alive;
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::Side;
 use crate::sync::{AtomicU32, Ordering};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64 as LocalU64;
@@ -503,7 +502,7 @@ impl Registry {
             bump(&self.inner.stats.cutoffs, 1);
             log::warn!("regcache-transport: cut off a binding: {}", reason.as_str());
         }
-        s.signal.irq(Side::North).notify();
+        s.signal.arrived.notify();
     }
 
     /// The slot bound to `key` by another process.

@@ -12,7 +12,12 @@
 //!    a CAS to our claim word, `CLAIM_BIT | ProcId::word` (our pid and
 //!    start time). None free: take over a claim of a dead sender (below);
 //!    none either: ring the receiver, wait (bounded) for its restock
-//!    doorbell, retry once, else [`Error::NoFreeDescriptor`]. `next_dma`
+//!    doorbell, retry once, else [`Error::NoFreeDescriptor`]. The restock
+//!    doorbell is a [`BroadcastRecord`](crate::shm_signal::BroadcastRecord)
+//!    (layout version 3): the sender takes its ticket before it looks for
+//!    a free descriptor, and every sender waiting at once is woken by a
+//!    restock (with a single-owner doorbell, as before, two waiting
+//!    senders could consume each other's ring). `next_dma`
 //!    is a hint anyone can scribble on: a value that is not a descriptor
 //!    index of the binding starts the search at descriptor 0.
 //! 5. Validate the descriptor (checksum, section count, each section an
@@ -77,7 +82,7 @@ use super::registry::{InflightGuard, Registry, SlotView, bump};
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::{Side, Wake};
+use crate::shm_signal::Wake;
 use crate::sync::Ordering;
 use std::sync::Arc;
 use umn::AddrRange;
@@ -321,7 +326,7 @@ impl Registry {
         // Release: the payload (CMA or bounce) happens-before the
         // receiver's Acquire load of used_len.
         d.used_len.store(n, Ordering::Release);
-        s.signal.irq(Side::North).notify();
+        s.signal.arrived.notify();
 
         let st = &self.inner.stats;
         bump(
@@ -356,7 +361,12 @@ impl Registry {
     ) -> Result<(DescIndex, bool), Error> {
         let mut retried = false;
         let me = CLAIM_BIT | self.inner.id.word();
+        let restocked = &s.signal.restocked;
         loop {
+            // The ticket first, then the look at the descriptors: a restock
+            // after the ticket ends the wait below at once, one before it
+            // is seen by the claim (`shm_signal`, "Many waiters").
+            let ticket = restocked.ticket();
             if let Some(j) = claim(s, view.ndesc, me) {
                 return Ok((j, retried));
             }
@@ -373,21 +383,13 @@ impl Registry {
             }
             retried = true;
             bump(&self.inner.stats.no_free_first_try, 1);
-            let restocked = s.signal.irq(Side::South);
-            // Discard stale restock rings (every restock rings, whether or
-            // not anyone waits), then look again before sleeping: a
-            // restock between our failed claim and the discard is seen
-            // here instead of costing the whole wait.
-            let _ = restocked.try_take();
-            let free_now = s.descs[..view.ndesc]
-                .iter()
-                .any(|d| d.used_len.load(Ordering::Acquire) == 0);
-            if !free_now {
-                s.want_restock.store(1, Ordering::SeqCst);
-                s.signal.irq(Side::North).notify();
-                let _: Wake =
-                    restocked.wait(self.inner.config.spin, Some(self.inner.config.restock_wait));
-            }
+            s.want_restock.store(1, Ordering::SeqCst);
+            s.signal.arrived.notify();
+            let _: Wake = restocked.wait(
+                ticket,
+                self.inner.config.spin,
+                Some(self.inner.config.restock_wait),
+            );
             if s.state.load(Ordering::SeqCst) != BOUND
                 || s.gen_.load(Ordering::Relaxed) != view.gen_
             {
