@@ -35,7 +35,12 @@
 //! does the work). While a sender waits for the receiver's chunks it checks
 //! that the receiver lives; a receiver alive but stalled for
 //! [`Config::assist_wait`](super::Config::assist_wait) gets its binding cut
-//! off, so a chunk it may still be writing is never delivered.
+//! off, so a chunk it may still be writing is never delivered. The
+//! receiver helps a job only while the descriptor's claim word names the
+//! job's sender (`src_pid`) and re-reads it before every chunk: a sender
+//! that took over the claim of a dead one ([`super::send`], "Claims of
+//! dead senders") did not open that job, and its data must not be
+//! overwritten by the dead sender's chunks.
 //! `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES` sets the threshold (`off`
 //! disables: exactly one `process_vm_writev` per send).
 
