@@ -20,8 +20,13 @@
 //! `state` (producer: the binding receiver; consumers: senders).
 //! `used_len`: producer the sender (Release, after the data), consumer the
 //! receiver (Acquire); the receiver frees with a Release store of 0 and
-//! senders claim with an AcqRel CAS, so the receiver's reads of the old
-//! payload happen before the next sender's writes. `next_dma` is a hint
+//! senders claim with an AcqRel CAS 0 → claim word ([`CLAIM_BIT`] and the
+//! claimer's pid and start time), so the receiver's reads of the old
+//! payload happen before the next sender's writes. A sender takes over a
+//! dead claimer's descriptor with an AcqRel CAS of that exact claim word
+//! to its own (`send`, "Claims of dead senders"). The registry lock is a
+//! CAS 0 → holder word (Acquire) and a store of 0 (Release)
+//! (`registry`, "The registry lock"). `next_dma` is a hint
 //! (Relaxed). `inflight`/`state` for unbind: SeqCst (store-load).
 //!
 //! ## Indices and codes from shared memory
