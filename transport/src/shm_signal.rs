@@ -611,3 +611,46 @@ impl ShmSignal {
         self.side
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_wait_returns_at_once_for_a_ring_after_the_ticket() {
+        let b = BroadcastRecord::new();
+        let t = b.ticket();
+        // Nobody waits: no system call.
+        assert!(!b.notify());
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_secs(60))),
+            Wake::Signalled
+        );
+        let t = b.ticket();
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_millis(1))),
+            Wake::TimedOut
+        );
+        let s = b.stats();
+        assert_eq!((s.notifies, s.wakes_sent, s.wakes_taken), (1, 0, 1));
+        assert!(s.sleeps >= 1, "{s:?}");
+        assert_eq!(b.waiters.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn broadcast_survives_garbage_counts() {
+        // A peer scribbled on the record: counts at the edge of wrapping.
+        let b = BroadcastRecord::new();
+        b.waiters.store(u32::MAX, Ordering::Relaxed);
+        b.seq.store(u32::MAX, Ordering::Relaxed);
+        let t = b.ticket();
+        assert!(b.notify(), "a nonzero waiter count makes the ringer wake");
+        assert_eq!(b.ticket(), 0);
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_millis(1))),
+            Wake::Signalled
+        );
+        b.reset();
+        assert!(!b.notify());
+    }
+}

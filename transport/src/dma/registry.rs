@@ -561,5 +561,12 @@ mod tests {
         // And the lock works afterwards.
         drop(reg.lock());
         assert_eq!(reg.header().lock.load(Ordering::Relaxed), 0);
+
+        // Garbage a peer wrote names no live process: stolen, no panic.
+        for junk in [u64::MAX, 1 << 40, u64::from(u32::MAX), 0x8000_0000] {
+            reg.header().lock.store(junk, Ordering::Relaxed);
+            assert!(reg.steal_lock_if_dead(junk), "{junk:#x}");
+        }
+        assert_eq!(reg.stats().lock_steals, 5);
     }
 }
