@@ -74,6 +74,62 @@
 //!   its own Release/Acquire pair; the doorbell carries no data.
 //! - the counters are statistics only: Relaxed, read after the fact.
 //!
+//! ## Many waiters: [`BroadcastRecord`]
+//!
+//! An [`IrqRecord`] has one owner: only the owner clears `dirty`, moves
+//! `pending` back to 0 and turns `enabled` off. Keyed DMA once used one as
+//! the binding's "restocked" doorbell, on which *every* sender short of a
+//! descriptor waited: two waiters then undo each other. Two senders
+//! asleep, the receiver restocks two descriptors (one coalesced `dirty`,
+//! one wake-up); the first sender takes `dirty` and a descriptor, the
+//! second finds `dirty` clear, goes back to sleep beside a free descriptor
+//! and sleeps through its whole timeout (`tests/xproc.rs`,
+//! `dma_two_senders_waiting_for_restock_both_get_a_restocked_descriptor`,
+//! makes exactly that happen with SIGSTOP/SIGCONT).
+//!
+//! A [`BroadcastRecord`] is an event count (a sequence number that only
+//! grows, as in Reed and Kanodia's eventcounts and the futex-based
+//! condition variables of glibc): waiters consume nothing, so any number
+//! can wait at once.
+//!
+//! Ringer, [`BroadcastRecord::notify`]:
+//! 1. `seq.fetch_add(1)` (AcqRel);
+//! 2. if `waiters.fetch_add(0)` (AcqRel: a read done as an RMW) `!= 0`:
+//!    `futex_wake(&seq, all)`.
+//!
+//! Waiter: `t = ticket()` (`seq`, Acquire) *before* it looks at the
+//! condition (a free descriptor); if the condition is false,
+//! [`BroadcastRecord::wait`]`(t)`:
+//! 1. spin up to `spin` polls of `seq != t`;
+//! 2. `waiters.fetch_add(1)` (AcqRel), then while `seq.load()` (Acquire)
+//!    `== t`: `futex_wait(&seq, t)`; finally `waiters.fetch_sub(1)`.
+//!
+//! **No lost wake-up.** Both sides update `waiters` with RMWs, so its
+//! modification order decides, as for `dirty` above. If the waiter's
+//! increment comes first, the ringer's RMW reads it (`!= 0`) and wakes;
+//! the kernel checks `seq == t` and queues the waiter atomically with
+//! respect to that wake, so the waiter either does not sleep or is woken.
+//! If the ringer's RMW comes first, the waiter's increment reads from its
+//! release sequence and synchronises with it: the ringer's `seq` increment
+//! happens before the waiter's `seq` load, which therefore sees `!= t`
+//! and does not sleep. (A first version read `waiters`, and the waiter
+//! `seq`, with plain SeqCst loads after the RMWs; loom, which models
+//! SeqCst accesses as AcqRel, reported a lost wake-up. The RMW read makes
+//! the argument need no SeqCst at all.) A ring
+//! *before* the ticket is
+//! covered by the caller's look at the condition: the ticket's Acquire
+//! load that reads the incremented `seq` synchronises with the ringer's
+//! RMW, so the waiter sees what the ringer published before ringing (a
+//! restocked `used_len == 0`). The loom model
+//! `loom_broadcast_two_waiters_two_rings` checks it, with each waiter
+//! taking one "descriptor".
+//!
+//! Costs and warts: the ringer pays a `futex_wake` for every ring while
+//! anyone waits (restocks are rare next to sends); a waiter killed while
+//! waiting leaves `waiters` counted up, so rings keep making the system
+//! call until the record is reset (keyed DMA resets it at bind). `seq` is
+//! 32 bits: a waiter is fooled only by exactly 2³² rings during one wait.
+//!
 //! Layout: fixed-width little-endian fields at asserted offsets (the
 //! crate refuses to build on big-endian targets; peers on one node share
 //! the CPU's byte order anyway).
@@ -125,6 +181,119 @@ pub struct ShmSignalDesc {
 // SAFETY: only atomics and plain integers; all bit patterns valid.
 unsafe impl SharedRecord for ShmSignalDesc {}
 
+/// A doorbell any number of processes may wait on at once (module docs,
+/// "Many waiters"): 64 bytes, one cache line.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct BroadcastRecord {
+    /// Rings so far (wrapping); the futex word.
+    pub(crate) seq: FutexU32,
+    /// Waiters between their announcement and the end of their wait.
+    pub(crate) waiters: AtomicU32,
+    _pad: [u32; 2],
+    /// Rings (statistics).
+    pub(crate) notifies: AtomicU64,
+    /// `futex_wake` calls issued.
+    pub(crate) wakes_sent: AtomicU64,
+    /// Waits that ended with a ring (not a timeout).
+    pub(crate) wakes_taken: AtomicU64,
+    /// `futex_wait` calls.
+    pub(crate) sleeps: AtomicU64,
+    _reserved: [u64; 2],
+}
+
+// SAFETY: only atomics and plain integers; all bit patterns valid.
+unsafe impl SharedRecord for BroadcastRecord {}
+
+impl BroadcastRecord {
+    /// A zeroed record (for in-process use and the loom model).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ring: every waiter whose ticket is older wakes. Returns `true` when
+    /// a `futex_wake` was issued (someone was waiting).
+    pub fn notify(&self) -> bool {
+        self.notifies.fetch_add(1, Ordering::Relaxed);
+        // Release half: what was written before ringing (a restocked
+        // `used_len`) is seen by a ticket or check that reads the new value.
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        // A read as an RMW: `waiters`' modification order orders it against
+        // every waiter's announcement (module docs, "No lost wake-up").
+        if self.waiters.fetch_add(0, Ordering::AcqRel) != 0 {
+            self.wakes_sent.fetch_add(1, Ordering::Relaxed);
+            self.seq.wake(u32::MAX);
+            return true;
+        }
+        false
+    }
+
+    /// Waiter: the ring count to wait past. Take it *before* looking at
+    /// the condition the rings announce.
+    pub fn ticket(&self) -> u32 {
+        self.seq.load(Ordering::Acquire)
+    }
+
+    /// Waiter: wait until a ring after `ticket`, spinning first as
+    /// [`IrqRecord::wait`] does. `None` waits forever.
+    pub fn wait(&self, ticket: u32, spin: SpinPolicy, timeout: Option<Duration>) -> Wake {
+        for k in 0..spin.iters {
+            if self.seq.load(Ordering::Acquire) != ticket {
+                self.wakes_taken.fetch_add(1, Ordering::Relaxed);
+                return Wake::Signalled;
+            }
+            if k % YIELD_EVERY == YIELD_EVERY - 1 {
+                yield_now();
+            } else {
+                spin_hint();
+            }
+        }
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        // Announce, then look: an announcement after the ringer's read
+        // acquires its `seq` increment.
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let out = loop {
+            if self.seq.load(Ordering::Acquire) != ticket {
+                break Wake::Signalled;
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    _ => break Wake::TimedOut,
+                },
+            };
+            self.sleeps.fetch_add(1, Ordering::Relaxed);
+            // Sleeps only while `seq == ticket` (checked by the kernel
+            // atomically with respect to `notify`'s wake); a wake-up, a
+            // changed value, a timeout or a signal all loop to the check.
+            let _ = self.seq.wait(ticket, left);
+        };
+        self.waiters.fetch_sub(1, Ordering::Relaxed);
+        if out == Wake::Signalled {
+            self.wakes_taken.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Forget waiters (none may be waiting: e.g. a fresh binding).
+    pub(crate) fn reset(&self) {
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+
+    /// Counter snapshot: `notifies` rings, `wakes_sent` `futex_wake`
+    /// calls, `wakes_taken` waits ended by a ring, `sleeps` `futex_wait`
+    /// calls.
+    pub fn stats(&self) -> IrqStats {
+        IrqStats {
+            notifies: self.notifies.load(Ordering::Relaxed),
+            wakes_sent: self.wakes_sent.load(Ordering::Relaxed),
+            wakes_taken: self.wakes_taken.load(Ordering::Relaxed),
+            sleeps: self.sleeps.load(Ordering::Relaxed),
+        }
+    }
+}
+
 #[cfg(not(loom))]
 const _: () = {
     use std::mem::{align_of, offset_of, size_of};
@@ -138,6 +307,10 @@ const _: () = {
     assert!(offset_of!(IrqRecord, wakes_taken) == 32);
     assert!(offset_of!(IrqRecord, sleeps) == 40);
     assert!(size_of::<ShmSignalDesc>() == 192);
+    assert!(size_of::<BroadcastRecord>() == 64);
+    assert!(offset_of!(BroadcastRecord, seq) == 0);
+    assert!(offset_of!(BroadcastRecord, waiters) == 4);
+    assert!(offset_of!(BroadcastRecord, notifies) == 16);
     assert!(offset_of!(ShmSignalDesc, magic) == 0);
     assert!(offset_of!(ShmSignalDesc, version) == 4);
     assert!(offset_of!(ShmSignalDesc, north) == 64);
@@ -303,6 +476,14 @@ impl IrqRecord {
         }
     }
 
+    /// Owner: forget the doorbell's state (a fresh binding; nobody may be
+    /// waiting on it). Counters are kept.
+    pub(crate) fn reset(&self) {
+        self.dirty.store(0, Ordering::Relaxed);
+        self.enabled.store(0, Ordering::Relaxed);
+        self.pending.store(0, Ordering::Relaxed);
+    }
+
     /// Counter snapshot.
     pub fn stats(&self) -> IrqStats {
         IrqStats {
@@ -428,5 +609,48 @@ impl ShmSignal {
     /// Which side this endpoint owns.
     pub fn side(&self) -> Side {
         self.side
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_wait_returns_at_once_for_a_ring_after_the_ticket() {
+        let b = BroadcastRecord::new();
+        let t = b.ticket();
+        // Nobody waits: no system call.
+        assert!(!b.notify());
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_secs(60))),
+            Wake::Signalled
+        );
+        let t = b.ticket();
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_millis(1))),
+            Wake::TimedOut
+        );
+        let s = b.stats();
+        assert_eq!((s.notifies, s.wakes_sent, s.wakes_taken), (1, 0, 1));
+        assert!(s.sleeps >= 1, "{s:?}");
+        assert_eq!(b.waiters.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn broadcast_survives_garbage_counts() {
+        // A peer scribbled on the record: counts at the edge of wrapping.
+        let b = BroadcastRecord::new();
+        b.waiters.store(u32::MAX, Ordering::Relaxed);
+        b.seq.store(u32::MAX, Ordering::Relaxed);
+        let t = b.ticket();
+        assert!(b.notify(), "a nonzero waiter count makes the ringer wake");
+        assert_eq!(b.ticket(), 0);
+        assert_eq!(
+            b.wait(t, SpinPolicy { iters: 0 }, Some(Duration::from_millis(1))),
+            Wake::Signalled
+        );
+        b.reset();
+        assert!(!b.notify());
     }
 }

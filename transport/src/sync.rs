@@ -52,6 +52,14 @@ pub(crate) struct FutexU32(AtomicU32);
 
 #[cfg(not(loom))]
 impl FutexU32 {
+    pub(crate) fn load(&self, o: Ordering) -> u32 {
+        self.0.load(o)
+    }
+
+    pub(crate) fn fetch_add(&self, v: u32, o: Ordering) -> u32 {
+        self.0.fetch_add(v, o)
+    }
+
     pub(crate) fn store(&self, v: u32, o: Ordering) {
         self.0.store(v, o)
     }
@@ -138,6 +146,14 @@ impl FutexU32 {
             seq: loom::sync::Mutex::new(0),
             cv: loom::sync::Condvar::new(),
         }
+    }
+
+    pub(crate) fn load(&self, o: Ordering) -> u32 {
+        self.word.load(o)
+    }
+
+    pub(crate) fn fetch_add(&self, v: u32, o: Ordering) -> u32 {
+        self.word.fetch_add(v, o)
     }
 
     pub(crate) fn store(&self, v: u32, o: Ordering) {

@@ -1,4 +1,5 @@
-//! Loom models of the shm_signal protocol and of the claim protocol of the
+//! Loom models of the shm_signal protocols (the single-owner `IrqRecord`
+//! and the many-waiter `BroadcastRecord`) and of the claim protocol of the
 //! receiver-assisted copy (`regcache_transport::assist`).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p regcache-transport --release --test loom_shm_signal`
@@ -194,5 +195,56 @@ fn loom_assisted_copy_every_chunk_exactly_once_per_job() {
                 assert_eq!(copies[cell(job, k)].load(Ordering::Relaxed), 1);
             }
         }
+    });
+}
+
+/// The restock doorbell of keyed DMA (`BroadcastRecord`): two waiters
+/// each need one "descriptor"; the ringer makes two free, ringing after
+/// each. A waiter takes its ticket before it looks for a free one, then
+/// sleeps (no timeout: a lost wake-up is a loom deadlock). (The
+/// single-owner `IrqRecord` once used here loses a ring when two waiters
+/// share it: `tests/xproc.rs`,
+/// `dma_two_senders_waiting_for_restock_both_get_a_restocked_descriptor`.)
+#[test]
+fn loom_broadcast_two_waiters_two_rings() {
+    use regcache_transport::shm_signal::BroadcastRecord;
+    builder().check(|| {
+        let bell = Arc::new(BroadcastRecord::new());
+        let free = Arc::new(AtomicU32::new(0));
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (bell, free) = (bell.clone(), free.clone());
+                loom::thread::spawn(move || {
+                    loop {
+                        let t = bell.ticket();
+                        let n = free.load(Ordering::Acquire);
+                        if n > 0
+                            && free
+                                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            return;
+                        }
+                        if n == 0 {
+                            assert_eq!(
+                                bell.wait(t, SpinPolicy { iters: 0 }, None),
+                                Wake::Signalled
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            free.fetch_add(1, Ordering::Release);
+            bell.notify();
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(free.load(Ordering::Relaxed), 0);
+        let st = bell.stats();
+        assert_eq!(st.notifies, 2);
+        assert!(st.wakes_sent <= st.notifies, "{st:?}");
     });
 }

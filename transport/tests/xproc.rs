@@ -36,6 +36,8 @@ fn child_dispatch() {
         "rx_die" => role_rx_die(),
         "tx_nodump" => role_tx_nodump(),
         "tx_stuck" => role_tx_stuck(),
+        "tx_cmd" => role_tx_cmd(),
+        "idle" => role_idle(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -1025,4 +1027,254 @@ fn dma_sender_killed_mid_send_does_not_hold_up_unbind() {
     // (before this, a crashed sender kept unbind busy for `unbind_wait`).
     rx.unbind().unwrap();
     drop(buf);
+}
+
+// ------------------------------------------ issue 15: the transport's weak spots
+
+/// A sender that sends on command: `SEND <seed> <len>` answers
+/// `SENT <seed> ok <copied>` or `SENT <seed> err <error>`; `STATS` answers
+/// `STATS taken_over=<claims_taken_over>`; `BYE` ends it.
+/// `RC_RESTOCK_MS` is its restock wait; it never spins before sleeping.
+fn role_tx_cmd() {
+    let reg = Registry::open_with(
+        &env("RC_REG"),
+        Config {
+            restock_wait: Duration::from_millis(env("RC_RESTOCK_MS").parse().unwrap()),
+            spin: SpinPolicy { iters: 0 },
+            ..Config::default()
+        },
+    )
+    .unwrap();
+    let key = key_from_env();
+    tell("READY");
+    loop {
+        let cmd = hear();
+        match cmd.split(' ').collect::<Vec<_>>().as_slice() {
+            ["SEND", seed, len] => {
+                let seed: u64 = seed.parse().unwrap();
+                match send(&reg, key, seed, &[len.parse().unwrap()]) {
+                    Ok(r) => tell(&format!("SENT {seed} ok {}", r.copied)),
+                    Err(e) => tell(&format!("SENT {seed} err {e:?}")),
+                }
+            }
+            ["STATS"] => tell(&format!(
+                "STATS taken_over={}",
+                reg.stats().claims_taken_over
+            )),
+            ["BYE"] => break,
+            c => panic!("bad command {c:?}"),
+        }
+    }
+}
+
+/// A live process that has nothing to do with the registry.
+fn role_idle() {
+    tell("READY");
+    assert_eq!(hear(), "BYE");
+}
+
+fn spawn_tx_cmd(fx: &Fixture, key: DmaKey, restock_ms: u64) -> Peer {
+    let mut p = spawn(
+        "tx_cmd",
+        &[
+            ("RC_REG", fx.reg_name.clone()),
+            ("RC_DEV", key.dev.to_string()),
+            ("RC_INO", key.ino.to_string()),
+            ("RC_KEYOFF", key.offset.to_string()),
+            ("RC_RESTOCK_MS", restock_ms.to_string()),
+        ],
+    );
+    p.expect("READY");
+    p
+}
+
+/// `used_len` of descriptor `j` of the binding of `key`, read raw (the
+/// first word of each 384-byte descriptor, from byte 384 of the slot).
+fn raw_used_len(reg: &Registry, key: DmaKey, j: usize) -> &AtomicU64 {
+    let (p, len) = reg.slot_bytes(key).expect("a binding of the key");
+    let at = 384 + 384 * j;
+    assert!(at + 8 <= len);
+    // SAFETY: inside the mapped registry slot (checked above), 8-aligned;
+    // the field is an atomic shared with other processes; the registry
+    // outlives the returned borrow.
+    unsafe { &*p.add(at).cast::<AtomicU64>() }
+}
+
+#[test]
+fn dma_descriptor_claimed_by_a_killed_sender_is_taken_over() {
+    // Issue 15, item 5a. One descriptor; sender A claims it (an assisted
+    // copy the receiver never helps with keeps it in the middle of its
+    // send) and is killed with SIGKILL. Before the fix the descriptor
+    // stayed claimed for the binding's life: every later send found no
+    // free descriptor.
+    let fx = Fixture::new("deadclaim", Config::default());
+    let key = fx.key(448);
+    let mut buf = vec![0u8; 1 << 20];
+    let bufs = [DmaBuffer::new(vec![
+        AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap(),
+    ])];
+    let mut rx = rx_bind(&fx.reg, key, &mut buf, &bufs);
+    let mut a = spawn_sender("tx_stuck", &fx, key);
+    a.expect("SENDING");
+    let claim = raw_used_len(&fx.reg, key, 0);
+    let mut waited = 0;
+    while claim.load(Ordering::Acquire) == 0 {
+        assert!(waited < 60_000, "sender A never claimed the descriptor");
+        std::thread::sleep(Duration::from_millis(1));
+        waited += 1;
+    }
+    // While A lives, its claim stands: B finds no descriptor.
+    let mut b = spawn_tx_cmd(&fx, key, 200);
+    b.say("SEND 6 1000");
+    let l = b.expect("SENT 6");
+    assert!(l.starts_with("SENT 6 err NoFreeDescriptor"), "{l}");
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+
+    b.say("SEND 7 1000");
+    assert_eq!(
+        b.expect("SENT 7"),
+        "SENT 7 ok 1000",
+        "the descriptor claimed by the killed sender was never freed"
+    );
+    let d = rx.recv(LONG).unwrap().expect("B's message");
+    assert_eq!((d.index, d.len, d.sender_pid), (0, 1000, b.child.id()));
+    verify(buf.as_ptr(), &bufs, d.index, d.len, 7);
+    rx.restock(d.index).unwrap();
+    b.say("STATS");
+    assert_eq!(b.expect("STATS"), "STATS taken_over=1");
+    b.say("BYE");
+    b.finish();
+    rx.unbind().unwrap();
+    drop(buf);
+}
+
+/// Stop `pid` with SIGSTOP and wait until it is stopped.
+fn stop(pid: u32) {
+    let p = pid as libc::pid_t;
+    // SAFETY: plain kill(2) to our own child.
+    assert_eq!(unsafe { libc::kill(p, libc::SIGSTOP) }, 0);
+    let mut st = 0;
+    // SAFETY: waitpid(2) on our own child; `st` is a valid out pointer.
+    assert_eq!(unsafe { libc::waitpid(p, &mut st, libc::WUNTRACED) }, p);
+    assert!(libc::WIFSTOPPED(st), "child {pid} did not stop: {st:#x}");
+}
+
+/// Continue `pid` after [`stop`].
+fn cont(pid: u32) {
+    // SAFETY: plain kill(2) to our own child.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGCONT) }, 0);
+}
+
+#[test]
+fn dma_two_senders_waiting_for_restock_both_get_a_restocked_descriptor() {
+    // Issue 15, item 5b. Two descriptors, both held by the receiver; two
+    // senders wait for a restock (restock wait: 10 minutes, so a missed
+    // ring is a hang, turned into a failure by the receive timeout). The
+    // receiver restocks both while the senders are stopped, then lets them
+    // run one after the other. Before the fix the restock doorbell was a
+    // single-owner doorbell shared by every sender: the first sender
+    // consumed the one coalesced ring and the second went back to sleep
+    // with a free descriptor in front of it.
+    let fx = Fixture::new("restock2", Config::default());
+    let key = fx.key(512);
+    let mut buf = vec![0u8; 8192];
+    let base = buf.as_mut_ptr() as u64;
+    let bufs = parse_layout(base, "0+4096;4096+4096");
+    let mut rx = rx_bind(&fx.reg, key, &mut buf, &bufs);
+    let mut s1 = spawn_tx_cmd(&fx, key, 600_000);
+    let mut s2 = spawn_tx_cmd(&fx, key, 600_000);
+    s1.say("SEND 1 100");
+    assert_eq!(s1.expect("SENT 1"), "SENT 1 ok 100");
+    s2.say("SEND 2 100");
+    assert_eq!(s2.expect("SENT 2"), "SENT 2 ok 100");
+    let held: Vec<u32> = (0..2)
+        .map(|_| rx.recv(LONG).unwrap().expect("a delivery").index)
+        .collect();
+    // Both wait for a restock now: each went to sleep on the doorbell.
+    s1.say("SEND 3 100");
+    s2.say("SEND 4 100");
+    let mut waited = 0;
+    while rx.signal_stats(Side::South).sleeps < 2 {
+        assert!(waited < 60_000, "the senders never slept on the doorbell");
+        std::thread::sleep(Duration::from_millis(1));
+        waited += 1;
+    }
+    let (p1, p2) = (s1.child.id(), s2.child.id());
+    stop(p1);
+    stop(p2);
+    for i in held {
+        rx.restock(i).unwrap();
+    }
+    cont(p1);
+    assert_eq!(s1.expect("SENT 3"), "SENT 3 ok 100");
+    let d = rx.recv(LONG).unwrap().expect("S1's message");
+    assert_eq!((d.len, d.sender_pid), (100, p1));
+    verify(buf.as_ptr(), &bufs, d.index, d.len, 3);
+    cont(p2);
+    let Some(d) = rx.recv(Some(Duration::from_secs(30))).unwrap() else {
+        let _ = s2.child.kill();
+        panic!("the second waiting sender missed the restock ring (lost wake-up)");
+    };
+    assert_eq!((d.len, d.sender_pid), (100, p2));
+    verify(buf.as_ptr(), &bufs, d.index, d.len, 4);
+    assert_eq!(s2.expect("SENT 4"), "SENT 4 ok 100");
+    for mut s in [s1, s2] {
+        s.say("BYE");
+        s.finish();
+    }
+    rx.unbind().unwrap();
+    drop(buf);
+}
+
+/// `starttime` of `pid`: field 22 of `/proc/<pid>/stat`, in clock ticks
+/// since boot (proc(5)).
+fn proc_start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends at the last ')': field 3
+    // is the first of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    rest.split_whitespace()
+        .nth(22 - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn dma_registry_lock_of_a_dead_holder_whose_pid_was_reused_is_stolen() {
+    // Issue 15, item 5c. A process died holding the registry lock and its
+    // pid now names another, live process that has nothing to do with the
+    // registry (started later: a different start time). Before the fix
+    // the lock was stolen only when `kill(pid, 0)` failed, so every bind
+    // and unbind waited forever.
+    let fx = Fixture::new("lockreuse", Config::default());
+    let mut other = spawn("idle", &[]);
+    other.expect("READY");
+    let pid = other.child.id();
+    let start = proc_start_ticks(pid);
+    // The dead holder started 10 s (1000 ticks at 100 Hz) before the
+    // process that has its pid now.
+    fx.reg.plant_lock_record(pid, start.wrapping_sub(1000));
+    let (tx, done) = std::sync::mpsc::channel();
+    let reg = fx.reg.clone();
+    let key = fx.key(576);
+    std::thread::spawn(move || {
+        let buf: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        let whole = AddrRange::from_buffer(buf.as_mut_ptr(), buf.len()).unwrap();
+        // SAFETY: the buffer is leaked: valid for the life of the process.
+        let rx = unsafe { reg.bind(key, &[whole], &[DmaBuffer::new(vec![whole])]) };
+        let _ = tx.send(rx.and_then(Receiver::unbind).is_ok());
+    });
+    match done.recv_timeout(Duration::from_secs(30)) {
+        Ok(ok) => {
+            assert!(ok, "bind after stealing the lock failed");
+            assert_eq!(fx.reg.stats().lock_steals, 1);
+        }
+        Err(_) => panic!(
+            "bind still waits for a registry lock whose dead holder's pid names a live, unrelated process"
+        ),
+    }
+    other.say("BYE");
+    other.finish();
 }

@@ -35,14 +35,21 @@
 //! does the work). While a sender waits for the receiver's chunks it checks
 //! that the receiver lives; a receiver alive but stalled for
 //! [`Config::assist_wait`](super::Config::assist_wait) gets its binding cut
-//! off, so a chunk it may still be writing is never delivered.
+//! off, so a chunk it may still be writing is never delivered. The
+//! receiver helps a job only while the descriptor's claim word names the
+//! job's sender (`src_pid`) and re-reads it before every chunk: a sender
+//! that took over the claim of a dead one ([`super::send`], "Claims of
+//! dead senders") did not open that job, and its data must not be
+//! overwritten by the dead sender's chunks.
 //! `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES` sets the threshold (`off`
 //! disables: exactly one `process_vm_writev` per send).
 
 use super::cma::{self, Dir};
 use super::layout::{
-    AssistJob, BindingSlot, DmaDesc, MAX_SECTIONS, fnv_with_pairs, read_pairs, write_pairs,
+    AssistJob, BindingSlot, CLAIM_BIT, DmaDesc, MAX_SECTIONS, fnv_with_pairs, read_pairs,
+    write_pairs,
 };
+use super::proc_id::ProcId;
 use super::receiver::PrivDesc;
 use super::registry::{LocalStats, Registry, SlotView, bump, pid_alive};
 use crate::assist;
@@ -139,7 +146,7 @@ impl Registry {
         assist::publish(&job.ticket, seq, nch);
         s.assist_open.fetch_add(1, Ordering::Release);
         let _open = Open(s);
-        s.signal.irq(crate::shm_signal::Side::North).notify();
+        s.signal.arrived.notify();
 
         let mut mine = 0u64;
         let mut first_err = None;
@@ -209,17 +216,22 @@ impl Registry {
     }
 }
 
-/// Receiver: claim and copy chunks of `job` into descriptor `p` (our
-/// private copy) until none is left. Everything read from `job` is
-/// checked first; a job that fails a check is left to its sender. Returns
-/// whether we copied any chunk.
+/// Receiver: claim and copy chunks of the job of descriptor `d` into `p`
+/// (our private copy of it) until none is left. Everything read from the
+/// job is checked first; a job that fails a check is left to its sender.
+/// `claim` is the descriptor's `used_len` as we read it: we help only the
+/// claimer's own job, and only while the claim stands (a sender that
+/// took over the claim of a dead one, see `send`, did not open that job).
+/// Returns whether we copied any chunk.
 pub(super) fn help_job(
-    job: &AssistJob,
+    d: &DmaDesc,
+    claim: u64,
     gen_: u32,
     p: &PrivDesc,
     refused: &mut HashSet<u32>,
     stats: &LocalStats,
 ) -> bool {
+    let job = &d.assist;
     let t = assist::observe(&job.ticket);
     let seq = (t >> 32) as u32;
     if !assist::has_unclaimed(t) {
@@ -230,6 +242,9 @@ pub(super) fn help_job(
     let chunk = job.chunk.load(Ordering::Relaxed);
     let nsrc = job.nsrc.load(Ordering::Relaxed) as usize;
     if nsrc == 0 || nsrc > MAX_SECTIONS || refused.contains(&pid) {
+        return false;
+    }
+    if ProcId::from_word(claim & !CLAIM_BIT).pid != pid {
         return false;
     }
     let src = read_pairs::<MAX_SECTIONS>(&job.src[..nsrc]);
@@ -259,7 +274,13 @@ pub(super) fn help_job(
     let dst = cma::trim_ranges(&p.sections, total);
     let mut helped = false;
     let mut cur = t;
-    while let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) {
+    loop {
+        if d.used_len.load(Ordering::Acquire) != claim {
+            break;
+        }
+        let Some(k) = assist::receiver_claim(&job.ticket, seq, nch, &mut cur) else {
+            break;
+        };
         let off = k * chunk;
         let copied = cma::transfer(Dir::Read, pid, &dst, src, off, chunk.min(total - off));
         match &copied {

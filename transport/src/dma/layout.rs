@@ -20,8 +20,13 @@
 //! `state` (producer: the binding receiver; consumers: senders).
 //! `used_len`: producer the sender (Release, after the data), consumer the
 //! receiver (Acquire); the receiver frees with a Release store of 0 and
-//! senders claim with an AcqRel CAS, so the receiver's reads of the old
-//! payload happen before the next sender's writes. `next_dma` is a hint
+//! senders claim with an AcqRel CAS 0 → claim word ([`CLAIM_BIT`] and the
+//! claimer's pid and start time), so the receiver's reads of the old
+//! payload happen before the next sender's writes. A sender takes over a
+//! dead claimer's descriptor with an AcqRel CAS of that exact claim word
+//! to its own (`send`, "Claims of dead senders"). The registry lock is a
+//! CAS 0 → holder word (Acquire) and a store of 0 (Release)
+//! (`registry`, "The registry lock"). `next_dma` is a hint
 //! (Relaxed). `inflight`/`state` for unbind: SeqCst (store-load).
 //!
 //! ## Indices and codes from shared memory
@@ -37,7 +42,7 @@
 
 use crate::key::DmaKey;
 use crate::shm::SharedRecord;
-use crate::shm_signal::ShmSignalDesc;
+use crate::shm_signal::{BroadcastRecord, IrqRecord};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use umn::AddrRange;
 
@@ -55,7 +60,14 @@ pub const MAX_BANNED: usize = 4;
 pub const MAX_SENDERS: usize = 16;
 
 pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
-pub(super) const REG_VERSION: u32 = 2;
+/// Layout version, checked at open: a peer of another version gets
+/// [`crate::Error::BadRegistry`]. 3 (issue 15): the lock word names its
+/// holder by pid and start time (`RegistryHeader::lock`, 64 bits at
+/// offset 24); a claimed descriptor's `used_len` names its claimer
+/// ([`CLAIM_BIT`]) instead of being `u64::MAX`; the restock doorbell is a
+/// [`BroadcastRecord`] that many senders may wait on
+/// ([`BindingDoorbells`]).
+pub(super) const REG_VERSION: u32 = 3;
 
 /// Slot states (`BindingSlot::state`).
 pub(super) const FREE: u32 = 0;
@@ -63,8 +75,18 @@ pub(super) const BOUND: u32 = 2;
 pub(super) const CUT_OFF: u32 = 3;
 pub(super) const UNBINDING: u32 = 4;
 
-/// `used_len` value of a descriptor a sender has claimed but not filled.
-pub(super) const CLAIMED: u64 = u64::MAX;
+/// Bit 63 of `used_len`: the descriptor is claimed by a sender that has
+/// not published yet; the other 63 bits are the claimer's
+/// [`ProcId::word`](super::proc_id::ProcId::word) (pid and start time),
+/// so that another sender can tell a claim of a dead process (see `send`,
+/// "Claims of dead senders"). A length never has it: bind refuses a
+/// capacity of 2⁶³ bytes or more.
+pub(super) const CLAIM_BIT: u64 = 1 << 63;
+
+/// Whether a `used_len` value is a claim (not 0, not a length).
+pub(super) fn is_claim(used: u64) -> bool {
+    used & CLAIM_BIT != 0
+}
 /// `flags` bit: the payload is in the bounce segment.
 pub(super) const F_BOUNCED: u32 = 1;
 
@@ -80,7 +102,8 @@ pub struct SharedSection {
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct DmaDesc {
-    /// 0: free; `CLAIMED` (`u64::MAX`): being filled; else bytes delivered.
+    /// 0: free; `CLAIM_BIT | ProcId::word` of the claimer: being filled;
+    /// else bytes delivered.
     pub(super) used_len: AtomicU64,
     pub(super) flags: AtomicU32,
     pub(super) sender_pid: AtomicU32,
@@ -95,7 +118,7 @@ pub struct DmaDesc {
 
 /// A receiver-assisted copy into a claimed descriptor (see
 /// `dma::assisted`): 192 bytes. Written by the sender that holds the
-/// descriptor `CLAIMED`; the receiver only claims chunks (CAS on `ticket`)
+/// descriptor claimed; the receiver only claims chunks (CAS on `ticket`)
 /// and reports them (`done`, `failed`).
 #[repr(C)]
 #[derive(Debug, Default)]
@@ -151,10 +174,26 @@ pub struct BindingSlot {
     _pad2: u32,
     _reserved: u64,
     pub(super) ranges: [SharedSection; MAX_RANGES],
-    pub(super) signal: ShmSignalDesc,
+    pub(super) signal: BindingDoorbells,
     pub(super) descs: [DmaDesc; MAX_DESCS],
     /// Pids of senders in the middle of a send (0: free entry).
     pub(super) senders: [AtomicU32; MAX_SENDERS],
+}
+
+/// The doorbells of a binding: 192 bytes, where layout version 2 had a
+/// [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) whose `south`
+/// record every waiting sender shared (see `shm_signal`, "Many waiters").
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub(super) struct BindingDoorbells {
+    /// Version 2's magic and version of the `ShmSignalDesc`; unused.
+    _retired: [u32; 16],
+    /// "A delivery, an assist job, a restock request or a cut-off": rung by
+    /// senders, waited on by the receiver alone (its owner).
+    pub(super) arrived: IrqRecord,
+    /// "Restocked": rung by the receiver on every restock or repair,
+    /// waited on by any number of senders short of a descriptor.
+    pub(super) restocked: BroadcastRecord,
 }
 
 /// Registry header: 64 bytes.
@@ -166,9 +205,12 @@ pub struct RegistryHeader {
     pub(super) nslots: AtomicU32,
     pub(super) max_descs: AtomicU32,
     pub(super) max_sections: AtomicU32,
-    /// Registry lock: 0 or the holder's pid.
-    pub(super) lock: AtomicU32,
-    _reserved: [u32; 10],
+    /// Version 2's lock word (the holder's pid alone); unused since 3.
+    _retired_lock: u32,
+    /// Registry lock: 0, or the holder's `ProcId::word` (pid and start
+    /// time; see `proc_id`).
+    pub(super) lock: AtomicU64,
+    _reserved: [u32; 8],
 }
 
 // SAFETY: only atomics and padding integers; every bit pattern is valid.
@@ -198,12 +240,16 @@ const _: () = {
     assert!(offset_of!(DmaDesc, check) == 32);
     assert!(offset_of!(DmaDesc, sections) == 64);
     assert!(size_of::<RegistryHeader>() == 64);
+    assert!(offset_of!(RegistryHeader, lock) == 24);
     assert!(offset_of!(BindingSlot, key_dev) == 32);
     assert!(offset_of!(BindingSlot, check) == 56);
     assert!(offset_of!(BindingSlot, bounce_len) == 64);
     assert!(offset_of!(BindingSlot, banned) == 72);
     assert!(offset_of!(BindingSlot, ranges) == 112);
     assert!(offset_of!(BindingSlot, signal) == 192);
+    assert!(size_of::<BindingDoorbells>() == 192);
+    assert!(offset_of!(BindingDoorbells, arrived) == 64);
+    assert!(offset_of!(BindingDoorbells, restocked) == 128);
     assert!(offset_of!(BindingSlot, descs) == 384);
     assert!(offset_of!(BindingSlot, senders) == 384 + 384 * MAX_DESCS);
     assert!(size_of::<BindingSlot>() == 384 + 384 * MAX_DESCS + 4 * MAX_SENDERS);

@@ -12,8 +12,8 @@
 //! binding is a slot: the receiver's pid, the key, up to [`MAX_RANGES`]
 //! registered ranges, up to [`MAX_DESCS`] [`DmaDesc`]s of up to
 //! [`MAX_SECTIONS`] `{addr, len}` sections each, a checksum over all of
-//! that, and a [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) of two
-//! doorbells.
+//! that, and two doorbells: `arrived`, which only the receiver waits on,
+//! and `restocked`, which any number of senders wait on.
 //!
 //! The chapters of the protocol live with their code:
 //!
@@ -21,6 +21,8 @@
 //!   offset assertions, the checksums, the orderings of every shared field
 //!   ("Atomics"), and the typed slot index and cut-off reason read from
 //!   shared memory.
+//! - `proc_id`: a process named by pid and start time, so that a reused
+//!   pid does not pass for a dead holder of the lock or of a descriptor.
 //! - `registry`: the [`Registry`] handle (create, open, the lock), keys
 //!   to bindings, announced sends against unbind, and "Validation and
 //!   cutting off".
@@ -39,6 +41,7 @@ mod assisted;
 mod cma;
 mod config;
 mod layout;
+mod proc_id;
 mod receiver;
 mod registry;
 mod send;

@@ -7,10 +7,12 @@
 //! buffers must lie inside them), up to [`MAX_DESCS`] [`DmaDesc`]s of up to
 //! [`MAX_SECTIONS`] `{addr, len}` sections each, a checksum over all of
 //! that, a fresh bounce segment (`<registry>-b<slot>-<generation>`, as
-//! large as all buffers together) and a
-//! [`ShmSignalDesc`](crate::shm_signal::ShmSignalDesc) (the receiver owns
-//! `north`: "data or a restock request arrived"; senders wait on `south`:
-//! "restocked"). The slot's `state := BOUND` Release store publishes it
+//! large as all buffers together) and two doorbells (`BindingDoorbells`):
+//! `arrived`, an [`IrqRecord`](crate::shm_signal::IrqRecord) the receiver
+//! owns ("data or a restock request arrived"), and `restocked`, a
+//! [`BroadcastRecord`](crate::shm_signal::BroadcastRecord) any number of
+//! senders short of a descriptor wait on (see `shm_signal`, "Many
+//! waiters"). The slot's `state := BOUND` Release store publishes it
 //! all. While it holds the lock, bind also reaps the slots of dead
 //! receivers (with unbind's Dekker pair, so a send still in flight keeps
 //! the slot `UNBINDING` until a later bind).
@@ -20,7 +22,7 @@
 //! The receiver keeps a *private* copy of every descriptor it bound
 //! (`PrivDesc`) and never trusts shared memory for where its own bytes
 //! go. A delivery is a descriptor whose `used_len` (loaded Acquire) is
-//! neither 0 nor `CLAIMED`: it is checked against the private copy
+//! neither 0 nor a claim ([`is_claim`]): it is checked against the private copy
 //! (same sections, same bounce offset, known flags, `used_len` within
 //! capacity), bounced payloads are copied out of the bounce segment into
 //! the private copy's sections, and the descriptor stays the caller's
@@ -39,8 +41,8 @@
 
 use super::assisted::help_job;
 use super::layout::{
-    BOUND, BindingSlot, CLAIMED, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
-    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, slot_check, slot_key, write_pairs,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
+    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim, slot_check, slot_key, write_pairs,
 };
 use super::registry::{Registry, pid_alive, sends_in_flight};
 use super::send::CopyPath;
@@ -169,7 +171,8 @@ fn check_bind(ranges: &[AddrRange], buffers: &[DmaBuffer]) -> Result<(Vec<PrivDe
         });
         bounce_len = bounce_len
             .checked_add(cap)
-            .ok_or(Error::InvalidBind("total capacity overflows"))?;
+            .filter(|&n| n < CLAIM_BIT)
+            .ok_or(Error::InvalidBind("total capacity of 2^63 bytes or more"))?;
     }
     Ok((priv_descs, bounce_len))
 }
@@ -240,14 +243,11 @@ impl Registry {
         for (d, p) in s.descs.iter().zip(&priv_descs) {
             write_desc(d, gen_, p);
         }
-        // Fresh doorbells for the new binding.
-        s.signal.init();
-        for side in [Side::North, Side::South] {
-            let irq = s.signal.irq(side);
-            irq.dirty.store(0, Ordering::Relaxed);
-            irq.enabled.store(0, Ordering::Relaxed);
-            irq.pending.store(0, Ordering::Relaxed);
-        }
+        // Fresh doorbells for the new binding: nobody waits on either (the
+        // slot was free). `restocked.seq` is left as it is: waiters compare
+        // it with their own tickets only.
+        s.signal.arrived.reset();
+        s.signal.restocked.reset();
         // Release: publishes everything above to senders' Acquire load.
         s.state.store(BOUND, Ordering::Release);
 
@@ -335,11 +335,13 @@ impl Receiver {
         }
         let mut helped = false;
         for (j, p) in self.descs.iter().enumerate() {
-            if p.delivered || s.descs[j].used_len.load(Ordering::Relaxed) != CLAIMED {
+            let claim = s.descs[j].used_len.load(Ordering::Relaxed);
+            if p.delivered || !is_claim(claim) {
                 continue;
             }
             helped |= help_job(
-                &s.descs[j].assist,
+                &s.descs[j],
+                claim,
                 self.gen_,
                 p,
                 &mut self.assist_refused,
@@ -367,7 +369,7 @@ impl Receiver {
             let d = &s.descs[j];
             // Acquire: pairs with the sender's Release store after the data.
             let used = d.used_len.load(Ordering::Acquire);
-            if used == 0 || used == CLAIMED {
+            if used == 0 || is_claim(used) {
                 continue;
             }
             let sender_pid = d.sender_pid.load(Ordering::Relaxed);
@@ -381,7 +383,7 @@ impl Receiver {
                     }
                 };
                 write_desc(&s.descs[j], self.gen_, &self.descs[j]);
-                s.signal.irq(Side::South).notify();
+                s.signal.restocked.notify();
                 return Err(Error::CorruptDescriptor {
                     key: self.key,
                     index: j as u32,
@@ -484,7 +486,7 @@ impl Receiver {
     pub fn wait(&self, timeout: Option<Duration>) -> Wake {
         self.slot()
             .signal
-            .irq(Side::North)
+            .arrived
             .wait(self.reg.inner.config.spin, timeout)
     }
 
@@ -528,7 +530,7 @@ impl Receiver {
         // Release: our reads of the payload happen before a sender's
         // AcqRel claim and its new writes.
         s.descs[j].used_len.store(0, Ordering::Release);
-        s.signal.irq(Side::South).notify();
+        s.signal.restocked.notify();
         Ok(())
     }
 
@@ -544,10 +546,15 @@ impl Receiver {
             .collect()
     }
 
-    /// Counters of this binding's doorbell (`North` = ours, `South` =
-    /// senders' restock doorbell).
+    /// Counters of this binding's doorbells: `North`, ours ("arrived",
+    /// [`crate::shm_signal::IrqRecord::stats`]); `South`, the senders'
+    /// restock doorbell ([`crate::shm_signal::BroadcastRecord::stats`]:
+    /// `sleeps` counts the `futex_wait`s of all waiting senders).
     pub fn signal_stats(&self, side: Side) -> crate::shm_signal::IrqStats {
-        self.slot().signal.irq(side).stats()
+        match side {
+            Side::North => self.slot().signal.arrived.stats(),
+            Side::South => self.slot().signal.restocked.stats(),
+        }
     }
 
     /// Unbind: no new send can find the binding; waits (bounded) for

@@ -10,10 +10,32 @@
 //! validates its header ([`Registry::view_slot`]) before it trusts a
 //! byte of it ([`super::send`]).
 //!
-//! The registry lock is a word in the header holding the holder's pid. It
-//! serialises bind and unbind only (sends never take it); a holder that
-//! died inside bind/unbind is detected by `kill(pid, 0)` and its lock
-//! stolen. Bindings of dead receivers are reaped by the next bind.
+//! Bindings of dead receivers are reaped by the next bind.
+//!
+//! ## The registry lock
+//!
+//! A 64-bit word in the header: 0 when free, else the holder's
+//! [`ProcId::word`] — its pid *and* its start time (see `proc_id`). It
+//! serialises bind and unbind only (sends never take it). Taking it is a
+//! CAS 0 → ours (Acquire); releasing it a store of 0 (Release), so what one
+//! holder wrote to the slots is seen by the next. A holder that died inside
+//! bind or unbind never releases it: every 1024th failed attempt, a waiter
+//! asks whether the process the word names is alive and, if not, steals
+//! the lock with a CAS of that exact word back to 0 (then takes it as
+//! usual). Both halves of the word matter:
+//!
+//! - the start time makes a dead holder whose pid now names a live,
+//!   unrelated process count as dead (before layout version 3 the word was
+//!   the pid alone, and such a lock was never stolen: every bind and
+//!   unbind of the job hung);
+//! - the CAS compares the whole word, so a waiter that judged a holder
+//!   dead cannot clear the lock of a *new* holder that got the same pid
+//!   (its start time differs): no ABA.
+//!
+//! A steal is counted ([`DmaStats::lock_steals`]) and logged: it means a
+//! process died in the middle of bind or unbind. What it had half written
+//! is harmless: bind publishes a slot with its last store (`state :=
+//! BOUND`), and a slot left `UNBINDING` by a dead receiver is reaped.
 //!
 //! ## Validation and cutting off
 //!
@@ -47,10 +69,11 @@ use super::layout::{
     NSLOTS, REG_MAGIC, REG_VERSION, REGISTRY_BYTES, RegistryHeader, SlotIndex, read_pairs,
     slot_check, slot_key,
 };
+use super::proc_id::ProcId;
+pub(super) use super::proc_id::pid_alive;
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::Side;
 use crate::sync::{AtomicU32, Ordering};
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64 as LocalU64;
@@ -102,6 +125,12 @@ dma_stats! {
     /// Chunks this process copied as a receiver, for senders
     /// (`process_vm_readv`).
     assist_chunks,
+    /// Registry locks this process stole from a holder that died inside
+    /// bind or unbind (module docs, "The registry lock").
+    lock_steals,
+    /// Descriptors this process took over from a sender that died after
+    /// claiming them (`send`, "Claims of dead senders").
+    claims_taken_over,
 }
 
 /// Add `n` to a counter.
@@ -117,6 +146,9 @@ pub(super) struct Inner {
     pub(super) seg: Segment,
     pub(super) name: String,
     pub(super) me: u32,
+    /// This process as pid and start time: what the lock word and our
+    /// descriptor claims name.
+    pub(super) id: ProcId,
     pub(super) config: Config,
     pub(super) stats: LocalStats,
     /// Per slot: the bounce segment of the binding generation we last
@@ -129,19 +161,6 @@ pub(super) struct Inner {
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub(super) inner: Arc<Inner>,
-}
-
-/// Whether `pid` names a live process (or one we may not signal).
-pub(super) fn pid_alive(pid: u32) -> bool {
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if p <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks existence/permission.
-    let r = unsafe { libc::kill(p, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// A send announced on a slot (module docs, "Announced sends"); withdrawn
@@ -327,6 +346,7 @@ impl Registry {
                 seg,
                 name: name.to_owned(),
                 me: std::process::id(),
+                id: ProcId::me(),
                 config,
                 stats: LocalStats::default(),
                 bounce: Mutex::new(vec![None; NSLOTS]),
@@ -382,9 +402,20 @@ impl Registry {
         })
     }
 
+    /// Tests only: write the registry lock record a holder with `pid`,
+    /// started at `start_ticks` (`/proc/<pid>/stat` field 22), would leave
+    /// behind had it died holding the lock.
+    #[doc(hidden)]
+    pub fn plant_lock_record(&self, pid: u32, start_ticks: u64) {
+        self.header()
+            .lock
+            .store(ProcId::of(pid, start_ticks).word(), Ordering::Release);
+    }
+
+    /// Take the registry lock (module docs, "The registry lock").
     pub(super) fn lock(&self) -> RegistryLock<'_> {
         let h = self.header();
-        let me = self.inner.me;
+        let me = self.inner.id.word();
         let mut spins = 0u32;
         loop {
             match h
@@ -394,16 +425,36 @@ impl Registry {
                 Ok(_) => return RegistryLock(h),
                 Err(holder) => {
                     spins = spins.wrapping_add(1);
-                    if spins % 1024 == 0 && !pid_alive(holder) {
-                        // The holder died inside bind/unbind: steal.
-                        let _ =
-                            h.lock
-                                .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed);
+                    if spins % 1024 == 0 {
+                        self.steal_lock_if_dead(holder);
                     }
                     std::thread::yield_now();
                 }
             }
         }
+    }
+
+    /// Clear the lock word `holder` if the process it names is dead.
+    /// Returns whether we cleared it.
+    fn steal_lock_if_dead(&self, holder: u64) -> bool {
+        if holder == 0 || ProcId::from_word(holder).is_alive() {
+            return false;
+        }
+        // The whole word must still be there: a new holder with the same
+        // pid has another start time, so its lock is never cleared here.
+        let stolen = self
+            .header()
+            .lock
+            .compare_exchange(holder, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if stolen {
+            bump(&self.inner.stats.lock_steals, 1);
+            log::warn!(
+                "regcache-transport: stole the registry lock of pid {}, which died holding it",
+                ProcId::from_word(holder).pid
+            );
+        }
+        stolen
     }
 
     /// Validate the header of the slot `s` bound to `key`: counts,
@@ -451,7 +502,7 @@ impl Registry {
             bump(&self.inner.stats.cutoffs, 1);
             log::warn!("regcache-transport: cut off a binding: {}", reason.as_str());
         }
-        s.signal.irq(Side::North).notify();
+        s.signal.arrived.notify();
     }
 
     /// The slot bound to `key` by another process.
@@ -478,5 +529,44 @@ impl Registry {
             Some(reason) => Err(Error::CutOff { key, reason }),
             None => Err(Error::NoReceiver(key)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The steal decision on real processes: a live holder (this process,
+    /// with its own start time) keeps the lock; its pid with another start
+    /// time (a dead process whose pid we got) loses it, to a CAS of that
+    /// exact word.
+    #[test]
+    fn the_lock_is_stolen_only_from_a_dead_holder() {
+        let name = format!("rc-unit-{}-lock", std::process::id());
+        let reg = Registry::create_with(&name, Config::default()).unwrap();
+        Registry::unlink(&name).unwrap();
+        let me = ProcId::me();
+        let live = me.word();
+        reg.header().lock.store(live, Ordering::Relaxed);
+        assert!(!reg.steal_lock_if_dead(live));
+        assert_eq!(reg.header().lock.load(Ordering::Relaxed), live);
+
+        let earlier = ProcId::from_word(live ^ (1 << 40)).word();
+        reg.header().lock.store(earlier, Ordering::Relaxed);
+        // A stale observation of the word does not clear another one.
+        assert!(!reg.steal_lock_if_dead(earlier ^ (1 << 41)));
+        assert!(reg.steal_lock_if_dead(earlier));
+        assert_eq!(reg.header().lock.load(Ordering::Relaxed), 0);
+        assert_eq!(reg.stats().lock_steals, 1);
+        // And the lock works afterwards.
+        drop(reg.lock());
+        assert_eq!(reg.header().lock.load(Ordering::Relaxed), 0);
+
+        // Garbage a peer wrote names no live process: stolen, no panic.
+        for junk in [u64::MAX, 1 << 40, u64::from(u32::MAX), 0x8000_0000] {
+            reg.header().lock.store(junk, Ordering::Relaxed);
+            assert!(reg.steal_lock_if_dead(junk), "{junk:#x}");
+        }
+        assert_eq!(reg.stats().lock_steals, 5);
     }
 }

@@ -9,10 +9,17 @@
 //!    same key: with the send announced, unbind cannot complete.
 //! 3. Validate the slot header (checksum, counts, ranges).
 //! 4. From `next_dma`, claim the first descriptor with `used_len == 0` by
-//!    CAS to `CLAIMED`. None free: ring the receiver, wait (bounded) for
-//!    its restock doorbell, retry once, else [`Error::NoFreeDescriptor`].
-//!    `next_dma` is a hint anyone can scribble on: a value that is not a
-//!    descriptor index of the binding starts the search at descriptor 0.
+//!    a CAS to our claim word, `CLAIM_BIT | ProcId::word` (our pid and
+//!    start time). None free: take over a claim of a dead sender (below);
+//!    none either: ring the receiver, wait (bounded) for its restock
+//!    doorbell, retry once, else [`Error::NoFreeDescriptor`]. The restock
+//!    doorbell is a [`BroadcastRecord`](crate::shm_signal::BroadcastRecord)
+//!    (layout version 3): the sender takes its ticket before it looks for
+//!    a free descriptor, and every sender waiting at once is woken by a
+//!    restock (with a single-owner doorbell, as before, two waiting
+//!    senders could consume each other's ring). `next_dma`
+//!    is a hint anyone can scribble on: a value that is not a descriptor
+//!    index of the binding starts the search at descriptor 0.
 //! 5. Validate the descriptor (checksum, section count, each section an
 //!    [`AddrRange`] inside a registered range).
 //! 6. Copy `min(source, destination)` bytes section by section: one
@@ -29,6 +36,36 @@
 //!    syscall returns, i.e. before the Release store).
 //! 8. Ring the receiver's doorbell.
 //!
+//! ## Claims of dead senders
+//!
+//! A sender killed between its claim (step 4) and its publish (step 7)
+//! never frees the descriptor; before layout version 3 the claim was a
+//! bare `u64::MAX`, so the descriptor stayed claimed for the rest of the
+//! binding's life, and a receiver with one descriptor received nothing
+//! more. Now the claim word names the claimer. A sender that finds no free
+//! descriptor looks at the claimed ones before it asks for a restock: a
+//! claim whose process is dead ([`ProcId::is_alive`]: gone, or its pid
+//! now names a process with another start time) is taken over by a CAS of
+//! that exact claim word to ours (AcqRel, as a claim), counted in
+//! [`DmaStats::claims_taken_over`](super::DmaStats::claims_taken_over).
+//! Only one sender wins the CAS; a live claimer is never robbed; the
+//! receiver keeps no state about claims, so it needs no change.
+//!
+//! What the dead sender left behind is harmless: it wrote only into the
+//! descriptor's buffer sections or bounce area (which we overwrite, and
+//! the receiver reads only `used_len` bytes of them once we publish) and
+//! into its `flags`/`sender_pid`/assist job (we write ours before
+//! publishing, and open a new job, or none). The receiver helps an
+//! assisted copy only while the claim that named the job's sender stands
+//! ([`super::assisted`]), so it stops copying the dead sender's chunks once
+//! we take the claim over. Warts: a chunk the receiver had already started
+//! when we took over still finishes; it reads from a dead process and
+//! fails, unless in that microsecond window the pid was handed to another
+//! process of the same user whose memory is mapped at those addresses. A
+//! dead sender's `assist_open` count is never given back: the receiver then
+//! looks for jobs on every empty poll (32 loads), a cost, not an error. A
+//! zombie claimer counts as alive until it is reaped.
+//!
 //! A failed check of shared memory cuts the binding off with the matching
 //! [`CutReason`] (see [`super::registry`], "Validation and cutting off");
 //! a failure that is not the binding's fault (the receiver died, a copy
@@ -37,14 +74,15 @@
 use super::assisted::AssistFail;
 use super::cma;
 use super::layout::{
-    BOUND, BindingSlot, CLAIMED, CutReason, DescIndex, DmaDesc, F_BOUNCED, MAX_SECTIONS, NO_RANGE,
-    SlotIndex, desc_check, read_pairs, slot_key,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DescIndex, DmaDesc, F_BOUNCED, MAX_SECTIONS,
+    NO_RANGE, SlotIndex, desc_check, is_claim, read_pairs, slot_key,
 };
+use super::proc_id::ProcId;
 use super::registry::{InflightGuard, Registry, SlotView, bump};
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::{Side, Wake};
+use crate::shm_signal::Wake;
 use crate::sync::Ordering;
 use std::sync::Arc;
 use umn::AddrRange;
@@ -90,9 +128,9 @@ impl DstView {
     }
 }
 
-/// Claim a free descriptor of a binding of `ndesc` (validated) descriptors,
-/// starting at the `next_dma` hint.
-fn claim(s: &BindingSlot, ndesc: usize) -> Option<DescIndex> {
+/// Claim a free descriptor of a binding of `ndesc` (validated) descriptors
+/// with our claim word `me`, starting at the `next_dma` hint.
+fn claim(s: &BindingSlot, ndesc: usize, me: u64) -> Option<DescIndex> {
     let hint = s.next_dma.load(Ordering::Relaxed) as usize;
     let start = DescIndex::new(hint, ndesc).map_or(0, DescIndex::get);
     (0..ndesc)
@@ -100,8 +138,24 @@ fn claim(s: &BindingSlot, ndesc: usize) -> Option<DescIndex> {
         .find(|&j| {
             s.descs[j]
                 .used_len
-                .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
+        })
+        .and_then(|j| DescIndex::new(j, ndesc))
+}
+
+/// Take over, with our claim word `me`, a descriptor claimed by a sender
+/// that died (module docs, "Claims of dead senders").
+fn take_over_dead_claim(s: &BindingSlot, ndesc: usize, me: u64) -> Option<DescIndex> {
+    (0..ndesc)
+        .find(|&j| {
+            let d = &s.descs[j].used_len;
+            let w = d.load(Ordering::Relaxed);
+            is_claim(w)
+                && w != me
+                && !ProcId::from_word(w & !CLAIM_BIT).is_alive()
+                && d.compare_exchange(w, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
         })
         .and_then(|j| DescIndex::new(j, ndesc))
 }
@@ -272,7 +326,7 @@ impl Registry {
         // Release: the payload (CMA or bounce) happens-before the
         // receiver's Acquire load of used_len.
         d.used_len.store(n, Ordering::Release);
-        s.signal.irq(Side::North).notify();
+        s.signal.arrived.notify();
 
         let st = &self.inner.stats;
         bump(
@@ -306,8 +360,22 @@ impl Registry {
         key: DmaKey,
     ) -> Result<(DescIndex, bool), Error> {
         let mut retried = false;
+        let me = CLAIM_BIT | self.inner.id.word();
+        let restocked = &s.signal.restocked;
         loop {
-            if let Some(j) = claim(s, view.ndesc) {
+            // The ticket first, then the look at the descriptors: a restock
+            // after the ticket ends the wait below at once, one before it
+            // is seen by the claim (`shm_signal`, "Many waiters").
+            let ticket = restocked.ticket();
+            if let Some(j) = claim(s, view.ndesc, me) {
+                return Ok((j, retried));
+            }
+            if let Some(j) = take_over_dead_claim(s, view.ndesc, me) {
+                bump(&self.inner.stats.claims_taken_over, 1);
+                log::warn!(
+                    "regcache-transport: took over descriptor {} of a sender that died before publishing",
+                    j.get()
+                );
                 return Ok((j, retried));
             }
             if retried {
@@ -315,21 +383,13 @@ impl Registry {
             }
             retried = true;
             bump(&self.inner.stats.no_free_first_try, 1);
-            let restocked = s.signal.irq(Side::South);
-            // Discard stale restock rings (every restock rings, whether or
-            // not anyone waits), then look again before sleeping: a
-            // restock between our failed claim and the discard is seen
-            // here instead of costing the whole wait.
-            let _ = restocked.try_take();
-            let free_now = s.descs[..view.ndesc]
-                .iter()
-                .any(|d| d.used_len.load(Ordering::Acquire) == 0);
-            if !free_now {
-                s.want_restock.store(1, Ordering::SeqCst);
-                s.signal.irq(Side::North).notify();
-                let _: Wake =
-                    restocked.wait(self.inner.config.spin, Some(self.inner.config.restock_wait));
-            }
+            s.want_restock.store(1, Ordering::SeqCst);
+            s.signal.arrived.notify();
+            let _: Wake = restocked.wait(
+                ticket,
+                self.inner.config.spin,
+                Some(self.inner.config.restock_wait),
+            );
             if s.state.load(Ordering::SeqCst) != BOUND
                 || s.gen_.load(Ordering::Relaxed) != view.gen_
             {
@@ -393,7 +453,7 @@ impl Registry {
             let k = piece.len().min(left);
             // SAFETY: `at + k <= off + n <= seg.len()` (checked above); the
             // bounce area of this descriptor is ours while we hold the
-            // CLAIMED used_len; the source is a valid slice.
+            // claimed used_len; the source is a valid slice.
             unsafe {
                 std::ptr::copy_nonoverlapping(piece.as_ptr(), seg.as_ptr().add(at), k);
             }
