@@ -9,6 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// The `regcache_registrar_ops.version` this library understands.
+#define REGCACHE_REGISTRAR_OPS_VERSION 1
+
+// `regcache_registrar_ops.flags`: the registrar has no lkey/rkey
+// (`regcache_handle_lkey` then returns `REGCACHE_ERR_NO_KEYS`).
+#define REGCACHE_OPS_NO_KEYS 1
+
 // Size in bytes of a shm_signal descriptor in shared memory (place it at
 // a 64-byte aligned offset of zero-filled memory).
 #define REGCACHE_SHM_SIGNAL_SIZE 192
@@ -121,6 +128,9 @@ typedef enum regcache_result {
   REGCACHE_ERR_UNBIND_BUSY = 4736,
   // Another transport failure (see the detail).
   REGCACHE_ERR_TRANSPORT = 4737,
+  // `regcache_cache_find`: no cached registration covers the range
+  // (nothing was registered).
+  REGCACHE_ERR_NOT_CACHED = 4738,
 } regcache_result;
 
 // Which registrar a cache registers with (`regcache_config.registrar`,
@@ -134,8 +144,12 @@ enum regcache_registrar
   REGCACHE_REGISTRAR_AUTO = 0,
   // `mlock` pinning (no keys).
   REGCACHE_REGISTRAR_PIN = 1,
-  // ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device.
+  // ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device,
+  // or in the caller's protection domain (`regcache_cache_new_with_pd`).
   REGCACHE_REGISTRAR_VERBS = 2,
+  // The caller's callbacks (`regcache_cache_new_with_ops`). Reported by
+  // `regcache_cache_registrar`; not a value for `regcache_config`.
+  REGCACHE_REGISTRAR_CALLER = 3,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -298,6 +312,31 @@ typedef uint32_t regcache_shm_signal_mode;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What a registrar's `reg` callback returns
+// (`regcache_registrar_ops.reg`).
+enum regcache_reg_status
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Registered: `*user_data` is set, and `*lkey`, `*rkey` unless the
+  // registrar has no keys (`REGCACHE_OPS_NO_KEYS`).
+  REGCACHE_REG_OK = 0,
+  // Out of registration resources (ENOMEM/EAGAIN, a memlock limit):
+  // nothing registered; the cache evicts idle regions and calls again.
+  REGCACHE_REG_NO_RESOURCES = 1,
+  // Failed for good: nothing registered; the get fails with
+  // `REGCACHE_ERR_REGISTRAR`.
+  REGCACHE_REG_FAILED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_reg_status regcache_reg_status;
+#else
+typedef uint32_t regcache_reg_status;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A registration cache (opaque). Create with `regcache_cache_new`,
 // destroy with `regcache_cache_destroy`.
 typedef struct regcache_cache regcache_cache;
@@ -397,6 +436,45 @@ typedef struct regcache_stats {
   // Nanoseconds spent in the invalidation source (draining events).
   uint64_t monitor_ns;
 } regcache_stats;
+
+// The `reg` callback: register `[addr, addr + len)` (page-aligned; the
+// cache widens requests to pages and may merge neighbours) for `access`
+// (`regcache_access` bits, the values of `enum ibv_access_flags`); on
+// success write the caller's word for the registration to `*user_data`
+// (returned by every hit: `regcache_handle_user_data`) and the keys, and
+// return `REGCACHE_REG_OK`. Returns a `regcache_reg_status`.
+typedef int (*regcache_reg_fn)(void *ctx,
+                               void *addr,
+                               size_t len,
+                               uint32_t access,
+                               void **user_data,
+                               uint32_t *lkey,
+                               uint32_t *rkey);
+
+// The `dereg` callback: deregister the registration `user_data` names.
+// Returns 0 on success; anything else is counted
+// (`regcache_stats.deregistration_failures`) and logged, and the cache
+// forgets the registration all the same.
+typedef int (*regcache_dereg_fn)(void *ctx, void *user_data);
+
+// A caller's registrar (`regcache_cache_new_with_ops`). The callbacks run
+// in the thread that called `regcache_cache_get` (or find, release,
+// evict, flush, invalidate, destroy), never in a monitor thread and never
+// under a lock of the cache's: they may block and may call into the
+// cache. `reg` may run on several threads at once; `dereg` runs once per
+// successful `reg`, never while a handle on that registration is out.
+typedef struct regcache_registrar_ops {
+  // `REGCACHE_REGISTRAR_OPS_VERSION`.
+  uint32_t version;
+  // 0, or `REGCACHE_OPS_NO_KEYS`.
+  uint32_t flags;
+  // Register (required).
+  regcache_reg_fn reg;
+  // Deregister (required).
+  regcache_dereg_fn dereg;
+  // Passed as the first argument of every callback.
+  void *ctx;
+} regcache_registrar_ops;
 
 // One event: `struct ummunotify_event`, plus the generation on `LAST`.
 typedef struct regcache_event {
@@ -740,6 +818,110 @@ enum regcache_result regcache_cache_monitor(const struct regcache_cache *cache, 
 // # Safety
 // `cache` as for `regcache_cache_get`; `out` NULL or writable.
 enum regcache_result regcache_cache_registrar(const struct regcache_cache *cache, uint32_t *out);
+
+// Create a cache that registers through the caller's callbacks `ops`
+// (copied; `ops->ctx` must stay valid until `regcache_cache_destroy`
+// returns, which deregisters everything through `ops->dereg`). `config`
+// as for `regcache_cache_new` (NULL: from the environment); its
+// `registrar` field is ignored. Every hit returns the `user_data` the
+// `reg` callback produced for its region (`regcache_handle_user_data`).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT` (`ops`, `out`),
+// `REGCACHE_ERR_INVALID_ARGUMENT` (wrong `version`, unknown `flags`, NULL
+// `reg` or `dereg`, or a bad config as for `regcache_cache_new`),
+// `REGCACHE_ERR_CONFIG_ENV`, `REGCACHE_ERR_UNAVAILABLE` (the monitor asked
+// for is not here).
+//
+// # Safety
+// `config` NULL or readable; `ops` NULL or readable, its callbacks
+// callable from any thread as documented; `out` NULL or writable.
+enum regcache_result regcache_cache_new_with_ops(const struct regcache_config *config,
+                                                 const struct regcache_registrar_ops *ops,
+                                                 struct regcache_cache **out);
+
+// Create a cache whose registrar calls `ibv_reg_mr` in the caller's
+// protection domain `pd` (a `struct ibv_pd *`, passed as `void *` so this
+// header needs no `<infiniband/verbs.h>`): the MPI library's domain, where
+// its queue pairs live. `pd` must stay allocated until
+// `regcache_cache_destroy` returns. `config` as for
+// `regcache_cache_new_with_ops`.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT` (`out`), `REGCACHE_ERR_UNAVAILABLE` (`pd`
+// NULL or with no device context), and `regcache_cache_new_with_ops`'s
+// config errors.
+//
+// # Safety
+// `pd` NULL or a live `struct ibv_pd *` from `ibv_alloc_pd` in this
+// process; `config` NULL or readable; `out` NULL or writable.
+enum regcache_result regcache_cache_new_with_pd(const struct regcache_config *config,
+                                                void *pd,
+                                                struct regcache_cache **out);
+
+// Like `regcache_cache_get`, but never registers: a handle on a cached
+// registration covering `[addr, addr + len)` with at least `access`, or
+// `REGCACHE_ERR_NOT_CACHED` (nothing registered, `*out` untouched). A
+// found region counts as a hit. Release the handle with
+// `regcache_handle_release`.
+//
+// # Errors
+// `REGCACHE_ERR_NOT_CACHED`, `REGCACHE_ERR_NULL_ARGUMENT` (`cache`,
+// `out`), `REGCACHE_ERR_DESTROYED`, `REGCACHE_ERR_INVALID_RANGE`,
+// `REGCACHE_ERR_INVALID_ARGUMENT` (unknown access bits),
+// `REGCACHE_ERR_NO_RESOURCES` (the handle table is full).
+//
+// # Safety
+// `cache` as for `regcache_cache_get`; `out` NULL or writable.
+enum regcache_result regcache_cache_find(const struct regcache_cache *cache,
+                                         const void *addr,
+                                         size_t len,
+                                         uint32_t access,
+                                         struct regcache_handle **out);
+
+// Evict up to `max` idle cached regions, least recently used first, and
+// deregister them on this thread (the calling thread's deferred
+// references are given back first if they are all that holds regions).
+// `*out_evicted` (may be NULL) receives how many: 0 means nothing was
+// idle. Open MPI's `rcache_evict` is `max` = 1.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT` (`cache`), `REGCACHE_ERR_DESTROYED`.
+//
+// # Safety
+// `cache` as for `regcache_cache_get`; `out_evicted` NULL or writable.
+enum regcache_result regcache_cache_evict(const struct regcache_cache *cache,
+                                          size_t max,
+                                          size_t *out_evicted);
+
+// Invalidate, now, every cached region overlapping `[addr, addr + len)`:
+// no later get or find returns them; idle ones are deregistered on this
+// thread, in-use ones at their last release. `*out_count` (may be NULL)
+// receives how many regions were invalidated. Not for memory hooks (it
+// locks and deregisters): from a hook, call
+// `regcache_cache_notify_unmapped`.
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT` (`cache`), `REGCACHE_ERR_DESTROYED`,
+// `REGCACHE_ERR_INVALID_RANGE`.
+//
+// # Safety
+// `cache` as for `regcache_cache_get`; `out_count` NULL or writable.
+enum regcache_result regcache_cache_invalidate(const struct regcache_cache *cache,
+                                               const void *addr,
+                                               size_t len,
+                                               size_t *out_count);
+
+// The `user_data` the registrar's `reg` callback produced for the
+// handle's registration (the same on every hit on the region; NULL for
+// the built-in registrars).
+//
+// # Errors
+// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_STALE_HANDLE`.
+//
+// # Safety
+// `handle` as for `regcache_handle_release`; `out` NULL or writable.
+enum regcache_result regcache_handle_user_data(const struct regcache_handle *handle, void **out);
 
 // Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `UFFD` or
 // `EXTERNAL`; `AUTO` picks the kernel device, else userfaultfd).

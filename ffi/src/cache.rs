@@ -28,11 +28,16 @@ use crate::handles::{self, Held};
 use crate::object::{self, Kind, Out, ffi_guard, write_out};
 use crate::result::{Error, regcache_result};
 use regcache::{
-    AccessFlags, AddrRange, AnyRegistrar, Cache, CacheError, Got, Keys, RegistrarKind, ThisThread,
-    Token,
+    AccessFlags, AddrRange, AnyRegistrar, Cache, CacheError, Got, Keys, ThisThread, Token,
 };
 use regcache_result::*;
 use std::ffi::c_void;
+
+mod caller;
+mod lookup;
+
+pub use caller::*;
+pub use lookup::*;
 
 /// The object kind of `regcache_cache *`.
 const CACHE: Kind = Kind {
@@ -61,7 +66,6 @@ pub struct regcache_handle {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) cache: Cache<AnyRegistrar>,
-    pub(crate) kind: RegistrarKind,
 }
 
 /// The C API's calls into `regcache::Cache` on tokens: one place each, so
@@ -190,7 +194,7 @@ pub unsafe extern "C" fn regcache_cache_new(
         let registrar = regcache::open_registrar(kind, device.as_deref())?;
         let cache = Cache::try_new(registrar, config)?;
         // SAFETY: out is non-NULL and writable (contract).
-        unsafe { out.write(object::make(&CACHE, Inner { cache, kind })) }
+        unsafe { out.write(object::make(&CACHE, Inner { cache })) }
     })
 }
 
@@ -460,10 +464,12 @@ fn entry_of(h: *const regcache_handle) -> Result<&'static handles::Entry, Error>
     })
 }
 
-/// What a live C handle names: its range, keys, and whether it is cached.
+/// What a live C handle names: its range, keys, the registrar's word for
+/// it, and whether it is cached.
 struct Info {
     range: AddrRange,
     keys: Option<Keys>,
+    user_data: usize,
     cached: bool,
 }
 
@@ -481,12 +487,15 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
             Info {
                 range,
                 keys,
+                // SAFETY: as above.
+                user_data: unsafe { inner.cache.token_user_data(*t) },
                 cached: true,
             }
         }
         Held::Raw(r) => Info {
             range: r.range(),
             keys: r.keys(),
+            user_data: r.user_data(),
             cached: r.is_cached(),
         },
     };
@@ -718,9 +727,9 @@ pub unsafe extern "C" fn regcache_cache_registrar(
         let inner = unsafe { live(cache) }?;
         let v = match inner.cache.registrar() {
             AnyRegistrar::Verbs(_) => regcache_registrar::REGCACHE_REGISTRAR_VERBS,
+            AnyRegistrar::User(_) => regcache_registrar::REGCACHE_REGISTRAR_CALLER,
             _ => regcache_registrar::REGCACHE_REGISTRAR_PIN,
         };
-        let _ = inner.kind;
         // SAFETY: NULL-checked by write_out; writable (contract).
         unsafe { write_out(out, "out", v as u32) }
     })

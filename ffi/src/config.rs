@@ -21,8 +21,12 @@ pub enum regcache_registrar {
     REGCACHE_REGISTRAR_AUTO = 0,
     /// `mlock` pinning (no keys).
     REGCACHE_REGISTRAR_PIN = 1,
-    /// ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device.
+    /// ibverbs `ibv_reg_mr` on the closest (or `REGCACHE_RDMA_DEVICE`) device,
+    /// or in the caller's protection domain (`regcache_cache_new_with_pd`).
     REGCACHE_REGISTRAR_VERBS = 2,
+    /// The caller's callbacks (`regcache_cache_new_with_ops`). Reported by
+    /// `regcache_cache_registrar`; not a value for `regcache_config`.
+    REGCACHE_REGISTRAR_CALLER = 3,
 }
 
 /// Which invalidation source feeds a cache or notifier

@@ -217,7 +217,7 @@ mod tests {
     /// skipped; every code has a text and `regcache_strerror` finds it.
     #[test]
     fn codes_numbers_and_texts() {
-        assert_eq!(ALL.len(), 38);
+        assert_eq!(ALL.len(), 39);
         assert_eq!(ALL.first().copied(), Some(REGCACHE_OK));
         for (i, r) in ALL.iter().enumerate().skip(1) {
             assert_eq!(*r as c_int, 4700 + i as c_int, "{r:?}");
@@ -232,5 +232,6 @@ mod tests {
         let s = unsafe { CStr::from_ptr(regcache_strerror(-1)) };
         assert_eq!(s, c"unknown regcache_result");
         assert_eq!(REGCACHE_ERR_TRANSPORT as c_int, 4737);
+        assert_eq!(REGCACHE_ERR_NOT_CACHED as c_int, 4738);
     }
 }

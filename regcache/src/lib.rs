@@ -120,10 +120,11 @@ not_loom! {
     pub use config::{Config, ConfigError, MonitorKind, parse_size};
     pub use pin::{PinRegistrar, PinnedRegion};
     pub use registrar::{
-        AnyRegion, AnyRegistrar, Registrar, RegistrarError, RegistrarKind, open_registrar,
+        AnyRegion, AnyRegistrar, Registrar, RegistrarError, RegistrarKind, UserRegion,
+        open_registrar,
     };
     pub use stats::Stats;
     pub use thread::{STRIPES, ThisThread, this_thread, thread_stripe};
     pub use umn::{AddrRange, RangeError, page_size};
-    pub use verbs::{MemoryRegion, ProtectionDomain, RdmaDevice, VerbsRegistrar};
+    pub use verbs::{CallerPd, MemoryRegion, ProtectionDomain, RdmaDevice, VerbsRegistrar};
 }

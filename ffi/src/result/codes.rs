@@ -102,5 +102,8 @@ result_codes! {
         REGCACHE_ERR_UNBIND_BUSY = 4736 => c"unbind timed out waiting for in-flight sends",
         /// Another transport failure (see the detail).
         REGCACHE_ERR_TRANSPORT = 4737 => c"transport operation failed",
+        /// `regcache_cache_find`: no cached registration covers the range
+        /// (nothing was registered).
+        REGCACHE_ERR_NOT_CACHED = 4738 => c"no cached registration covers the range",
     }
 }

@@ -33,6 +33,8 @@ pub struct RawHandle<R: Registrar> {
     pub(super) slot: u32,
     pub(super) range: AddrRange,
     pub(super) keys: Option<Keys>,
+    /// The registrar's word for the registration ([`Registrar::user_data`]).
+    pub(super) user_data: usize,
     /// The registration of an uncached get (`slot == NO_SLOT`).
     pub(super) uncached: Option<R::Region>,
 }
@@ -59,6 +61,12 @@ impl<R: Registrar> RawHandle<R> {
     /// `false` when this registration is a one-off outside the cache.
     pub fn is_cached(&self) -> bool {
         self.slot != NO_SLOT
+    }
+    /// The registrar's word for the registration: what a caller's
+    /// registrar produced for it ([`Registrar::user_data`]; 0 for the
+    /// built-in registrars).
+    pub fn user_data(&self) -> usize {
+        self.user_data
     }
 }
 
@@ -117,6 +125,12 @@ impl<'c, R: Registrar> Handle<'c, R> {
     /// `false` when served by a one-off registration outside the cache.
     pub fn is_cached(&self) -> bool {
         self.raw.is_cached()
+    }
+    /// The registrar's word for the registration: the same on every hit on
+    /// the region ([`Registrar::user_data`]; 0 for the built-in
+    /// registrars).
+    pub fn user_data(&self) -> usize {
+        self.raw.user_data
     }
     /// Release the registration (same as dropping the handle).
     pub fn release(self) {}

@@ -281,6 +281,16 @@ impl<R: Registrar> Cache<R> {
         }
     }
 
+    /// The registrar's word for a token's region ([`Registrar::user_data`];
+    /// 0 for a token no get returned).
+    ///
+    /// # Safety
+    /// As [`Cache::token_info`].
+    #[inline(always)]
+    pub unsafe fn token_user_data(&self, token: Token) -> usize {
+        self.slab.get(token.slot).map_or(0, |s| s.user_data())
+    }
+
     /// Release a handle obtained with [`Cache::get_raw`] or
     /// [`super::Handle::into_raw`].
     ///

@@ -234,6 +234,9 @@ impl<R: Registrar> Cache<R> {
             }
         }
         self.observe(seen);
+        // The drain lock goes before deregistering: a caller's registrar
+        // callback may call into this cache (a get catches up under it).
+        drop(_one);
         self.retire_all(retire);
     }
 
@@ -331,6 +334,32 @@ impl<R: Registrar> Cache<R> {
         let n = victims.len();
         self.retire_all(victims);
         n
+    }
+
+    /// Evict up to `n` idle regions, least recently used first, and
+    /// deregister them (on this thread). When nothing is idle but this
+    /// thread's deferred references hold regions, those are given back and
+    /// the eviction tried once more. Returns how many were evicted: Open
+    /// MPI's `rcache_evict` (one region, "did you free anything?"), or a
+    /// caller that ran out of NIC resources outside the cache.
+    pub fn evict(&self, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let mut victims = {
+            let mut idx = self.write_index();
+            self.evict_lru(&mut idx, n)
+        };
+        if victims.is_empty() {
+            if let Some(d) = self.own_deferred() {
+                self.purge_deferred(d, true);
+                let mut idx = self.write_index();
+                victims = self.evict_lru(&mut idx, n);
+            }
+        }
+        let k = victims.len();
+        self.retire_all(victims);
+        k
     }
 
     pub(super) fn retire_all(&self, slots: Vec<u32>) {

@@ -85,6 +85,7 @@ impl<R: Registrar> Cache<R> {
             slot,
             range: s.range(),
             keys: s.keys(),
+            user_data: s.user_data(),
             uncached: None,
         }
     }
@@ -95,6 +96,68 @@ impl<R: Registrar> Cache<R> {
         if let Some(h) = self.hints.get(self.hint_index(start)) {
             h.store(slot + 1, Relaxed);
         }
+    }
+
+    /// Look up a cached registration covering `range` with at least
+    /// `access`, never registering: Open MPI's `rcache_find`. `Ok(None)`
+    /// when no live cached region covers it (nothing is registered, nothing
+    /// counted); a found region is a hit, with a reference taken as by
+    /// [`Cache::get`].
+    ///
+    /// # Errors
+    /// [`CacheError::Range`] for an empty or overflowing range.
+    pub fn find(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Option<super::Handle<'_, R>>, CacheError> {
+        Ok(self
+            .find_slot(crate::thread::thread_stripe(), range, access)?
+            .map(|slot| super::Handle {
+                cache: self,
+                raw: std::mem::ManuallyDrop::new(self.handle_for(slot)),
+            }))
+    }
+
+    /// As [`Cache::find`], as a [`super::Token`] (release it with
+    /// [`Cache::release_token`]), for a caller that already has
+    /// [`crate::this_thread`].
+    ///
+    /// # Errors
+    /// As [`Cache::find`].
+    pub fn find_token_on(
+        &self,
+        me: crate::ThisThread,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Option<super::Token>, CacheError> {
+        Ok(self
+            .find_slot(me.index(), range, access)?
+            .map(|slot| Self::token_for(slot, self.slab.slot(slot))))
+    }
+
+    /// The slot [`Cache::find`] found, with a reference taken.
+    fn find_slot(
+        &self,
+        me: usize,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<Option<u32>, CacheError> {
+        let req = self.prologue(range)?;
+        if let Some((idx, _)) = self.hit::<true>(me, &req, access) {
+            return Ok(Some(idx));
+        }
+        if self.forked.load(Relaxed) {
+            return Ok(None);
+        }
+        let idx = self.read_index();
+        let found = self.find_covering(&idx, &req, access);
+        drop(idx);
+        if let Some(slot) = found {
+            self.remember(req.start(), slot);
+            self.counters.hits.incr_at(me);
+        }
+        Ok(found)
     }
 
     /// The miss path: everything a get does after the hit path missed.
@@ -134,6 +197,7 @@ impl<R: Registrar> Cache<R> {
             slot: NO_SLOT,
             range,
             keys: self.registrar.keys(&region),
+            user_data: self.registrar.user_data(&region),
             uncached: Some(region),
         }
     }
@@ -376,10 +440,11 @@ impl<R: Registrar> Cache<R> {
             return Some(self.uncached_handle(region, target));
         }
         let keys = self.registrar.keys(&region);
+        let user_data = self.registrar.user_data(&region);
         *s.region.lock().unwrap_or_else(|e| e.into_inner()) = Some(region);
         let stamp = self.clock.load(Relaxed);
         // One reference is ours.
-        s.publish(resv.incarnation, target, target_access, keys, stamp);
+        s.publish(resv.incarnation, target, target_access, keys, user_data, stamp);
         idx.insert(resv.slot, target, stamp);
         let regions = idx.len() as u64;
         drop(idx);
@@ -390,6 +455,7 @@ impl<R: Registrar> Cache<R> {
             slot: resv.slot,
             range: target,
             keys,
+            user_data,
             uncached: None,
         })
     }

@@ -280,6 +280,7 @@ impl<R: Registrar> Cache<R> {
                 slot: idx,
                 range: slot.range(),
                 keys: slot.keys(),
+                user_data: slot.user_data(),
                 uncached: None,
             }),
             None => self.get_slow(req, access),

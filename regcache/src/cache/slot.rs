@@ -57,6 +57,9 @@ pub(super) struct Slot<R: Registrar> {
     pub(super) has_keys: AtomicU32,
     pub(super) lkey: AtomicU32,
     pub(super) rkey: AtomicU32,
+    /// The registrar's word for the registration
+    /// ([`Registrar::user_data`]), read by holders of a reference.
+    pub(super) user_data: std::sync::atomic::AtomicUsize,
     /// Logical time of the last release (LRU).
     pub(super) last_use: std::sync::atomic::AtomicU64,
     /// The umn cookie watching this slot's range (reserved or published);
@@ -79,6 +82,7 @@ impl<R: Registrar> Slot<R> {
             has_keys: AtomicU32::new(0),
             lkey: AtomicU32::new(0),
             rkey: AtomicU32::new(0),
+            user_data: std::sync::atomic::AtomicUsize::new(0),
             last_use: AtomicU64::new(0),
             cookie: AtomicU64::new(0),
             doomed: AtomicBool::new(false),
@@ -98,6 +102,13 @@ impl<R: Registrar> Slot<R> {
             lkey: LKey(self.lkey.load(Relaxed)),
             rkey: RKey(self.rkey.load(Relaxed)),
         })
+    }
+
+    /// The registrar's word for the registration (meaningful while the
+    /// caller holds a reference).
+    #[inline]
+    pub(super) fn user_data(&self) -> usize {
+        self.user_data.load(Relaxed)
     }
 
     pub(super) fn access(&self) -> AccessFlags {
@@ -142,6 +153,7 @@ impl<R: Registrar> Slot<R> {
         range: AddrRange,
         access: AccessFlags,
         keys: Option<Keys>,
+        user_data: usize,
         stamp: u64,
     ) {
         self.start.store(range.start(), Relaxed);
@@ -154,6 +166,7 @@ impl<R: Registrar> Slot<R> {
         });
         self.lkey.store(k.lkey.0, Relaxed);
         self.rkey.store(k.rkey.0, Relaxed);
+        self.user_data.store(user_data, Relaxed);
         self.last_use.store(stamp, Relaxed);
         self.state.publish(incarnation);
     }

@@ -6,7 +6,7 @@ use umn::AddrRange;
 
 mod any;
 
-pub use any::{AnyRegion, AnyRegistrar, RegistrarKind, open_registrar};
+pub use any::{AnyRegion, AnyRegistrar, RegistrarKind, UserRegion, open_registrar};
 
 /// Why a registrar failed. One variant per failure callers branch on; each
 /// names the C call that failed and carries the OS error.
@@ -72,12 +72,18 @@ impl RegistrarError {
 }
 
 /// Registers and deregisters memory. Implementations: [`crate::PinRegistrar`]
-/// (mlock), and the ibverbs protection-domain registrar.
+/// (mlock), [`crate::VerbsRegistrar`] (ibverbs, in a domain of its own or
+/// the caller's), and the caller's own (any implementation; behind
+/// [`AnyRegistrar::User`] when the cache type must not depend on it).
 ///
-/// The cache calls `register` outside its index lock, possibly from several
-/// threads at once, and calls `deregister` exactly once per successful
-/// `register`, never while a handle to the registration is alive, and never
-/// from an invalidation source's thread.
+/// The cache calls `register` and `deregister` in the thread that called
+/// get, find, release, evict, flush, invalidate or drop — never in an
+/// invalidation source's thread, and never while holding a lock of its own
+/// that the registrar could need (it may call into the cache, and it may
+/// block). `register` may run on several threads at once; `deregister` runs
+/// exactly once per successful `register`, never while a handle to the
+/// registration is alive. This is the contract of docs/DESIGN.md, "The
+/// registrar belongs to the caller".
 pub trait Registrar: Send + Sync + 'static {
     /// One registration (an ibverbs `MemoryRegion`, a pin record).
     type Region: Send + Sync + 'static;
@@ -98,6 +104,15 @@ pub trait Registrar: Send + Sync + 'static {
 
     /// The lkey/rkey of a registration, where the registrar has keys.
     fn keys(&self, region: &Self::Region) -> Option<Keys>;
+
+    /// The caller's word for a registration: what a registrar driven by
+    /// the caller's callbacks produced for it (Open MPI's registration
+    /// object, an `fi_mr`, a `ucp_mem_h`), handed back by every hit on the
+    /// region ([`crate::Handle::user_data`]) so the caller finds its own MR
+    /// object. 0 (the default) for registrars that have none.
+    fn user_data(&self, _region: &Self::Region) -> usize {
+        0
+    }
 
     /// Release a registration made by [`Registrar::register`].
     ///

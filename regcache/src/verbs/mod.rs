@@ -25,7 +25,9 @@
 //! - `pd.rs`: [`ProtectionDomain`], an open device and a domain on it;
 //! - `mr.rs`: [`MemoryRegion`], the one caller of `ibv_reg_mr` and
 //!   `ibv_dereg_mr`;
-//! - here: [`VerbsRegistrar`], the [`Registrar`] over one domain.
+//! - here: [`VerbsRegistrar`], the [`Registrar`] over one domain — its
+//!   own, or the caller's ([`CallerPd`]: an MPI library registers in the
+//!   domain its queue pairs live in).
 //!
 //! ## Ownership
 //!
@@ -44,15 +46,17 @@ mod pd;
 
 pub use device::RdmaDevice;
 pub use mr::MemoryRegion;
-pub use pd::ProtectionDomain;
+pub use pd::{CallerPd, ProtectionDomain};
+use pd::Domain;
 
 /// What [`RegistrarError::Unavailable`] says is missing.
 const WHAT: &str = "RDMA device";
 
-/// The ibverbs registrar: `ibv_reg_mr` in one [`ProtectionDomain`].
+/// The ibverbs registrar: `ibv_reg_mr` in one protection domain, a
+/// [`ProtectionDomain`] of its own or the caller's ([`CallerPd`]).
 #[derive(Debug, Clone)]
 pub struct VerbsRegistrar {
-    pd: ProtectionDomain,
+    pd: Domain,
 }
 
 impl VerbsRegistrar {
@@ -68,12 +72,26 @@ impl VerbsRegistrar {
     /// A registrar registering in an existing protection domain (the one
     /// the queue pairs live in).
     pub fn new(pd: ProtectionDomain) -> VerbsRegistrar {
-        VerbsRegistrar { pd }
+        VerbsRegistrar {
+            pd: Domain::Own(pd),
+        }
     }
 
-    /// Its protection domain.
-    pub fn protection_domain(&self) -> &ProtectionDomain {
-        &self.pd
+    /// A registrar registering in the caller's protection domain (an MPI
+    /// library's `struct ibv_pd *`).
+    pub fn on_caller_pd(pd: CallerPd) -> VerbsRegistrar {
+        VerbsRegistrar {
+            pd: Domain::Caller(pd),
+        }
+    }
+
+    /// Its protection domain, when it opened its own (`None` on the
+    /// caller's).
+    pub fn protection_domain(&self) -> Option<&ProtectionDomain> {
+        match &self.pd {
+            Domain::Own(pd) => Some(pd),
+            Domain::Caller(_) => None,
+        }
     }
 }
 
@@ -89,7 +107,7 @@ impl Registrar for VerbsRegistrar {
         range: AddrRange,
         access: AccessFlags,
     ) -> Result<MemoryRegion, RegistrarError> {
-        self.pd.register(range, access)
+        mr::register(&self.pd, range, access)
     }
 
     fn keys(&self, region: &MemoryRegion) -> Option<Keys> {

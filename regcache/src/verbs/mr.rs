@@ -11,7 +11,7 @@
 //! branch on (`map_reg_error`): ENOMEM/EAGAIN are the ones eviction may
 //! cure.
 
-use super::pd::ProtectionDomain;
+use super::pd::{Domain, ProtectionDomain};
 use crate::{AccessFlags, Keys, LKey, RKey, RegistrarError};
 use rdma_mummy_sys::{ibv_access_flags, ibv_dereg_mr, ibv_mr, ibv_reg_mr};
 use std::fmt;
@@ -21,7 +21,7 @@ use umn::AddrRange;
 /// `ibv_reg_mr`: register `range` for `access` in `pd`; the errors are
 /// [`ProtectionDomain::register`]'s.
 pub(super) fn register(
-    pd: &ProtectionDomain,
+    pd: &Domain,
     range: AddrRange,
     access: AccessFlags,
 ) -> Result<MemoryRegion, RegistrarError> {
@@ -39,13 +39,14 @@ pub(super) fn register(
         source: std::io::Error::from_raw_os_error(libc::EOVERFLOW),
     })?;
     let flags = ibv_access_flags(access.bits());
-    // SAFETY: the PD pointer is valid while `pd` lives (we hold it).
+    // SAFETY: the PD pointer is valid while `pd` lives (we hold our own;
+    // the caller keeps its own alive, `CallerPd::from_raw`'s contract).
     // ibv_reg_mr does not dereference `addr` from user space: the
     // kernel pins the pages under [addr, addr+len) or fails with EFAULT
     // if they are not mapped, so any address is sound to pass.
     let mr = unsafe {
         ibv_reg_mr(
-            pd.as_sideway().pd().as_ptr(),
+            pd.as_ptr(),
             range.start() as *mut libc::c_void,
             len,
             flags.0 as i32,
@@ -102,7 +103,8 @@ fn map_reg_error(err: std::io::Error, range: AddrRange, access: AccessFlags) -> 
     }
 }
 
-/// One `ibv_mr`. Holds its [`ProtectionDomain`]. Deregistered by
+/// One `ibv_mr`. Holds its [`ProtectionDomain`] (a caller's domain is
+/// the caller's to keep alive). Deregistered by
 /// [`Registrar::deregister`](crate::Registrar::deregister), or by `Drop`
 /// (failure logged).
 pub struct MemoryRegion {
@@ -110,7 +112,7 @@ pub struct MemoryRegion {
     mr: Option<NonNull<ibv_mr>>,
     range: AddrRange,
     access: AccessFlags,
-    pd: ProtectionDomain,
+    pd: Domain,
 }
 
 // SAFETY: an ibv_mr is an immutable record after ibv_reg_mr returns (we
@@ -126,7 +128,7 @@ impl fmt::Debug for MemoryRegion {
             .field("range", &self.range)
             .field("access", &self.access)
             .field("keys", &self.keys())
-            .field("device", &self.pd.device().name)
+            .field("domain", &self.pd.describe())
             .finish()
     }
 }
@@ -161,9 +163,13 @@ impl MemoryRegion {
         }
     }
 
-    /// The protection domain it belongs to.
-    pub fn protection_domain(&self) -> &ProtectionDomain {
-        &self.pd
+    /// The protection domain it belongs to, when this crate opened it
+    /// (`None` for a registration in the caller's domain).
+    pub fn protection_domain(&self) -> Option<&ProtectionDomain> {
+        match &self.pd {
+            Domain::Own(pd) => Some(pd),
+            Domain::Caller(_) => None,
+        }
     }
 
     pub(super) fn dereg(&mut self) -> Result<(), RegistrarError> {

@@ -7,13 +7,20 @@
 //! device context — alive, whatever order the application drops them in.
 //! Registration itself ([`ProtectionDomain::register`]) is `mr.rs`'s, the
 //! one place that calls `ibv_reg_mr`.
+//!
+//! [`CallerPd`] is the other kind of domain: one the caller allocated (an
+//! MPI library's, where its queue pairs live), known only by its `struct
+//! ibv_pd *`. The caller owns it and keeps it alive; we only register in
+//! it. [`Domain`] is either, for the registrar and its regions.
 
 use super::WHAT;
 use super::device::{RdmaDevice, closest, device_list, locate_all, no_device_error};
 use super::mr::{self, MemoryRegion};
 use crate::{AccessFlags, RegistrarError};
 use sideway::ibverbs::device_context::DeviceContext;
+use rdma_mummy_sys::ibv_pd;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use umn::AddrRange;
 
@@ -122,7 +129,86 @@ impl ProtectionDomain {
         range: AddrRange,
         access: AccessFlags,
     ) -> Result<MemoryRegion, RegistrarError> {
-        mr::register(self, range, access)
+        mr::register(&Domain::Own(self.clone()), range, access)
+    }
+}
+
+/// A protection domain the caller allocated and owns: a `struct ibv_pd *`
+/// from the caller's libibverbs (the same `libibverbs.so.1` this crate
+/// loads at run time, so the pointer is valid for our calls). A `Copy`
+/// pointer: the caller keeps the domain alive while any registration made
+/// in it, or any cache registering in it, exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallerPd(NonNull<ibv_pd>);
+
+// SAFETY: a `struct ibv_pd *` may be used from any thread (libibverbs is
+// thread-safe); we never write through it.
+unsafe impl Send for CallerPd {}
+// SAFETY: as above.
+unsafe impl Sync for CallerPd {}
+
+impl CallerPd {
+    /// Wrap the caller's `struct ibv_pd *`.
+    ///
+    /// # Errors
+    /// [`RegistrarError::Unavailable`] for NULL, or a domain with no device
+    /// context (not a domain `ibv_alloc_pd` returned).
+    ///
+    /// # Safety
+    /// `pd` is NULL or a live `struct ibv_pd *` from `ibv_alloc_pd` in
+    /// this process, and stays allocated while any registration made in it
+    /// (and any registrar over it) exists.
+    pub unsafe fn from_raw(pd: *mut libc::c_void) -> Result<CallerPd, RegistrarError> {
+        let Some(pd) = NonNull::new(pd.cast::<ibv_pd>()) else {
+            return Err(RegistrarError::Unavailable {
+                what: "protection domain",
+                reason: "the caller's struct ibv_pd * is NULL".into(),
+            });
+        };
+        // SAFETY: a live ibv_pd (contract); `context` is its first field,
+        // set by ibv_alloc_pd and never changed.
+        if unsafe { pd.as_ref() }.context.is_null() {
+            return Err(RegistrarError::Unavailable {
+                what: "protection domain",
+                reason: "the caller's struct ibv_pd has no device context".into(),
+            });
+        }
+        Ok(CallerPd(pd))
+    }
+
+    /// The raw pointer, for `ibv_reg_mr`.
+    pub(super) fn as_ptr(self) -> *mut ibv_pd {
+        self.0.as_ptr()
+    }
+}
+
+/// The domain a registrar registers in: its own, or the caller's.
+#[derive(Debug, Clone)]
+pub(super) enum Domain {
+    /// Opened by us; every region holds a clone, keeping it alive.
+    Own(ProtectionDomain),
+    /// The caller's; the caller keeps it alive.
+    Caller(CallerPd),
+}
+
+impl Domain {
+    /// The `struct ibv_pd *` to register in.
+    pub(super) fn as_ptr(&self) -> *mut ibv_pd {
+        match self {
+            // SAFETY: `pd()` hands out the raw pointer of a domain we
+            // hold (the Arc keeps it allocated); we only pass it to
+            // ibv_reg_mr.
+            Domain::Own(pd) => unsafe { pd.as_sideway().pd() }.as_ptr(),
+            Domain::Caller(pd) => pd.as_ptr(),
+        }
+    }
+
+    /// A name for logs: the device, or "caller's PD".
+    pub(super) fn describe(&self) -> &str {
+        match self {
+            Domain::Own(pd) => &pd.device().name,
+            Domain::Caller(_) => "caller's PD",
+        }
     }
 }
 
