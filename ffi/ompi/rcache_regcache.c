@@ -155,7 +155,6 @@
 #include "opal/util/proc.h"
 
 #include "regcache.h"
-#include "regcache_pending.h"
 
 /* Tests of the version check build a copy that claims another release. */
 #ifndef RR_BUILT_RELEASE
@@ -576,8 +575,8 @@ static int register_direct(rr_module_t *m, void *addr, size_t size, uint32_t fla
          (rc = m->resources.register_mem(m->resources.reg_data, (void *)base, end - base, reg))) {
     size_t evicted = 0;
     count(&m->register_mem_no_resources);
-    if (NULL == m->cache || REGCACHE_OK != regcache_cache_quiesce(m->cache) ||
-        REGCACHE_OK != regcache_cache_evict(m->cache, 1, &evicted) || 0 == evicted) {
+    if (NULL == m->cache || REGCACHE_OK != regcache_cache_evict(m->cache, 1, &evicted) ||
+        0 == evicted) {
       break;
     }
     count(&m->register_mem_calls);
@@ -805,9 +804,8 @@ static bool rr_evict(mca_rcache_base_module_t *rcache) {
   if (NULL == m->cache) {
     return false;
   }
-  /* This thread's deferred references would keep a released
-   * registration from being idle. */
-  (void)regcache_cache_quiesce(m->cache);
+  /* regcache_cache_evict gives back this thread's deferred references
+   * first when they are all that keeps regions from being idle. */
   return REGCACHE_OK == regcache_cache_evict(m->cache, 1, &evicted) && evicted > 0;
 }
 

@@ -203,8 +203,8 @@ static void basic(void) {
   dereg_ok(r2);
   dereg_ok(r1);
   CHECK(0 == btl.deregisters, "deregister of a cached registration called deregister_mem");
-  /* Idle and cached: a new register is a hit. */
-  r1 = reg_ok(a, 4 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE);
+  /* Idle and cached: a new register inside it is a hit. */
+  r1 = reg_ok(a, 2 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE);
   CHECK(btl.registers == before + 1, "idle registration not reused");
   dereg_ok(r1);
 
