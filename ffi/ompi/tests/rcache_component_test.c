@@ -389,6 +389,7 @@ int main(int argc, char **argv) {
       CHECK(0, "unknown mode %s", mode);
     }
     CHECK(OPAL_SUCCESS == mca_rcache_base_module_destroy(rc), "module destroy");
+    rc = NULL; /* so that valgrind sees a module finalize did not free */
     CHECK(0 == btl.live && btl.registers_ok == btl.deregisters,
           "leaked: %ld registered, %ld deregistered", btl.registers_ok, btl.deregisters);
   }
