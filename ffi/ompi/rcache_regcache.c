@@ -57,13 +57,16 @@
  * plus this component's bookkeeping (`struct rr_book`, at the next
  * max_align_t boundary), constructs it as an `mca_rcache_base_registration_t`
  * (as grdma's free list does), fills `rcache`, `base`, `bound`
- * (inclusive), `flags`, `access_flags` (Open MPI bits) and
- * `rcache_context` (the bookkeeping), and calls the BTL's `register_mem`;
- * the registration is the regcache user data of the region, so every hit
- * finds it with `regcache_handle_user_data`. `dereg_cb` calls
- * `deregister_mem` and frees it. Open MPI's flags of the request reach
- * `reg_cb` through a thread-local (`tl_request`): regcache calls the
- * callbacks on the thread that calls get.
+ * (inclusive), `access_flags` (Open MPI bits) and `rcache_context` (the
+ * bookkeeping), and calls the BTL's `register_mem`; the registration is
+ * the regcache user data of the region, so every hit finds it with
+ * `regcache_handle_user_data`. `dereg_cb` calls `deregister_mem` and
+ * frees it. A cached registration's `flags` are 0: every flag that
+ * reaches register_mem takes the direct path (below), since a region is
+ * shared by every request it covers. The BTL's own error of a failed
+ * register_mem reaches `rr_register_mem` through a thread-local
+ * (`tl_last_rc`): regcache calls the callbacks on the thread that calls
+ * get.
  *
  * # Flags (MCA_RCACHE_FLAGS_*)
  *
@@ -218,12 +221,9 @@ typedef struct {
       fallbacks, hook_calls, hook_failures, refused;
 } rr_module_t;
 
-/* The request being served on this thread (set around regcache calls
- * that may call `reg_cb`). */
-static __thread struct {
-  uint32_t flags;
-  int last_rc; /* register_mem's last hard failure on this thread */
-} tl_request;
+/* register_mem's last hard failure on this thread (reset before each
+ * regcache_cache_get that may call `reg_cb`). */
+static __thread int tl_last_rc;
 
 static int rr_register(void);
 static int rr_open(void);
@@ -517,7 +517,7 @@ static int reg_cb(void *ctx, void *addr, size_t len, uint32_t access, void **use
                   uint32_t *lkey, uint32_t *rkey) {
   rr_module_t *m = ctx;
   mca_rcache_base_registration_t *reg =
-      new_reg(m, addr, len, tl_request.flags, access_to_ompi(access));
+      new_reg(m, addr, len, 0, access_to_ompi(access));
   if (NULL == reg) {
     return REGCACHE_REG_NO_RESOURCES;
   }
@@ -530,7 +530,7 @@ static int reg_cb(void *ctx, void *addr, size_t len, uint32_t access, void **use
       return REGCACHE_REG_NO_RESOURCES;
     }
     count(&m->register_mem_failed);
-    tl_request.last_rc = rc;
+    tl_last_rc = rc;
     return REGCACHE_REG_FAILED;
   }
   count(&m->register_mem_ok);
@@ -689,10 +689,8 @@ static int rr_register_mem(mca_rcache_base_module_t *rcache, void *addr, size_t 
   }
 
   struct regcache_handle *h = NULL;
-  tl_request.flags = flags;
-  tl_request.last_rc = OPAL_SUCCESS;
+  tl_last_rc = OPAL_SUCCESS;
   enum regcache_result rc = regcache_cache_get(m->cache, addr, size, access, &h);
-  tl_request.flags = 0;
   if (REGCACHE_OK == rc) {
     *reg = take_reference(m, h);
     return NULL != *reg ? OPAL_SUCCESS : OPAL_ERROR;
@@ -701,7 +699,7 @@ static int rr_register_mem(mca_rcache_base_module_t *rcache, void *addr, size_t 
   switch (rc) {
   case REGCACHE_ERR_REGISTRAR:
     /* The BTL's register_mem failed hard: its own error. */
-    return OPAL_SUCCESS != tl_request.last_rc ? tl_request.last_rc : OPAL_ERROR;
+    return OPAL_SUCCESS != tl_last_rc ? tl_last_rc : OPAL_ERROR;
   case REGCACHE_ERR_NO_RESOURCES:
     /* register_mem still out of resources after regcache evicted every
      * idle registration: grdma's answer too. */

@@ -294,6 +294,11 @@ pub(crate) fn test(root: &Path) -> Result<()> {
     }
     eprintln!("rcache regcache, --mca memory ^patcher, {own} alone: passed");
 
+    // 3b. Four threads per rank registering, finding, deregistering and
+    // evicting overlapping ranges at once: every reference comes back.
+    job("threads", &[], &[])?;
+    eprintln!("rcache regcache, 4 threads per rank: passed");
+
     // 4. Bad input: clear errors, no abort, nothing leaked.
     let text = job("bad", &[], &[])?;
     for want in [
@@ -334,6 +339,12 @@ pub(crate) fn test(root: &Path) -> Result<()> {
             &[][..],
             "rcache_regcache_merge=7 is not valid",
             "uncached(bad-config)",
+        ),
+        (
+            &[("mpi_leave_pinned", "0")][..],
+            &[][..],
+            "uncached(mpi_leave_pinned=0)",
+            "uncached(mpi_leave_pinned=0)",
         ),
         (
             &[

@@ -20,6 +20,10 @@
  *                                   fine after an eviction, or not),
  *                                   register_mem failing hard, cache
  *                                   bypass, a foreign deregister
+ *   rcache_component_test threads   4 threads register, find and
+ *                                   deregister overlapping ranges of one
+ *                                   buffer and evict, concurrently: every
+ *                                   reference comes back, nothing leaks
  *   rcache_component_test uncached  the component runs without a cache
  *                                   (bad configuration): every register
  *                                   calls register_mem, nothing is kept
@@ -35,6 +39,7 @@
 
 #include <errno.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,12 +59,13 @@ struct test_reg {
   size_t locked;
 };
 
-/* The BTL's state (reg_data). */
+/* The BTL's state (reg_data); atomics, since the threads mode calls
+ * register_mem and deregister_mem from several threads. */
 static struct {
-  long registers, registers_ok, deregisters, live;
-  long max_live;  /* > 0: register_mem fails OUT_OF_RESOURCE at this many live */
-  int fail_hard;  /* register_mem fails with OPAL_ERR_NOT_SUPPORTED */
-  int errors;
+  _Atomic long registers, registers_ok, deregisters, live;
+  _Atomic long max_live; /* > 0: register_mem fails OUT_OF_RESOURCE at this many live */
+  _Atomic int fail_hard; /* register_mem fails with OPAL_ERR_NOT_SUPPORTED */
+  _Atomic int errors;
 } btl;
 
 static int rank;
@@ -340,6 +346,59 @@ static void bad(void) {
   munmap(a, 4 * page);
 }
 
+/* One thread of the threads mode: random overlapping ranges of `shared`
+ * (64 pages), each taken by register (and sometimes find) and given back
+ * in full. */
+static char *shared;
+
+static void *worker(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg * 7919u + (unsigned)rank;
+  for (int i = 0; i < 3000; i++) {
+    size_t first = (size_t)rand_r(&seed) % 60, pages = 1 + (size_t)rand_r(&seed) % 4;
+    char *addr = shared + first * page + (size_t)rand_r(&seed) % 64;
+    size_t len = pages * page - 64;
+    int32_t access = (rand_r(&seed) % 3) ? MCA_RCACHE_ACCESS_LOCAL_WRITE
+                                         : MCA_RCACHE_ACCESS_REMOTE_READ;
+    mca_rcache_base_registration_t *r = reg_ok(addr, len, 0, access);
+    mca_rcache_base_registration_t *f = NULL;
+    if (NULL != r && 0 == rand_r(&seed) % 4) {
+      CHECK(OPAL_SUCCESS == rc->rcache_find(rc, addr, len, &f), "find");
+      CHECK(NULL == f || (f->base <= (unsigned char *)addr &&
+                          f->bound >= (unsigned char *)addr + len - 1),
+            "find gave a registration not covering the range");
+    }
+    if (NULL != r) {
+      CHECK(r->ref_count >= 1, "ref_count %d while held", r->ref_count);
+    }
+    dereg_ok(f);
+    dereg_ok(r);
+    if (0 == rand_r(&seed) % 64) {
+      (void)rc->rcache_evict(rc);
+    }
+  }
+  /* regcache keeps each thread's last released references deferred
+   * (counted as in use) until that thread calls again; evicting until
+   * nothing is idle gives them back before the thread exits. */
+  while (rc->rcache_evict(rc)) {
+  }
+  return NULL;
+}
+
+static void threads(void) {
+  shared = map(64);
+  pthread_t t[4];
+  for (uintptr_t i = 0; i < 4; i++) {
+    CHECK(0 == pthread_create(&t[i], NULL, worker, (void *)i), "pthread_create");
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+  }
+  evict_all();
+  CHECK(0 == btl.live, "%ld registrations live after every reference came back and evict",
+        (long)btl.live);
+  munmap(shared, 64 * page);
+}
+
 static void uncached(void) {
   char *a = map(2);
   long before = btl.registers, deregs = btl.deregisters;
@@ -383,6 +442,8 @@ int main(int argc, char **argv) {
       basic();
     } else if (0 == strcmp(mode, "bad")) {
       bad();
+    } else if (0 == strcmp(mode, "threads")) {
+      threads();
     } else if (0 == strcmp(mode, "uncached")) {
       uncached();
     } else {
