@@ -9,12 +9,20 @@
 //!   registers with mlock and evicts the LRU region (munlock).
 //! - `invalidate/10000`: invalidation of one idle region among 10⁴
 //!   (including its munlock), re-registered between iterations.
+//! - `hit_registrar/{builtin,caller}`: `hit/hot/100` on a
+//!   `Cache<AnyRegistrar>` whose registrar is the built-in `pin` or a
+//!   caller's registrar (`AnyRegistrar::User`, as the C API's
+//!   `regcache_cache_new_with_ops` makes): issue 12's target is the second
+//!   within 2 ns of the first, measured in the same run.
 //!
 //! Regions are one page each, adjacent, with merging off (so they stay
 //! separate regions). Run: `cargo bench -p regcache-bench --bench cache`.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
-use regcache::{AccessFlags, AddrRange, Cache, Config, PinRegistrar};
+use regcache::{
+    AccessFlags, AddrRange, AnyRegistrar, Cache, Config, Keys, PinRegistrar, PinnedRegion,
+    Registrar, RegistrarError, UserRegion,
+};
 use std::hint::black_box;
 
 struct Arena {
@@ -60,8 +68,12 @@ impl Drop for Arena {
 }
 
 fn cache_with(arena: &Arena, n: usize) -> Cache<PinRegistrar> {
+    cache_over(PinRegistrar::new(), arena, n)
+}
+
+fn cache_over<R: Registrar>(registrar: R, arena: &Arena, n: usize) -> Cache<R> {
     let cache = Cache::new(
-        PinRegistrar::new(),
+        registrar,
         Config {
             max_regions: n.max(1),
             max_bytes: 1 << 40,
@@ -159,5 +171,54 @@ fn invalidation(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hits, misses, invalidation);
+/// A caller's registrar, as an MPI library writes one: mlock, and a boxed
+/// record per registration handed to the cache as user data.
+struct CallerPin(PinRegistrar);
+
+impl Registrar for CallerPin {
+    type Region = UserRegion;
+    fn name(&self) -> &'static str {
+        "caller-pin"
+    }
+    fn register(&self, r: AddrRange, a: AccessFlags) -> Result<UserRegion, RegistrarError> {
+        let pinned = Box::new(self.0.register(r, a)?);
+        Ok(UserRegion {
+            user_data: Box::into_raw(pinned) as usize,
+            keys: None,
+        })
+    }
+    fn keys(&self, region: &UserRegion) -> Option<Keys> {
+        region.keys
+    }
+    fn user_data(&self, region: &UserRegion) -> usize {
+        region.user_data
+    }
+    fn deregister(&self, region: UserRegion) -> Result<(), RegistrarError> {
+        // SAFETY: from Box::into_raw in `register`, deregistered once.
+        let pinned = unsafe { Box::from_raw(region.user_data as *mut PinnedRegion) };
+        self.0.deregister(*pinned)
+    }
+}
+
+fn hit_registrar(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hit_registrar");
+    let n = 100;
+    let (arena_b, arena_c) = (Arena::new(n), Arena::new(n));
+    let builtin = cache_over(AnyRegistrar::Pin(PinRegistrar::new()), &arena_b, n);
+    let user = AnyRegistrar::User(Box::new(CallerPin(PinRegistrar::new())));
+    let caller = cache_over(user, &arena_c, n);
+    let (hot_b, hot_c) = (arena_b.region(n / 2), arena_c.region(n / 2));
+    for (name, cache, hot) in [("builtin", &builtin, hot_b), ("caller", &caller, hot_c)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                drop(black_box(
+                    cache.get(black_box(hot), AccessFlags::LOCAL_WRITE).unwrap(),
+                ))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, hits, misses, invalidation, hit_registrar);
 criterion_main!(benches);

@@ -35,7 +35,7 @@ fn hit(c: &mut Criterion) {
         merge: 0,
         registrar: 0,
         monitor: 0,
-        reserved: 0,
+        verify: 0,
     };
     let mut cc: *mut regcache_cache = std::ptr::null_mut();
     // SAFETY: valid out pointers; the cache is destroyed below.

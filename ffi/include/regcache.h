@@ -337,6 +337,29 @@ typedef uint32_t regcache_reg_status;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// The hit check (`regcache_config.verify`, `REGCACHE_VERIFY=off|pfn`).
+enum regcache_verify
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // No check (the default).
+  REGCACHE_VERIFY_OFF = 0,
+  // Every hit compares the physical frame numbers of the request's pages
+  // (`/proc/self/pagemap`) with those recorded at registration; a
+  // mismatch invalidates, registers afresh, is reported once on stderr
+  // and counted (`regcache_stats.verify_mismatches`). Needs
+  // `CAP_SYS_ADMIN`; without it the cache logs why and runs unchecked.
+  REGCACHE_VERIFY_PFN = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum regcache_verify regcache_verify;
+#else
+typedef uint32_t regcache_verify;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A registration cache (opaque). Create with `regcache_cache_new`,
 // destroy with `regcache_cache_destroy`.
 typedef struct regcache_cache regcache_cache;
@@ -377,8 +400,10 @@ typedef struct regcache_config {
   uint32_t registrar;
   // A `regcache_monitor` value. `REGCACHE_MONITOR`.
   uint32_t monitor;
-  // Reserved; must be 0.
-  uint32_t reserved;
+  // A `regcache_verify` value (0, off, is the default). `REGCACHE_VERIFY`.
+  // This field was `reserved` (must be 0) before verify mode: same place,
+  // same meaning of 0.
+  uint32_t verify;
 } regcache_config;
 
 // Cache statistics (`regcache_cache_stats`). Counts since creation;
@@ -435,6 +460,11 @@ typedef struct regcache_stats {
   uint64_t doomed_retries;
   // Nanoseconds spent in the invalidation source (draining events).
   uint64_t monitor_ns;
+  // Hits checked against the pages they registered (`REGCACHE_VERIFY=pfn`).
+  uint64_t verify_checks;
+  // Checked hits whose pages had changed (invalidated and registered
+  // afresh).
+  uint64_t verify_mismatches;
 } regcache_stats;
 
 // The `reg` callback: register `[addr, addr + len)` (page-aligned; the

@@ -8,7 +8,7 @@
 
 use crate::object::{Out, ffi_guard, write_out};
 use crate::result::{Error, regcache_result};
-use regcache::{Config, MonitorKind, RegistrarKind, Stats};
+use regcache::{Config, MonitorKind, RegistrarKind, Stats, Verify};
 use regcache_result::*;
 
 /// Which registrar a cache registers with (`regcache_config.registrar`,
@@ -80,8 +80,25 @@ pub struct regcache_config {
     pub registrar: u32,
     /// A `regcache_monitor` value. `REGCACHE_MONITOR`.
     pub monitor: u32,
-    /// Reserved; must be 0.
-    pub reserved: u32,
+    /// A `regcache_verify` value (0, off, is the default). `REGCACHE_VERIFY`.
+    /// This field was `reserved` (must be 0) before verify mode: same place,
+    /// same meaning of 0.
+    pub verify: u32,
+}
+
+/// The hit check (`regcache_config.verify`, `REGCACHE_VERIFY=off|pfn`).
+#[repr(u32)]
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum regcache_verify {
+    /// No check (the default).
+    REGCACHE_VERIFY_OFF = 0,
+    /// Every hit compares the physical frame numbers of the request's pages
+    /// (`/proc/self/pagemap`) with those recorded at registration; a
+    /// mismatch invalidates, registers afresh, is reported once on stderr
+    /// and counted (`regcache_stats.verify_mismatches`). Needs
+    /// `CAP_SYS_ADMIN`; without it the cache logs why and runs unchecked.
+    REGCACHE_VERIFY_PFN = 1,
 }
 
 /// Makes the C statistics struct and its conversion from
@@ -163,7 +180,7 @@ fn default_config() -> regcache_config {
         merge: c.merge as u32,
         registrar: regcache_registrar::REGCACHE_REGISTRAR_AUTO as u32,
         monitor: monitor_to_c(c.monitor) as u32,
-        reserved: 0,
+        verify: regcache_verify::REGCACHE_VERIFY_OFF as u32,
     }
 }
 
@@ -187,6 +204,10 @@ pub(crate) fn env_config() -> Result<regcache_config, Error> {
         };
     }
     out.monitor = monitor_to_c(c.monitor) as u32;
+    out.verify = match c.verify {
+        Verify::Off => regcache_verify::REGCACHE_VERIFY_OFF,
+        Verify::Pfn => regcache_verify::REGCACHE_VERIFY_PFN,
+    } as u32;
     Ok(out)
 }
 
@@ -228,16 +249,16 @@ pub unsafe extern "C" fn regcache_config_from_env(out: *mut regcache_config) -> 
 ///
 /// # Errors
 /// `REGCACHE_ERR_INVALID_ARGUMENT`: a zero limit, `merge` not 0 or 1, an
-/// unknown registrar or monitor, a nonzero `reserved`.
+/// unknown registrar, monitor or verify mode.
 pub(crate) fn checked(c: &regcache_config) -> Result<(RegistrarKind, Config), Error> {
     let bad = |what: String| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, what);
     if c.max_regions == 0 || c.max_bytes == 0 {
         return Err(bad("max_regions and max_bytes must be at least 1".into()));
     }
-    if c.merge > 1 || c.reserved != 0 {
+    if c.merge > 1 || c.verify > 1 {
         return Err(bad(format!(
-            "merge must be 0 or 1 (is {}), reserved must be 0 (is {})",
-            c.merge, c.reserved
+            "merge must be 0 or 1 (is {}), verify must be 0 (off) or 1 (pfn) (is {})",
+            c.merge, c.verify
         )));
     }
     let kind =
@@ -249,6 +270,11 @@ pub(crate) fn checked(c: &regcache_config) -> Result<(RegistrarKind, Config), Er
         max_bytes: c.max_bytes,
         merge: c.merge == 1,
         monitor: monitor_from_c(monitor),
+        verify: if c.verify == 1 {
+            Verify::Pfn
+        } else {
+            Verify::Off
+        },
     };
     Ok((kind, config))
 }

@@ -59,5 +59,10 @@ stats_fields! {
         doomed_retries,
         /// Nanoseconds spent in the invalidation source (draining events).
         monitor_ns,
+        /// Hits checked against the pages they registered (`REGCACHE_VERIFY=pfn`).
+        verify_checks,
+        /// Checked hits whose pages had changed (invalidated and registered
+        /// afresh).
+        verify_mismatches,
     }
 }

@@ -11,7 +11,7 @@ use std::fmt;
 /// | `max_bytes` | `REGCACHE_MAX_BYTES` | ¼ of physical memory |
 /// | `merge` | `REGCACHE_MERGE` | `true` |
 /// | `monitor` | `REGCACHE_MONITOR` | `auto` |
-/// | `monitor` | `REGCACHE_MONITOR` | `auto` |
+/// | `verify` | `REGCACHE_VERIFY` | `off` |
 ///
 /// Why these defaults (unlimited defaults are UCX's most reported rcache
 /// problem: pinned memory that the OS can never reclaim):
@@ -38,6 +38,36 @@ pub struct Config {
     pub merge: bool,
     /// Where invalidation events come from (see [`MonitorKind`]).
     pub monitor: MonitorKind,
+    /// Check every hit against the pages it registered (see [`Verify`]).
+    pub verify: Verify,
+}
+
+/// The hit check (`REGCACHE_VERIFY`): what a user turns on when they
+/// suspect the cache hands out stale registrations, as UCX's
+/// `UCX_RCACHE_CHECK_PFN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Verify {
+    /// No check (the default; the hit path pays one predicted branch).
+    #[default]
+    Off,
+    /// Every hit compares the physical frame numbers of the request's
+    /// pages (`/proc/self/pagemap`) with those recorded at registration; a
+    /// mismatch invalidates the region, registers afresh, is reported once
+    /// per range on stderr and counted ([`crate::Stats::verify_mismatches`]).
+    /// Needs `CAP_SYS_ADMIN` (without it the kernel shows every PFN as 0:
+    /// the cache then logs why and runs unchecked,
+    /// [`crate::Cache::verify_error`]).
+    Pfn,
+}
+
+impl Verify {
+    /// The name used in `REGCACHE_VERIFY` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verify::Off => "off",
+            Verify::Pfn => "pfn",
+        }
+    }
 }
 
 /// The invalidation source a cache opens (`REGCACHE_MONITOR`).
@@ -95,6 +125,7 @@ impl Default for Config {
             max_bytes: default_max_bytes(),
             merge: true,
             monitor: MonitorKind::Auto,
+            verify: Verify::Off,
         }
     }
 }
@@ -118,8 +149,8 @@ const BOOL_HELP: &str = "one of 1, 0, true, false, yes, no, on, off";
 
 impl Config {
     /// The defaults, overridden by `REGCACHE_MAX_REGIONS`,
-    /// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE` and `REGCACHE_MONITOR` where
-    /// set.
+    /// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE`, `REGCACHE_MONITOR` and
+    /// `REGCACHE_VERIFY` where set.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first malformed variable.
@@ -158,6 +189,19 @@ impl Config {
                 value: v,
                 expected: "one of auto, kernel, uffd, external, none",
             })?;
+        }
+        if let Some(v) = get("REGCACHE_VERIFY") {
+            self.verify = match v.trim().to_ascii_lowercase().as_str() {
+                "pfn" => Verify::Pfn,
+                "off" | "0" | "no" | "none" => Verify::Off,
+                _ => {
+                    return Err(ConfigError {
+                        variable: "REGCACHE_VERIFY",
+                        value: v,
+                        expected: "one of off, pfn",
+                    });
+                }
+            };
         }
         if let Some(v) = get("REGCACHE_MERGE") {
             self.merge = parse_bool(&v).ok_or(ConfigError {
@@ -198,11 +242,12 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max_regions={} max_bytes={} merge={} monitor={}",
+            "max_regions={} max_bytes={} merge={} monitor={} verify={}",
             self.max_regions,
             self.max_bytes,
             self.merge,
-            self.monitor.name()
+            self.monitor.name(),
+            self.verify.name()
         )
     }
 }
@@ -227,8 +272,14 @@ mod tests {
                 ("REGCACHE_MAX_BYTES", "64M"),
                 ("REGCACHE_MERGE", "off"),
                 ("REGCACHE_MONITOR", "external"),
+                ("REGCACHE_VERIFY", "pfn"),
             ]))
             .unwrap();
+        assert_eq!(c.verify, Verify::Pfn);
+        let e = Config::default()
+            .with_overrides(env(&[("REGCACHE_VERIFY", "md5")]))
+            .unwrap_err();
+        assert_eq!(e.variable, "REGCACHE_VERIFY");
         assert_eq!(
             (c.max_regions, c.max_bytes, c.merge),
             (100, 64 << 20, false)

@@ -117,7 +117,7 @@ not_loom! {
         Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle, RegionInfo,
         Token,
     };
-    pub use config::{Config, ConfigError, MonitorKind, parse_size};
+    pub use config::{Config, ConfigError, MonitorKind, Verify, parse_size};
     pub use pin::{PinRegistrar, PinnedRegion};
     pub use registrar::{
         AnyRegion, AnyRegistrar, Registrar, RegistrarError, RegistrarKind, UserRegion,

@@ -75,6 +75,8 @@ pub(crate) struct Counters {
     pub(crate) peak_regions: AtomicU64,
     pub(crate) registrar_ns: AtomicU64,
     pub(crate) monitor_ns: AtomicU64,
+    pub(crate) verify_checks: AtomicU64,
+    pub(crate) verify_mismatches: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -147,6 +149,13 @@ pub struct Stats {
     /// Nanoseconds spent in the invalidation source's calls on slow paths
     /// (watching and unwatching ranges, draining events).
     pub monitor_ns: u64,
+    /// Hits checked against the pages they registered
+    /// ([`crate::Verify::Pfn`]; 0 when off).
+    pub verify_checks: u64,
+    /// Checked hits whose pages had changed: the region was invalidated
+    /// and registered afresh (a stale registration the invalidation source
+    /// missed).
+    pub verify_mismatches: u64,
 }
 
 impl Stats {

@@ -53,7 +53,11 @@ impl Registrar for Mpi {
     fn name(&self) -> &'static str {
         "mpi"
     }
-    fn register(&self, range: AddrRange, access: AccessFlags) -> Result<UserRegion, RegistrarError> {
+    fn register(
+        &self,
+        range: AddrRange,
+        access: AccessFlags,
+    ) -> Result<UserRegion, RegistrarError> {
         if self.books.live.load(SeqCst) >= self.books.cap.load(SeqCst) {
             return Err(RegistrarError::NoResources {
                 call: "test reg",
@@ -145,7 +149,11 @@ fn every_hit_returns_the_callers_mr_object() {
     assert_eq!((s.misses, s.hits), (1, 3));
     assert_eq!(books.regs.load(SeqCst), 1);
     drop(c);
-    assert_eq!(books.deregs.load(SeqCst), 1, "dropping the cache deregisters");
+    assert_eq!(
+        books.deregs.load(SeqCst),
+        1,
+        "dropping the cache deregisters"
+    );
     mem::unmap(buf);
 }
 
@@ -169,7 +177,10 @@ fn find_never_registers() {
     let outside = AddrRange::from_start_len(buf.end() + 4096, 1).unwrap();
     assert!(c.find(outside, RW).unwrap().is_none());
     assert_eq!(books.regs.load(SeqCst), 1);
-    assert!(c.find(AddrRange::from_start_len(0, 0).unwrap(), RW).is_err());
+    assert!(
+        c.find(AddrRange::from_start_len(0, 0).unwrap(), RW)
+            .is_err()
+    );
     // Invalidated: find no longer returns it.
     c.invalidate(buf);
     assert!(c.find(buf, RW).unwrap().is_none());
@@ -197,7 +208,11 @@ fn evict_frees_idle_registrations_lru_first() {
     assert_eq!(c.regions().len(), 1);
     assert_eq!(mr(held.user_data()).serial, 1, "the one in use stays");
     drop(held);
-    assert_eq!(c.evict(10), 1, "this thread's deferred reference is given back");
+    assert_eq!(
+        c.evict(10),
+        1,
+        "this thread's deferred reference is given back"
+    );
     assert_eq!(books.live.load(SeqCst), 0);
     assert_eq!(books.deregs.load(SeqCst), 3);
     drop(c);

@@ -54,6 +54,7 @@ fn run(
         max_bytes: max_pages * page,
         merge,
         monitor: MonitorKind::None,
+        ..Config::default()
     };
     let cache = Cache::new(registrar, config);
     let mut handles = Vec::new();

@@ -7,11 +7,13 @@
 //! the VM tier runs this binary as `nobody`.
 
 use regcache::{
-    AccessFlags, AddrRange, RangeError, RdmaDevice, Registrar, RegistrarError, RegistrarKind,
-    VerbsRegistrar, open_registrar,
+    AccessFlags, AddrRange, AnyRegistrar, Cache, CallerPd, Config, RangeError, RdmaDevice,
+    Registrar, RegistrarError, RegistrarKind, VerbsRegistrar, open_registrar,
 };
 use regcache_testkit::mem::Mapping;
-use regcache_testkit::skip::{memlock_cur, note, skipped, unprivileged_or_skip, verbs_or_skip};
+use regcache_testkit::skip::{
+    memlock_cur, note, pd_or_skip, skipped, unprivileged_or_skip, verbs_or_skip,
+};
 
 const RW: AccessFlags = AccessFlags::LOCAL_WRITE
     .union(AccessFlags::REMOTE_WRITE)
@@ -33,6 +35,40 @@ fn verbs_register_gives_keys_and_deregisters() {
     assert_ne!(ka.rkey, kb.rkey, "two registrations, two rkeys");
     v.deregister(a).expect("ibv_dereg_mr");
     v.deregister(b).expect("ibv_dereg_mr");
+}
+
+/// An MPI library's protection domain, known to us only as a `struct
+/// ibv_pd *`: the cache's MRs are made in it (`ibv_mr.pd` is that
+/// pointer), so the library's queue pairs can use their keys.
+#[test]
+fn verbs_on_the_callers_pd_registers_in_that_domain() {
+    let Some(pd) = pd_or_skip("verbs_on_the_callers_pd_registers_in_that_domain") else {
+        return;
+    };
+    // SAFETY: the raw pointer of a domain `pd` keeps allocated for the
+    // whole test (the cache is dropped first).
+    let raw = unsafe { pd.as_sideway().pd() }
+        .as_ptr()
+        .cast::<libc::c_void>();
+    // SAFETY: a live struct ibv_pd * from ibv_alloc_pd, kept alive by `pd`.
+    let caller = unsafe { CallerPd::from_raw(raw) }.expect("a live PD");
+    let v = VerbsRegistrar::on_caller_pd(caller);
+    assert!(v.protection_domain().is_none(), "not ours");
+    let m = Mapping::new(256 << 10, libc::PROT_READ | libc::PROT_WRITE);
+    let r = v
+        .register(m.range(), RW)
+        .expect("ibv_reg_mr in the caller's PD");
+    assert_eq!(r.pd_ptr(), raw, "registered in the caller's domain");
+    v.deregister(r).expect("ibv_dereg_mr");
+    let cache = Cache::new(AnyRegistrar::Verbs(v), Config::default());
+    let h = cache
+        .get(m.range(), RW)
+        .expect("a cached MR in the caller's PD");
+    assert!(h.keys().is_some());
+    drop(h);
+    drop(cache);
+    // SAFETY: NULL is refused, not dereferenced.
+    assert!(unsafe { CallerPd::from_raw(std::ptr::null_mut()) }.is_err());
 }
 
 #[test]

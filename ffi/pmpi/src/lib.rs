@@ -436,7 +436,7 @@ pub extern "C" fn rcpmpi_finalize() {
             "regcache-pmpi: rank {rank}: gets {} hits {} misses {} hit_rate {:.2}% \
              registrations {} invalidations {} evictions {} regions {} peak_bytes {} \
              below_min {} skipped {} failed {} acquired {} released {} held {} \
-             registrar {} monitor {} min_bytes {}\n",
+             registrar {} monitor {} min_bytes {} verified {} mismatches {}\n",
             st.gets,
             st.hits,
             st.misses,
@@ -455,6 +455,8 @@ pub extern "C" fn rcpmpi_finalize() {
             s.cache.registrar().name(),
             s.cache.monitor().name(),
             s.min_bytes,
+            st.verify_checks,
+            st.verify_mismatches,
         ));
     });
 }

@@ -148,7 +148,7 @@ static void test_cache_new_errors(void)
     EXPECT(regcache_cache_new(&bad, &c), REGCACHE_ERR_INVALID_ARGUMENT);
     bad = cfg; bad.monitor = 77;
     EXPECT(regcache_cache_new(&bad, &c), REGCACHE_ERR_INVALID_ARGUMENT);
-    bad = cfg; bad.reserved = 1;
+    bad = cfg; bad.verify = 2;
     EXPECT(regcache_cache_new(&bad, &c), REGCACHE_ERR_INVALID_ARGUMENT);
     CHECK(c == NULL);
     /* No RDMA device on the host tier: verbs is unavailable. In the VM

@@ -47,8 +47,31 @@ impl<R: Registrar> Cache<R> {
     /// thread's deferred table or the hint table; `None` on a miss there.
     /// With `PURGE` a stale deferred table is purged first; without, a
     /// stale table is a miss (the C fast path then changed nothing).
+    ///
+    /// In verify mode ([`crate::Verify::Pfn`]) a hit is returned only after
+    /// its pages are checked (`verify.rs`), and the no-purge variant (the C
+    /// fast path, which must change nothing when it gives up) always gives
+    /// up; off, that costs one predicted branch.
     #[inline(always)]
     pub(super) fn hit<const PURGE: bool>(
+        &self,
+        me: usize,
+        req: &AddrRange,
+        access: AccessFlags,
+    ) -> Option<(u32, &Slot<R>)> {
+        if let Some(v) = &self.verifier {
+            if !PURGE {
+                return None;
+            }
+            let (idx, slot) = self.hit_unchecked::<true>(me, req, access)?;
+            return self.verified(v, idx, slot, req).then_some((idx, slot));
+        }
+        self.hit_unchecked::<PURGE>(me, req, access)
+    }
+
+    /// [`Cache::hit`] without the verify check.
+    #[inline(always)]
+    fn hit_unchecked<const PURGE: bool>(
         &self,
         me: usize,
         req: &AddrRange,

@@ -153,6 +153,7 @@ impl<R: Registrar> Cache<R> {
         let idx = self.read_index();
         let found = self.find_covering(&idx, &req, access);
         drop(idx);
+        let found = found.filter(|&slot| self.verify_ok(slot, &req));
         if let Some(slot) = found {
             self.remember(req.start(), slot);
             self.counters.hits.incr_at(me);
@@ -224,6 +225,9 @@ impl<R: Registrar> Cache<R> {
         let registered = self.register_evicting(plan.target, plan.target_access, plan.req);
         match registered {
             Ok((region, target, target_access)) => {
+                if let Some(v) = &self.verifier {
+                    v.record(resv.slot, resv.incarnation, target);
+                }
                 plan.target = target;
                 plan.target_access = target_access;
                 Ok(self.publish(plan, resv, region))
@@ -241,6 +245,10 @@ impl<R: Registrar> Cache<R> {
         let idx = self.read_index();
         if let Some(slot) = self.find_covering(&idx, &req, access) {
             drop(idx);
+            if !self.verify_ok(slot, &req) {
+                // Stale (verify mode): invalidated now; look again.
+                return self.lookup(req, access);
+            }
             self.remember(req.start(), slot);
             self.counters.hits.incr_at(crate::thread::thread_stripe());
             return Break(self.handle_for(slot));
@@ -397,8 +405,12 @@ impl<R: Registrar> Cache<R> {
                 add(&self.counters.lost_races, 1);
                 self.deregister(region, target);
                 self.unreserve(resv.slot);
-                self.remember(req.start(), hit);
                 self.retire_all(retire);
+                if !self.verify_ok(hit, &req) {
+                    // The winner is stale (verify mode): try again.
+                    return None;
+                }
+                self.remember(req.start(), hit);
                 return Some(self.handle_for(hit));
             }
             if self.config.merge {

@@ -46,6 +46,7 @@ mod invalidate;
 mod miss;
 mod slot;
 mod state;
+mod verify;
 
 pub use deferred::DEFERRED;
 pub use handle::{Got, Handle, RawHandle, RegionInfo, Token};
@@ -57,6 +58,7 @@ use deferred::DeferredTables;
 use index::Index;
 use invalidate::{FORK_EPOCH, Monitor, install_atfork};
 use slot::{CHUNK, MAX_CHUNKS, Slab};
+use verify::Verifier;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -109,6 +111,10 @@ pub struct Cache<R: Registrar> {
     counters: Counters,
     /// See [`Cache::set_invalidation_observer`].
     observer: OnceLock<InvalidationObserver>,
+    /// The hit check of [`crate::Verify::Pfn`]; `None` when off.
+    verifier: Option<Verifier>,
+    /// Why verify mode was asked for and could not be had.
+    verify_error: Option<String>,
 }
 
 /// What [`Cache::set_invalidation_observer`] installs: called with the
@@ -175,6 +181,16 @@ impl<R: Registrar> Cache<R> {
             max_bytes: config.max_bytes.max(1),
             ..config
         };
+        let (verifier, verify_error) = match config.verify {
+            crate::Verify::Off => (None, None),
+            crate::Verify::Pfn => match Verifier::open() {
+                Ok(v) => (Some(v), None),
+                Err(e) => {
+                    log::error!("regcache: {e}; running without the check");
+                    (None, Some(e))
+                }
+            },
+        };
         let hint_len = (config.max_regions * 4)
             .next_power_of_two()
             .clamp(1 << 10, 1 << 20);
@@ -197,6 +213,8 @@ impl<R: Registrar> Cache<R> {
             },
             counters: Counters::default(),
             observer: OnceLock::new(),
+            verifier,
+            verify_error,
             config,
         }
     }
@@ -210,6 +228,12 @@ impl<R: Registrar> Cache<R> {
     /// Why the configured invalidation source could not be opened.
     pub fn monitor_error(&self) -> Option<&str> {
         self.monitor_error.as_deref()
+    }
+
+    /// Why verify mode ([`crate::Verify::Pfn`]) was asked for and is not in
+    /// force (no privilege to read PFNs), if so.
+    pub fn verify_error(&self) -> Option<&str> {
+        self.verify_error.as_deref()
     }
 
     /// The registrar this cache registers with.
@@ -343,6 +367,8 @@ impl<R: Registrar> Cache<R> {
             peak_bytes: c.peak_bytes.load(Relaxed),
             registrar_ns: c.registrar_ns.load(Relaxed),
             monitor_ns: c.monitor_ns.load(Relaxed),
+            verify_checks: c.verify_checks.load(Relaxed),
+            verify_mismatches: c.verify_mismatches.load(Relaxed),
         }
     }
 

@@ -172,6 +172,18 @@ impl MemoryRegion {
         }
     }
 
+    /// The `struct ibv_pd *` the MR was registered in (`ibv_mr.pd`;
+    /// NULL once deregistered): the caller's own when registered through
+    /// [`crate::CallerPd`].
+    pub fn pd_ptr(&self) -> *mut libc::c_void {
+        match self.mr {
+            // SAFETY: a live ibv_mr; `pd` is set by ibv_reg_mr and never
+            // changed.
+            Some(mr) => unsafe { mr.as_ref() }.pd.cast(),
+            None => std::ptr::null_mut(),
+        }
+    }
+
     pub(super) fn dereg(&mut self) -> Result<(), RegistrarError> {
         let Some(mr) = self.mr.take() else {
             return Ok(());
