@@ -149,6 +149,7 @@
 #include "opal/mca/base/base.h"
 #include "opal/mca/base/mca_base_var.h"
 #include "opal/mca/mca.h"
+#include "opal/mca/memory/memory.h"
 #include "opal/mca/rcache/base/base.h"
 #include "opal/mca/rcache/rcache.h"
 #include "opal/memoryhooks/memory.h"
@@ -183,6 +184,7 @@ typedef struct {
   unsigned long long max_regions;
   unsigned long long max_bytes;
   int merge;
+  char *verify;
   /* Set by open: regcache's own source opened, and this component
    * declared memory-hook support to Open MPI because of it. */
   bool own_source;
@@ -251,6 +253,7 @@ mca_rcache_regcache_component_t mca_rcache_regcache_component = {
     .max_regions = 0,
     .max_bytes = 0,
     .merge = -1,
+    .verify = NULL,
 };
 
 #define C (&mca_rcache_regcache_component)
@@ -310,6 +313,14 @@ static int rr_register(void) {
       "REGCACHE_MERGE",
       MCA_BASE_VAR_TYPE_INT, NULL, 0, 0, OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
       &C->merge);
+  C->verify = NULL;
+  (void)mca_base_component_var_register(
+      v, "verify",
+      "Check every hit against the pages it registered: pfn (compare /proc/self/pagemap frame "
+      "numbers; a changed page invalidates and registers afresh; needs CAP_SYS_ADMIN) or off; "
+      "unset: regcache's default or REGCACHE_VERIFY",
+      MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
+      &C->verify);
   return OPAL_SUCCESS;
 }
 
@@ -368,6 +379,17 @@ static bool make_config(struct regcache_config *cfg, uint32_t monitor) {
     opal_output(0, "%s: rcache_regcache_merge=%d is not valid: expected -1, 0 or 1", RR_NAME,
                 C->merge);
     return false;
+  }
+  if (NULL != C->verify && '\0' != C->verify[0]) {
+    if (0 == strcmp(C->verify, "off")) {
+      cfg->verify = REGCACHE_VERIFY_OFF;
+    } else if (0 == strcmp(C->verify, "pfn")) {
+      cfg->verify = REGCACHE_VERIFY_PFN;
+    } else {
+      opal_output(0, "%s: rcache_regcache_verify=\"%s\" is not valid: expected off or pfn",
+                  RR_NAME, C->verify);
+      return false;
+    }
   }
   cfg->monitor = monitor;
   return true;
@@ -820,14 +842,16 @@ static void print_stats(rr_module_t *m) {
               " deregister_mem %" PRIu64 " deregister_mem_failed %" PRIu64 " evictions %" PRIu64
               " invalidations %" PRIu64 " invalidations_idle %" PRIu64
               " invalidations_in_use %" PRIu64 " monitor_invalidations %" PRIu64
-              " enomem_retries %" PRIu64 " direct %" PRIu64 " fallbacks %" PRIu64
+              " enomem_retries %" PRIu64 " verify_checks %" PRIu64 " verify_mismatches %" PRIu64
+              " direct %" PRIu64 " fallbacks %" PRIu64
               " hook_calls %" PRIu64 " hook_failures %" PRIu64 " refused %" PRIu64,
               RR_NAME, OPAL_PROC_MY_NAME.vpid, m->cache_name, m->mode, s.hits, s.misses,
               s.registrations, load(&m->register_mem_calls), load(&m->register_mem_ok),
               load(&m->register_mem_no_resources), load(&m->register_mem_failed),
               load(&m->deregister_mem_calls), load(&m->deregister_mem_failed), s.evictions,
               s.invalidations_idle + s.invalidations_in_use, s.invalidations_idle,
-              s.invalidations_in_use, s.monitor_invalidations, s.enomem_retries,
+              s.invalidations_in_use, s.monitor_invalidations, s.enomem_retries, s.verify_checks,
+              s.verify_mismatches,
               load(&m->direct_registrations), load(&m->fallbacks), load(&m->hook_calls),
               load(&m->hook_failures), load(&m->refused));
 }
@@ -869,6 +893,34 @@ static void rr_finalize(mca_rcache_base_module_t *rcache) {
 }
 
 /* ---- module creation -------------------------------------------------------------------- */
+
+/* The wart of declaring hook support (see the top of the file): when
+ * Open MPI has no memory component of its own (`--mca memory ^patcher`)
+ * and another rcache component is loaded, say once that its
+ * registrations have nothing invalidating them. */
+static void warn_other_rcaches(void) {
+  static bool warned;
+  mca_base_component_list_item_t *cli;
+  if (warned || !C->declared_hooks || NULL == opal_memory ||
+      '\0' != opal_memory->memoryc_version.mca_component_name[0]) {
+    return;
+  }
+  OPAL_LIST_FOREACH (cli, &opal_rcache_base_framework.framework_components,
+                     mca_base_component_list_item_t) {
+    const char *name = cli->cli_component->mca_component_name;
+    if (0 != strcmp(name, "regcache")) {
+      opal_output(0,
+                  "%s: warning: Open MPI's memory hooks are off and this component told Open "
+                  "MPI it provides hook support (its own invalidation source); rcache "
+                  "component \"%s\" is loaded too and nothing would invalidate its "
+                  "registrations: if a BTL uses it, select this component alone (--mca rcache "
+                  "regcache)",
+                  RR_NAME, name);
+      warned = true;
+      return;
+    }
+  }
+}
 
 /* Create the module's cache, or leave it NULL with `mode` saying why. */
 static void create_cache(rr_module_t *m) {
@@ -915,6 +967,7 @@ static void create_cache(rr_module_t *m) {
   (void)regcache_cache_monitor(m->cache, &got);
   if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got) {
     snprintf(m->mode, sizeof m->mode, "cached(source=%s)", monitor_name(got));
+    warn_other_rcaches();
     return;
   }
   /* An external-only cache is true only while Open MPI's hooks call

@@ -292,7 +292,43 @@ pub(crate) fn test(root: &Path) -> Result<()> {
             bail!("rank {r}: invalidate_range was called with the patcher disabled");
         }
     }
+    // grdma is loaded too, and the declared hook support leaves it
+    // without invalidation: the component says so; selected alone, it
+    // does not.
+    const GRDMA_WARNING: &str = "rcache component \"grdma\" is loaded too";
+    if !text.contains(GRDMA_WARNING) {
+        bail!("--mca memory ^patcher with grdma loaded: no warning {GRDMA_WARNING:?}");
+    }
+    let text = job(
+        "basic",
+        &[
+            ("memory", "^patcher"),
+            ("mpi_leave_pinned", "1"),
+            ("rcache", "regcache"),
+        ],
+        &[],
+    )?;
+    mode_is(&text, &own)?;
+    if text.contains("warning:") {
+        bail!("--mca memory ^patcher --mca rcache regcache: a warning");
+    }
     eprintln!("rcache regcache, --mca memory ^patcher, {own} alone: passed");
+
+    // 3a. Verify mode (regcache_config.verify): every hit checked against
+    // its pages. Needs CAP_SYS_ADMIN (pagemap frame numbers).
+    if stdout_of(Command::new("id").arg("-u"))?.trim() == "0" {
+        let text = job("basic", &[("rcache_regcache_verify", "pfn")], &[])?;
+        for r in 0..2 {
+            if stats_num(&text, r, "verify_checks")? == 0 {
+                bail!("rank {r}: rcache_regcache_verify pfn checked no hit");
+            }
+        }
+        eprintln!("rcache regcache, rcache_regcache_verify pfn: passed");
+    } else {
+        eprintln!(
+            "rcache regcache, rcache_regcache_verify pfn: SKIPPED (not root: no CAP_SYS_ADMIN)"
+        );
+    }
 
     // 3b. Four threads per rank registering, finding, deregistering and
     // evicting overlapping ranges at once: every reference comes back.
@@ -338,6 +374,12 @@ pub(crate) fn test(root: &Path) -> Result<()> {
             &[("rcache_regcache_merge", "7")][..],
             &[][..],
             "rcache_regcache_merge=7 is not valid",
+            "uncached(bad-config)",
+        ),
+        (
+            &[("rcache_regcache_verify", "bogus")][..],
+            &[][..],
+            "rcache_regcache_verify=\"bogus\" is not valid",
             "uncached(bad-config)",
         ),
         (
