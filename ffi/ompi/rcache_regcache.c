@@ -19,6 +19,30 @@
  * loaded by Open MPI from `<prefix>/lib/openmpi` once that folder is in
  * `mca_base_component_path`.
  *
+ * # Use
+ *
+ *   cargo xtask install --prefix DIR
+ *   mpirun --mca mca_base_component_path \
+ *            DIR/lib/openmpi:$(ompi_info --path pkglibdir --parsable | cut -d: -f3) \
+ *          --mca btl_openib_rcache regcache --mca rcache_regcache_verbose 1 ...
+ *
+ * (`mca_base_component_path` replaces Open MPI's default, so the system
+ * folder is listed too; `ompi_info` reads it from the environment,
+ * `OMPI_MCA_mca_base_component_path`, not from `--mca`.) MCA variables:
+ *
+ *   rcache_regcache_verbose      > 0: each rank prints its statistics at
+ *                                finalize (hits, misses, register_mem and
+ *                                deregister_mem calls, evictions,
+ *                                invalidations, hook calls, refusals)
+ *   rcache_regcache_monitor      auto | kernel | uffd | external
+ *   rcache_regcache_max_regions  cached registrations (0: regcache's)
+ *   rcache_regcache_max_bytes    cached bytes (0: regcache's)
+ *   rcache_regcache_merge        -1 (regcache's) | 0 | 1
+ *   rcache_regcache_verify       off | pfn (unset: regcache's)
+ *
+ * regcache's own REGCACHE_* variables apply first; the MCA variables
+ * override them.
+ *
  * # The mapping (Open MPI call -> regcache)
  *
  *   rcache_register          regcache_cache_get (a miss calls the BTL's
@@ -108,7 +132,14 @@
  * which is where the base checks. Wart: the declaration is process-wide,
  * so another caching rcache in the same process (grdma) would then cache
  * without hooks under `--mca memory ^patcher`; select this component
- * alone there (`--mca rcache regcache`).
+ * alone there (`--mca rcache regcache`). Module creation warns once when
+ * that is the case (`warn_other_rcaches`).
+ *
+ * regcache keeps each thread's last released references deferred (a
+ * repeat get is then a hit with no atomic read-modify-write), and a
+ * region held only so counts as in use: `rcache_evict` gives back the
+ * calling thread's, but a thread that exits keeps its own (at most 2 per
+ * thread) until the cache is destroyed.
  *
  * # Running without the cache
  *
