@@ -51,7 +51,9 @@
  *   rcache_deregister        regcache_handle_release of the one handle
  *                            held while Open MPI holds references
  *   rcache_invalidate_range  regcache_cache_notify_unmapped (lock- and
- *                            allocation-free with a source open)
+ *                            allocation-free with a source open; skipped
+ *                            on the kernel device, which sees every
+ *                            unmap itself and refuses reports)
  *   rcache_evict             regcache_cache_evict(cache, 1)
  *   rcache_finalize          regcache_cache_stats (printed when
  *                            rcache_regcache_verbose > 0), then
@@ -243,6 +245,9 @@ typedef struct {
   char *cache_name;
   /* NULL: every request takes the direct path. */
   struct regcache_cache *cache;
+  /* Open MPI's hooks are passed on to the cache (false with the kernel
+   * device, which sees every unmap itself and refuses reports). */
+  bool pass_hooks;
   /* Why the module caches or does not (for messages and statistics). */
   char mode[96];
   size_t book_offset;
@@ -842,7 +847,7 @@ static int rr_invalidate_range(mca_rcache_base_module_t *rcache, void *addr, siz
   rr_module_t *m = (rr_module_t *)rcache;
   count(&m->hook_calls);
   struct regcache_cache *cache = m->cache;
-  if (NULL != cache && NULL != addr && 0 != size &&
+  if (NULL != cache && m->pass_hooks && NULL != addr && 0 != size &&
       REGCACHE_OK != regcache_cache_notify_unmapped(cache, addr, size)) {
     count(&m->hook_failures);
   }
@@ -996,6 +1001,7 @@ static void create_cache(rr_module_t *m) {
   }
   uint32_t got = REGCACHE_MONITOR_NONE;
   (void)regcache_cache_monitor(m->cache, &got);
+  m->pass_hooks = REGCACHE_MONITOR_KERNEL != got;
   if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got) {
     snprintf(m->mode, sizeof m->mode, "cached(source=%s)", monitor_name(got));
     warn_other_rcaches();
