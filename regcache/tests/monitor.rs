@@ -4,11 +4,16 @@
 //! The registrar is the real `pin` registrar wrapped to number each
 //! registration (the testkit's `CheckingRegistrar::pinned`: the number is
 //! its lkey), so a test can tell a fresh registration from a stale one.
+//!
+//! Each test asserts exact statistics, and the invalidation source watches
+//! the whole process (with userfaultfd: one uffd for every cache of the
+//! process), so each takes the process's memory map to itself
+//! (`regcache_testkit::process::exclusive`).
 
 use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind};
 use regcache_testkit::CheckingRegistrar;
 use regcache_testkit::mem::{self, NotAt, unmap};
-use regcache_testkit::process::{exited_ok, in_child};
+use regcache_testkit::process::{exclusive, exited_ok, in_child};
 use regcache_testkit::registrar::id;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -132,12 +137,66 @@ fn stale_once(unmap_on_other_thread: bool) -> bool {
 
 #[test]
 fn munmap_then_remap_is_a_miss_never_the_stale_registration() {
+    let _only = exclusive();
     stale_scenario(false);
 }
 
 #[test]
 fn munmap_on_another_thread_then_remap_is_a_miss() {
+    let _only = exclusive();
     stale_scenario(true);
+}
+
+/// Two caches in one process over the same buffer, as Open MPI makes one
+/// rcache per device: both cache it (with userfaultfd the process's one
+/// uffd watches it for both: neither is refused with EBUSY and served
+/// uncached), and one munmap, on a third thread, invalidates it in both:
+/// new memory at the address is a miss in each, never its stale
+/// registration.
+#[test]
+fn two_caches_over_one_buffer_both_invalidated_by_one_munmap() {
+    let _only = exclusive();
+    until_address_reused(two_caches_once);
+}
+
+fn two_caches_once() -> bool {
+    let (Some(a), Some(b)) = (cache(), cache()) else {
+        return true;
+    };
+    let r = map();
+    // Each cache from its own thread, as two devices' progress threads.
+    let (first_a, first_b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| id(&a.get(r, AccessFlags::LOCAL_WRITE).unwrap()));
+        let tb = s.spawn(|| id(&b.get(r, AccessFlags::LOCAL_WRITE).unwrap()));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    for (name, c, first) in [("a", &a, first_a), ("b", &b, first_b)] {
+        let h = c.get(r, AccessFlags::LOCAL_WRITE).unwrap();
+        assert!(h.is_cached(), "cache {name} served the buffer uncached");
+        assert_eq!(id(&h), first, "cache {name}: not a hit");
+        let s = c.stats();
+        assert_eq!(
+            (s.hits, s.misses, s.unwatched),
+            (1, 1, 0),
+            "cache {name}: {s:?}"
+        );
+    }
+    std::thread::spawn(move || unmap(r)).join().unwrap();
+    let Some(again) = map_again(r.start()) else {
+        return false;
+    };
+    for (name, c, first) in [("a", &a, first_a), ("b", &b, first_b)] {
+        let h = c.get(again, AccessFlags::LOCAL_WRITE).unwrap();
+        assert_ne!(
+            id(&h),
+            first,
+            "cache {name} returned the stale registration"
+        );
+        assert!(h.is_cached(), "cache {name} served new memory uncached");
+        assert_eq!(c.stats().monitor_invalidations, 1, "cache {name}");
+    }
+    unmap(again);
+    true
 }
 
 // madvise(DONTNEED/FREE) is refused (EINVAL) on mlock'ed memory, so it
@@ -146,6 +205,7 @@ fn munmap_on_another_thread_then_remap_is_a_miss() {
 
 #[test]
 fn in_use_region_unmapped_is_deregistered_on_last_release() {
+    let _only = exclusive();
     let Some(cache) = cache() else { return };
     let r = map();
     let h = cache.get(r, AccessFlags::LOCAL_WRITE).unwrap();
@@ -175,6 +235,7 @@ fn in_use_region_unmapped_is_deregistered_on_last_release() {
 /// so this completes. (A watchdog turns a deadlock into a failure.)
 #[test]
 fn unmap_while_holding_the_cache_lock_completes() {
+    let _only = exclusive();
     let Some(cache) = cache() else { return };
     let victim = map();
     drop(cache.get(victim, AccessFlags::LOCAL_WRITE).unwrap());
@@ -209,6 +270,7 @@ fn unmap_while_holding_the_cache_lock_completes() {
 /// exits; the parent keeps its regions and still sees its own unmaps.
 #[test]
 fn fork_child_unmaps_and_exits_parent_keeps_working() {
+    let _only = exclusive();
     until_address_reused(fork_once);
 }
 
@@ -252,6 +314,7 @@ fn fork_once() -> bool {
 
 #[test]
 fn notify_unmapped_from_the_host_invalidates() {
+    let _only = exclusive();
     let cache = Cache::try_new(
         CheckingRegistrar::pinned(),
         Config {
@@ -274,6 +337,7 @@ fn notify_unmapped_from_the_host_invalidates() {
 
 #[test]
 fn explicit_source_that_cannot_open_is_an_error_and_new_says_why() {
+    let _only = exclusive();
     if std::path::Path::new(umn::DEVICE_PATH).exists() {
         println!("SKIPPED: /dev/ummunotify is present; this test is about its absence");
         return;
@@ -296,6 +360,7 @@ fn explicit_source_that_cannot_open_is_an_error_and_new_says_why() {
 /// (the cache's pthread_atfork epoch) and caches nothing.
 #[test]
 fn fork_child_is_detected_without_a_kernel_source() {
+    let _only = exclusive();
     let cache = Cache::try_new(
         CheckingRegistrar::pinned(),
         Config {
@@ -332,6 +397,7 @@ fn fork_child_is_detected_without_a_kernel_source() {
 /// hole. There the test counts stale results and asserts nothing.
 #[test]
 fn address_reuse_race_between_threads() {
+    let _only = exclusive();
     let Some(cache) = cache() else { return };
     let rounds = 200;
     let (mut stale, mut raced) = (0, 0);
@@ -398,6 +464,7 @@ fn address_reuse_race_between_threads() {
 /// range cut to each region.
 #[test]
 fn observer_hears_the_unmapped_part_of_each_region_hit() {
+    let _only = exclusive();
     let kind = source();
     let Some(cache) = cache_with(Config {
         merge: false,

@@ -31,3 +31,20 @@ pub fn in_child(f: impl FnOnce() -> i32) -> libc::c_int {
 pub fn exited_ok(status: libc::c_int) -> bool {
     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
+
+/// The process's memory map to one test at a time (a guard; tests that do
+/// not take it still run alongside), for the tests that assert exact
+/// generations, counters, events or cache statistics. Every invalidation
+/// source watches the whole process — the kernel device through its MMU
+/// notifier, userfaultfd through the one uffd that every umn notifier (so
+/// every cache) of the process shares, the hooks by reporting to every
+/// notifier — so under plain `cargo test`, whose tests are threads of one
+/// process, another test's munmap moves this test's generation, and its
+/// reuse of an address this test unmapped, or the uffd's address-reuse
+/// window (munmap releases the address before its event is read), can hit
+/// this test's registrations. `cargo nextest` runs each test in a process
+/// of its own anyway.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static MAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MAP.lock().unwrap_or_else(|p| p.into_inner())
+}

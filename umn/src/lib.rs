@@ -50,7 +50,9 @@
 //!   With it, [`Notifier::region_word`] validates one registration with
 //!   one load.
 //! - [`Source::Uffd`]: userfaultfd with a monitor thread — see the `uffd`
-//!   module docs for what it sees and what it cannot.
+//!   module docs for what it sees and what it cannot. One uffd and one
+//!   monitor per process, shared by every `Uffd` notifier: several
+//!   notifiers (one cache per device) watch the same memory.
 //! - Hooks: [`interpose_shm!`] defines `shmdt`/`shmat` for SysV memory.
 //! - [`Source::External`]: the host pushes [`Notifier::notify_unmapped`].
 //!
@@ -67,15 +69,21 @@
 //! [`Notifier`] is `Send + Sync`. [`Notifier::generation`] and
 //! [`GenerationWatch::load`] are lock-free single loads. `register`,
 //! `unregister` and `read` serialise on an internal lock that no
-//! invalidation source ever takes. `munmap` of uffd-registered memory
+//! invalidation source ever takes (and `Uffd` notifiers, to register VMAs,
+//! on the process's span lock after it). Every uffd event of the process
+//! moves every `Uffd` notifier's generation, also for memory only another
+//! notifier registered (a drain then finds nothing: a wasted slow path,
+//! never a missed event). `munmap` of uffd-registered memory
 //! blocks until the monitor (or a lookup) reads its event; the monitor
 //! takes no lock, so an application may unmap while holding any lock.
 //!
 //! ## Resource cleanup
 //!
-//! Dropping a uffd notifier closes its descriptor, then stops the monitor,
+//! The first `Uffd` notifier opens the process's uffd and monitor thread;
+//! dropping the last one closes the descriptor, then stops the monitor,
 //! which closes the last reference to the uffd (the kernel unregisters
-//! every VMA and releases any waiting `munmap`) before it is joined. After
+//! every VMA and releases any waiting `munmap`) before it is joined. A
+//! process with no `Uffd` notifier has no uffd and no monitor thread. After
 //! `fork`, the child's copy is inert: its descriptors are closed by an
 //! atfork handler and every call returns [`Error::Forked`].
 //!
@@ -92,7 +100,9 @@
 //! - Event semantics (module `queue`): as the seed. The hint is the
 //!   intersection of the event with the registered range.
 //! - uffd registration covers whole VMAs, counted per span, never
-//!   unregistered eagerly (UNREGISTER walks page tables).
+//!   unregistered eagerly (UNREGISTER walks page tables). The spans are
+//!   the process's (module `notifier::hub`), carved from the hub's own
+//!   copy of every event.
 //! - Registrations, VMA spans (and the cache's regions, in `regcache`) are
 //!   found by overlap in one structure, [`IntervalIndex`]: a `BTreeMap` by
 //!   start and a bound on the longest entry.

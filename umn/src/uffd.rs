@@ -19,28 +19,41 @@
 //! | `remap_file_pages`, `MADV_GUARD_INSTALL` | [`crate::hooks`], kernel device   |
 //! | hole punch / truncate of a shared file   | kernel device only (MMU notifier)  |
 //! | another thread mapping new memory at the same address before the event is queued | kernel device only |
-//! | a VMA owned by another uffd (EBUSY)      | nothing: [`crate::Error::Busy`], serve uncached |
+//! | a VMA owned by a uffd not umn's (EBUSY)  | nothing: [`crate::Error::Busy`], serve uncached |
 //! | memory of a `fork` child                 | nothing: the child's notifier reports [`crate::Error::Forked`] |
 //!
-//! A change uffd misses also leaves the notifier believing the VMA span is
+//! A change uffd misses also leaves the hub believing the VMA span is
 //! still registered, so new memory mapped there later would not be
-//! registered either: the hooks' and `notify_unmapped` events therefore
-//! also drop the span (as UNMAP and REMAP events do), and the next
-//! `register` there issues `UFFDIO_REGISTER` again.
+//! registered either: the hooks' events and `notify_unmapped` on a `Uffd`
+//! notifier therefore also reach the hub's feed and drop the span (as
+//! UNMAP and REMAP events do), and the next `register` there issues
+//! `UFFDIO_REGISTER` again.
+//!
+//! ## One uffd per process
+//!
+//! A VMA can belong to one userfaultfd context only, so every `Uffd`
+//! notifier of a process shares one uffd, one monitor thread and one set
+//! of registered VMA spans: the *hub* (`notifier/hub.rs`). Each batch
+//! read from it is fanned out to every uffd-fed notifier; each matches the
+//! ranges to its own cookies. [`crate::Error::Busy`] now only means a
+//! userfaultfd that is not umn's (the application's, another library's).
 //!
 //! ## The monitor thread
 //!
 //! `munmap` blocks until some thread `read()`s its event, with no timeout.
 //! So a thread is always reading: it polls the uffd and a stop eventfd,
-//! and per batch does `begin` → poke the pollable eventfd → `read` → push
-//! raw ranges into the ring → `end` (see `generation.rs`). It never
+//! and per batch does, on every uffd-fed notifier captured for the batch,
+//! `begin` → poke the pollable eventfd → `read` (once) → push raw ranges
+//! into every ring → `end` on every one (see `generation.rs`, and
+//! `notifier/fork.rs` for the capture). It never
 //! allocates, takes no lock (an application thread may hold any lock while
 //! it unmaps), never touches registered memory, and never matches ranges
 //! to cookies: that happens in the caller's thread in `Notifier::read`.
 //! Lookups that find the generation busy read the uffd themselves (same
 //! protocol), so a descheduled monitor does not stall them.
 //!
-//! Shutdown: the notifier closes its descriptor, then wakes the monitor,
+//! Shutdown, when the last uffd notifier of the process drops: the hub
+//! closes its descriptor, then wakes the monitor,
 //! which closes the last reference to the uffd (the kernel then releases
 //! any blocked `munmap` and drops the registrations) *before* it exits and
 //! is joined.
@@ -49,7 +62,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 use crate::error::{Error, Result};
-use crate::notifier::Shared;
+use crate::notifier::{HubFds, with_uffd_fed};
 use crate::range::AddrRange;
 use crate::ring::{RawEvent, RawKind};
 use crate::sys;
@@ -198,26 +211,34 @@ fn to_raw(m: &UffdMsg) -> Option<RawEvent> {
     Some(RawEvent { kind, range })
 }
 
-/// Read whatever the uffd holds, under the generation protocol. Returns
-/// the number of events read. Allocation-free; used by the monitor and by
-/// helping lookups.
-pub(crate) fn read_batch(shared: &Shared, fd: RawFd) -> usize {
+/// Read whatever the uffd holds, under the generation protocol of every
+/// uffd-fed notifier (captured once per batch of 32 messages: begin on
+/// all, read, record into all, end on all). Returns the number of events
+/// read. Allocation-free, lock-free; used by the monitor and by helping
+/// lookups. With no uffd-fed notifier left (the last one is closing the
+/// hub) the events are read and dropped: nobody is left to tell.
+pub(crate) fn read_batch(fd: RawFd) -> usize {
     let mut msgs = [UffdMsg::default(); 32];
     let mut total = 0;
     loop {
-        shared.word.begin(); // publish before consuming
-        if total == 0 {
-            // Wake pollers before the read lets munmap return (see
-            // `Notifier::pump` for the matching re-check).
-            shared.poke();
-        }
-        let n = sys::read_records(fd, &mut msgs).unwrap_or(0);
-        for m in &msgs[..n] {
-            if let Some(ev) = to_raw(m) {
-                shared.record(ev);
+        let n = with_uffd_fed(|fed| {
+            for s in fed.iter() {
+                s.word.begin(); // publish before consuming
             }
-        }
-        shared.word.end();
+            if total == 0 {
+                // Wake pollers before the read lets munmap return (see
+                // `Notifier::pump` for the matching re-check).
+                fed.iter().for_each(|s| s.poke());
+            }
+            let n = sys::read_records(fd, &mut msgs).unwrap_or(0);
+            for ev in msgs[..n].iter().filter_map(to_raw) {
+                fed.iter().for_each(|s| s.record(ev));
+            }
+            for s in fed.iter() {
+                s.word.end();
+            }
+            n
+        });
         total += n;
         if n < msgs.len() {
             break;
@@ -236,9 +257,9 @@ pub(crate) fn readable(fd: RawFd) -> bool {
     matches!(sys::poll(&mut p, 0), Ok(1)) && p[0].revents & libc::POLLIN != 0
 }
 
-/// The monitor thread's body. `uffd` is its own duplicate of the
-/// descriptor; it closes it before returning.
-pub(crate) fn monitor(shared: &Shared, uffd: RawFd, stop: RawFd) {
+/// The monitor thread's body. `uffd` is its own duplicate of the hub's
+/// descriptor (held in `hub.mon`); it closes it before returning.
+pub(crate) fn monitor(hub: &HubFds, uffd: RawFd, stop: RawFd) {
     let mut fds = [
         libc::pollfd {
             fd: uffd,
@@ -256,7 +277,7 @@ pub(crate) fn monitor(shared: &Shared, uffd: RawFd, stop: RawFd) {
             break;
         }
         if fds[0].revents & libc::POLLIN != 0 {
-            read_batch(shared, uffd);
+            read_batch(uffd);
         }
         if fds[1].revents != 0 || fds[0].revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             break;
@@ -264,8 +285,10 @@ pub(crate) fn monitor(shared: &Shared, uffd: RawFd, stop: RawFd) {
     }
     // Close the last reference before exiting: the kernel releases any
     // munmap still waiting on this context.
-    if shared
-        .mon_uffd
+    // A CAS, not a swap: the fork child handler closes `hub.mon` in a
+    // child; once it is -1 here, no child closes a reused number.
+    if hub
+        .mon
         .compare_exchange(
             uffd,
             -1,

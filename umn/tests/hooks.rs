@@ -2,6 +2,11 @@
 //! report, caught by symbol interposition. This test binary defines
 //! `shmdt`/`shmat` itself (as the preload library will), so the calls
 //! below go through umn's hooks to libc's functions.
+//!
+//! A hook reports to every live local notifier of the process, so each
+//! test takes the process's memory map to itself (`common::exclusive`):
+//! another test's `shmdt` at an address this one reused would hit its
+//! registrations too.
 
 mod common;
 
@@ -59,6 +64,7 @@ fn uffd_with_wp_async_or_skip() -> Option<Notifier> {
 /// Through the interposed symbol: detach invalidates (uffd and external).
 #[test]
 fn shmdt_through_the_hook_invalidates() {
+    let _only = exclusive();
     for source in [Source::External, Source::Uffd] {
         let n = Notifier::open(source).unwrap();
         let seg = Seg::new(4 * pg());
@@ -88,6 +94,7 @@ fn shmdt_through_the_hook_invalidates() {
 /// The hole the hook covers: uffd alone does not see a SysV detach.
 #[test]
 fn uffd_alone_misses_shmdt() {
+    let _only = exclusive();
     let Some(n) = uffd_with_wp_async_or_skip() else {
         return;
     };
@@ -112,6 +119,7 @@ fn uffd_alone_misses_shmdt() {
 /// `shmat(SHM_REMAP)` over a registered attachment invalidates it.
 #[test]
 fn shmat_remap_through_the_hook_invalidates() {
+    let _only = exclusive();
     let n = Notifier::open(Source::External).unwrap();
     let a = Seg::new(2 * pg());
     let b = Seg::new(2 * pg());
@@ -131,6 +139,7 @@ fn shmat_remap_through_the_hook_invalidates() {
 /// munmap is reported.
 #[test]
 fn memory_reused_after_hooked_shmdt_is_watched() {
+    let _only = exclusive();
     let Some(n) = uffd_with_wp_async_or_skip() else {
         return;
     };
@@ -155,6 +164,7 @@ fn memory_reused_after_hooked_shmdt_is_watched() {
 /// `remap_file_pages` through the hook invalidates the range.
 #[test]
 fn remap_file_pages_through_the_hook_invalidates() {
+    let _only = exclusive();
     let n = Notifier::open(Source::External).unwrap();
     // SAFETY: creating and sizing a memfd we own.
     let fd = unsafe { libc::memfd_create(c"umn-rfp".as_ptr(), libc::MFD_CLOEXEC) };
@@ -196,6 +206,7 @@ fn remap_file_pages_through_the_hook_invalidates() {
 /// other advice passes through untouched.
 #[test]
 fn guard_install_through_the_hook_invalidates() {
+    let _only = exclusive();
     let n = Notifier::open(Source::External).unwrap();
     let r = map(4);
     n.register(r, Cookie(1)).unwrap();

@@ -6,6 +6,12 @@
 //! and (4) that the generation the drain reports is the current one. The
 //! scenarios the kernel device shares are written once, in
 //! `common/suite.rs`, and named here with `shared_tests!`.
+//!
+//! Every `Uffd` notifier of the process shares one userfaultfd, so every
+//! uffd event moves every one's generation: each test takes the process's
+//! memory map to itself (`common::exclusive`) to assert exact values. The
+//! notifiers that share the uffd are tested together inside one test
+//! (`notifiers_share_one_uffd_and_all_see_one_munmap`, ...).
 
 mod common;
 
@@ -26,6 +32,7 @@ shared_tests!(Source::Uffd);
 
 #[test]
 fn auto_picks_uffd_without_device() {
+    let _only = exclusive();
     if std::path::Path::new(umn::DEVICE_PATH).exists() {
         println!(
             "SKIPPED: /dev/ummunotify present; Auto picks the device (covered in the VM tier)"
@@ -38,6 +45,7 @@ fn auto_picks_uffd_without_device() {
 
 #[test]
 fn munmap_middle_page_hint_is_that_page() {
+    let _only = exclusive();
     let n = open();
     let r = map(5);
     n.register(r, Cookie(1)).unwrap();
@@ -59,6 +67,7 @@ fn munmap_middle_page_hint_is_that_page() {
 
 #[test]
 fn mremap_move() {
+    let _only = exclusive();
     let n = open();
     let moved = suite::mremap_move_registered(&n);
     unmap(moved);
@@ -66,6 +75,7 @@ fn mremap_move() {
 
 #[test]
 fn mremap_grow_with_move() {
+    let _only = exclusive();
     let n = open();
     // [r: 2 pages][blocker: 1 page]: growing r in place is impossible.
     let all = map(3);
@@ -97,6 +107,7 @@ fn mremap_grow_with_move() {
 
 #[test]
 fn mremap_shrink() {
+    let _only = exclusive();
     let n = open();
     let r = map(4);
     n.register(r, Cookie(1)).unwrap();
@@ -111,6 +122,7 @@ fn mremap_shrink() {
 
 #[test]
 fn duplicate_and_unknown_cookies() {
+    let _only = exclusive();
     suite::duplicate_and_unknown_cookies_then(Source::Uffd, |n, r| {
         assert!(matches!(
             n.register(AddrRange::new(r.start(), r.start()).unwrap(), Cookie(3)),
@@ -121,6 +133,7 @@ fn duplicate_and_unknown_cookies() {
 
 #[test]
 fn unmapped_range_is_refused() {
+    let _only = exclusive();
     let n = open();
     let r = map(2);
     unmap(r);
@@ -133,6 +146,7 @@ fn unmapped_range_is_refused() {
 
 #[test]
 fn whole_vmas_registered_once_no_split() {
+    let _only = exclusive();
     let n = open();
     let r = map(256);
     // VMAs intersecting `r`, from /proc/self/maps.
@@ -150,11 +164,12 @@ fn whole_vmas_registered_once_no_split() {
             .count()
     };
     let before = vmas_in_r();
+    let spans = n.registered_spans(); // the process's, none in r
     for i in 0..256 {
         n.register(pages(r, i, 1), Cookie(i)).unwrap();
     }
     assert_eq!(vmas_in_r(), before, "page registrations split the VMA");
-    assert_eq!(n.registered_spans(), 1);
+    assert_eq!(n.registered_spans(), spans + 1);
     unmap(pages(r, 100, 1));
     assert_eq!(drain(&n).0, vec![inval(100, Some(pages(r, 100, 1)))]);
     unmap(pages(r, 0, 100));
@@ -162,28 +177,179 @@ fn whole_vmas_registered_once_no_split() {
     assert_eq!(drain(&n).0.len(), 255);
 }
 
-/// Another userfaultfd owns the VMA: a distinct error, and nothing breaks.
+/// A userfaultfd that is not umn's (the application's), with `VMA` of
+/// `r` registered with it (MISSING mode, no event features: it never
+/// blocks anything). Closed on drop.
+struct ForeignUffd(libc::c_int);
+
+impl ForeignUffd {
+    fn over(r: AddrRange) -> Self {
+        const UFFD_USER_MODE_ONLY: libc::c_int = 1;
+        // struct uffdio_api { api, features, ioctls } and struct
+        // uffdio_register { start, len, mode, ioctls }, <linux/userfaultfd.h>.
+        const UFFDIO_API: u32 = umn::abi::ioc(3, 0xAA, 0x3F, 24);
+        const UFFDIO_REGISTER: u32 = umn::abi::ioc(3, 0xAA, 0x00, 32);
+        const MODE_MISSING: u64 = 1;
+        // SAFETY: userfaultfd(2) with flags only.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                UFFD_USER_MODE_ONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        } as libc::c_int;
+        assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+        let mut api = [0xAAu64, 0, 0];
+        // SAFETY: `api` is a live struct uffdio_api.
+        let rc = unsafe { libc::ioctl(fd, UFFDIO_API as _, api.as_mut_ptr()) };
+        assert_eq!(rc, 0, "UFFDIO_API: {}", std::io::Error::last_os_error());
+        let mut reg = [r.start(), r.len(), MODE_MISSING, 0];
+        // SAFETY: `reg` is a live struct uffdio_register over our mapping.
+        let rc = unsafe { libc::ioctl(fd, UFFDIO_REGISTER as _, reg.as_mut_ptr()) };
+        assert_eq!(
+            rc,
+            0,
+            "UFFDIO_REGISTER: {}",
+            std::io::Error::last_os_error()
+        );
+        Self(fd)
+    }
+}
+
+impl Drop for ForeignUffd {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A userfaultfd that is not umn's owns the VMA: a distinct error, and
+/// nothing breaks.
 #[test]
 fn busy_when_another_uffd_owns_the_vma() {
+    let _only = exclusive();
     let n = open();
     let r = map(2);
-    // A second context registers the VMA first (as an application might).
-    let other = Notifier::open(Source::Uffd).unwrap();
-    other.register(r, Cookie(1)).unwrap();
+    // The application registers the VMA with its own userfaultfd first.
+    let app = ForeignUffd::over(r);
     match n.register(r, Cookie(1)) {
         Err(Error::Busy { range }) => assert!(range.contains(&r)),
         other => panic!("expected Error::Busy, got {other:?}"),
     }
-    // The owner still gets its event; the refused notifier gets none.
+    // The refused notifier gets no event, and keeps working elsewhere.
     let g = n.generation();
     unmap(r);
-    assert_eq!(drain(&other).0, vec![inval(1, Some(r))]);
     assert_eq!(drain(&n).0, vec![]);
     assert_eq!(n.generation(), g);
+    drop(app);
+    let other = map(1);
+    n.register(other, Cookie(2)).unwrap();
+    unmap(other);
+    assert_eq!(drain(&n).0, vec![inval(2, Some(other))]);
+}
+
+/// Several uffd notifiers in one process (one cache per device) register
+/// cookies over the same VMA from their own threads: none is refused
+/// (the process has one uffd), and one munmap reaches all of them, each
+/// generation moved by the time munmap returned.
+#[test]
+fn notifiers_share_one_uffd_and_all_see_one_munmap() {
+    let _only = exclusive();
+    const N: usize = 4;
+    let r = map(4);
+    let notifiers: Vec<Arc<Notifier>> = (0..N).map(|_| Arc::new(open())).collect();
+    let start = Arc::new(Barrier::new(N));
+    let threads: Vec<_> = notifiers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (n, start) = (n.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                // Overlapping cookies: the whole range, and page i.
+                n.register(r, Cookie(10 + i as u64)).unwrap();
+                n.register(pages(r, i as u64, 1), Cookie(20 + i as u64))
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let before: Vec<_> = notifiers.iter().map(|n| drain(n).2).collect();
+    unmap(r);
+    for (i, n) in notifiers.iter().enumerate() {
+        assert_ne!(
+            n.generation(),
+            before[i],
+            "notifier {i}: munmap returned, generation unchanged"
+        );
+        let (ev, c, _) = drain(n);
+        assert_eq!(
+            sorted(ev),
+            vec![
+                inval(10 + i as u64, Some(r)),
+                inval(20 + i as u64, Some(pages(r, i as u64, 1)))
+            ],
+            "notifier {i}"
+        );
+        assert_eq!(c, 1, "notifier {i}: one raw event");
+    }
+}
+
+/// Dropping one uffd notifier while another is live leaves the other
+/// working: on memory both registered, and on memory registered after the
+/// drop (the process's uffd and monitor outlive the first notifier).
+#[test]
+fn dropping_one_notifier_keeps_the_other_working() {
+    let _only = exclusive();
+    let a = open();
+    let b = open();
+    let both = map(2);
+    a.register(both, Cookie(1)).unwrap();
+    b.register(both, Cookie(2)).unwrap();
+    drop(a);
+    let g = drain(&b).2;
+    // A hang here would be a monitor that left with the first notifier:
+    // munmap of uffd-registered memory waits for its event to be read.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        unmap(both);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("munmap blocked after one of two notifiers was dropped");
+    assert_ne!(b.generation(), g);
+    assert_eq!(drain(&b).0, vec![inval(2, Some(both))]);
+    b.unregister(Cookie(2)).unwrap(); // as a cache drops the region
+    let later = map(2);
+    b.register(later, Cookie(3)).unwrap();
+    unmap(pages(later, 1, 1));
+    assert_eq!(drain(&b).0, vec![inval(3, Some(pages(later, 1, 1)))]);
+    unmap(pages(later, 0, 1));
+}
+
+/// An `External` notifier shares the table of live notifiers with the
+/// uffd ones but is not fed by the uffd: a munmap of memory a uffd
+/// notifier watches (and the external one registered too) reaches only
+/// the uffd one.
+#[test]
+fn external_notifier_gets_no_uffd_events() {
+    let _only = exclusive();
+    let u = open();
+    let e = common::open(Source::External);
+    let r = map(2);
+    u.register(r, Cookie(1)).unwrap();
+    e.register(r, Cookie(2)).unwrap();
+    let ge = drain(&e).2;
+    unmap(r);
+    assert_eq!(drain(&u).0, vec![inval(1, Some(r))]);
+    assert_eq!(e.generation(), ge);
+    assert_eq!(drain(&e).0, vec![]);
 }
 
 #[test]
 fn pollable_fd_becomes_readable() {
+    let _only = exclusive();
     use std::os::fd::AsRawFd;
     let n = open();
     let r = map(2);
@@ -207,6 +373,7 @@ fn pollable_fd_becomes_readable() {
 
 #[test]
 fn ring_overflow_invalidates_everything() {
+    let _only = exclusive();
     let mut o = Options::default();
     o.ring_capacity = 2;
     let n = Notifier::open_with(Source::Uffd, &o).unwrap();
@@ -236,6 +403,7 @@ fn ring_overflow_invalidates_everything() {
 /// the watchdog, not measured).
 #[test]
 fn unmap_under_application_lock_completes() {
+    let _only = exclusive();
     let n = Arc::new(open());
     let app_lock = Arc::new(Mutex::new(()));
     let rounds = 200;
@@ -282,6 +450,7 @@ fn unmap_under_application_lock_completes() {
 
 #[test]
 fn fork_child_is_inert_parent_keeps_working() {
+    let _only = exclusive();
     let n = open();
     let shared = map(2); // registered, inherited by the child
     let parent_only = map(2);
@@ -326,6 +495,7 @@ fn fork_child_is_inert_parent_keeps_working() {
 
 #[test]
 fn drop_with_live_registrations_releases_everything() {
+    let _only = exclusive();
     let r = map(4);
     {
         let n = open();
@@ -348,6 +518,7 @@ fn drop_with_live_registrations_releases_everything() {
 /// registration has been invalidated.
 #[test]
 fn concurrent_unmaps_never_leave_generation_unchanged() {
+    let _only = exclusive();
     use std::sync::atomic::{AtomicBool, Ordering};
     let n = Arc::new(open());
     let done = Arc::new(AtomicBool::new(false));
@@ -398,4 +569,65 @@ fn concurrent_unmaps_never_leave_generation_unchanged() {
         .collect();
     want.sort_unstable();
     assert_eq!(got, want);
+}
+
+/// Notifiers open and drop on some threads while others register, unmap
+/// and drain: the hub is shared, closed when the count falls to zero and
+/// opened again, and notifiers enter and leave the set of a uffd batch in
+/// flight. Every munmap moves its notifier's generation before it
+/// returns, every drain settles (a `begin` left without its `end` would
+/// hang it: the watchdog turns that into a failure), and every
+/// registration is invalidated.
+#[test]
+fn notifiers_opening_and_dropping_while_others_unmap() {
+    let _only = exclusive();
+    let rounds = 150u64;
+    let (tx, rx) = mpsc::channel();
+    let worker = |t: u64, keep: bool| {
+        std::thread::spawn(move || {
+            let long = keep.then(open);
+            for i in 0..rounds {
+                let short;
+                let n = match &long {
+                    Some(n) => n,
+                    None => {
+                        short = open();
+                        &short
+                    }
+                };
+                let r = map(1);
+                let c = Cookie(t * 1_000_000 + i);
+                n.register(r, c).unwrap();
+                let before = n.generation();
+                unmap(r);
+                assert_ne!(n.generation(), before, "thread {t} round {i}");
+                let (ev, _, g) = drain(n);
+                assert!(g.is_settled());
+                assert!(
+                    ev.iter().any(|e| e.cookie == c),
+                    "thread {t} round {i}: {ev:?}"
+                );
+                n.unregister(c).unwrap();
+            }
+        })
+    };
+    let workers = vec![worker(1, true), worker(2, false), worker(3, false)];
+    let churn = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            drop(open());
+        }
+    });
+    std::thread::spawn(move || {
+        let panicked = workers
+            .into_iter()
+            .chain([churn])
+            .map(|w| w.join())
+            .filter(Result::is_err)
+            .count();
+        tx.send(panicked).unwrap();
+    });
+    let panicked = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("hang: a notifier opening or dropping stalled the others");
+    assert_eq!(panicked, 0, "threads failed (their messages are above)");
 }

@@ -327,6 +327,24 @@ pub(crate) fn pmpi_balanced(output: &str, ranks: u32) -> Result<()> {
     Ok(())
 }
 
+/// Each of `ranks` ranks ran with verify mode on and checked hits against
+/// their pages (`verified N` with N > 0) without a mismatch: the oracle of
+/// issue 15 on a real application.
+pub(crate) fn pmpi_verified(output: &str, ranks: u32) -> Result<()> {
+    for r in 0..ranks {
+        let checks = pmpi_field(output, r, "verified")?;
+        let bad = pmpi_field(output, r, "mismatches")?;
+        if checks == 0 {
+            bail!("rank {r} checked no hit (verified 0): is REGCACHE_VERIFY=pfn in force?");
+        }
+        if bad != 0 {
+            bail!("rank {r}: {bad} of {checks} checked hits were stale registrations");
+        }
+        eprintln!("rank {r}: verify=pfn checked {checks} hits, 0 mismatches");
+    }
+    Ok(())
+}
+
 /// Run hpcc (2 ranks, `mpi-tests/hpcc/hpccinf.txt`) in `dir` with the PMPI
 /// library preloaded; check that hpcc passed and every rank printed its
 /// statistics. `extra` are more `VAR=value` settings passed with `-x`.
@@ -445,8 +463,10 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
 
     pmpi_fortran_test(root, prefix)?;
 
-    let text = run_hpcc(root, prefix, &work.join("hpcc"), &[])?;
+    let verify = ["REGCACHE_VERIFY=pfn".to_string()];
+    let text = run_hpcc(root, prefix, &work.join("hpcc"), &verify)?;
     pmpi_balanced(&text, 2)?;
+    pmpi_verified(&text, 2)?;
     eprintln!(
         "hpcc under regcache-pmpi: passed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
@@ -464,6 +484,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
                 "LD_PRELOAD={}",
                 prefix.join("lib/libregcache_pmpi.so").display()
             ))
+            .args(["-x", "REGCACHE_VERIFY=pfn"])
             .args(["NPopenmpi", "-u", &upper.to_string(), "-p", "0"]),
     )?;
     // NetPIPE's own record (np.out: bytes, Mbps, seconds per size; the
@@ -481,6 +502,7 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
         pmpi_stats(&text, 2)?
     );
     pmpi_balanced(&text, 2)?;
+    pmpi_verified(&text, 2)?;
     Ok(())
 }
 

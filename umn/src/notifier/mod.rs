@@ -13,7 +13,15 @@
 //!   ranges to cookies, and carve the VMA spans registered with the uffd
 //!   (`spans.rs`);
 //! - the process-wide table of live notifiers (`fork.rs`) lets the fork
-//!   child handler and the hooks reach every notifier without a lock.
+//!   child handler, the hooks and the uffd readers reach every notifier
+//!   without a lock.
+//!
+//! The userfaultfd itself, its monitor thread and the spans are one per
+//! process, shared by every `Uffd` notifier (`hub.rs`): a VMA can belong
+//! to one userfaultfd context only, and several notifiers (one cache per
+//! device) watch the same memory. Each uffd batch is fanned out to every
+//! uffd-fed notifier's `Shared`; the queue, ring and generation word stay
+//! per notifier.
 //!
 //! ## Order of a pump
 //!
@@ -21,9 +29,28 @@
 //! waits for the generation to settle (`GenCell::settle`), and only then
 //! pops the ring: every event that was busy when it looked is in the ring
 //! by then, so the generation it returns is one the queue is complete up
-//! to. A moving `mremap` reports REMAP(old) then UNMAP(old) for one system
-//! call; the echo is dropped so the counter moves once. Overflow of the
-//! ring turns into "everything invalid" and forgets every span.
+//! to. Overflow of the ring turns into "everything invalid". The VMA spans
+//! are not carved here but by the hub, from its own feed (`hub.rs`);
+//! taking the hub's spans lock inside the queue lock is the one lock order
+//! of the module.
+//!
+//! ## The mremap echo
+//!
+//! A moving `mremap` reports REMAP(old) and then UNMAP(old) for one system
+//! call; the second is the same change, dropped so the counter moves once
+//! and the hint survives. The two are two uffd messages, each waited for
+//! separately by the kernel, so with other threads changing the map (and
+//! every uffd event of the process reaching every uffd notifier) other
+//! events can come between them, and two readers (the monitor and a
+//! helping lookup) can even record them in the other order. So `Echo`
+//! keeps the last [`ECHO_WINDOW`] REMAP and UNMAP ranges, and an event of
+//! the other kind over exactly the same range is dropped as the pair's
+//! second half. Dropping the second of two events over one range is safe
+//! whenever no registration over that range was made between them: they
+//! hit the same cookies, which the first already invalidated. So
+//! `register` forgets every remembered range its range overlaps (it pumps
+//! first: the events before it are applied), and an event after it counts
+//! in full. A forgotten range (window full) only costs a second count.
 //!
 //! `register` and `unregister` pump before they change the queue, so an
 //! event that happened before a registration existed does not hit it, and
@@ -33,7 +60,6 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::generation::Generation;
@@ -41,16 +67,18 @@ use crate::kernel::KernelDev;
 use crate::queue::{Cookie, Event, EventQueue, Invalidation, QueueError};
 use crate::range::{AddrRange, RangeError};
 use crate::ring::{RawEvent, RawKind};
-use crate::{sys, uffd, vma};
+use crate::{sys, uffd};
 
 mod fork;
+mod hub;
 mod shared;
 mod spans;
 
-pub(crate) use fork::for_each_live;
+pub(crate) use fork::{for_each_live, with_uffd_fed};
 use fork::{add_live, remove_live};
+pub(crate) use hub::HubFds;
+use hub::{Hub, HubRef};
 pub(crate) use shared::Shared;
-use spans::Spans;
 
 /// Which invalidation source to open, or which one was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +103,9 @@ pub enum Source {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
-    /// Pin the userfaultfd monitor thread to this CPU (best effort).
+    /// Pin the userfaultfd monitor thread to this CPU (best effort). The
+    /// monitor is the process's, shared by every `Uffd` notifier: only the
+    /// notifier that starts it (the first one open) pins it.
     pub monitor_cpu: Option<usize>,
     /// Raw events the ring holds between drains (rounded up to a power of
     /// two). On overflow every registration is invalidated, without hint.
@@ -94,20 +124,52 @@ impl Default for Options {
 #[derive(Debug, Default)]
 struct Inner {
     queue: EventQueue,
-    spans: Spans,
-    /// The last raw event was a REMAP of this range. A moving mremap
-    /// reports REMAP(old) and then UNMAP(old) for the same system call;
-    /// the UNMAP is the same change and is not counted twice.
-    last_remap: Option<AddrRange>,
+    echo: Echo,
+}
+
+/// REMAP and UNMAP ranges remembered for pairing (module docs).
+const ECHO_WINDOW: usize = 16;
+
+/// The last [`ECHO_WINDOW`] REMAP/UNMAP events not yet paired, oldest
+/// first (module docs, "The mremap echo").
+#[derive(Debug, Default)]
+struct Echo {
+    recent: std::collections::VecDeque<(RawKind, AddrRange)>,
+}
+
+impl Echo {
+    /// `true` when `ev` is the second half of a remembered REMAP/UNMAP
+    /// pair (then forgotten); otherwise remembers `ev` when it is either.
+    fn is_echo(&mut self, ev: RawEvent) -> bool {
+        let other = match ev.kind {
+            RawKind::Remap => RawKind::Unmap,
+            RawKind::Unmap => RawKind::Remap,
+            RawKind::Remove => return false,
+        };
+        if let Some(i) = self.recent.iter().position(|&e| e == (other, ev.range)) {
+            self.recent.remove(i);
+            return true;
+        }
+        if self.recent.len() == ECHO_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((ev.kind, ev.range));
+        false
+    }
+
+    /// A registration over `r`: later events over it count in full.
+    fn forget(&mut self, r: AddrRange) {
+        self.recent.retain(|(_, e)| !e.overlaps(&r));
+    }
 }
 
 #[derive(Debug)]
 struct Local {
     shared: Arc<Shared>,
     inner: Mutex<Inner>,
-    monitor: Option<JoinHandle<()>>,
+    /// The process's userfaultfd, for a `Uffd` notifier.
+    hub: Option<HubRef>,
     slot: Option<usize>,
-    uffd_features: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -215,69 +277,21 @@ impl Notifier {
 
     fn open_local(with_uffd: bool, opts: &Options) -> Result<Self> {
         let sys_err = |call| move |source| Error::Sys { call, source };
-        let uffd = if with_uffd { Some(uffd::open()?) } else { None };
-        let close_all = |fds: &[RawFd]| fds.iter().for_each(|&fd| sys::close(fd));
-        let ufd = uffd.as_ref().map_or(-1, |u| u.fd);
-        let efd = match sys::eventfd() {
-            Ok(fd) => fd,
-            Err(e) => {
-                close_all(&[ufd]);
-                return Err(sys_err("eventfd")(e));
-            }
-        };
-        let (mon, stop) = if with_uffd {
-            let mon = match sys::dup_cloexec(ufd) {
-                Ok(m) => m,
-                Err(e) => {
-                    close_all(&[ufd, efd]);
-                    return Err(sys_err("fcntl(F_DUPFD_CLOEXEC)")(e));
-                }
-            };
-            match sys::eventfd() {
-                Ok(stop) => (mon, stop),
-                Err(e) => {
-                    close_all(&[ufd, efd, mon]);
-                    return Err(sys_err("eventfd")(e));
-                }
-            }
-        } else {
-            (-1, -1)
-        };
-        let shared = Arc::new(Shared::new(opts.ring_capacity, efd, ufd, mon, stop));
-        let monitor = if with_uffd {
-            let sh = shared.clone();
-            let cpu = opts.monitor_cpu;
-            // `open` returns only once the monitor thread runs: its start-up
-            // maps memory (the thread's signal stack), and done later it
-            // could land in a range the application just unmapped — inside
-            // the application's munmap, which waits for this very thread.
-            let ready = Arc::new(std::sync::Barrier::new(2));
-            let started = ready.clone();
-            let h = std::thread::Builder::new()
-                .name("umn-monitor".into())
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    started.wait();
-                    drop(started);
-                    if let Some(cpu) = cpu {
-                        let _ = sys::pin_to_cpu(cpu);
-                    }
-                    uffd::monitor(&sh, mon, stop);
-                });
-            match h {
-                Ok(h) => {
-                    ready.wait();
-                    Some(h)
-                }
-                Err(e) => {
-                    close_all(&[ufd, mon, stop, efd]);
-                    return Err(sys_err("spawn(umn-monitor)")(e));
-                }
-            }
+        // Dropped on every error path below: the last one closes the hub.
+        let hub = if with_uffd {
+            Some(Hub::acquire(opts.monitor_cpu)?)
         } else {
             None
         };
+        let efd = sys::eventfd().map_err(sys_err("eventfd"))?;
+        let shared = Arc::new(Shared::new(opts.ring_capacity, efd, with_uffd));
         let slot = add_live(&shared);
+        if with_uffd && slot.is_none() {
+            // The hub's readers reach notifiers through the table only: a
+            // uffd notifier outside it would never see an event.
+            Shared::take_fd(&shared.efd);
+            return Err(hub::table_full());
+        }
         Ok(Self {
             word: shared.word.as_std() as *const AtomicU64,
             source: if with_uffd {
@@ -288,9 +302,8 @@ impl Notifier {
             backend: Backend::Local(Box::new(Local {
                 shared,
                 inner: Mutex::new(Inner::default()),
-                monitor,
+                hub,
                 slot,
-                uffd_features: uffd.map(|u| u.features),
             })),
         })
     }
@@ -304,7 +317,7 @@ impl Notifier {
     /// the `Uffd` source.
     pub fn uffd_features(&self) -> Option<u64> {
         match &self.backend {
-            Backend::Local(l) => l.uffd_features,
+            Backend::Local(l) => l.hub.as_ref().map(|h| h.features),
             Backend::Kernel(_) => None,
         }
     }
@@ -368,10 +381,11 @@ impl Notifier {
     /// settled generation the queue is now complete up to.
     fn pump(l: &Local, inner: &mut Inner) -> Generation {
         let sh = &*l.shared;
+        // A helping read fans out to every uffd notifier, this one included.
         let help = || {
-            let fd = sh.uffd.load(Ordering::Relaxed);
+            let fd = l.hub.as_ref().map_or(-1, |h| h.uffd());
             if fd >= 0 && uffd::readable(fd) {
-                uffd::read_batch(sh, fd);
+                uffd::read_batch(fd);
             }
         };
         help();
@@ -382,19 +396,12 @@ impl Notifier {
             let _ = sys::read(efd, &mut b);
         }
         while let Some(ev) = sh.ring.pop() {
-            let echo = ev.kind == RawKind::Unmap && inner.last_remap == Some(ev.range);
-            inner.last_remap = (ev.kind == RawKind::Remap).then_some(ev.range);
-            if echo {
-                continue;
-            }
-            inner.queue.apply(ev.range);
-            if ev.kind != RawKind::Remove {
-                inner.spans.carve(ev.range);
+            if !inner.echo.is_echo(ev) {
+                inner.queue.apply(ev.range);
             }
         }
         if sh.overflow.swap(false, Ordering::AcqRel) {
             inner.queue.invalidate_all();
-            inner.spans = Spans::default();
         }
         // Writers poke after `begin` and before the event can be observed.
         // A writer that began after `g` may have had its poke cleared by us
@@ -410,13 +417,15 @@ impl Notifier {
     /// unmaps, moves or discards part of it yields one INVAL for `cookie`.
     ///
     /// With `Uffd`, the whole VMAs covering the (page-aligned) range are
-    /// registered with the uffd once; later registrations inside them cost
-    /// no system call.
+    /// registered with the process's uffd once; later registrations inside
+    /// them, by this or any other `Uffd` notifier, cost no system call.
     ///
     /// # Errors
     /// [`Error::DuplicateCookie`]; [`Error::Range`] for an empty range;
-    /// `Uffd`: [`Error::Busy`] when another userfaultfd owns a VMA (serve
-    /// the range uncached), [`Error::NotMapped`], [`Error::Register`],
+    /// `Uffd`: [`Error::Busy`] when a userfaultfd that is not umn's (the
+    /// application's, another library's) owns a VMA (serve the range
+    /// uncached; every umn notifier of the process shares one uffd, so
+    /// they never refuse each other), [`Error::NotMapped`], [`Error::Register`],
     /// [`Error::Maps`]; [`Error::Forked`] in a fork child; `Kernel`:
     /// [`Error::Device`].
     pub fn register(&self, range: AddrRange, cookie: Cookie) -> Result<()> {
@@ -441,26 +450,10 @@ impl Notifier {
         if inner.queue.range_of(cookie).is_some() {
             return Err(Error::DuplicateCookie(cookie));
         }
-        let fd = l.shared.uffd.load(Ordering::Relaxed);
-        if fd >= 0 {
-            let mut addr = page.start();
-            while addr < page.end() {
-                if let Some(end) = inner.spans.covering(addr) {
-                    addr = end;
-                    continue;
-                }
-                let vma =
-                    vma::find(addr)
-                        .map_err(Error::Maps)?
-                        .ok_or_else(|| Error::NotMapped {
-                            range: AddrRange::new(addr, page.end()).unwrap_or(page),
-                        })?;
-                uffd::register_vma(fd, vma.range)?;
-                inner.spans.insert(vma.range);
-                addr = vma.range.end();
-            }
-            inner.spans.adjust(page, true);
+        if let Some(hub) = &l.hub {
+            hub.register(page)?;
         }
+        inner.echo.forget(page);
         inner
             .queue
             .register(cookie, range)
@@ -488,8 +481,8 @@ impl Notifier {
             .queue
             .unregister(cookie)
             .map_err(|e| queue_err(e, cookie))?;
-        if let Ok(page) = range.page_align() {
-            inner.spans.adjust(page, false);
+        if let (Ok(page), Some(hub)) = (range.page_align(), &l.hub) {
+            hub.spans().adjust(page, false);
         }
         Ok(())
     }
@@ -556,6 +549,11 @@ impl Notifier {
             Backend::Kernel(_) => Err(Error::Unsupported("notify_unmapped")),
             Backend::Local(l) if l.shared.is_forked() => Err(Error::Forked),
             Backend::Local(l) => {
+                // The hub first: a `register` that sees our event in this
+                // notifier's queue finds the span carved too.
+                if let Some(hub) = &l.hub {
+                    hub.record_unreported(range);
+                }
                 l.shared.write(RawEvent {
                     kind: RawKind::Unmap,
                     range,
@@ -565,11 +563,14 @@ impl Notifier {
         }
     }
 
-    /// How many registered VMA spans the uffd source tracks (0 for other
-    /// sources). Registrations inside one VMA share a span.
+    /// How many VMA spans are registered with the process's uffd (0 for
+    /// other sources and in a fork child). Registrations inside one VMA
+    /// share a span, and every `Uffd` notifier of the process shares the
+    /// spans, so this counts the other notifiers' too.
     pub fn registered_spans(&self) -> usize {
         match &self.backend {
-            Backend::Local(l) => Self::lock(l).spans.len(),
+            Backend::Local(l) if l.shared.is_forked() => 0,
+            Backend::Local(l) => l.hub.as_ref().map_or(0, |h| h.spans().len()),
             Backend::Kernel(_) => 0,
         }
     }
@@ -607,28 +608,67 @@ impl Drop for Notifier {
         let Backend::Local(l) = &mut self.backend else {
             return;
         };
+        // Out of the table first: on return no uffd reader still holds our
+        // `Shared` mid-batch.
         if let Some(slot) = l.slot {
             remove_live(slot);
         }
-        let sh = &l.shared;
-        if sh.is_forked() {
-            // The monitor thread does not exist in this process.
-            std::mem::forget(l.monitor.take());
-            Shared::take_fd(&sh.efd);
-            return;
+        Shared::take_fd(&l.shared.efd);
+        // The last uffd notifier closes the hub (the uffd, then the
+        // monitor: `hub.rs`); in a fork child this touches nothing shared.
+        drop(l.hub.take());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(kind: RawKind, start: u64, end: u64) -> RawEvent {
+        RawEvent {
+            kind,
+            range: AddrRange::new(start, end).unwrap(),
         }
-        // Close our descriptor first, then wake the monitor: it closes the
-        // last reference (releasing any blocked munmap) before it exits.
-        Shared::take_fd(&sh.uffd);
-        let stop = sh.stop.load(Ordering::Relaxed);
-        if stop >= 0 {
-            let _ = sys::write_u64(stop, 1);
+    }
+
+    #[test]
+    fn echo_pairs_remap_and_unmap_of_one_range_in_either_order() {
+        let mut e = Echo::default();
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        // Another thread's events in between.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x8000, 0x9000)));
+        assert!(!e.is_echo(ev(RawKind::Remove, 0x1000, 0x3000)));
+        assert!(e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        // Paired once: the next UNMAP of the range counts.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        // Recorded in the other order by two readers.
+        assert!(e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        // A different range is not an echo.
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x2000)));
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+    }
+
+    #[test]
+    fn echo_forgets_ranges_a_registration_overlaps() {
+        let mut e = Echo::default();
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x1000, 0x3000)));
+        assert!(!e.is_echo(ev(RawKind::Remap, 0x5000, 0x6000)));
+        e.forget(AddrRange::new(0x2000, 0x3000).unwrap());
+        // An UNMAP after a registration over the range hits it in full.
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0x1000, 0x3000)));
+        assert!(e.is_echo(ev(RawKind::Unmap, 0x5000, 0x6000)));
+    }
+
+    #[test]
+    fn echo_window_is_bounded() {
+        let mut e = Echo::default();
+        for i in 0..=ECHO_WINDOW as u64 {
+            assert!(!e.is_echo(ev(RawKind::Remap, i << 12, (i + 1) << 12)));
         }
-        if let Some(h) = l.monitor.take() {
-            let _ = h.join();
-        }
-        Shared::take_fd(&sh.mon_uffd);
-        Shared::take_fd(&sh.stop);
-        Shared::take_fd(&sh.efd);
+        assert_eq!(e.recent.len(), ECHO_WINDOW);
+        // The second oldest is still paired; the oldest was forgotten: its
+        // UNMAP counts.
+        assert!(e.is_echo(ev(RawKind::Unmap, 1 << 12, 2 << 12)));
+        assert!(!e.is_echo(ev(RawKind::Unmap, 0, 1 << 12)));
     }
 }

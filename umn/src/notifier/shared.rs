@@ -11,9 +11,12 @@
 //! the event queue under the notifier's lock — is `Notifier::pump`, in the
 //! parent module.
 //!
-//! Descriptors are held as `AtomicI32` (-1: none or closed) so that the
-//! fork child handler (`fork.rs`) and `Drop` can close each exactly once
-//! with a `swap`.
+//! The userfaultfd, its monitor and its spans are not here: they are the
+//! process's, shared by every uffd notifier (`hub.rs`). A notifier's
+//! `Shared` only says whether the hub's readers feed it (`uffd_fed`).
+//!
+//! Descriptors are held as `AtomicI32` (-1: none or closed) so that `Drop`
+//! and the hub can close each exactly once with a `swap` (`take_fd`).
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -33,35 +36,24 @@ pub(crate) struct Shared {
     pub(super) overflow: AtomicBool,
     /// Pollable eventfd, poked after every batch of writes.
     pub(super) efd: AtomicI32,
-    /// The notifier's uffd descriptor (helping lookups read it); -1 none.
-    pub(super) uffd: AtomicI32,
-    /// The monitor's own duplicate; -1 once closed.
-    pub(crate) mon_uffd: AtomicI32,
-    /// Wakes the monitor for shutdown.
-    pub(super) stop: AtomicI32,
     /// Set in a fork child.
     pub(super) forked: AtomicBool,
+    /// A `Uffd` notifier: the hub's readers record every uffd event here
+    /// (an `External` one gets only its own and the hooks' events).
+    pub(crate) uffd_fed: bool,
 }
 
 impl Shared {
-    /// Fresh state over the given descriptors (-1 for those the source
-    /// does not have), with a ring of `ring_capacity` raw events.
-    pub(super) fn new(
-        ring_capacity: usize,
-        efd: RawFd,
-        uffd: RawFd,
-        mon: RawFd,
-        stop: RawFd,
-    ) -> Self {
+    /// Fresh state over the pollable eventfd `efd`, with a ring of
+    /// `ring_capacity` raw events; `uffd_fed` for a `Uffd` notifier.
+    pub(super) fn new(ring_capacity: usize, efd: RawFd, uffd_fed: bool) -> Self {
         Self {
             word: GenCell::new(),
             ring: Ring::with_capacity(ring_capacity),
             overflow: AtomicBool::new(false),
             efd: AtomicI32::new(efd),
-            uffd: AtomicI32::new(uffd),
-            mon_uffd: AtomicI32::new(mon),
-            stop: AtomicI32::new(stop),
             forked: AtomicBool::new(false),
+            uffd_fed,
         }
     }
 

@@ -1,8 +1,10 @@
-//! The VMA spans a userfaultfd notifier has registered with its uffd.
+//! The VMA spans registered with the process's uffd (the hub's, shared by
+//! every `Uffd` notifier: `hub.rs`).
 //!
 //! userfaultfd registers whole VMAs, not byte ranges, and
 //! `UFFDIO_REGISTER` costs a system call and a page-table walk, so
-//! `Notifier::register` registers each VMA under a new registration once,
+//! `Notifier::register` (through `Hub::register`) registers each VMA under
+//! a new registration once,
 //! remembers it here as a *span*, and later registrations inside a known
 //! span cost no system call.
 //!
@@ -13,7 +15,9 @@
 //! affected part out: the next `register` there finds no span and issues
 //! `UFFDIO_REGISTER` again for whatever is mapped then. REMOVE (madvise
 //! DONTNEED) leaves the VMA in place and carves nothing. On ring overflow
-//! the notifier forgets every span (it no longer knows what changed).
+//! the notifier forgets every span (it no longer knows what changed); the
+//! spans are shared, so that costs every notifier a `UFFDIO_REGISTER` per
+//! VMA again, never a missed event.
 //!
 //! Each span counts the live cookies overlapping it. Idle spans (0
 //! cookies) stay registered all the same: `UFFDIO_UNREGISTER` walks page
@@ -33,8 +37,8 @@
 use crate::interval::IntervalIndex;
 use crate::range::AddrRange;
 
-/// VMA spans registered with our uffd, each with its count of live
-/// cookies overlapping it.
+/// VMA spans registered with the process's uffd, each with its count of
+/// live cookies (of every notifier) overlapping it.
 #[derive(Debug, Default)]
 pub(super) struct Spans {
     map: IntervalIndex<u32>,
@@ -94,6 +98,11 @@ impl Spans {
                 };
             }
         }
+    }
+
+    /// Forget every span.
+    pub(super) fn clear(&mut self) {
+        *self = Self::default();
     }
 
     /// How many spans.

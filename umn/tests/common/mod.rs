@@ -9,7 +9,7 @@ use umn::{AddrRange, Cookie, Error, Event, Generation, Invalidation, Notifier, S
 #[allow(unused_imports)] // each test binary uses some
 pub use regcache_testkit::mem::{madvise, map_fixed, mremap, unmap};
 #[allow(unused_imports)]
-pub use regcache_testkit::process::in_child;
+pub use regcache_testkit::process::{exclusive, in_child};
 
 pub fn pg() -> u64 {
     page_size()

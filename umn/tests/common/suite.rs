@@ -82,6 +82,7 @@ macro_rules! shared_tests {
         $(
             #[test]
             fn $name() {
+                let _only = common::exclusive();
                 common::suite::$name($source)
             }
         )*
