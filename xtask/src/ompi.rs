@@ -330,6 +330,25 @@ pub(crate) fn test(root: &Path) -> Result<()> {
         );
     }
 
+    // 3a'. Two modules in one process (one per device in Open MPI) on one
+    // invalidation source, with and without Open MPI's hooks.
+    for mca in [
+        &[][..],
+        &[("memory", "^patcher"), ("rcache", "regcache")][..],
+    ] {
+        let text = job("two", mca, &[])?;
+        // Two statistics lines per rank, both cached, no hook failure.
+        let cached = text.matches(" mode cached(source=").count();
+        let clean = text.matches(" hook_failures 0 ").count();
+        if cached != 4 || clean != 4 {
+            bail!(
+                "two modules {mca:?}: {cached} cached statistics lines and {clean} without hook \
+                 failures (want 4 of each)"
+            );
+        }
+    }
+    eprintln!("rcache regcache, two modules per process on one source: passed");
+
     // 3b. Four threads per rank registering, finding, deregistering and
     // evicting overlapping ranges at once: every reference comes back.
     job("threads", &[], &[])?;

@@ -24,6 +24,10 @@
  *                                   deregister overlapping ranges of one
  *                                   buffer and evict, concurrently: every
  *                                   reference comes back, nothing leaks
+ *   rcache_component_test two       two rcache modules in one process (Open
+ *                                   MPI makes one per device), one
+ *                                   invalidation source: a munmap + re-map
+ *                                   makes both register afresh
  *   rcache_component_test uncached  the component runs without a cache
  *                                   (bad configuration): every register
  *                                   calls register_mem, nothing is kept
@@ -69,7 +73,7 @@ static struct {
 } btl;
 
 static int rank;
-static mca_rcache_base_module_t *rc;
+static mca_rcache_base_module_t *rc, *rc2;
 
 #define CHECK(cond, ...)                                                                       \
   do {                                                                                         \
@@ -88,7 +92,8 @@ static int test_register_mem(void *reg_data, void *base, size_t size,
   CHECK(reg_data == &btl, "reg_data %p", reg_data);
   CHECK(reg->base == base && reg->bound == (unsigned char *)base + size - 1,
         "reg [%p, %p] for [%p, +%zu)", (void *)reg->base, (void *)reg->bound, base, size);
-  CHECK(NULL == rc || reg->rcache == rc, "reg->rcache %p", (void *)reg->rcache);
+  CHECK(NULL == rc || reg->rcache == rc || reg->rcache == rc2, "reg->rcache %p",
+        (void *)reg->rcache);
   btl.registers++;
   if (btl.fail_hard) {
     return OPAL_ERR_NOT_SUPPORTED;
@@ -399,6 +404,47 @@ static void threads(void) {
   munmap(shared, 64 * page);
 }
 
+/* A second module beside `rc`, as a second device's. */
+static void two(mca_rcache_base_resources_t *res) {
+  rc2 = mca_rcache_base_module_create("regcache", NULL, res);
+  CHECK(NULL != rc2 && rc2 != rc, "second module: %p", (void *)rc2);
+  if (NULL == rc2) {
+    return;
+  }
+  char *a = map(2);
+  long before = btl.registers, deregs = btl.deregisters;
+  mca_rcache_base_registration_t *r1 = reg_ok(a, 2 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE);
+  mca_rcache_base_registration_t *q1 = NULL;
+  int ret = rc2->rcache_register(rc2, a, 2 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE, &q1);
+  CHECK(OPAL_SUCCESS == ret && NULL != q1 && q1 != r1 && q1->rcache == rc2,
+        "second module's register: %d %p", ret, (void *)q1);
+  CHECK(btl.registers == before + 2, "two modules: %ld register_mem calls",
+        btl.registers - before);
+  dereg_ok(r1);
+  if (NULL != q1) {
+    CHECK(OPAL_SUCCESS == rc2->rcache_deregister(rc2, q1), "second module's deregister");
+  }
+  if (0 == remap_same(a, 2)) {
+    r1 = reg_ok(a, 2 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE);
+    q1 = NULL;
+    ret = rc2->rcache_register(rc2, a, 2 * page, 0, MCA_RCACHE_ACCESS_LOCAL_WRITE, &q1);
+    CHECK(OPAL_SUCCESS == ret && NULL != q1, "second module's register after re-map: %d", ret);
+    CHECK(btl.registers == before + 4,
+          "after munmap + re-map, %ld register_mem calls in all (want 4: both fresh)",
+          btl.registers - before);
+    CHECK(btl.deregisters >= deregs + 2, "the unmapped registrations were not deregistered");
+    dereg_ok(r1);
+    if (NULL != q1) {
+      CHECK(OPAL_SUCCESS == rc2->rcache_deregister(rc2, q1), "second module's deregister");
+    }
+  } else {
+    btl.errors++;
+  }
+  CHECK(OPAL_SUCCESS == mca_rcache_base_module_destroy(rc2), "second module destroy");
+  rc2 = NULL;
+  munmap(a, 2 * page);
+}
+
 static void uncached(void) {
   char *a = map(2);
   long before = btl.registers, deregs = btl.deregisters;
@@ -444,6 +490,8 @@ int main(int argc, char **argv) {
       bad();
     } else if (0 == strcmp(mode, "threads")) {
       threads();
+    } else if (0 == strcmp(mode, "two")) {
+      two(&res);
     } else if (0 == strcmp(mode, "uncached")) {
       uncached();
     } else {
