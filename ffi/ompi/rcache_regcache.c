@@ -201,7 +201,8 @@
 #define RR_NAME "rcache/regcache"
 #define RR_BOOK_MAGIC UINT64_C(0x7263616368657267) /* "grehcacr" */
 
-/* Flags of a request that the cache can serve. */
+/* Flags that send a request to the direct path, outside the cache (see
+ * "Flags" at the top). */
 #define RR_FLAGS_DIRECT                                                                        \
   (MCA_RCACHE_FLAGS_CACHE_BYPASS | MCA_RCACHE_FLAGS_PERSIST | MCA_RCACHE_FLAGS_SO_MEM |        \
    MCA_RCACHE_FLAGS_CUDA_GPU_MEM | MCA_RCACHE_FLAGS_CUDA_REGISTER_MEM | MCA_RCACHE_FLAGS_RESV0 | \
@@ -593,8 +594,8 @@ static int reg_cb(void *ctx, void *addr, size_t len, uint32_t access, void **use
   }
   count(&m->register_mem_ok);
   *user_data = reg;
-  *lkey = 0;
-  *rkey = 0;
+  /* REGCACHE_OPS_NO_KEYS: the keys live in the BTL's registration. */
+  (void)lkey, (void)rkey;
   return REGCACHE_REG_OK;
 }
 
