@@ -96,8 +96,10 @@ pub(crate) fn codegen(root: &Path, check: bool) -> Result<()> {
 }
 
 /// Build (release) and install `lib/libregcache.so*`,
-/// `lib/libregcache_pmpi.so`, `include/regcache.h` and
-/// `lib/pkgconfig/regcache.pc` under `prefix`.
+/// `lib/libregcache_pmpi.so`, `include/regcache.h`,
+/// `lib/pkgconfig/regcache.pc` and, where Open MPI's development files are
+/// installed, Open MPI's rcache component `lib/openmpi/mca_rcache_regcache.so`
+/// (see [`crate::ompi`]) under `prefix`.
 /// `regcache-pmpi` is not a default workspace member (its build needs
 /// `mpicc`), so it is named here: every step that preloads the PMPI library
 /// (the MPI tests, hpcc and NetPIPE, the VM tier) installs it this way.
@@ -141,6 +143,7 @@ pub(crate) fn install(root: &Path, prefix: &Path) -> Result<()> {
         tmpl.replace("@PREFIX@", prefix_s)
             .replace("@VERSION@", version),
     )?;
+    crate::ompi::install_component(root, &prefix)?;
     eprintln!("installed regcache {version} under {prefix_s}");
     Ok(())
 }
@@ -241,7 +244,7 @@ pub(crate) fn test(root: &Path) -> Result<()> {
 }
 
 /// `mpirun` with the settings of this host (root, 2 cores, shared memory).
-fn mpirun(np: u32) -> Command {
+pub(crate) fn mpirun(np: u32) -> Command {
     let mut c = Command::new("timeout");
     c.args([
         "600",
@@ -256,7 +259,7 @@ fn mpirun(np: u32) -> Command {
 }
 
 /// Run, echo and return combined stdout + stderr; fail on a nonzero exit.
-fn run_capture(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run_capture(cmd: &mut Command) -> Result<String> {
     eprintln!("$ {cmd:?}");
     let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
     let text = format!(

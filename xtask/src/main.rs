@@ -11,6 +11,7 @@ use std::process::Command;
 
 mod capi;
 mod kmod;
+mod ompi;
 mod vm;
 
 #[derive(Parser, Debug)]
@@ -43,7 +44,12 @@ enum Task {
     /// Only the C API and MPI tiers of `test` (header drift, C tests under
     /// ASan and valgrind, mpirun tests).
     TestCapi,
-    /// Install libregcache.so, libregcache_pmpi.so, regcache.h, regcache.pc.
+    /// Only the Open MPI rcache component tier of `test` (ompi_info, the
+    /// component under mpirun with and without Open MPI's memory patcher,
+    /// bad input, running uncached, a component built for another release).
+    TestOmpi,
+    /// Install libregcache.so, libregcache_pmpi.so, regcache.h, regcache.pc
+    /// and Open MPI's rcache component (lib/openmpi/mca_rcache_regcache.so).
     Install {
         /// Installation prefix (lib/, include/, lib/pkgconfig/ below it).
         #[arg(long)]
@@ -84,6 +90,7 @@ fn main() -> Result<()> {
         Task::Codegen { check } => capi::codegen(&root, check),
         Task::Install { prefix } => capi::install(&root, &prefix),
         Task::TestCapi => capi::test(&root),
+        Task::TestOmpi => ompi::test(&root),
         Task::Vm {
             timeout,
             two_nodes,
@@ -234,6 +241,7 @@ fn test(_root: &Path) -> Result<()> {
     )?;
     capi::test(_root)?;
     capi::keyed_dma_test(_root)?;
+    ompi::test(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
