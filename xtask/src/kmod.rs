@@ -76,8 +76,9 @@ pub(crate) fn build(root: &Path) -> Result<PathBuf> {
     Ok(ko)
 }
 
-/// The script run as root in the VM. `$KO`, `$T` (device tests) and `$B`
-/// (timings) are set by the caller.
+/// The script run as root in the VM. `$KO`, `$T` (device tests), `$B`
+/// (timings), `$C` (the cache's monitor tests) and `$S` (the soak) are set
+/// by the caller.
 const SCRIPT: &str = r#"st=0
 fail() { echo "FAIL: $*"; st=1; }
 dmesg -C
@@ -96,6 +97,14 @@ if REGCACHE_TEST_MONITOR=kernel REGCACHE_REQUIRE_DEVICE=1 "$C" --test-threads=1 
     grep -E 'race|test result' /tmp/cache-kernel.out
 else
     cat /tmp/cache-kernel.out; fail "cache tests on the kernel device"
+fi
+echo "== soak on the kernel device, verify=pfn (stale hits must be 0)"
+if REGCACHE_SOAK_SECS=${REGCACHE_SOAK_SECS:-90} REGCACHE_SOAK_HITS=${REGCACHE_SOAK_HITS:-100000} \
+    "$S" --exact soak_kernel_verified --nocapture >/tmp/soak.out 2>&1 \
+    && grep -q 'soak_kernel_verified: ' /tmp/soak.out; then
+    grep -E 'soak_kernel_verified|test result' /tmp/soak.out
+else
+    cat /tmp/soak.out; fail "soak on the kernel device"
 fi
 echo "== stress, longer"
 UMN_STRESS_ROUNDS=1500 REGCACHE_REQUIRE_DEVICE=1 "$T" --exact stress_register_unmap_read \
@@ -143,14 +152,16 @@ pub(crate) fn kmod(root: &Path, timeout: u64, build_only: bool) -> Result<()> {
         ("umn", "kernel"),
         ("umn", "kernel_bench"),
         ("regcache", "monitor"),
+        ("regcache", "soak"),
     ])?;
     let q = |p: &Path| vm::shell_quote(&p.display().to_string());
     let script = format!(
-        "KO={}\nT={}\nB={}\nC={}\n{SCRIPT}",
+        "KO={}\nT={}\nB={}\nC={}\nS={}\n{SCRIPT}",
         q(&ko),
         q(&bins[0]),
         q(&bins[1]),
-        q(&bins[2])
+        q(&bins[2]),
+        q(&bins[3])
     );
     // UMN_SKIP_BENCH=1 on the host leaves the timings out.
     let env = std::env::var("UMN_SKIP_BENCH")
