@@ -610,6 +610,9 @@ pub unsafe extern "C" fn regcache_handle_is_cached(
 /// the regions are invalidated by the next get on any thread. With
 /// `REGCACHE_MONITOR_NONE` it invalidates at once (idle regions are
 /// deregistered on the calling thread) and must not be called from a hook.
+/// On the kernel device it does nothing (the device sees every change).
+/// To invalidate at once whatever the source, use
+/// `regcache_cache_invalidate` (not from a hook).
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_DESTROYED`,

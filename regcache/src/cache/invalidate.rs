@@ -138,13 +138,18 @@ impl<R: Registrar> Cache<R> {
     /// allocates nothing and may be called from inside a memory hook; the
     /// regions are invalidated by the next get on any thread. With no
     /// source ([`MonitorKind::None`]) it invalidates at once, like
-    /// [`Cache::invalidate`], and must not be called from a hook.
+    /// [`Cache::invalidate`], and must not be called from a hook. On the
+    /// kernel device it does nothing: the device sees every change itself.
     ///
     /// # Errors
     /// [`CacheError::Monitor`] when the source refuses the range (a fork
     /// child).
     pub fn notify_unmapped(&self, range: AddrRange) -> Result<(), CacheError> {
         match &self.monitor {
+            // The kernel device sees every change to the address space
+            // itself (MMU notifier): a host's report adds nothing, and an
+            // MPI library's memory hooks call this whatever the source.
+            Some(_) if self.source == MonitorKind::Kernel => Ok(()),
             Some(m) => Ok(m.notifier.notify_unmapped(range)?),
             None => {
                 self.invalidate(range);
