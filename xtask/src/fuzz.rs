@@ -155,7 +155,10 @@ fn run_target(root: &Path, t: &str, secs: u64, extra: &[String]) -> Result<Strin
     if seeds.is_dir() {
         cmd.arg(&seeds);
     }
-    cmd.stdout(Stdio::null()).stderr(log);
+    // The panic message, not a backtrace, ends the log.
+    cmd.env("RUST_BACKTRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(log);
     eprintln!("$ {cmd:?} 2> {}", log_path.display());
     let status = cmd
         .status()
