@@ -20,10 +20,10 @@
 //! has its own target directory (`target/fuzz`), since the flags rebuild
 //! everything.
 //!
-//! AFL++ (Debian's `afl++` with the `afl` crate / `cargo afl`) was the
-//! other candidate: `cargo afl` builds its own AFL++ runtime from source
-//! and wants an LLVM matching rustc's for its plugins (Debian has 14;
-//! rustc's is newer), which is more moving parts for no gain here.
+//! Not tried (no time in the session that set this up): AFL++ (Debian's
+//! `afl++` with the `afl` crate / `cargo afl`, whose runtime `cargo afl`
+//! builds from source) and honggfuzz (the `honggfuzz` crate, which builds
+//! its runtime from source too). libFuzzer needed nothing but `g++`.
 //!
 //! ## Corpus
 //!
