@@ -322,10 +322,16 @@ fuzz_target!(|data: &[u8]| {
                 let stale = h.state != HState::Live || caches[h.cache].destroyed;
                 let r = query(h.value, which, null_out);
                 not_panic("query", r.0);
-                if stale {
+                if null_out {
+                    // Both apply: either may be checked first.
+                    assert!(
+                        r.0 == REGCACHE_ERR_NULL_ARGUMENT
+                            || (stale && r.0 == REGCACHE_ERR_STALE_HANDLE),
+                        "query with NULL out gave {:?}",
+                        r.0
+                    );
+                } else if stale {
                     check("query of a stale handle", r.0, REGCACHE_ERR_STALE_HANDLE);
-                } else if null_out {
-                    check("query with NULL out", r.0, REGCACHE_ERR_NULL_ARGUMENT);
                 } else if which % 5 == 2 {
                     check("range of a live handle", r.0, REGCACHE_OK);
                     let (start, len) = r.1;

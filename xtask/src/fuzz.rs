@@ -53,6 +53,10 @@ pub(crate) const TARGETS: &[(&str, &str)] = &[
         "keyed-DMA binding slot, descriptors and assist-job records scribbled by a hostile peer, against the receiver",
     ),
     (
+        "dma_send",
+        "keyed-DMA sends to a receiver process whose binding slot a hostile peer scribbled; its canary pages must stay untouched",
+    ),
+    (
         "shm_signal",
         "shm_signal doorbell descriptors scribbled by a hostile peer; attach at arbitrary offsets",
     ),
