@@ -258,3 +258,88 @@ fn event_ring_overflow_invalidates_everything_and_never_serves_stale() {
         mem::unmap(r);
     }
 }
+
+/// A monitor kept busy: one thread unmaps a thousand registered pages one
+/// by one while another holds a registration on the same mapping and
+/// keeps getting (each get drains what the monitor queued so far). Then
+/// the pages are mapped again: not one get may return a registration made
+/// before the unmap, and the held one is deregistered only after its
+/// release.
+#[test]
+fn munmap_storm_while_another_thread_holds_and_drains() {
+    use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = match Cache::try_new(
+        FaultyRegistrar::new(CheckingRegistrar::pinned()),
+        Config {
+            merge: false,
+            monitor: MonitorKind::Uffd,
+            ..Config::default()
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            regcache_testkit::skip::skipped(
+                "munmap_storm_while_another_thread_holds_and_drains",
+                &format!("userfaultfd: {e}"),
+            );
+            return;
+        }
+    };
+    const N: u64 = 1024;
+    let mem = mem::map(N * PAGE);
+    let other = mem::map(PAGE);
+    let mut old = BTreeSet::new();
+    for i in 0..N {
+        old.insert(id(&c.get(pages(mem, i), AccessFlags::LOCAL_WRITE).unwrap()));
+    }
+    let held = c.get(pages(mem, 0), AccessFlags::LOCAL_WRITE).unwrap();
+    let held_id = id(&held);
+    c.registrar().checking().hold(held_id);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let drainer = s.spawn(|| {
+            let mut gets = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let h = c.get(other, AccessFlags::LOCAL_WRITE).unwrap();
+                // The held region is never taken away while held.
+                assert!(c.registrar().checking().is_live(held_id));
+                drop(h);
+                gets += 1;
+            }
+            c.quiesce();
+            gets
+        });
+        for i in 1..N {
+            mem::unmap(pages(mem, i));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(drainer.join().unwrap() > 0);
+    });
+    let rest = AddrRange::from_start_len(pages(mem, 1).start(), (N - 1) * PAGE).unwrap();
+    match mem::try_map_at(rest.start(), rest.len()) {
+        Ok(r) => {
+            for i in 1..N {
+                let h = c.get(pages(mem, i), AccessFlags::LOCAL_WRITE).unwrap();
+                assert!(
+                    !old.contains(&id(&h)),
+                    "page {i}: a registration from before its unmap was served"
+                );
+            }
+            mem::unmap(r);
+        }
+        Err(_) => eprintln!("the unmapped range was taken by another mapping; no re-map check"),
+    }
+    // Page 0 was never unmapped: still the same registration, still live.
+    assert!(c.registrar().checking().is_live(held_id));
+    c.registrar().checking().release(held_id);
+    drop(held);
+    c.quiesce();
+    c.flush();
+    let s = c.stats();
+    assert!(s.monitor_invalidations >= N - 1, "{s:?}");
+    assert_invariants(&c);
+    assert_eq!(c.registrar().checking().live_count(), 0, "{s:?}");
+    mem::unmap(pages(mem, 0));
+    mem::unmap(other);
+}
