@@ -140,10 +140,11 @@ impl Trace {
     }
 
     /// Serialise in the trace format (with a rank column when there is more
-    /// than one rank).
+    /// than one rank, or the one rank is not 0), so that [`Trace::parse`]
+    /// gives this trace back.
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let ranked = self.ranks.len() > 1;
+        let ranked = self.ranks.keys().any(|&r| r != 0);
         for (rank, recs) in &self.ranks {
             for r in recs {
                 if ranked {
@@ -181,6 +182,16 @@ mod tests {
                 ..t
             }
         );
+    }
+
+    /// Found by the `trace` fuzz target: a trace whose only rank is not 0
+    /// lost its rank column on the way back to text.
+    #[test]
+    fn single_nonzero_rank_survives_to_text() {
+        let t = Trace::parse("t", "1 A 1000 1\n1 U 2000 5\n").unwrap();
+        assert_eq!(Trace::parse("t", &t.to_text()).unwrap(), t);
+        let t = Trace::parse("t", "A 1000 1\n").unwrap();
+        assert_eq!(t.to_text(), "A 1000 1\n");
     }
 
     #[test]

@@ -281,7 +281,11 @@ fn soak_uffd_verified() {
 
 #[test]
 fn soak_kernel_verified() {
-    soak_with(MonitorKind::Kernel, "soak_kernel_verified", true);
+    // `REGCACHE_SOAK_COUNT_ONLY=1`: report stale hits without failing (the
+    // kernel tier's first run, with page migration allowed; see
+    // xtask/src/kmod.rs).
+    let clean = std::env::var("REGCACHE_SOAK_COUNT_ONLY").as_deref() != Ok("1");
+    soak_with(MonitorKind::Kernel, "soak_kernel_verified", clean);
 }
 
 #[test]

@@ -19,6 +19,8 @@
 //!   for real, optionally runs out of capacity like a NIC, and records
 //!   every deregistration of a registration a test says it still holds.
 //!
+//! - [`faults`]: that registrar made to fail on command (ENOMEM/EAGAIN
+//!   storms, EFAULT, failing deregistration), for fault-injection tests.
 //! - [`process`]: a closure run in a forked child, for fork tests.
 //!
 //! The wart: umn's own tests use this crate too, and this crate depends on
@@ -32,6 +34,8 @@ pub mod process;
 // The cache's parts need the full `regcache`, which a `--cfg loom` build
 // (the transport's loom models compile this crate as a dev-dependency)
 // reduces to its model-checked protocols.
+#[cfg(all(feature = "regcache", not(loom)))]
+pub mod faults;
 #[cfg(all(feature = "regcache", not(loom)))]
 pub mod registrar;
 pub mod skip;

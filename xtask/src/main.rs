@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod capi;
+mod fuzz;
 mod kmod;
 mod ompi;
 mod vm;
@@ -55,6 +56,21 @@ enum Task {
         #[arg(long)]
         prefix: PathBuf,
     },
+    /// Coverage-guided fuzzing (libFuzzer, stable toolchain): run TARGET
+    /// (or every target) for `--time` seconds each; `--list` names them.
+    Fuzz {
+        /// Name the targets and what each drives.
+        #[arg(long)]
+        list: bool,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// The target (`--list`); all of them when omitted.
+        target: Option<String>,
+        /// Extra libFuzzer flags, after `--`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Boot the SoftRoCE VM and run CMD in it (default: the VM test tier).
     Vm {
         /// Timeout in seconds for CMD inside the VM (boot not included).
@@ -91,6 +107,17 @@ fn main() -> Result<()> {
         Task::Install { prefix } => capi::install(&root, &prefix),
         Task::TestCapi => capi::test(&root),
         Task::TestOmpi => ompi::test(&root),
+        Task::Fuzz {
+            list,
+            time,
+            target,
+            args,
+        } => {
+            if !list {
+                deps()?;
+            }
+            fuzz::fuzz(&root, list, target.as_deref(), time, &args)
+        }
         Task::Vm {
             timeout,
             two_nodes,
@@ -143,6 +170,8 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     // a --no-install-recommends host may lack it).
     ("gfortran", "/usr/bin/gfortran"),
     ("gcc", "/usr/bin/gcc"),
+    // libfuzzer-sys compiles libFuzzer's C++ sources (xtask/src/fuzz.rs).
+    ("g++", "/usr/bin/g++"),
     // C API and PMPI tiers (xtask/src/capi.rs).
     ("pkg-config", "/usr/bin/pkg-config"),
     ("valgrind", "/usr/bin/valgrind"),
@@ -242,6 +271,8 @@ fn test(_root: &Path) -> Result<()> {
     capi::test(_root)?;
     capi::keyed_dma_test(_root)?;
     ompi::test(_root)?;
+    // A short run of every fuzz target (committed corpus first).
+    fuzz::smoke(_root)?;
     if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
