@@ -13,7 +13,9 @@
 //!   `Cache<AnyRegistrar>` whose registrar is the built-in `pin` or a
 //!   caller's registrar (`AnyRegistrar::User`, as the C API's
 //!   `regcache_cache_new_with_ops` makes): issue 12's target is the second
-//!   within 2 ns of the first, measured in the same run.
+//!   within 2 ns of the first, measured in the same run; and
+//!   `builtin_verify_pfn`, the same hit with `REGCACHE_VERIFY=pfn` (a
+//!   pagemap read per hit; issue 15 asks for its cost beside the plain hit).
 //!
 //! Regions are one page each, adjacent, with merging off (so they stay
 //! separate regions). Run: `cargo bench -p regcache-bench --bench cache`.
@@ -207,8 +209,34 @@ fn hit_registrar(c: &mut Criterion) {
     let builtin = cache_over(AnyRegistrar::Pin(PinRegistrar::new()), &arena_b, n);
     let user = AnyRegistrar::User(Box::new(CallerPin(PinRegistrar::new())));
     let caller = cache_over(user, &arena_c, n);
-    let (hot_b, hot_c) = (arena_b.region(n / 2), arena_c.region(n / 2));
-    for (name, cache, hot) in [("builtin", &builtin, hot_b), ("caller", &caller, hot_c)] {
+    let arena_v = Arena::new(n);
+    let verified = {
+        let c = Cache::new(
+            AnyRegistrar::Pin(PinRegistrar::new()),
+            Config {
+                max_regions: n,
+                max_bytes: 1 << 40,
+                merge: false,
+                verify: regcache::Verify::Pfn,
+                ..Config::default()
+            },
+        );
+        for i in 0..n {
+            drop(c.get(arena_v.region(i), AccessFlags::LOCAL_WRITE).unwrap());
+        }
+        c
+    };
+    let (hot_b, hot_c, hot_v) = (
+        arena_b.region(n / 2),
+        arena_c.region(n / 2),
+        arena_v.region(n / 2),
+    );
+    let mut cases = vec![("builtin", &builtin, hot_b), ("caller", &caller, hot_c)];
+    match verified.verify_error() {
+        None => cases.push(("builtin_verify_pfn", &verified, hot_v)),
+        Some(why) => eprintln!("hit_registrar/builtin_verify_pfn SKIPPED: {why}"),
+    }
+    for (name, cache, hot) in cases {
         g.bench_function(name, |b| {
             b.iter(|| {
                 drop(black_box(
