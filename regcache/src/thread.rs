@@ -10,17 +10,6 @@
 //! arrays' ends; every user checks with `get` and falls back to a shared
 //! atomic path.
 //!
-//! **Exited threads.** An index is never reused, so what a thread left in
-//! its entries stays there after it exits — for the deferred-release
-//! tables, counted references that would keep regions registered and
-//! unevictable for the life of the cache. So the first use also arms a
-//! thread-exit destructor that adds the index to a process-wide list of
-//! exited threads ([`exited_since`]); a cache's slow paths that need
-//! regions freed (evict, flush, out of resources) give back the deferred
-//! references of exited threads first. The exit and the cache's reading of
-//! the list are ordered by the list's mutex, so the reaper sees every
-//! write the thread made to its table.
-//!
 //! The wart is the thread-local word itself: in a shared library Rust's
 //! `thread_local!` costs a call per access, which the C hit path cannot
 //! afford four times per get+release; hence the hand-written initial-exec
@@ -156,51 +145,5 @@ fn assign(w: *mut usize) -> usize {
     let id = NEXT_THREAD.fetch_add(1, Relaxed);
     // SAFETY: as in `thread_stripe`.
     unsafe { w.write(id) };
-    // During this thread's own TLS teardown the guard cannot be set: the
-    // thread then just is not reaped (its entries stay, as before).
-    let _ = EXIT_GUARD.try_with(|g| g.set(id));
     id
-}
-
-/// Indices of exited threads, in the order they exited.
-static EXITED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
-/// `EXITED.len()`, readable without the lock.
-static EXITED_COUNT: AtomicUsize = AtomicUsize::new(0);
-
-/// Adds its thread's index to [`EXITED`] when the thread exits.
-struct ExitGuard(std::cell::Cell<usize>);
-
-impl ExitGuard {
-    fn set(&self, id: usize) {
-        self.0.set(id);
-    }
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        let id = self.0.get();
-        if id != usize::MAX {
-            let mut l = EXITED.lock().unwrap_or_else(|e| e.into_inner());
-            l.push(id);
-            EXITED_COUNT.store(l.len(), Relaxed);
-        }
-    }
-}
-
-std::thread_local! {
-    static EXIT_GUARD: ExitGuard = const { ExitGuard(std::cell::Cell::new(usize::MAX)) };
-}
-
-/// How many threads have exited (cheap: one load), to compare with what a
-/// caller saw last.
-pub(crate) fn exited_count() -> usize {
-    EXITED_COUNT.load(Relaxed)
-}
-
-/// The indices of threads that exited after the first `seen`, and the new
-/// count. Everything each wrote before exiting is visible to the caller
-/// (ordered by the list's mutex).
-pub(crate) fn exited_since(seen: usize) -> (Vec<usize>, usize) {
-    let l = EXITED.lock().unwrap_or_else(|e| e.into_inner());
-    (l.get(seen..).map(<[usize]>::to_vec).unwrap_or_default(), l.len())
 }

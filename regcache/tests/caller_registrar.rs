@@ -278,27 +278,3 @@ fn a_callback_may_call_into_the_cache() {
     mem::unmap(buf2);
     mem::unmap(other);
 }
-
-#[test]
-fn an_exited_threads_deferred_references_are_given_back() {
-    let (c, books) = cache(64, MonitorKind::None);
-    let buf = mem::map_pages(2);
-    let c2 = c.clone();
-    std::thread::spawn(move || {
-        // Released into this thread's deferred table, then the thread exits.
-        drop(c2.get(buf, RW).unwrap());
-    })
-    .join()
-    .unwrap();
-    assert_eq!(books.live.load(SeqCst), 1);
-    // Without the exit hook the region stays referenced for good and
-    // cannot be evicted.
-    assert_eq!(
-        c.evict(8),
-        1,
-        "the exited thread's reference was given back"
-    );
-    assert_eq!(books.live.load(SeqCst), 0);
-    drop(c);
-    mem::unmap(buf);
-}

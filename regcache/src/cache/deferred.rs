@@ -17,11 +17,9 @@
 //! Invalidation (any kill of a region with references) bumps the tables'
 //! epoch, and every thread purges killed entries from its table on its next
 //! get or release, so an invalidated region's deregistration waits at most
-//! until its last thread's next call (or `Cache::quiesce`). A thread that
-//! exits never calls again: its table is purged by the next evict, flush
-//! or out-of-resources retry on any thread (`Cache::reap_exited_threads`,
-//! after the exit destructor of `thread.rs`). Threads beyond the first
-//! `STRIPES` of the process skip the table and use the atomic path.
+//! until its last thread's next call (or `Cache::quiesce`). Threads
+//! beyond the first `STRIPES` of the process skip the table and use the
+//! atomic path.
 //!
 //! **Ordering.** The killer clears LIVE (AcqRel CAS on the state word)
 //! *then* bumps the epoch with Release; a thread loads the epoch with

@@ -378,28 +378,6 @@ impl<R: Registrar> Cache<R> {
         }
     }
 
-    /// Give back the deferred references of threads that exited since the
-    /// last call (see `thread.rs`): an exited thread never calls again, so
-    /// without this its references would keep regions in use for good.
-    /// Called by the slow paths that need regions freed.
-    pub(super) fn reap_exited_threads(&self) {
-        let seen = self.reaped.load(Relaxed);
-        if crate::thread::exited_count() == seen {
-            return;
-        }
-        // One reaper at a time: a table is purged only by its owner or,
-        // after the owner exited, under this lock.
-        let mut reaped = self.reap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let (gone, now) = crate::thread::exited_since(*reaped);
-        for stripe in gone {
-            if let Some(d) = self.deferred.table(stripe) {
-                self.purge_deferred(d, true);
-            }
-        }
-        *reaped = now;
-        self.reaped.store(now, Relaxed);
-    }
-
     /// This thread's deferred table, when it holds references to give back.
     pub(super) fn own_deferred(&self) -> Option<&Deferred> {
         self.deferred

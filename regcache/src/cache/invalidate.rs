@@ -339,7 +339,6 @@ impl<R: Registrar> Cache<R> {
     /// Evict every idle cached region (e.g. before a fork or at a phase
     /// change). Returns how many were evicted.
     pub fn flush(&self) -> usize {
-        self.reap_exited_threads();
         let victims = {
             let mut idx = self.write_index();
             let n = idx.len();
@@ -360,7 +359,6 @@ impl<R: Registrar> Cache<R> {
         if n == 0 {
             return 0;
         }
-        self.reap_exited_threads();
         let mut victims = {
             let mut idx = self.write_index();
             self.evict_lru(&mut idx, n)

@@ -352,9 +352,6 @@ impl<R: Registrar> Cache<R> {
                         self.evict_lru(&mut idx, 1)
                     };
                     if victims.is_empty() {
-                        if self.reap_exited_if_any() {
-                            continue;
-                        }
                         if let Some(d) = self.own_deferred() {
                             self.purge_deferred(d, true);
                             continue;
@@ -427,11 +424,6 @@ impl<R: Registrar> Cache<R> {
                     }
                 }
             }
-            if fits && self.over(&idx, target) && crate::thread::exited_count() != self.reaped.load(Relaxed) {
-                drop(idx);
-                self.reap_exited_threads();
-                idx = self.write_index();
-            }
             while fits && self.over(&idx, target) {
                 let v = self.evict_lru(&mut idx, 1);
                 if v.is_empty() {
@@ -495,16 +487,6 @@ impl<R: Registrar> Cache<R> {
             add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
         }
         self.slab.release(slot);
-    }
-
-    /// Reap exited threads' deferred references if any thread exited since
-    /// the last reap; `true` when it did (the caller may retry).
-    fn reap_exited_if_any(&self) -> bool {
-        if crate::thread::exited_count() == self.reaped.load(Relaxed) {
-            return false;
-        }
-        self.reap_exited_threads();
-        true
     }
 
     /// One call of the registrar's `register`, counted and timed.

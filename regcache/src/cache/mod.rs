@@ -60,7 +60,7 @@ use invalidate::{FORK_EPOCH, Monitor, install_atfork};
 use slot::{CHUNK, MAX_CHUNKS, Slab};
 use verify::Verifier;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use umn::{AddrRange, RangeError};
 
@@ -115,10 +115,6 @@ pub struct Cache<R: Registrar> {
     verifier: Option<Verifier>,
     /// Why verify mode was asked for and could not be had.
     verify_error: Option<String>,
-    /// Exited threads whose deferred references were given back (see
-    /// [`Cache::reap_exited_threads`]); the lock serialises reapers.
-    reaped: AtomicUsize,
-    reap_lock: std::sync::Mutex<usize>,
 }
 
 /// What [`Cache::set_invalidation_observer`] installs: called with the
@@ -219,8 +215,6 @@ impl<R: Registrar> Cache<R> {
             observer: OnceLock::new(),
             verifier,
             verify_error,
-            reaped: AtomicUsize::new(0),
-            reap_lock: std::sync::Mutex::new(0),
             config,
         }
     }
