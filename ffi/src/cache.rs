@@ -495,7 +495,8 @@ fn with_raw<T>(h: *const regcache_handle, f: impl FnOnce(&Info) -> T) -> Result<
         Held::Raw(r) => Info {
             range: r.range(),
             keys: r.keys(),
-            user_data: r.user_data(),
+            // SAFETY: the entry is live, so its cache was not destroyed.
+            user_data: unsafe { &*e.cache() }.cache.user_data_of(r),
             cached: r.is_cached(),
         },
     };

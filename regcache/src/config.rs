@@ -47,7 +47,7 @@ pub struct Config {
 /// `UCX_RCACHE_CHECK_PFN`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Verify {
-    /// No check (the default; the hit path pays one predicted branch).
+    /// No check (the default; the hit path pays nothing for the mode).
     #[default]
     Off,
     /// Every hit compares the physical frame numbers of the request's

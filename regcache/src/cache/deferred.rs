@@ -17,7 +17,13 @@
 //! Invalidation (any kill of a region with references) bumps the tables'
 //! epoch, and every thread purges killed entries from its table on its next
 //! get or release, so an invalidated region's deregistration waits at most
-//! until its last thread's next call (or `Cache::quiesce`). Threads
+//! until its last thread's next call (or `Cache::quiesce`). A thread that
+//! exits without `quiesce` leaves its entries referenced for the life of
+//! the cache (at most [`DEFERRED`] regions per thread and cache; they are
+//! not evictable). Reaping them needs a thread-exit hook, and one
+//! registered from the stripe assignment made every get+release 10
+//! instructions longer (callee-saved spills in the release path), so it
+//! was backed out; see docs/RESULTS.md. Threads
 //! beyond the first `STRIPES` of the process skip the table and use the
 //! atomic path.
 //!

@@ -33,8 +33,6 @@ pub struct RawHandle<R: Registrar> {
     pub(super) slot: u32,
     pub(super) range: AddrRange,
     pub(super) keys: Option<Keys>,
-    /// The registrar's word for the registration ([`Registrar::user_data`]).
-    pub(super) user_data: usize,
     /// The registration of an uncached get (`slot == NO_SLOT`).
     pub(super) uncached: Option<R::Region>,
 }
@@ -61,12 +59,6 @@ impl<R: Registrar> RawHandle<R> {
     /// `false` when this registration is a one-off outside the cache.
     pub fn is_cached(&self) -> bool {
         self.slot != NO_SLOT
-    }
-    /// The registrar's word for the registration: what a caller's
-    /// registrar produced for it ([`Registrar::user_data`]; 0 for the
-    /// built-in registrars).
-    pub fn user_data(&self) -> usize {
-        self.user_data
     }
 }
 
@@ -129,8 +121,11 @@ impl<'c, R: Registrar> Handle<'c, R> {
     /// The registrar's word for the registration: the same on every hit on
     /// the region ([`Registrar::user_data`]; 0 for the built-in
     /// registrars).
+    ///
+    /// Read from the region when asked, not copied at every hit: the hit
+    /// path stays what it was before user data existed.
     pub fn user_data(&self) -> usize {
-        self.raw.user_data
+        self.cache.user_data_of(&self.raw)
     }
     /// Release the registration (same as dropping the handle).
     pub fn release(self) {}

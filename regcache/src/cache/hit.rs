@@ -48,30 +48,12 @@ impl<R: Registrar> Cache<R> {
     /// With `PURGE` a stale deferred table is purged first; without, a
     /// stale table is a miss (the C fast path then changed nothing).
     ///
-    /// In verify mode ([`crate::Verify::Pfn`]) a hit is returned only after
-    /// its pages are checked (`verify.rs`), and the no-purge variant (the C
-    /// fast path, which must change nothing when it gives up) always gives
-    /// up; off, that costs one predicted branch.
+    /// Verify mode ([`crate::Verify::Pfn`]) costs this path nothing: a
+    /// verifying cache has no deferred tables and never fills the hint
+    /// table, so every hit goes through the slow lookup, which checks it
+    /// (`verify.rs`).
     #[inline(always)]
     pub(super) fn hit<const PURGE: bool>(
-        &self,
-        me: usize,
-        req: &AddrRange,
-        access: AccessFlags,
-    ) -> Option<(u32, &Slot<R>)> {
-        if let Some(v) = &self.verifier {
-            if !PURGE {
-                return None;
-            }
-            let (idx, slot) = self.hit_unchecked::<true>(me, req, access)?;
-            return self.verified(v, idx, slot, req).then_some((idx, slot));
-        }
-        self.hit_unchecked::<PURGE>(me, req, access)
-    }
-
-    /// [`Cache::hit`] without the verify check.
-    #[inline(always)]
-    fn hit_unchecked<const PURGE: bool>(
         &self,
         me: usize,
         req: &AddrRange,
@@ -312,6 +294,16 @@ impl<R: Registrar> Cache<R> {
     #[inline(always)]
     pub unsafe fn token_user_data(&self, token: Token) -> usize {
         self.slab.get(token.slot).map_or(0, |s| s.user_data())
+    }
+
+    /// The registrar's word for a raw handle's registration
+    /// ([`Registrar::user_data`]; 0 for the built-in registrars): the same
+    /// on every hit on the region. `raw` comes from this cache.
+    pub fn user_data_of(&self, raw: &RawHandle<R>) -> usize {
+        match &raw.uncached {
+            Some(region) => self.registrar.user_data(region),
+            None => self.slab.get(raw.slot).map_or(0, |s| s.user_data()),
+        }
     }
 
     /// Release a handle obtained with [`Cache::get_raw`] or

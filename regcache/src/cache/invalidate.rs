@@ -383,6 +383,11 @@ impl<R: Registrar> Cache<R> {
 
     /// Deregister a slot's region and recycle the slot. Called exactly once
     /// per region, by its deregistration owner, never with a lock held.
+    /// Out of line: the release path calls it (on a killed region's last
+    /// reference), and inlined it would cost that path spills on every
+    /// release.
+    #[cold]
+    #[inline(never)]
     pub(super) fn retire(&self, slot: u32) {
         let s = self.slab.slot(slot);
         let region = s.region.lock().unwrap_or_else(|e| e.into_inner()).take();

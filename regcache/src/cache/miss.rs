@@ -85,7 +85,6 @@ impl<R: Registrar> Cache<R> {
             slot,
             range: s.range(),
             keys: s.keys(),
-            user_data: s.user_data(),
             uncached: None,
         }
     }
@@ -93,6 +92,10 @@ impl<R: Registrar> Cache<R> {
     /// Remember in the hint table that `slot` served a request starting
     /// at `start`.
     fn remember(&self, start: u64, slot: u32) {
+        if self.verifier.is_some() {
+            // Hits must come through the checked lookup (`verify.rs`).
+            return;
+        }
         if let Some(h) = self.hints.get(self.hint_index(start)) {
             h.store(slot + 1, Relaxed);
         }
@@ -198,7 +201,6 @@ impl<R: Registrar> Cache<R> {
             slot: NO_SLOT,
             range,
             keys: self.registrar.keys(&region),
-            user_data: self.registrar.user_data(&region),
             uncached: Some(region),
         }
     }
@@ -467,7 +469,6 @@ impl<R: Registrar> Cache<R> {
             slot: resv.slot,
             range: target,
             keys,
-            user_data,
             uncached: None,
         })
     }

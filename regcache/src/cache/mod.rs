@@ -202,7 +202,10 @@ impl<R: Registrar> Cache<R> {
             hint_shift: 64 - hint_len.trailing_zeros(),
             page_shift: umn::page_size().trailing_zeros(),
             clock: AtomicU64::new(1),
-            deferred: DeferredTables::new(STRIPES),
+            // Verify mode checks every hit on the slow path: no deferred
+            // tables (and no hints, `remember`), so the fast path never
+            // returns an unchecked hit and costs nothing extra.
+            deferred: DeferredTables::new(if verifier.is_some() { 0 } else { STRIPES }),
             monitor,
             source,
             monitor_error,
@@ -304,7 +307,6 @@ impl<R: Registrar> Cache<R> {
                 slot: idx,
                 range: slot.range(),
                 keys: slot.keys(),
-                user_data: slot.user_data(),
                 uncached: None,
             }),
             None => self.get_slow(req, access),

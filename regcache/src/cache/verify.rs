@@ -23,8 +23,10 @@
 //! that reason when it is 0, and the cache then runs unchecked and says
 //! why ([`crate::Cache::verify_error`]).
 //!
-//! Off (the default), the hit path pays one predicted branch on
-//! `Cache::verifier` and nothing else.
+//! Off (the default), the hit path pays nothing: a verifying cache has no
+//! deferred-release tables and never fills the hint table, so its hits all
+//! take the slow lookup, where they are checked; the fast path has no
+//! check to make.
 
 use super::Cache;
 use super::slot::Slot;
