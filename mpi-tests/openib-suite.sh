@@ -26,6 +26,7 @@
 #   OPENIB_HOSTS    empty for one node, else "host1,host2" (one rank each)
 #   OPENIB_RSH      with OPENIB_HOSTS: the plm_rsh_agent command
 #   OPENIB_LIBDIR   optional LD_LIBRARY_PATH for the ranks (libregcache.so)
+#   OPENIB_HPCC     0 to leave hpcc out (it takes minutes under TCG)
 set -u
 : "${OPENIB_PLUGINS:?}" "${OPENIB_RCACHE:?}" "${OPENIB_BIN:?}" "${OPENIB_HPCCINF:?}"
 long=${OPENIB_LONG:-0}
@@ -50,8 +51,8 @@ ompi_info --param btl openib --level 9 | grep -q 'valid values: rdmacm' ||
     fail "the openib plugin in the component path has no rdmacm"
 
 case $OPENIB_RCACHE in
-grdma) stats="--mca rcache_grdma_print_stats 1" ;;
-regcache) stats="--mca rcache_regcache_verbose 1" ;;
+grdma) stats="--mca rcache_grdma_print_stats 1" statline='grdma: stats' ;;
+regcache) stats="--mca rcache_regcache_verbose 1" statline='rcache/regcache: rank' ;;
 *) echo "OPENIB_RCACHE must be grdma or regcache, not $OPENIB_RCACHE"; exit 2 ;;
 esac
 
@@ -67,7 +68,8 @@ mca="--mca pml ob1 --mca btl openib,self --mca btl_openib_cpc_include rdmacm \
 --mca btl_openib_if_include rxe0:1 --mca btl_openib_receive_queues P,65536,256,192,128 \
 --mca btl_openib_warn_no_device_params_found 0 --mca mpi_leave_pinned 1 \
 --mca btl_openib_rcache $OPENIB_RCACHE $stats"
-# One mpirun: TIMEOUT LOG ARGS...; prints the log, returns mpirun's status.
+# One mpirun: TIMEOUT LOG ARGS...; prints the log and the rcache's
+# statistics lines, returns mpirun's status.
 mpi() {
     t=$1 log=$2
     shift 2
@@ -77,6 +79,12 @@ mpi() {
     timeout -k 10 "$t" mpirun $place $mca $libpath --tag-output "$@" >"$log" 2>&1
     rc=$?
     cat "$log"
+    grep "$statline" "$log" | sed "s|^|== openib: rcache stats ($log): |"
+    # Each rank's rcache prints its statistics at finalize: a job that
+    # passed without them did not register through the chosen rcache.
+    if [ $rc = 0 ] && [ "$(grep -c "$statline" "$log")" -lt 2 ]; then
+        fail "$log: fewer than 2 ranks printed \"$statline\" statistics"
+    fi
     echo "== openib: wall $(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $start}") s, status $rc: $*"
     return $rc
 }
@@ -98,18 +106,22 @@ elif [ "$OPENIB_RCACHE" = grdma ]; then
     # has no source of its own, so the job does not start (recorded, not a
     # failure of this suite).
     echo "== openib: rdma_reuse without the patcher: did not pass with grdma (expected)"
-    grep -m3 -iE 'unreachable|leave.pinned|memory hook|error' reuse-nopatcher.log | sed 's/^/== openib:   /'
+    grep -m1 -A12 'leave pinned' reuse-nopatcher.log | grep -E 'leave pinned|rcache name' | sed 's/^/== openib:   /'
 else
     fail "rdma_reuse without the patcher"
 fi
 
 echo "== openib: 2. NetPIPE (NPopenmpi) integrity mode up to $npmax bytes"
 mpi "$tmo" np-integrity.log NPopenmpi -i -u "$npmax" -p 0 -o np-integrity.out
-if grep -qi 'integrity check failed' np-integrity.log ||
-    ! grep -q "$npmax bytes.*Integrity check passed" np-integrity.log; then
-    fail "NetPIPE integrity check"
+# NetPIPE prints one line per message size, ending "Integrity check
+# passed" when every byte of it arrived right (and something else when not).
+sizes=$(grep -c 'times -->' np-integrity.log)
+passed=$(grep -c 'Integrity check passed' np-integrity.log)
+largest=$(grep -o '[0-9]* bytes' np-integrity.log | awk '$1 > m {m = $1} END {print m + 0}')
+if [ "$sizes" -gt 0 ] && [ "$passed" = "$sizes" ] && [ "$largest" -ge $((npmax / 2)) ]; then
+    echo "== openib: NetPIPE integrity: all $sizes sizes passed, up to $largest bytes"
 else
-    echo "== openib: NetPIPE integrity: $(grep -c 'Integrity check passed' np-integrity.log) sizes passed"
+    fail "NetPIPE integrity check ($passed of $sizes sizes passed, up to $largest bytes)"
 fi
 echo "== openib: 2b. NetPIPE performance (bytes, Mbps, seconds per transfer)"
 # shellcheck disable=SC2086
@@ -122,6 +134,7 @@ else
     fail "NetPIPE did not reach $npmax bytes"
 fi
 
+if [ "${OPENIB_HPCC:-1}" = 1 ]; then
 echo "== openib: 3. hpcc"
 cp "$OPENIB_HPCCINF" hpccinf.txt && rm -f hpccoutf.txt
 mpi "$tmo" hpcc.log hpcc
@@ -134,13 +147,14 @@ else
     fail "hpcc (see hpccoutf.txt below)"
     tail -40 hpccoutf.txt 2>/dev/null
 fi
+else
+    echo "== openib: 3. hpcc SKIPPED (OPENIB_HPCC=0: short two-node run)"
+fi
 
 echo "== openib: 4. osc_reuse: MPI_Put/MPI_Get through osc rdma"
 mpi "$tmo" osc.log --mca osc rdma "$OPENIB_BIN/osc_reuse" "$rounds"
 grep -q 'osc_reuse: PASSED (2 ranks)' osc.log || fail "osc_reuse"
 grep 'same-address reuses' osc.log | sed 's/^/== openib: /'
 
-echo "== openib: rcache statistics per rank (from the runs above)"
-cat ./*.log | grep -iE 'grdma: stats|regcache' | grep -v '^\$ ' | sed 's/^/== openib: /'
 [ $st = 0 ] && echo "== openib: PASSED ($OPENIB_RCACHE, ${hosts:-one node})"
 exit $st
