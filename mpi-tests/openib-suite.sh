@@ -8,7 +8,9 @@
 #      byte checked; with Open MPI's memory patcher, then without it
 #      (--mca memory ^patcher: grdma refuses to start, see
 #      docs/notes-openib-rxe.md; a component with its own invalidation
-#      source must pass);
+#      source must pass), then unmapping with raw system calls the patcher
+#      cannot see (with grdma it must detect stale data: the negative
+#      control; with regcache the result is recorded);
 #   2. NetPIPE (NPopenmpi): integrity mode (-i, every message checked by
 #      NetPIPE), then the performance mode (np.out: bytes, Mbps, seconds);
 #   3. hpcc, checked by its own hpccoutf.txt;
@@ -109,6 +111,26 @@ elif [ "$OPENIB_RCACHE" = grdma ]; then
     grep -m1 -A12 'leave pinned' reuse-nopatcher.log | grep -E 'leave pinned|rcache name' | sed 's/^/== openib:   /'
 else
     fail "rdma_reuse without the patcher"
+fi
+
+echo "== openib: 1c. rdma_reuse with raw mmap/munmap system calls (the patcher cannot see them)"
+mpi "$tmo" reuse-raw.log "$OPENIB_BIN/rdma_reuse" "$n" raw
+grep 'same-address reuses' reuse-raw.log | sed 's/^/== openib: /'
+stale=$(grep -c 'rdma_reuse: rank .: FAILED: mmap exchange' reuse-raw.log)
+if grep -q 'rdma_reuse: PASSED (2 ranks)' reuse-raw.log; then
+    if [ "$OPENIB_RCACHE" = grdma ]; then
+        # The negative control: grdma learns of unmaps only from the
+        # patcher's hooks, so it must have served stale registrations.
+        fail "rdma_reuse raw passed with grdma: the program did not detect a stale registration"
+    else
+        echo "== openib: raw munmap: PASSED ($OPENIB_RCACHE saw the unmaps)"
+    fi
+elif [ "$stale" -gt 0 ]; then
+    echo "== openib: raw munmap: $OPENIB_RCACHE served stale registrations in $stale exchanges (bad bytes detected)"
+    grep -m2 'FAILED: mmap exchange' reuse-raw.log | sed 's/^/== openib:   /'
+    [ "$OPENIB_RCACHE" = grdma ] || echo "== openib: (recorded, not a failure of the suite: with the patcher on)"
+else
+    fail "rdma_reuse raw did not run (see reuse-raw.log above)"
 fi
 
 echo "== openib: 2. NetPIPE (NPopenmpi) integrity mode up to $npmax bytes"

@@ -19,7 +19,14 @@
  * every eager limit; mmap buffers are always mapped 1 MiB long, so that
  * they can come back at the same address whatever the message size.
  *
- * Usage: rdma_reuse [EXCHANGES]   (default 20 per kind). Each rank prints
+ * Usage: rdma_reuse [EXCHANGES [raw]]   (default 20 per kind). With `raw`
+ * the mmap buffers are mapped and unmapped by raw system calls
+ * (syscall(SYS_munmap)), which Open MPI's memory patcher does not see (it
+ * patches the libc functions): an rcache that relies on those hooks keeps
+ * serving the old registration, and this program must then report bad
+ * bytes — the negative control that shows the check can fail. An rcache
+ * with an invalidation source in the kernel (userfaultfd's unmap events,
+ * the ummunotify device) still sees them. Each rank prints
  * "rdma_reuse: rank R: KIND: N exchanges, S same-address reuses, B bad
  * bytes, T s"; rank 0 prints "rdma_reuse: PASSED (2 ranks)" or FAILED and
  * the exit status of rank 0 is non-zero on failure. */
@@ -32,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
 #define MAP_FIXED_NOREPLACE 0x100000
@@ -39,6 +48,24 @@
 
 enum kind { KIND_MMAP, KIND_MALLOC };
 static const char *const kind_name[] = {"mmap", "malloc"};
+
+/* 1: map and unmap the mmap buffers with raw system calls. */
+static int raw;
+
+static void *map(void *addr, size_t len, int flags)
+{
+    if (raw)
+        return (void *)syscall(SYS_mmap, addr, len, PROT_READ | PROT_WRITE, flags, -1, 0);
+    return mmap(addr, len, PROT_READ | PROT_WRITE, flags, -1, 0);
+}
+
+static void unmap(void *addr, size_t len)
+{
+    if (raw)
+        syscall(SYS_munmap, addr, len);
+    else
+        munmap(addr, len);
+}
 
 #define MAX_LEN ((size_t)1 << 20)
 
@@ -62,10 +89,9 @@ static void *get_buf(int kind, size_t len, void **hint)
     void *p = MAP_FAILED;
     len = MAX_LEN;
     if (*hint)
-        p = mmap(*hint, len, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        p = map(*hint, len, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE);
     if (p == MAP_FAILED)
-        p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        p = map(NULL, len, MAP_PRIVATE | MAP_ANONYMOUS);
     if (p == MAP_FAILED)
         return NULL;
     *hint = p;
@@ -77,13 +103,14 @@ static void put_buf(int kind, void *p)
     if (kind == KIND_MALLOC)
         free(p);
     else
-        munmap(p, MAX_LEN);
+        unmap(p, MAX_LEN);
 }
 
 int main(int argc, char **argv)
 {
     int rank, size, ok = 1, all = 0;
     int n = argc > 1 ? atoi(argv[1]) : 20;
+    raw = argc > 2 && strcmp(argv[2], "raw") == 0;
 
     /* Every malloc above 64 KiB is its own mapping, unmapped by free
      * (a fixed threshold also stops glibc raising it dynamically). */
@@ -140,9 +167,10 @@ int main(int argc, char **argv)
             put_buf(kind, out);
             put_buf(kind, in);
         }
-        printf("rdma_reuse: rank %d: %s: %d exchanges, %ld of %d same-address reuses, "
+        printf("rdma_reuse: rank %d: %s%s: %d exchanges, %ld of %d same-address reuses, "
                "%ld bad bytes, %.3f s\n",
-               rank, kind_name[kind], n, same, 2 * (n - 1), bad, MPI_Wtime() - t0);
+               rank, kind_name[kind], raw && kind == KIND_MMAP ? " (raw syscalls)" : "", n, same,
+               2 * (n - 1), bad, MPI_Wtime() - t0);
         fflush(stdout);
     }
     MPI_Reduce(&ok, &all, 1, MPI_INT, MPI_LAND, 0, MPI_COMM_WORLD);
