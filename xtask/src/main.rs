@@ -13,6 +13,7 @@ mod capi;
 mod fuzz;
 mod kmod;
 mod ompi;
+mod openib;
 mod vm;
 
 #[derive(Parser, Debug)]
@@ -83,6 +84,25 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         cmd: Vec<String>,
     },
+    /// Open MPI's own RDMA path in the VM: pml ob1 over btl openib (rebuilt
+    /// from Debian's source with rdmacm, cached under target/openib/) on
+    /// SoftRoCE, 2 ranks: the stale-buffer program, NetPIPE, hpcc, one-sided
+    /// Put/Get (mpi-tests/openib-suite.sh).
+    Openib {
+        /// The rcache openib uses (default: REGCACHE_OPENIB_RCACHE, else
+        /// grdma); regcache needs its component from `cargo xtask install`.
+        #[arg(long, value_enum)]
+        rcache: Option<openib::Rcache>,
+        /// 1: one VM, both ranks over the rxe loopback; 2: two VMs.
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
+        /// The long runs (more exchanges, NetPIPE to 8 MiB, hpcc N=2000).
+        #[arg(long)]
+        long: bool,
+        /// Only build (or find cached) the openib plugin, on the host.
+        #[arg(long)]
+        build_only: bool,
+    },
     /// Build the kernel device (umn/kmod) for the VM kernel, load it in the
     /// VM and run the device tests, timings, unload and dmesg checks.
     Kmod {
@@ -102,7 +122,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Ci | Task::Test => test(&root),
         Task::Bench { args } => bench(&root, &args),
-        Task::Deps => deps(),
+        Task::Deps => deps().and_then(|()| openib::deps()),
         Task::Codegen { check } => capi::codegen(&root, check),
         Task::Install { prefix } => capi::install(&root, &prefix),
         Task::TestCapi => capi::test(&root),
@@ -127,6 +147,21 @@ fn main() -> Result<()> {
             timeout,
             build_only,
         } => kmod::kmod(&root, timeout, build_only),
+        Task::Openib {
+            rcache,
+            nodes,
+            long,
+            build_only,
+        } => {
+            if build_only {
+                return openib::plugin(&root).map(|_| ());
+            }
+            let rcache = match rcache {
+                Some(r) => r,
+                None => openib::Rcache::from_env()?,
+            };
+            openib::run_suite(&root, rcache, nodes, long)
+        }
     }
 }
 
@@ -277,6 +312,7 @@ fn test(_root: &Path) -> Result<()> {
         eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
     } else {
         vm::test_tier(_root)?;
+        openib::test_tier(_root)?;
         if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
             eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
         } else {

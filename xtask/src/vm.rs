@@ -60,7 +60,7 @@ pub(crate) struct VmOptions {
 }
 
 /// Run `cmd` with a hard deadline; on expiry kill its whole process group.
-fn run_with_timeout(cmd: &mut Command, timeout: Duration, what: &str) -> Result<()> {
+pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration, what: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
     eprintln!("$ {cmd:?}  (timeout {}s)", timeout.as_secs());
     let mut child = cmd
@@ -380,25 +380,22 @@ fn listening(port: u16) -> bool {
     })
 }
 
+/// The guest addresses of [`spawn_pair`]'s two VMs.
+pub(crate) const PAIR_ADDRS: (&str, &str) = ("192.168.77.1", "192.168.77.2");
+
 /// Two VMs joined by a qemu socket network on host loopback, rxe on the
-/// joined NICs (192.168.77.1 and .2, nothing else routed), running the
-/// two-node RDMA test: node 1 listens, node 2 connects.
-pub(crate) fn two_nodes(root: &Path, timeout: u64) -> Result<()> {
-    let bins = build_test_binaries(&[("regcache-transport", "rdma_nodes")])?;
-    let bin = shell_quote(&bins[0].display().to_string());
+/// joined NICs ([`PAIR_ADDRS`], nothing else routed), each running its
+/// script: node 1 listens, node 2 connects (started once node 1's qemu
+/// listens). Wait for each with [`wait_vm`].
+pub(crate) fn spawn_pair(
+    root: &Path,
+    node1: (&str, &VmOptions),
+    node2: (&str, &VmOptions),
+) -> Result<(Spawned, Spawned)> {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    let node = |role: &str| VmOptions {
-        timeout: Duration::from_secs(timeout),
-        env: vec![
-            ("REGCACHE_REQUIRE_RDMA".into(), "1".into()),
-            ("RDMA_NODE_ROLE".into(), role.into()),
-            ("RDMA_NODE_ADDR".into(), "192.168.77.1:7471".into()),
-        ],
-    };
-    let script = format!("{bin} --test-threads=1 --nocapture");
     let a = spawn_vm(
         root,
         "node1",
@@ -406,12 +403,12 @@ pub(crate) fn two_nodes(root: &Path, timeout: u64) -> Result<()> {
             listen: true,
             port,
             mac: "52:54:00:72:64:01",
-            addr: "192.168.77.1",
+            addr: PAIR_ADDRS.0,
         },
         1,
         "1G",
-        &script,
-        &node("listen"),
+        node1.0,
+        node1.1,
     )?;
     let t0 = Instant::now();
     while !listening(port) {
@@ -428,12 +425,33 @@ pub(crate) fn two_nodes(root: &Path, timeout: u64) -> Result<()> {
             listen: false,
             port,
             mac: "52:54:00:72:64:02",
-            addr: "192.168.77.2",
+            addr: PAIR_ADDRS.1,
         },
         1,
         "1G",
-        &script,
-        &node("connect"),
+        node2.0,
+        node2.1,
+    )?;
+    Ok((a, b))
+}
+
+/// The two-node RDMA test in two VMs ([`spawn_pair`]).
+pub(crate) fn two_nodes(root: &Path, timeout: u64) -> Result<()> {
+    let bins = build_test_binaries(&[("regcache-transport", "rdma_nodes")])?;
+    let bin = shell_quote(&bins[0].display().to_string());
+    let node = |role: &str| VmOptions {
+        timeout: Duration::from_secs(timeout),
+        env: vec![
+            ("REGCACHE_REQUIRE_RDMA".into(), "1".into()),
+            ("RDMA_NODE_ROLE".into(), role.into()),
+            ("RDMA_NODE_ADDR".into(), format!("{}:7471", PAIR_ADDRS.0)),
+        ],
+    };
+    let script = format!("{bin} --test-threads=1 --nocapture");
+    let (a, b) = spawn_pair(
+        root,
+        (&script, &node("listen")),
+        (&script, &node("connect")),
     )?;
     let rb = wait_vm(b);
     let ra = wait_vm(a);
