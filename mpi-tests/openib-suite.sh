@@ -3,7 +3,8 @@
 # `cargo xtask openib` and the VM tier (xtask/src/openib.rs prepares the
 # inputs on the host and sets the variables below). 2 ranks, pml ob1 over
 # btl openib (rebuilt with rdmacm, first in the component path) on rxe0,
-# mpi_leave_pinned on, with the rcache chosen by OPENIB_RCACHE:
+# mpi_leave_pinned on, with each rcache OPENIB_RCACHE names, one after the
+# other in the same VM (so their numbers compare within one run):
 #   1. rdma_reuse: freed/unmapped/re-mapped send and receive buffers, every
 #      byte checked; with Open MPI's memory patcher, then without it
 #      (--mca memory ^patcher: grdma refuses to start, see
@@ -21,7 +22,7 @@
 # Variables:
 #   OPENIB_PLUGINS  folders put before the system plugin folder in
 #                   mca_base_component_path (colon-separated)
-#   OPENIB_RCACHE   grdma | regcache
+#   OPENIB_RCACHE   grdma | regcache | "regcache grdma" (each in turn)
 #   OPENIB_BIN      folder with rdma_reuse and osc_reuse
 #   OPENIB_HPCCINF  the hpccinf.txt to use
 #   OPENIB_LONG     1 for the long runs
@@ -52,10 +53,16 @@ ompi_info | grep -E 'MCA (btl: openib|rcache)'
 ompi_info --param btl openib --level 9 | grep -q 'valid values: rdmacm' ||
     fail "the openib plugin in the component path has no rdmacm"
 
+rcaches=$OPENIB_RCACHE
+all=0
+for OPENIB_RCACHE in $rcaches; do
+st=0
+mkdir -p "$work/$OPENIB_RCACHE" && cd "$work/$OPENIB_RCACHE" || exit 1
+echo "== openib: ---- rcache $OPENIB_RCACHE"
 case $OPENIB_RCACHE in
 grdma) stats="--mca rcache_grdma_print_stats 1" statline='grdma: stats' ;;
 regcache) stats="--mca rcache_regcache_verbose 1" statline='rcache/regcache: rank' ;;
-*) echo "OPENIB_RCACHE must be grdma or regcache, not $OPENIB_RCACHE"; exit 2 ;;
+*) echo "OPENIB_RCACHE must name grdma and/or regcache, not $OPENIB_RCACHE"; exit 2 ;;
 esac
 
 if [ -n "$hosts" ]; then
@@ -179,4 +186,7 @@ grep -q 'osc_reuse: PASSED (2 ranks)' osc.log || fail "osc_reuse"
 grep 'same-address reuses' osc.log | sed 's/^/== openib: /'
 
 [ $st = 0 ] && echo "== openib: PASSED ($OPENIB_RCACHE, ${hosts:-one node})"
-exit $st
+[ $st = 0 ] || all=1
+done
+exit $all
+

@@ -90,7 +90,8 @@ enum Task {
     /// Put/Get (mpi-tests/openib-suite.sh).
     Openib {
         /// The rcache openib uses (default: REGCACHE_OPENIB_RCACHE, else
-        /// grdma); regcache needs its component from `cargo xtask install`.
+        /// both: regcache then grdma in the same VM); regcache's component
+        /// is built by `cargo xtask install`.
         #[arg(long, value_enum)]
         rcache: Option<openib::Rcache>,
         /// 1: one VM, both ranks over the rxe loopback; 2: two VMs.
