@@ -30,6 +30,9 @@
 #   OPENIB_RSH      with OPENIB_HOSTS: the plm_rsh_agent command
 #   OPENIB_LIBDIR   optional LD_LIBRARY_PATH for the ranks (libregcache.so)
 #   OPENIB_HPCC     0 to leave hpcc out (it takes minutes under TCG)
+#   OPENIB_RUN      a command line to run instead of the suite, with the same
+#                   settings (`cargo xtask mpirun-rdma`); OPENIB_RUN_TIMEOUT
+#                   its deadline in seconds (default 3600)
 set -u
 : "${OPENIB_PLUGINS:?}" "${OPENIB_RCACHE:?}" "${OPENIB_BIN:?}" "${OPENIB_HPCCINF:?}"
 long=${OPENIB_LONG:-0}
@@ -100,6 +103,18 @@ mpi() {
 
 if [ "$long" = 1 ]; then n=200 rounds=50 npmax=8388608 nprep= tmo=3600
 else n=12 rounds=4 npmax=1048576 nprep="-n 8" tmo=900; fi
+
+if [ -n "${OPENIB_RUN:-}" ]; then
+    # `cargo xtask mpirun-rdma`: the caller's program instead of the suite.
+    # OPENIB_RUN is shell-quoted by xtask: eval keeps each argument whole.
+    if eval "mpi \"\${OPENIB_RUN_TIMEOUT:-3600}\" run.log $OPENIB_RUN"; then
+        echo "== openib: PASSED ($OPENIB_RCACHE, ${hosts:-one node}): $OPENIB_RUN"
+    else
+        fail "$OPENIB_RUN exited with an error (see its output above)"
+        all=1
+    fi
+    continue
+fi
 
 echo "== openib: 1. rdma_reuse, memory hooks on (patcher)"
 mpi "$tmo" reuse.log "$OPENIB_BIN/rdma_reuse" "$n"

@@ -88,6 +88,21 @@ enum Task {
     /// from Debian's source with rdmacm, cached under target/openib/) on
     /// SoftRoCE, 2 ranks: the stale-buffer program, NetPIPE, hpcc, one-sided
     /// Put/Get (mpi-tests/openib-suite.sh).
+    /// Any MPI program over RDMA with regcache: 2 ranks over Open MPI's
+    /// openib on SoftRoCE in the VM (or two), printing its output and each
+    /// rank's rcache statistics. PROGRAM: a `.c` file, a host executable,
+    /// or a command on the VM's PATH.
+    MpirunRdma {
+        /// grdma, regcache or both (default regcache).
+        #[arg(long, value_enum, default_value = "regcache")]
+        rcache: openib::Rcache,
+        /// 1: one VM; 2: two VMs, one rank each.
+        #[arg(long, default_value_t = 1)]
+        nodes: u8,
+        /// PROGRAM [ARGS...]
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     Openib {
         /// The rcache openib uses (default: REGCACHE_OPENIB_RCACHE, else
         /// both: regcache then grdma in the same VM); regcache's component
@@ -148,6 +163,10 @@ fn main() -> Result<()> {
             timeout,
             build_only,
         } => kmod::kmod(&root, timeout, build_only),
+        Task::MpirunRdma { rcache, nodes, cmd } => {
+            deps()?;
+            openib::mpirun_rdma(&root, rcache, nodes, &cmd)
+        }
         Task::Openib {
             rcache,
             nodes,

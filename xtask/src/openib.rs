@@ -520,6 +520,51 @@ fn summary(output: &str) -> String {
 /// rxe loopback) or two (two VMs, one rank each).
 pub(crate) fn run_suite(root: &Path, rcache: Rcache, nodes: u8, long: bool) -> Result<()> {
     let inputs = inputs(root, rcache, long)?;
+    run_with(root, rcache, nodes, long, inputs)
+}
+
+/// `cargo xtask mpirun-rdma [--rcache R] [--nodes N] -- PROGRAM [ARGS...]`:
+/// any MPI program with 2 ranks over openib on rxe (one VM, or two), with
+/// the suite's settings and the chosen rcache(s); prints its output and
+/// each rank's rcache statistics. `PROGRAM` is a `.c` file (built here
+/// with `mpicc -O2`), a path to an executable built on this host (the VM
+/// shares its filesystem and userland), or a command on the VM's `PATH`
+/// (`NPopenmpi`).
+pub(crate) fn mpirun_rdma(root: &Path, rcache: Rcache, nodes: u8, cmd: &[String]) -> Result<()> {
+    let Some((prog, args)) = cmd.split_first() else {
+        bail!("mpirun-rdma needs a program: cargo xtask mpirun-rdma -- PROGRAM [ARGS...]");
+    };
+    let path = Path::new(prog);
+    let exe = if prog.ends_with(".c") {
+        let src = path
+            .canonicalize()
+            .with_context(|| format!("no such source file {prog}"))?;
+        let stem = src.file_stem().and_then(|s| s.to_str()).context("name")?;
+        let out = root.join("target/openib/bin").join(stem);
+        std::fs::create_dir_all(root.join("target/openib/bin"))?;
+        run(Command::new("mpicc")
+            .args(["-O2", "-g"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&out))?;
+        out.display().to_string()
+    } else if path.exists() {
+        path.canonicalize()?.display().to_string()
+    } else {
+        prog.clone()
+    };
+    let line = std::iter::once(exe.as_str())
+        .chain(args.iter().map(String::as_str))
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut inputs = inputs(root, rcache, false)?;
+    inputs.env.push(("OPENIB_RUN".into(), line));
+    run_with(root, rcache, nodes, false, inputs)
+}
+
+/// Run the suite script (or `OPENIB_RUN`) with `inputs` on `nodes` VMs.
+fn run_with(root: &Path, rcache: Rcache, nodes: u8, long: bool, inputs: Inputs) -> Result<()> {
     let suite = shell_quote(&root.join("mpi-tests/openib-suite.sh").display().to_string());
     let timeout = Duration::from_secs(if long { 14400 } else { 2400 });
     match nodes {
