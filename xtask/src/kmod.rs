@@ -105,10 +105,10 @@ echo "== soak on the kernel device, verify=pfn"
 # stale hit although the device reported it. So the soak runs with mlocked
 # pages kept in place (as ibv_reg_mr's long-term pins keep them) and the
 # migrations counted. It reports the stale hits it caught rather than
-# failing on them: 2 were caught in 169 134 checked hits in runs without
-# the migration control, 0 in 75 808 with it, and the cause of the two is
-# not established (docs/RESULTS.md). REGCACHE_SOAK_STRICT=1 makes any stale
-# hit a failure. Violations (a registration in use deregistered) always fail.
+# failing on them: about 1 in 50 000 checked hits, also with 0 pages
+# migrated, cause not established (docs/RESULTS.md, issue 15).
+# REGCACHE_SOAK_STRICT=1 makes any stale hit a failure. Violations (a
+# registration in use deregistered) always fail.
 mig() { awk '/^pgmigrate_success /{print $2}' /proc/vmstat; }
 echo 0 > /proc/sys/vm/compact_unevictable_allowed
 m0=$(mig)
