@@ -134,6 +134,15 @@ struct Obj {
     destroyed: bool,
 }
 
+/// `regcache_cache_get` and `regcache_cache_find`: one shape, one arm.
+type AcquireFn = unsafe extern "C" fn(
+    *const regcache_cache,
+    *const c_void,
+    usize,
+    u32,
+    *mut *mut regcache_handle,
+) -> regcache_result;
+
 fn check(what: &str, got: regcache_result, want: regcache_result) {
     assert_eq!(got, want, "{what}");
 }
@@ -193,25 +202,39 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let pick_cache = |i: u8| caches.get(i as usize % caches.len().max(1));
+        let find = matches!(op, Op::Find { .. });
         match op {
             Op::Get {
                 cache,
                 addr,
                 len,
                 access,
+            }
+            | Op::Find {
+                cache,
+                addr,
+                len,
+                access,
             } => {
+                let (name, call) = if find {
+                    ("find", regcache_cache_find as AcquireFn)
+                } else {
+                    ("get", regcache_cache_get as AcquireFn)
+                };
                 let Some(c) = pick_cache(cache) else { continue };
                 let (ci, cp, dead) = (cache as usize % caches.len(), c.ptr, c.destroyed);
                 let a = addr_of(&addr);
                 let mut out = null_mut();
                 // SAFETY: cache from regcache_cache_new (maybe destroyed:
                 // the tombstone answers); out valid.
-                let r = unsafe {
-                    regcache_cache_get(cp, a, len as usize, access as u32 & 0x1f, &mut out)
-                };
-                not_panic("get", r);
+                let r = unsafe { call(cp, a, len as usize, access as u32 & 0x1f, &mut out) };
+                not_panic(name, r);
                 if dead {
-                    check("get on a destroyed cache", r, REGCACHE_ERR_DESTROYED);
+                    check(
+                        &format!("{name} on a destroyed cache"),
+                        r,
+                        REGCACHE_ERR_DESTROYED,
+                    );
                 } else if r == REGCACHE_OK {
                     handles.push(Held {
                         value: out,
@@ -249,32 +272,6 @@ fuzz_target!(|data: &[u8]| {
                         REGCACHE_ERR_NULL_ARGUMENT
                     },
                 );
-            }
-            Op::Find {
-                cache,
-                addr,
-                len,
-                access,
-            } => {
-                let Some(c) = pick_cache(cache) else { continue };
-                let (ci, cp, dead) = (cache as usize % caches.len(), c.ptr, c.destroyed);
-                let a = addr_of(&addr);
-                let mut out = null_mut();
-                // SAFETY: as for get.
-                let r = unsafe {
-                    regcache_cache_find(cp, a, len as usize, access as u32 & 0x1f, &mut out)
-                };
-                not_panic("find", r);
-                if dead {
-                    check("find on a destroyed cache", r, REGCACHE_ERR_DESTROYED);
-                } else if r == REGCACHE_OK {
-                    handles.push(Held {
-                        value: out,
-                        cache: ci,
-                        state: HState::Live,
-                        asked: (a as usize, len as usize),
-                    });
-                }
             }
             Op::Release { handle } => {
                 let n = handles.len();
