@@ -28,9 +28,10 @@
 //! regcache --release --test soak` (0 hits: no hit target, time only).
 //! The kernel-device soak runs in the VM tier (`/dev/ummunotify` is there).
 
-use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind, Stats, Verify};
+use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind, Stats};
 use regcache_testkit::CheckingRegistrar;
-use regcache_testkit::skip::skipped;
+use regcache_testkit::registrar::id;
+use regcache_testkit::skip::{skipped, verified_or_skip};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -179,10 +180,10 @@ fn soak(cache: &Cache<CheckingRegistrar>) -> Stats {
                             let len = (1 + rng.below((r.len() - off) / page)) * page;
                             let req = AddrRange::from_start_len(r.start() + off, len).unwrap();
                             let h = cache.get(req, RW).expect("get on mapped memory");
-                            cache.registrar().hold(h.raw_id());
+                            cache.registrar().hold(id(&h));
                             // SAFETY: the buffer is mapped and ours.
                             unsafe { std::ptr::write_volatile(req.start() as *mut u8, 2) };
-                            cache.registrar().release(h.raw_id());
+                            cache.registrar().release(id(&h));
                             drop(h);
                         }
                     }
@@ -203,30 +204,15 @@ fn soak(cache: &Cache<CheckingRegistrar>) -> Stats {
     cache.stats()
 }
 
-/// The handle's registration number (the checking registrar's lkey).
-trait RawId {
-    fn raw_id(&self) -> u32;
-}
-impl RawId for regcache::Handle<'_, CheckingRegistrar> {
-    fn raw_id(&self) -> u32 {
-        regcache_testkit::registrar::id(self)
-    }
-}
-
 fn cache(monitor: MonitorKind, test: &str) -> Option<Cache<CheckingRegistrar>> {
-    let c = Cache::new(
-        CheckingRegistrar::pinned(),
+    let c = verified_or_skip(
         Config {
             monitor,
-            verify: Verify::Pfn,
             max_regions: 256,
             ..Config::default()
         },
-    );
-    if let Some(why) = c.verify_error() {
-        skipped(test, why);
-        return None;
-    }
+        test,
+    )?;
     if monitor != MonitorKind::None && c.monitor() != monitor {
         skipped(
             test,

@@ -10,31 +10,23 @@
 //! mismatch. Reading PFNs needs `CAP_SYS_ADMIN`: without it each test says
 //! so by name (the cache reports it in `verify_error`).
 
-use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind, Verify};
+use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind};
 use regcache_testkit::CheckingRegistrar;
 use regcache_testkit::mem::{self, NotAt};
 use regcache_testkit::registrar::id;
-use regcache_testkit::skip::skipped;
+use regcache_testkit::skip::{skipped, verified_or_skip};
 
 const LEN: u64 = 64 << 10;
 const RW: AccessFlags = AccessFlags::LOCAL_WRITE;
 
 fn cache(monitor: MonitorKind, test: &str) -> Option<Cache<CheckingRegistrar>> {
-    let c = Cache::new(
-        CheckingRegistrar::pinned(),
+    verified_or_skip(
         Config {
             monitor,
-            verify: Verify::Pfn,
             ..Config::default()
         },
-    );
-    match c.verify_error() {
-        Some(why) => {
-            skipped(test, why);
-            None
-        }
-        None => Some(c),
-    }
+        test,
+    )
 }
 
 /// Unmap `r` and map fresh pages at the same address; `None` when another

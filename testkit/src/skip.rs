@@ -102,3 +102,27 @@ pub fn verbs_or_skip(test: &str) -> Option<regcache::VerbsRegistrar> {
 pub fn pd_or_skip(test: &str) -> Option<regcache::ProtectionDomain> {
     rdma_or_skip(test, regcache::ProtectionDomain::open)
 }
+
+/// A cache over the checking `pin` registrar with verify mode on
+/// (`Verify::Pfn`, the rest of `config` as given), or a skip naming why
+/// verify mode cannot run here (no `CAP_SYS_ADMIN` to read PFNs).
+#[cfg(all(feature = "regcache", not(loom)))]
+pub fn verified_or_skip(
+    config: regcache::Config,
+    test: &str,
+) -> Option<regcache::Cache<crate::CheckingRegistrar>> {
+    let c = regcache::Cache::new(
+        crate::CheckingRegistrar::pinned(),
+        regcache::Config {
+            verify: regcache::Verify::Pfn,
+            ..config
+        },
+    );
+    match c.verify_error() {
+        Some(why) => {
+            skipped(test, why);
+            None
+        }
+        None => Some(c),
+    }
+}
