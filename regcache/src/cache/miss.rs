@@ -156,12 +156,20 @@ impl<R: Registrar> Cache<R> {
         let idx = self.read_index();
         let found = self.find_covering(&idx, &req, access);
         drop(idx);
-        let found = found.filter(|&slot| self.verify_ok(slot, &req));
-        if let Some(slot) = found {
-            self.remember(req.start(), slot);
-            self.counters.hits.incr_at(me);
+        Ok(found.filter(|&slot| self.accept_indexed_hit(slot, &req, me)))
+    }
+
+    /// A hit the index found (a reference held on `slot`, no lock held):
+    /// checked in verify mode (`false`: it was stale, is invalidated and
+    /// its reference dropped), then remembered in the hint table and
+    /// counted on stripe `me`.
+    fn accept_indexed_hit(&self, slot: u32, req: &AddrRange, me: usize) -> bool {
+        if !self.verify_ok(slot, req) {
+            return false;
         }
-        Ok(found)
+        self.remember(req.start(), slot);
+        self.counters.hits.incr_at(me);
+        true
     }
 
     /// The miss path: everything a get does after the hit path missed.
@@ -247,12 +255,10 @@ impl<R: Registrar> Cache<R> {
         let idx = self.read_index();
         if let Some(slot) = self.find_covering(&idx, &req, access) {
             drop(idx);
-            if !self.verify_ok(slot, &req) {
+            if !self.accept_indexed_hit(slot, &req, crate::thread::thread_stripe()) {
                 // Stale (verify mode): invalidated now; look again.
                 return self.lookup(req, access);
             }
-            self.remember(req.start(), slot);
-            self.counters.hits.incr_at(crate::thread::thread_stripe());
             return Break(self.handle_for(slot));
         }
         let (target, target_access) = if self.config.merge {
