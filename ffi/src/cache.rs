@@ -338,12 +338,7 @@ unsafe fn get_slow(
         let inner = unsafe { live(cache) }?;
         let out = Out::new(out, "out")?;
         let range = AddrRange::from_buffer(addr.cast(), len)?;
-        let Some(access) = AccessFlags::from_bits(access) else {
-            return Err(Error::new(
-                REGCACHE_ERR_INVALID_ARGUMENT,
-                format!("unknown access bits {access:#x}"),
-            ));
-        };
+        let access = access_of(access)?;
         // One TLS access for the whole call (the handle table's free stack
         // and the cache's deferred table are both per thread).
         let me = regcache::this_thread();
@@ -448,6 +443,16 @@ unsafe fn release_slow(handle: *mut regcache_handle) -> regcache_result {
         // the generation bump in `take` makes this the only release.
         unsafe { inner.release(me, held) };
         Ok(())
+    })
+}
+
+/// The access bits of a C call, or `REGCACHE_ERR_INVALID_ARGUMENT`.
+fn access_of(access: u32) -> Result<AccessFlags, Error> {
+    AccessFlags::from_bits(access).ok_or_else(|| {
+        Error::new(
+            REGCACHE_ERR_INVALID_ARGUMENT,
+            format!("unknown access bits {access:#x}"),
+        )
     })
 }
 

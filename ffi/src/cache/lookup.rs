@@ -6,23 +6,13 @@
 //! Open MPI's rcache interface has each of them (`rcache_find`,
 //! `rcache_evict`, `rcache_invalidate_range`, the registration object).
 
-use super::{Inner, live, with_raw};
+use super::{Inner, access_of, live, with_raw};
 use crate::handles::{self, Held};
 use crate::object::{Out, ffi_guard};
 use crate::result::{Error, regcache_result};
 use regcache::{AccessFlags, AddrRange};
 use regcache_result::*;
 use std::ffi::c_void;
-
-/// The access bits of a C call, or `REGCACHE_ERR_INVALID_ARGUMENT`.
-fn access_of(access: u32) -> Result<AccessFlags, Error> {
-    AccessFlags::from_bits(access).ok_or_else(|| {
-        Error::new(
-            REGCACHE_ERR_INVALID_ARGUMENT,
-            format!("unknown access bits {access:#x}"),
-        )
-    })
-}
 
 impl Inner {
     /// A handle-table entry for a cached region covering `range`, if one
