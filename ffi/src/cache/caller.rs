@@ -122,7 +122,10 @@ pub struct regcache_registrar_ops {
 /// A `regcache::Registrar` over a caller's C callbacks.
 #[derive(Debug)]
 struct OpsRegistrar {
-    ops: regcache_registrar_ops,
+    /// The caller's context, passed to every callback.
+    ctx: *mut c_void,
+    /// `false` with `REGCACHE_OPS_NO_KEYS`.
+    has_keys: bool,
     reg: unsafe extern "C" fn(
         *mut c_void,
         *mut c_void,
@@ -163,7 +166,12 @@ impl OpsRegistrar {
                 "regcache_registrar_ops.reg and .dereg are required (one is NULL)".into(),
             ));
         };
-        Ok(Self { ops, reg, dereg })
+        Ok(Self {
+            ctx: ops.ctx,
+            has_keys: ops.flags & REGCACHE_OPS_NO_KEYS == 0,
+            reg,
+            dereg,
+        })
     }
 }
 
@@ -185,7 +193,7 @@ impl Registrar for OpsRegistrar {
         // its ctx and three writable outputs on our stack.
         let rc = unsafe {
             (self.reg)(
-                self.ops.ctx,
+                self.ctx,
                 range.start() as *mut c_void,
                 range.len() as usize,
                 access.bits(),
@@ -200,7 +208,7 @@ impl Registrar for OpsRegistrar {
         match rc {
             OK => Ok(UserRegion {
                 user_data: user_data as usize,
-                keys: (self.ops.flags & REGCACHE_OPS_NO_KEYS == 0).then_some(Keys {
+                keys: self.has_keys.then_some(Keys {
                     lkey: LKey(lkey),
                     rkey: RKey(rkey),
                 }),
@@ -233,7 +241,7 @@ impl Registrar for OpsRegistrar {
     fn deregister(&self, region: UserRegion) -> Result<(), RegistrarError> {
         // SAFETY: the caller's callback, with the word its `reg` produced,
         // once per successful `reg` (the cache's contract).
-        let rc = unsafe { (self.dereg)(self.ops.ctx, region.user_data as *mut c_void) };
+        let rc = unsafe { (self.dereg)(self.ctx, region.user_data as *mut c_void) };
         if rc == 0 {
             Ok(())
         } else {
