@@ -13,6 +13,7 @@
 use regcache::{AccessFlags, AddrRange, Cache, Config, MonitorKind};
 use regcache_testkit::CheckingRegistrar;
 use regcache_testkit::mem::{self, NotAt};
+use regcache_testkit::process::exclusive;
 use regcache_testkit::registrar::id;
 use regcache_testkit::skip::{skipped, verified_or_skip};
 
@@ -49,6 +50,9 @@ fn remap(r: AddrRange) -> Option<AddrRange> {
 #[test]
 fn verify_catches_a_stale_hit_the_source_missed() {
     let test = "verify_catches_a_stale_hit_the_source_missed";
+    // Re-maps at a fixed address: no other test of this process may map
+    // or unmap meanwhile (plain `cargo test` runs them on threads).
+    let _only = exclusive();
     let Some(c) = cache(MonitorKind::None, test) else {
         return;
     };
@@ -79,6 +83,7 @@ fn verify_catches_a_stale_hit_the_source_missed() {
 #[test]
 fn verify_finds_nothing_with_a_working_source() {
     let test = "verify_finds_nothing_with_a_working_source";
+    let _only = exclusive();
     let Some(c) = cache(MonitorKind::Auto, test) else {
         return;
     };
