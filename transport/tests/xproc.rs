@@ -619,6 +619,13 @@ fn role_hostile() {
     match env("RC_HOW").as_str() {
         // Random bytes over the whole descriptor table.
         "table" => {
+            // Descriptor 0's used_len is made a published delivery
+            // (nonzero, claim bit clear): with all-random words, each
+            // descriptor has a 1 in 2 chance of looking like a sender's
+            // claim in progress, which a receiver rightly waits out, and
+            // the run would find nothing to reject 1 time in 16.
+            let used0 = (u64::from_ne_bytes(junk[..8].try_into().unwrap()) & !(1 << 63)).max(1);
+            junk[..8].copy_from_slice(&used0.to_ne_bytes());
             // SAFETY: inside the mapped registry slot; racing writes to
             // shared memory are exactly what this role simulates.
             unsafe { std::ptr::copy_nonoverlapping(junk.as_ptr(), p.add(descs_at), junk.len()) };
