@@ -97,6 +97,13 @@ mpi() {
     if [ $rc = 0 ] && [ "$(grep -c "$statline" "$log")" -lt 2 ]; then
         fail "$log: fewer than 2 ranks printed \"$statline\" statistics"
     fi
+    # A rank that dies on a signal fails the run whatever the program's
+    # own output says (hpcc once wrote all its results, then both ranks
+    # died with SIGSEGV at finalize: libregcache.so was unloaded under its
+    # monitor thread; ffi/tests/c/dlclose_test.c).
+    if [ $rc -ge 128 ] || grep -q -E 'Process received signal|exited on signal' "$log"; then
+        fail "$log: a rank died on a signal (status $rc)"
+    fi
     echo "== openib: wall $(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $start}") s, status $rc: $*"
     return $rc
 }

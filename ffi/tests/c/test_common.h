@@ -1,7 +1,7 @@
 /* What every C test program of the C API shares: the failure counter and
  * its CHECK and EXPECT macros, the page size, test memory, and the one
  * line each program ends with. Included by api_test.c, transport_test.c
- * and dlopen_test.c (from this directory: `#include "test_common.h"`).
+ * dlopen_test.c and dlclose_test.c (from this directory: `#include "test_common.h"`).
  *
  * Header-only on purpose, and only macros and static inline functions:
  * dlopen_test.c must not link libregcache at startup (it is built with
