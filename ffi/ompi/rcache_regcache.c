@@ -924,6 +924,18 @@ static void rr_finalize(mca_rcache_base_module_t *rcache) {
      * registration (through dereg_cb). */
     (void)regcache_cache_destroy(cache);
   }
+  if (C->verbose > 0) {
+    /* Every registration the BTL made for this module, cached or direct,
+     * must have been deregistered by now (the bad-input runs of the
+     * openib suite check this line). */
+    uint64_t ok = load(&m->register_mem_ok), dereg = load(&m->deregister_mem_calls),
+             dereg_failed = load(&m->deregister_mem_failed);
+    opal_output(0,
+                "%s: rank %" PRIu32 ": finalize: register_mem_ok %" PRIu64
+                " deregister_mem %" PRIu64 " deregister_mem_failed %" PRIu64 ": %s",
+                RR_NAME, OPAL_PROC_MY_NAME.vpid, ok, dereg, dereg_failed,
+                ok == dereg && 0 == dereg_failed ? "balanced" : "UNBALANCED");
+  }
   pthread_mutex_destroy(&m->lock);
   free(m->cache_name);
   free(m);

@@ -31,6 +31,20 @@ enum Task {
     Test,
     /// The main job: `regcache-bench` on its workloads, results under out/.
     Bench {
+        /// Instead of the main job: NetPIPE over Open MPI's openib BTL on
+        /// SoftRoCE in the VM, with regcache and with grdma as the rcache,
+        /// interleaved rounds, and the side-by-side table.
+        #[arg(long)]
+        rdma: bool,
+        /// With `--rdma`: 1 (both ranks in one VM) or 2 (two VMs).
+        #[arg(long, default_value_t = 1, requires = "rdma")]
+        nodes: u8,
+        /// With `--rdma`: NetPIPE runs per rcache.
+        #[arg(long, default_value_t = 3, requires = "rdma")]
+        rounds: u32,
+        /// With `--rdma`: the largest message in bytes.
+        #[arg(long, default_value_t = 4 << 20, requires = "rdma")]
+        max_bytes: u64,
         /// Extra arguments passed to `regcache-bench`.
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -137,7 +151,14 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.task {
         Task::Ci | Task::Test => test(&root),
-        Task::Bench { args } => bench(&root, &args),
+        Task::Bench {
+            rdma: true,
+            nodes,
+            rounds,
+            max_bytes,
+            ..
+        } => openib::bench(&root, nodes, rounds, max_bytes),
+        Task::Bench { args, .. } => bench(&root, &args),
         Task::Deps => deps().and_then(|()| openib::deps()),
         Task::Codegen { check } => capi::codegen(&root, check),
         Task::Install { prefix } => capi::install(&root, &prefix),

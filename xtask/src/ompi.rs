@@ -242,6 +242,16 @@ pub(crate) fn test(root: &Path) -> Result<()> {
         if !text.contains(&want) {
             bail!("rcache_component_test {mode} ({mca:?} {env:?}) did not print {want:?}");
         }
+        // Every registration the BTL made through the component was
+        // deregistered by the end of rcache finalize.
+        for r in 0..2 {
+            let tag = format!("rcache/regcache: rank {r}: finalize: ");
+            match text.lines().find_map(|l| l.find(&tag).map(|i| &l[i..])) {
+                Some(l) if l.ends_with(": balanced") => {}
+                Some(l) => bail!("{mode} ({mca:?}): rank {r}: registrations not balanced: {l}"),
+                None => bail!("{mode} ({mca:?}): rank {r} printed no finalize balance line"),
+            }
+        }
         Ok(text)
     };
     let mode_is = |text: &str, want: &str| -> Result<()> {

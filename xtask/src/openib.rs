@@ -452,7 +452,7 @@ fn inputs(root: &Path, rcache: Rcache, long: bool) -> Result<Inputs> {
     let plugins = plugin(root)?;
     let bin = root.join("target/openib/bin");
     std::fs::create_dir_all(&bin)?;
-    for prog in ["rdma_reuse", "osc_reuse"] {
+    for prog in ["rdma_reuse", "osc_reuse", "rdma_badinput"] {
         run(Command::new("mpicc")
             .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-g"])
             .arg(root.join(format!("mpi-tests/c/{prog}.c")))
@@ -511,7 +511,7 @@ fn inputs(root: &Path, rcache: Rcache, long: bool) -> Result<Inputs> {
 fn summary(output: &str) -> String {
     output
         .lines()
-        .filter(|l| l.starts_with("== openib:"))
+        .filter(|l| l.starts_with("== openib"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -561,6 +561,26 @@ pub(crate) fn mpirun_rdma(root: &Path, rcache: Rcache, nodes: u8, cmd: &[String]
     let mut inputs = inputs(root, rcache, false)?;
     inputs.env.push(("OPENIB_RUN".into(), line));
     run_with(root, rcache, nodes, false, inputs)
+}
+
+/// `cargo xtask bench --rdma [--nodes N] [--rounds R] [--max-bytes B]`:
+/// NetPIPE (`NPopenmpi`, 2 ranks) over openib on rxe with regcache and
+/// with grdma as the rcache, `rounds` rounds each, interleaved in one VM
+/// run (or across two VMs), then the table of median throughput (Mbps)
+/// per message size with the ratio, and each rcache's registrations and
+/// hits per run. Under TCG only the ratios mean anything.
+pub(crate) fn bench(root: &Path, nodes: u8, rounds: u32, max_bytes: u64) -> Result<()> {
+    if rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let mut inputs = inputs(root, Rcache::Both, false)?;
+    let order = vec!["regcache grdma"; rounds as usize].join(" ");
+    inputs.env.retain(|(k, _)| k != "OPENIB_RCACHE");
+    inputs.env.extend([
+        ("OPENIB_RCACHE".into(), order),
+        ("OPENIB_BENCH".into(), max_bytes.to_string()),
+    ]);
+    run_with(root, Rcache::Both, nodes, false, inputs)
 }
 
 /// Run the suite script (or `OPENIB_RUN`) with `inputs` on `nodes` VMs.
