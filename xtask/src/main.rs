@@ -275,25 +275,92 @@ fn deps() -> Result<()> {
 }
 
 fn test(_root: &Path) -> Result<()> {
-    deps()?;
-    run(cargo().args(["fmt", "--all", "--check"]))?;
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--locked",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(cargo().args([
-        "nextest",
-        "run",
-        "--workspace",
-        "--locked",
-        "--no-fail-fast",
-    ]))?;
-    run(cargo().args(["test", "--workspace", "--doc", "--locked"]))?;
+    let mut t = Timings::default();
+    t.step("deps", deps)?;
+    t.step("fmt", || run(cargo().args(["fmt", "--all", "--check"])))?;
+    t.step("clippy", || {
+        run(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    t.step("host tests (nextest)", || {
+        run(cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--locked",
+            "--no-fail-fast",
+        ]))
+    })?;
+    t.step("doctests", || {
+        run(cargo().args(["test", "--workspace", "--doc", "--locked"]))
+    })?;
+    t.step("loom models", loom_all)?;
+    t.step("C API (ASan, valgrind, PMPI)", || capi::test(_root))?;
+    t.step("keyed DMA C test", || capi::keyed_dma_test(_root))?;
+    t.step("Open MPI rcache component", || ompi::test(_root))?;
+    // A short run of every fuzz target (committed corpus first).
+    t.step("fuzz smoke", || fuzz::smoke(_root))?;
+    if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
+        eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
+    } else {
+        t.step("SoftRoCE VM tier", || vm::test_tier(_root))?;
+        t.step("openib VM tier", || openib::test_tier(_root))?;
+        if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
+            eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
+        } else {
+            t.step("kernel device tier", || kmod::kmod(_root, 1500, false))?;
+        }
+    }
+    Ok(())
+}
+
+/// Wall time of each step of `cargo xtask test`, printed as each ends
+/// and as a table when the run ends (passed or not): CI has a time budget
+/// (~45 min on a fresh machine), and this is where it goes.
+#[derive(Default)]
+struct Timings {
+    steps: Vec<(&'static str, std::time::Duration, bool)>,
+}
+
+impl Timings {
+    fn step(&mut self, name: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let start = std::time::Instant::now();
+        let r = f();
+        let took = start.elapsed();
+        eprintln!(
+            "[xtask test] {name}: {} in {:.0} s",
+            if r.is_ok() { "passed" } else { "FAILED" },
+            took.as_secs_f64()
+        );
+        self.steps.push((name, took, r.is_ok()));
+        r
+    }
+}
+
+impl Drop for Timings {
+    fn drop(&mut self) {
+        let total: f64 = self.steps.iter().map(|s| s.1.as_secs_f64()).sum();
+        eprintln!("[xtask test] wall time per step:");
+        for (name, took, ok) in &self.steps {
+            eprintln!(
+                "[xtask test]   {:>7.0} s  {name}{}",
+                took.as_secs_f64(),
+                if *ok { "" } else { " (FAILED)" }
+            );
+        }
+        eprintln!("[xtask test]   {total:>7.0} s  total");
+    }
+}
+
+/// The loom models (`cargo xtask test`'s loom step).
+fn loom_all() -> Result<()> {
     // Loom models of the cross-thread protocols: umn's generation seqlock,
     // the transport's protocols, and the C handle table's generations
     // (`loom_handles`); each in its own target directory (`--cfg loom`
@@ -344,22 +411,6 @@ fn test(_root: &Path) -> Result<()> {
         "loom",
         &[("handles", "loom_publish_then_release_on_another_thread")],
     )?;
-    capi::test(_root)?;
-    capi::keyed_dma_test(_root)?;
-    ompi::test(_root)?;
-    // A short run of every fuzz target (committed corpus first).
-    fuzz::smoke(_root)?;
-    if std::env::var("REGCACHE_SKIP_VM").as_deref() == Ok("1") {
-        eprintln!("VM tier SKIPPED: REGCACHE_SKIP_VM=1");
-    } else {
-        vm::test_tier(_root)?;
-        openib::test_tier(_root)?;
-        if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
-            eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
-        } else {
-            kmod::kmod(_root, 1500, false)?;
-        }
-    }
     Ok(())
 }
 
