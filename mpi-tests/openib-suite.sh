@@ -39,6 +39,8 @@
 #                   lists them interleaved: "regcache grdma regcache grdma
 #                   ..."), then print the side-by-side table of medians
 #                   (`cargo xtask bench --rdma`)
+#   OPENIB_RQ       btl_openib_receive_queues (default P,65536,256,192,128)
+#   OPENIB_UNPRIV   1: run OPENIB_RUN as nobody under the 8 MiB memlock limit
 #   OPENIB_RUN      a command line to run instead of the suite, with the same
 #                   settings (`cargo xtask mpirun-rdma`); OPENIB_RUN_TIMEOUT
 #                   its deadline in seconds (default 3600)
@@ -86,7 +88,7 @@ fi
 libpath=
 [ -n "${OPENIB_LIBDIR:-}" ] && libpath="-x LD_LIBRARY_PATH=$OPENIB_LIBDIR"
 mca="--mca pml ob1 --mca btl openib,self --mca btl_openib_cpc_include rdmacm \
---mca btl_openib_if_include rxe0:1 --mca btl_openib_receive_queues P,65536,256,192,128 \
+--mca btl_openib_if_include rxe0:1 --mca btl_openib_receive_queues ${OPENIB_RQ:-P,65536,256,192,128} \
 --mca btl_openib_warn_no_device_params_found 0 --mca mpi_leave_pinned 1 \
 --mca btl_openib_rcache $OPENIB_RCACHE $stats"
 # One mpirun: TIMEOUT LOG ARGS...; prints the log and the rcache's
@@ -124,6 +126,17 @@ mpi() {
     return $rc
 }
 
+# Run the next mpi() as nobody under the 8 MiB memlock limit, from a
+# folder of its own (unpriv): sets unpriv and asuser (clear asuser after).
+# The VM has no udev rule for the verbs device: open it to the user.
+unpriv_setup() {
+    chmod 0666 /dev/infiniband/uverbs* /dev/infiniband/rdma_cm 2>/dev/null
+    unpriv=$work/unpriv-$OPENIB_RCACHE-$1
+    mkdir -p "$unpriv" && chown 65534:65534 "$unpriv"
+    asuser="prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 \
+--clear-groups --inh-caps=-all env HOME=$unpriv TMPDIR=$unpriv"
+}
+
 if [ "$long" = 1 ]; then n=200 rounds=50 npmax=8388608 nprep= tmo=3600
 else n=12 rounds=4 npmax=1048576 nprep="-n 8" tmo=900; fi
 
@@ -149,12 +162,19 @@ fi
 if [ -n "${OPENIB_RUN:-}" ]; then
     # `cargo xtask mpirun-rdma`: the caller's program instead of the suite.
     # OPENIB_RUN is shell-quoted by xtask: eval keeps each argument whole.
-    if eval "mpi \"\${OPENIB_RUN_TIMEOUT:-3600}\" run.log $OPENIB_RUN"; then
+    if [ "${OPENIB_UNPRIV:-0}" = 1 ]; then
+        # As an unprivileged user under the 8 MiB memlock limit.
+        unpriv_setup run
+        cd "$unpriv" || exit 1
+    fi
+    if eval "mpi \"\${OPENIB_RUN_TIMEOUT:-3600}\" $work/$OPENIB_RCACHE/run.log $OPENIB_RUN"; then
         echo "== openib: PASSED ($OPENIB_RCACHE, ${hosts:-one node}): $OPENIB_RUN"
     else
         fail "$OPENIB_RUN exited with an error (see its output above)"
         all=1
     fi
+    asuser=
+    cd "$work/$OPENIB_RCACHE" || exit 1
     continue
 fi
 
@@ -250,13 +270,8 @@ echo "== openib: 5a. bad input: an unprivileged job over the 8 MiB memlock limit
 # RLIMIT_MEMLOCK for a user without CAP_IPC_LOCK, so registrations fail
 # with ENOMEM and the rcache must make room. The VM has no udev rule for
 # the verbs device: open it to the user for this run.
-chmod 0666 /dev/infiniband/uverbs* /dev/infiniband/rdma_cm 2>/dev/null
-unpriv=$work/unpriv-$OPENIB_RCACHE
-mkdir -p "$unpriv" && chown 65534:65534 "$unpriv"
+unpriv_setup badinput
 cp "$OPENIB_BIN/rdma_badinput" "$unpriv/" && chmod 0755 "$unpriv/rdma_badinput"
-# mpi() runs "$asuser mpirun ...".
-asuser="prlimit --memlock=8388608:8388608 setpriv --reuid=65534 --regid=65534 --clear-groups \
---inh-caps=-all env HOME=$unpriv TMPDIR=$unpriv"
 cd "$unpriv" || exit 1
 mpi "$tmo" "$work/$OPENIB_RCACHE/badinput-memlock.log" "$unpriv/rdma_badinput" memlock 12 2
 asuser=

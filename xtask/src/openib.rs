@@ -560,6 +560,12 @@ pub(crate) fn mpirun_rdma(root: &Path, rcache: Rcache, nodes: u8, cmd: &[String]
         .join(" ");
     let mut inputs = inputs(root, rcache, false)?;
     inputs.env.push(("OPENIB_RUN".into(), line));
+    // Passed through: the suite's knobs for a user's run.
+    for k in ["OPENIB_UNPRIV", "OPENIB_RQ", "OPENIB_RUN_TIMEOUT"] {
+        if let Ok(v) = std::env::var(k) {
+            inputs.env.push((k.into(), v));
+        }
+    }
     run_with(root, rcache, nodes, false, inputs)
 }
 
