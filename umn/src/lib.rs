@@ -136,6 +136,7 @@ macro_rules! not_loom {
 
 not_loom! {
     pub mod hooks;
+    pub mod patch;
     mod kernel;
     mod notifier;
     mod sys;
