@@ -157,6 +157,9 @@ pub(crate) fn monitor_to_c(m: MonitorKind) -> regcache_monitor {
         MonitorKind::Kernel => REGCACHE_MONITOR_KERNEL,
         MonitorKind::Uffd => REGCACHE_MONITOR_UFFD,
         MonitorKind::External => REGCACHE_MONITOR_EXTERNAL,
+        // No C constant yet (regcache.h is generated): the patch is what
+        // AUTO picks without the device.
+        MonitorKind::Patch => REGCACHE_MONITOR_AUTO,
         _ => REGCACHE_MONITOR_NONE,
     }
 }
