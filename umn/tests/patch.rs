@@ -10,7 +10,7 @@ mod common;
 
 use common::suite::{self, changed_then_drain, shared_tests};
 use common::*;
-use umn::{AddrRange, Cookie, Notifier, Source};
+use umn::{AddrRange, Cookie, Error, Notifier, Source};
 
 fn open() -> Notifier {
     common::open(Source::Patch)
@@ -280,4 +280,129 @@ fn fork_then_exec() {
     unmap(r);
     let (ev, _) = changed_then_drain(&n, g0);
     assert_eq!(ev, vec![inval(1, Some(r))]);
+}
+
+/// Write another patcher's jump (`movabs $to, %rax; jmp *%rax`, the form
+/// UCX's bistro and Open MPI's patcher use) at the start of libc's `name`.
+/// Only in a single-threaded fork child: the write is not atomic.
+fn foreign_patch(name: &std::ffi::CStr, to: usize) {
+    // SAFETY: dlopen/dlsym of the loaded libc; mprotect and a write of 12
+    // bytes at the start of a libc function (each ≥ 33 bytes long) in a
+    // single-threaded child, which then only calls it through the jump.
+    unsafe {
+        let h = libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY);
+        assert!(!h.is_null());
+        let f = libc::dlsym(h, name.as_ptr()) as usize;
+        assert_ne!(f, 0);
+        let pg = pg() as usize;
+        let page = f & !(pg - 1);
+        let span = (f + 12).next_multiple_of(pg) - page;
+        let rwx = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC;
+        assert_eq!(libc::mprotect(page as *mut _, span, rwx), 0);
+        let mut code = [0u8; 12];
+        code[0] = 0x48;
+        code[1] = 0xb8;
+        code[2..10].copy_from_slice(&(to as u64).to_le_bytes());
+        code[10] = 0xff;
+        code[11] = 0xe0;
+        std::ptr::copy_nonoverlapping(code.as_ptr(), f as *mut u8, 12);
+        let rx = libc::PROT_READ | libc::PROT_EXEC;
+        assert_eq!(libc::mprotect(page as *mut _, span, rx), 0);
+    }
+}
+
+/// The other library's hook: forwards with the raw system call.
+extern "C" fn foreign_madvise(a: *mut libc::c_void, l: usize, adv: libc::c_int) -> libc::c_int {
+    // SAFETY: the caller's madvise, performed for it.
+    unsafe { libc::syscall(libc::SYS_madvise, a, l, adv) as libc::c_int }
+}
+
+/// The other library's hook: forwards with the raw system call.
+extern "C" fn foreign_shmdt(a: *const libc::c_void) -> libc::c_int {
+    // SAFETY: the caller's shmdt, performed for it.
+    unsafe { libc::syscall(libc::SYS_shmdt, a) as libc::c_int }
+}
+
+/// Another library patched libc first (as Open MPI's patcher does in every
+/// PMPI run): the patch is refused by name, `Auto` falls back to
+/// userfaultfd and counts it, and the process keeps working. Runs in a
+/// fresh process (this test binary again, the one test below): a process
+/// where another test already patched libc cannot be unpatched.
+#[test]
+fn foreign_patch_first_falls_back_to_uffd_counted() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "foreign_patch_first_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("UMN_TEST_FOREIGN_FIRST", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("foreign-first: fallback to uffd, counted 1"),
+        "{}\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The body of the test above, in its own process (does nothing unless
+/// `UMN_TEST_FOREIGN_FIRST` is set).
+#[test]
+fn foreign_patch_first_child() {
+    if std::env::var_os("UMN_TEST_FOREIGN_FIRST").is_none() {
+        return;
+    }
+    // The one thread calling libc here while the jump is written.
+    foreign_patch(c"madvise", foreign_madvise as *const () as usize);
+    match Notifier::open(Source::Patch) {
+        Err(Error::PatchUnavailable(umn::patch::Unavailable::ForeignPatch("madvise"))) => {}
+        other => panic!("Patch over a foreign patch: {other:?}"),
+    }
+    let n = Notifier::open(Source::Auto).unwrap();
+    assert_eq!(n.source(), Source::Uffd);
+    assert_eq!(umn::patch::fallbacks(), 1);
+    // The fallback works: uffd sees the munmap, and the foreign madvise
+    // hook still runs.
+    let r = map(2);
+    n.register(r, Cookie(1)).unwrap();
+    madvise(pages(r, 0, 1), libc::MADV_DONTNEED);
+    unmap(r);
+    let (ev, _, _) = drain(&n);
+    assert!(ev.iter().any(|e| e.cookie == Cookie(1)), "{ev:?}");
+    println!(
+        "foreign-first: fallback to uffd, counted {}",
+        umn::patch::fallbacks()
+    );
+}
+
+/// Another library patches libc *after* us: our jump is gone, and a
+/// `Patch` notifier refuses new registrations by name instead of silently
+/// missing their unmaps.
+#[test]
+fn foreign_patch_after_ours_is_detected() {
+    let _only = exclusive();
+    let status = in_child(|| {
+        let n = open();
+        let r = map(2);
+        n.register(r, Cookie(1)).unwrap();
+        foreign_patch(c"shmdt", foreign_shmdt as *const () as usize);
+        if umn::patch::intact() {
+            return 1;
+        }
+        match n.register(pages(r, 1, 1), Cookie(2)) {
+            Err(Error::PatchUnavailable(umn::patch::Unavailable::Overwritten)) => 0,
+            other => {
+                eprintln!("register after an overwrite: {other:?}");
+                2
+            }
+        }
+    });
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status:#x}"
+    );
 }
