@@ -163,6 +163,7 @@ fn hooks_keep_errno_and_results_of_failing_calls() {
 #[test]
 fn raw_syscall_is_not_seen_declared() {
     // The declared blind spot: a system call that bypasses libc.
+    assert!(suite::blind_to(Source::Patch).contains(&suite::Change::RawSyscall));
     let _only = exclusive();
     let n = open();
     let r = map(2);
