@@ -295,7 +295,7 @@ mod tests {
             .with_overrides(env(&[("REGCACHE_MONITOR", "ptrace")]))
             .unwrap_err();
         assert!(
-            e.to_string().contains("auto, kernel, uffd, external, none"),
+            e.to_string().contains("auto, kernel, patch, uffd, external, none"),
             "{e}"
         );
         let e = Config::default()

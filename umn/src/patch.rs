@@ -158,6 +158,11 @@ pub enum Unavailable {
     Raced(&'static str),
     /// Installed, but a patch written after ours replaced a jump.
     Overwritten,
+    /// Running under valgrind (its preload is in `LD_PRELOAD`): valgrind
+    /// keeps executing its translation of libc's file-backed text made
+    /// before the patch (`--smc-check=all-non-file`), so hooks would be
+    /// skipped silently.
+    Valgrind,
 }
 
 impl Unavailable {
@@ -173,6 +178,7 @@ impl Unavailable {
             Self::Protect(f) => format!("mprotect({f})"),
             Self::Raced(f) => format!("raced({f})"),
             Self::Overwritten => "overwritten".into(),
+            Self::Valgrind => "valgrind".into(),
         }
     }
 }
@@ -698,6 +704,11 @@ mod imp {
     }
 
     pub(super) fn install() -> Result<(), Unavailable> {
+        if std::env::var_os("LD_PRELOAD")
+            .is_some_and(|p| p.to_string_lossy().contains("vgpreload"))
+        {
+            return Err(Unavailable::Valgrind);
+        }
         // SAFETY: dlopen of an already-loaded library by its soname, with
         // RTLD_NOLOAD: no constructor runs, no new object is mapped.
         let h = unsafe { libc::dlopen(c"libc.so.6".as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_LAZY) };
