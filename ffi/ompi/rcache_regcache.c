@@ -34,7 +34,7 @@
  *                                finalize (hits, misses, register_mem and
  *                                deregister_mem calls, evictions,
  *                                invalidations, hook calls, refusals)
- *   rcache_regcache_monitor      auto | kernel | uffd | external
+ *   rcache_regcache_monitor      auto | kernel | patch | uffd | external
  *   rcache_regcache_max_regions  cached registrations (0: regcache's)
  *   rcache_regcache_max_bytes    cached bytes (0: regcache's)
  *   rcache_regcache_merge        -1 (regcache's) | 0 | 1
@@ -126,7 +126,8 @@
  * `regcache_cache_notify_unmapped` (no lock, no allocation) and never
  * returns an error, since mca_rcache_base_mem_cb `_exit`s the process on
  * one. With `--mca memory ^patcher` there are no hooks; regcache's own
- * source (`rcache_regcache_monitor` auto: the kernel device, else
+ * source (`rcache_regcache_monitor` auto: the kernel device, else the libc
+ * patch — refused when Open MPI's patcher got there first —, else
  * userfaultfd) keeps the cache true. Open MPI's rcache base refuses
  * leave-pinned without hook support, so when (and only when) that source
  * opens, component open declares it with `opal_mem_hooks_set_support
@@ -369,6 +370,7 @@ static bool parse_monitor(const char *s, uint32_t *out) {
   } names[] = {{"auto", REGCACHE_MONITOR_AUTO},
                {"kernel", REGCACHE_MONITOR_KERNEL},
                {"uffd", REGCACHE_MONITOR_UFFD},
+               {"patch", REGCACHE_MONITOR_PATCH},
                {"external", REGCACHE_MONITOR_EXTERNAL}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if (NULL != s && 0 == strcmp(s, names[i].name)) {
@@ -385,6 +387,8 @@ static const char *monitor_name(uint32_t m) {
     return "kernel";
   case REGCACHE_MONITOR_UFFD:
     return "uffd";
+  case REGCACHE_MONITOR_PATCH:
+    return "patch";
   case REGCACHE_MONITOR_EXTERNAL:
     return "external";
   case REGCACHE_MONITOR_NONE:
@@ -465,7 +469,8 @@ static bool own_source_opens(void) {
   }
   uint32_t got = REGCACHE_MONITOR_NONE;
   bool own = REGCACHE_OK == regcache_cache_monitor(probe, &got) &&
-             (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got);
+             (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got ||
+              REGCACHE_MONITOR_PATCH == got);
   (void)regcache_cache_destroy(probe);
   return own;
 }
@@ -966,7 +971,7 @@ static void create_cache(rr_module_t *m) {
   struct regcache_config cfg;
   if (!parse_monitor(C->monitor, &monitor)) {
     opal_output(0,
-                "%s: rcache_regcache_monitor=\"%s\" is not valid: expected auto, kernel, uffd "
+                "%s: rcache_regcache_monitor=\"%s\" is not valid: expected auto, kernel, patch, uffd "
                 "or external; running rcache \"%s\" without a cache",
                 RR_NAME, C->monitor ? C->monitor : "", m->cache_name);
     snprintf(m->mode, sizeof m->mode, "uncached(bad-monitor)");
@@ -1003,7 +1008,8 @@ static void create_cache(rr_module_t *m) {
   uint32_t got = REGCACHE_MONITOR_NONE;
   (void)regcache_cache_monitor(m->cache, &got);
   m->pass_hooks = REGCACHE_MONITOR_KERNEL != got;
-  if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got) {
+  if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got ||
+      REGCACHE_MONITOR_PATCH == got) {
     snprintf(m->mode, sizeof m->mode, "cached(source=%s)", monitor_name(got));
     warn_other_rcaches();
     return;
