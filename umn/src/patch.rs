@@ -21,10 +21,14 @@
 //!
 //! ## The ordering argument
 //!
+//! The hooks feed the `Patch` notifiers only (`Shared::patch_fed`): a
+//! `Uffd` notifier hears the same change from its uffd, and an extra
+//! event would cost it the hint; `External` ones hear only their host.
+//!
 //! A hook, with `r` the range the call may take away:
 //!
 //! ```text
-//!   walk = capture live notifiers          (fork.rs: held until the end)
+//!   walk = capture live Patch notifiers    (fork.rs: held until the end)
 //!   for each: begin()  (AcqRel RMW: busy)  ; record(r) into its ring
 //!   syscall(munmap, ...)                    (the kernel frees the range)
 //!   for each: end()    (Release: settled)   ; poke its eventfd
