@@ -407,3 +407,23 @@ fn foreign_patch_after_ours_is_detected() {
         "child status {status:#x}"
     );
 }
+
+/// `vfork`-style spawning (Rust's `Command` uses `posix_spawn`, which
+/// clones with `CLONE_VM | CLONE_VFORK`: the child runs patched libc in
+/// our address space until its `exec`) neither hangs nor disturbs the
+/// parent's invalidation.
+#[test]
+fn vfork_spawn_keeps_the_parent_working() {
+    let _only = exclusive();
+    let n = open();
+    let r = map(2);
+    n.register(r, Cookie(1)).unwrap();
+    for _ in 0..10 {
+        let st = std::process::Command::new("/bin/true").status().unwrap();
+        assert!(st.success());
+    }
+    let g0 = n.generation();
+    unmap(r);
+    let (ev, _) = changed_then_drain(&n, g0);
+    assert_eq!(ev, vec![inval(1, Some(r))]);
+}
