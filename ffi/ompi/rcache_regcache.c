@@ -126,9 +126,9 @@
  * `regcache_cache_notify_unmapped` (no lock, no allocation) and never
  * returns an error, since mca_rcache_base_mem_cb `_exit`s the process on
  * one. With `--mca memory ^patcher` there are no hooks; regcache's own
- * source (`rcache_regcache_monitor` auto: the kernel device, else the libc
- * patch — refused when Open MPI's patcher got there first —, else
- * userfaultfd) keeps the cache true. Open MPI's rcache base refuses
+ * source (`rcache_regcache_monitor` auto: the kernel device, else
+ * userfaultfd — never the libc patch here, see `new_cache`) keeps the
+ * cache true. Open MPI's rcache base refuses
  * leave-pinned without hook support, so when (and only when) that source
  * opens, component open declares it with `opal_mem_hooks_set_support
  * (FREE|MUNMAP)` — before the first `mca_rcache_base_module_create`,
@@ -326,7 +326,8 @@ static int rr_register(void) {
       v, "monitor",
       "regcache's own invalidation source: auto (kernel device /dev/ummunotify, else "
       "userfaultfd; when one opens the component tells Open MPI it provides memory-hook "
-      "support, so --mca memory ^patcher works), kernel, uffd, or external (only Open MPI's "
+      "support, so --mca memory ^patcher works), kernel, uffd, patch (libc patched by "
+      "regcache; refused when Open MPI's patcher patched first), or external (only Open MPI's "
       "memory hooks, through invalidate_range)",
       MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
       &C->monitor);
@@ -447,6 +448,29 @@ static int probe_dereg(void *ctx, void *user_data) {
   return 0;
 }
 
+/* `regcache_cache_new_with_ops`, except that inside Open MPI "auto" never
+ * means the libc patch: Open MPI's memory/patcher component overwrites
+ * libc's munmap/mremap/madvise/... at its own initialisation, which can
+ * come after this component's, and a patch overwritten after ours makes
+ * regcache refuse every registration (Overwritten; served uncached). So
+ * "auto" here is the kernel device, else userfaultfd; `patch` can still be
+ * asked for by name. */
+static enum regcache_result new_cache(struct regcache_config *cfg,
+                                      const struct regcache_registrar_ops *ops,
+                                      struct regcache_cache **out) {
+  if (REGCACHE_MONITOR_AUTO != cfg->monitor) {
+    return regcache_cache_new_with_ops(cfg, ops, out);
+  }
+  cfg->monitor = REGCACHE_MONITOR_KERNEL;
+  enum regcache_result rc = regcache_cache_new_with_ops(cfg, ops, out);
+  if (REGCACHE_OK != rc) {
+    cfg->monitor = REGCACHE_MONITOR_UFFD;
+    rc = regcache_cache_new_with_ops(cfg, ops, out);
+  }
+  cfg->monitor = REGCACHE_MONITOR_AUTO;
+  return rc;
+}
+
 /* Whether regcache's own source (kernel device or userfaultfd) opens
  * with the configured monitor: a cache is created and destroyed. */
 static bool own_source_opens(void) {
@@ -464,7 +488,7 @@ static bool own_source_opens(void) {
                                        .dereg = probe_dereg,
                                        .ctx = NULL};
   struct regcache_cache *probe = NULL;
-  if (REGCACHE_OK != regcache_cache_new_with_ops(&cfg, &ops, &probe)) {
+  if (REGCACHE_OK != new_cache(&cfg, &ops, &probe)) {
     return false;
   }
   uint32_t got = REGCACHE_MONITOR_NONE;
@@ -991,7 +1015,7 @@ static void create_cache(rr_module_t *m) {
                                        .reg = reg_cb,
                                        .dereg = dereg_cb,
                                        .ctx = m};
-  enum regcache_result rc = regcache_cache_new_with_ops(&cfg, &ops, &m->cache);
+  enum regcache_result rc = new_cache(&cfg, &ops, &m->cache);
   if (REGCACHE_OK != rc && REGCACHE_MONITOR_AUTO == monitor) {
     /* No source of its own: Open MPI's hooks may still keep it true. */
     cfg.monitor = REGCACHE_MONITOR_EXTERNAL;
