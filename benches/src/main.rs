@@ -89,7 +89,7 @@ enum Command {
 
 fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
     regcache::MonitorKind::parse(s)
-        .ok_or_else(|| format!("{s:?}: expected auto, kernel, uffd, external or none"))
+        .ok_or_else(|| format!("{s:?}: expected auto, kernel, patch, uffd, external or none"))
 }
 
 fn parse_bytes(s: &str) -> Result<u64, String> {

@@ -130,13 +130,18 @@ pub fn replay<R: Registrar>(
                     let t = Instant::now();
                     match cache.monitor() {
                         // The kernel tells the cache, as for an application.
-                        MonitorKind::Uffd | MonitorKind::Kernel => layout.replace(r)?,
+                        MonitorKind::Uffd | MonitorKind::Kernel | MonitorKind::Patch => {
+                            layout.replace(r)?
+                        }
                         MonitorKind::External => cache.notify_unmapped(*r)?,
                         _ => {
                             cache.invalidate(*r);
                         }
                     }
-                    if matches!(cache.monitor(), MonitorKind::Uffd | MonitorKind::Kernel) {
+                    if matches!(
+                        cache.monitor(),
+                        MonitorKind::Uffd | MonitorKind::Kernel | MonitorKind::Patch
+                    ) {
                         unmap_ns += t.elapsed().as_nanos() as u64;
                     }
                 }

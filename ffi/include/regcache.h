@@ -166,7 +166,8 @@ enum regcache_monitor
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-  // The kernel device if present, else userfaultfd.
+  // The kernel device if present, else the libc patch, else
+  // userfaultfd.
   REGCACHE_MONITOR_AUTO = 0,
   // `/dev/ummunotify`.
   REGCACHE_MONITOR_KERNEL = 1,
@@ -177,6 +178,9 @@ enum regcache_monitor
   // No invalidation source (caches only; the host must call
   // `regcache_cache_notify_unmapped` before memory goes away).
   REGCACHE_MONITOR_NONE = 4,
+  // libc's unmap-like functions patched to invalidate before the
+  // system call (no module, no privilege; blind to raw system calls).
+  REGCACHE_MONITOR_PATCH = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -956,8 +960,9 @@ enum regcache_result regcache_cache_invalidate(const struct regcache_cache *cach
 // `handle` as for `regcache_handle_release`; `out` NULL or writable.
 enum regcache_result regcache_handle_user_data(const struct regcache_handle *handle, void **out);
 
-// Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `UFFD` or
-// `EXTERNAL`; `AUTO` picks the kernel device, else userfaultfd).
+// Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `PATCH`,
+// `UFFD` or `EXTERNAL`; `AUTO` picks the kernel device, else the libc
+// patch, else userfaultfd).
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`NONE` or

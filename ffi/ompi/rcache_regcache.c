@@ -34,7 +34,7 @@
  *                                finalize (hits, misses, register_mem and
  *                                deregister_mem calls, evictions,
  *                                invalidations, hook calls, refusals)
- *   rcache_regcache_monitor      auto | kernel | uffd | external
+ *   rcache_regcache_monitor      auto | kernel | patch | uffd | external
  *   rcache_regcache_max_regions  cached registrations (0: regcache's)
  *   rcache_regcache_max_bytes    cached bytes (0: regcache's)
  *   rcache_regcache_merge        -1 (regcache's) | 0 | 1
@@ -127,7 +127,8 @@
  * returns an error, since mca_rcache_base_mem_cb `_exit`s the process on
  * one. With `--mca memory ^patcher` there are no hooks; regcache's own
  * source (`rcache_regcache_monitor` auto: the kernel device, else
- * userfaultfd) keeps the cache true. Open MPI's rcache base refuses
+ * userfaultfd — never the libc patch here, see `new_cache`) keeps the
+ * cache true. Open MPI's rcache base refuses
  * leave-pinned without hook support, so when (and only when) that source
  * opens, component open declares it with `opal_mem_hooks_set_support
  * (FREE|MUNMAP)` — before the first `mca_rcache_base_module_create`,
@@ -325,7 +326,8 @@ static int rr_register(void) {
       v, "monitor",
       "regcache's own invalidation source: auto (kernel device /dev/ummunotify, else "
       "userfaultfd; when one opens the component tells Open MPI it provides memory-hook "
-      "support, so --mca memory ^patcher works), kernel, uffd, or external (only Open MPI's "
+      "support, so --mca memory ^patcher works), kernel, uffd, patch (libc patched by "
+      "regcache; refused when Open MPI's patcher patched first), or external (only Open MPI's "
       "memory hooks, through invalidate_range)",
       MCA_BASE_VAR_TYPE_STRING, NULL, 0, 0, OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
       &C->monitor);
@@ -369,6 +371,7 @@ static bool parse_monitor(const char *s, uint32_t *out) {
   } names[] = {{"auto", REGCACHE_MONITOR_AUTO},
                {"kernel", REGCACHE_MONITOR_KERNEL},
                {"uffd", REGCACHE_MONITOR_UFFD},
+               {"patch", REGCACHE_MONITOR_PATCH},
                {"external", REGCACHE_MONITOR_EXTERNAL}};
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
     if (NULL != s && 0 == strcmp(s, names[i].name)) {
@@ -385,6 +388,8 @@ static const char *monitor_name(uint32_t m) {
     return "kernel";
   case REGCACHE_MONITOR_UFFD:
     return "uffd";
+  case REGCACHE_MONITOR_PATCH:
+    return "patch";
   case REGCACHE_MONITOR_EXTERNAL:
     return "external";
   case REGCACHE_MONITOR_NONE:
@@ -443,6 +448,29 @@ static int probe_dereg(void *ctx, void *user_data) {
   return 0;
 }
 
+/* `regcache_cache_new_with_ops`, except that inside Open MPI "auto" never
+ * means the libc patch: Open MPI's memory/patcher component overwrites
+ * libc's munmap/mremap/madvise/... at its own initialisation, which can
+ * come after this component's, and a patch overwritten after ours makes
+ * regcache refuse every registration (Overwritten; served uncached). So
+ * "auto" here is the kernel device, else userfaultfd; `patch` can still be
+ * asked for by name. */
+static enum regcache_result new_cache(struct regcache_config *cfg,
+                                      const struct regcache_registrar_ops *ops,
+                                      struct regcache_cache **out) {
+  if (REGCACHE_MONITOR_AUTO != cfg->monitor) {
+    return regcache_cache_new_with_ops(cfg, ops, out);
+  }
+  cfg->monitor = REGCACHE_MONITOR_KERNEL;
+  enum regcache_result rc = regcache_cache_new_with_ops(cfg, ops, out);
+  if (REGCACHE_OK != rc) {
+    cfg->monitor = REGCACHE_MONITOR_UFFD;
+    rc = regcache_cache_new_with_ops(cfg, ops, out);
+  }
+  cfg->monitor = REGCACHE_MONITOR_AUTO;
+  return rc;
+}
+
 /* Whether regcache's own source (kernel device or userfaultfd) opens
  * with the configured monitor: a cache is created and destroyed. */
 static bool own_source_opens(void) {
@@ -460,12 +488,13 @@ static bool own_source_opens(void) {
                                        .dereg = probe_dereg,
                                        .ctx = NULL};
   struct regcache_cache *probe = NULL;
-  if (REGCACHE_OK != regcache_cache_new_with_ops(&cfg, &ops, &probe)) {
+  if (REGCACHE_OK != new_cache(&cfg, &ops, &probe)) {
     return false;
   }
   uint32_t got = REGCACHE_MONITOR_NONE;
   bool own = REGCACHE_OK == regcache_cache_monitor(probe, &got) &&
-             (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got);
+             (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got ||
+              REGCACHE_MONITOR_PATCH == got);
   (void)regcache_cache_destroy(probe);
   return own;
 }
@@ -978,7 +1007,7 @@ static void create_cache(rr_module_t *m) {
   struct regcache_config cfg;
   if (!parse_monitor(C->monitor, &monitor)) {
     opal_output(0,
-                "%s: rcache_regcache_monitor=\"%s\" is not valid: expected auto, kernel, uffd "
+                "%s: rcache_regcache_monitor=\"%s\" is not valid: expected auto, kernel, patch, uffd "
                 "or external; running rcache \"%s\" without a cache",
                 RR_NAME, C->monitor ? C->monitor : "", m->cache_name);
     snprintf(m->mode, sizeof m->mode, "uncached(bad-monitor)");
@@ -998,7 +1027,7 @@ static void create_cache(rr_module_t *m) {
                                        .reg = reg_cb,
                                        .dereg = dereg_cb,
                                        .ctx = m};
-  enum regcache_result rc = regcache_cache_new_with_ops(&cfg, &ops, &m->cache);
+  enum regcache_result rc = new_cache(&cfg, &ops, &m->cache);
   if (REGCACHE_OK != rc && REGCACHE_MONITOR_AUTO == monitor) {
     /* No source of its own: Open MPI's hooks may still keep it true. */
     cfg.monitor = REGCACHE_MONITOR_EXTERNAL;
@@ -1015,7 +1044,8 @@ static void create_cache(rr_module_t *m) {
   uint32_t got = REGCACHE_MONITOR_NONE;
   (void)regcache_cache_monitor(m->cache, &got);
   m->pass_hooks = REGCACHE_MONITOR_KERNEL != got;
-  if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got) {
+  if (REGCACHE_MONITOR_KERNEL == got || REGCACHE_MONITOR_UFFD == got ||
+      REGCACHE_MONITOR_PATCH == got) {
     snprintf(m->mode, sizeof m->mode, "cached(source=%s)", monitor_name(got));
     warn_other_rcaches();
     return;

@@ -35,7 +35,8 @@ pub enum regcache_registrar {
 #[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum regcache_monitor {
-    /// The kernel device if present, else userfaultfd.
+    /// The kernel device if present, else the libc patch, else
+    /// userfaultfd.
     REGCACHE_MONITOR_AUTO = 0,
     /// `/dev/ummunotify`.
     REGCACHE_MONITOR_KERNEL = 1,
@@ -46,6 +47,9 @@ pub enum regcache_monitor {
     /// No invalidation source (caches only; the host must call
     /// `regcache_cache_notify_unmapped` before memory goes away).
     REGCACHE_MONITOR_NONE = 4,
+    /// libc's unmap-like functions patched to invalidate before the
+    /// system call (no module, no privilege; blind to raw system calls).
+    REGCACHE_MONITOR_PATCH = 5,
 }
 
 /// Access flags for `regcache_cache_get`, with the values of `enum
@@ -146,6 +150,7 @@ pub(crate) fn monitor_of(v: u32) -> Option<regcache_monitor> {
         2 => REGCACHE_MONITOR_UFFD,
         3 => REGCACHE_MONITOR_EXTERNAL,
         4 => REGCACHE_MONITOR_NONE,
+        5 => REGCACHE_MONITOR_PATCH,
         _ => return None,
     })
 }
@@ -157,6 +162,7 @@ pub(crate) fn monitor_to_c(m: MonitorKind) -> regcache_monitor {
         MonitorKind::Kernel => REGCACHE_MONITOR_KERNEL,
         MonitorKind::Uffd => REGCACHE_MONITOR_UFFD,
         MonitorKind::External => REGCACHE_MONITOR_EXTERNAL,
+        MonitorKind::Patch => REGCACHE_MONITOR_PATCH,
         _ => REGCACHE_MONITOR_NONE,
     }
 }
@@ -169,6 +175,7 @@ fn monitor_from_c(m: regcache_monitor) -> MonitorKind {
         REGCACHE_MONITOR_UFFD => MonitorKind::Uffd,
         REGCACHE_MONITOR_EXTERNAL => MonitorKind::External,
         REGCACHE_MONITOR_NONE => MonitorKind::None,
+        REGCACHE_MONITOR_PATCH => MonitorKind::Patch,
     }
 }
 

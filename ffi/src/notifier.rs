@@ -72,13 +72,15 @@ fn to_c(s: Source) -> regcache_monitor {
     match s {
         Source::Kernel => regcache_monitor::REGCACHE_MONITOR_KERNEL,
         Source::Uffd => regcache_monitor::REGCACHE_MONITOR_UFFD,
+        Source::Patch => regcache_monitor::REGCACHE_MONITOR_PATCH,
         Source::External => regcache_monitor::REGCACHE_MONITOR_EXTERNAL,
         _ => regcache_monitor::REGCACHE_MONITOR_AUTO,
     }
 }
 
-/// Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `UFFD` or
-/// `EXTERNAL`; `AUTO` picks the kernel device, else userfaultfd).
+/// Open an event source (`regcache_monitor`: `AUTO`, `KERNEL`, `PATCH`,
+/// `UFFD` or `EXTERNAL`; `AUTO` picks the kernel device, else the libc
+/// patch, else userfaultfd).
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT`, `REGCACHE_ERR_INVALID_ARGUMENT` (`NONE` or
@@ -97,6 +99,7 @@ pub unsafe extern "C" fn regcache_notifier_open(
             Some(regcache_monitor::REGCACHE_MONITOR_AUTO) => Source::Auto,
             Some(regcache_monitor::REGCACHE_MONITOR_KERNEL) => Source::Kernel,
             Some(regcache_monitor::REGCACHE_MONITOR_UFFD) => Source::Uffd,
+            Some(regcache_monitor::REGCACHE_MONITOR_PATCH) => Source::Patch,
             Some(regcache_monitor::REGCACHE_MONITOR_EXTERNAL) => Source::External,
             _ => {
                 return Err(Error::new(

@@ -78,7 +78,8 @@ impl Verify {
 /// range itself with [`crate::Cache::invalidate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MonitorKind {
-    /// The best that works here: the kernel device, else userfaultfd.
+    /// The best that works here: the kernel device, else the libc patch,
+    /// else userfaultfd.
     /// If neither opens, the cache runs with no source and says so in its
     /// statistics and log.
     Auto,
@@ -86,6 +87,9 @@ pub enum MonitorKind {
     Kernel,
     /// userfaultfd with a monitor thread (no module needed).
     Uffd,
+    /// libc's unmap-like functions patched to invalidate before the
+    /// system call (`umn::Source::Patch`; no module, no privilege).
+    Patch,
     /// Only what the host reports through [`crate::Cache::notify_unmapped`].
     External,
     /// No source at all.
@@ -99,6 +103,7 @@ impl MonitorKind {
             MonitorKind::Auto => "auto",
             MonitorKind::Kernel => "kernel",
             MonitorKind::Uffd => "uffd",
+            MonitorKind::Patch => "patch",
             MonitorKind::External => "external",
             MonitorKind::None => "none",
         }
@@ -110,6 +115,7 @@ impl MonitorKind {
             Self::Auto,
             Self::Kernel,
             Self::Uffd,
+            Self::Patch,
             Self::External,
             Self::None,
         ]
@@ -187,7 +193,7 @@ impl Config {
             self.monitor = MonitorKind::parse(&v).ok_or(ConfigError {
                 variable: "REGCACHE_MONITOR",
                 value: v,
-                expected: "one of auto, kernel, uffd, external, none",
+                expected: "one of auto, kernel, patch, uffd, external, none",
             })?;
         }
         if let Some(v) = get("REGCACHE_VERIFY") {
@@ -289,7 +295,7 @@ mod tests {
             .with_overrides(env(&[("REGCACHE_MONITOR", "ptrace")]))
             .unwrap_err();
         assert!(
-            e.to_string().contains("auto, kernel, uffd, external, none"),
+            e.to_string().contains("auto, kernel, patch, uffd, external, none"),
             "{e}"
         );
         let e = Config::default()

@@ -79,6 +79,10 @@ pub enum Error {
     /// The cookie is not registered.
     #[error("cookie {0:?} not registered")]
     UnknownCookie(Cookie),
+    /// `Source::Patch`: libc could not be patched in this process (the
+    /// named reason), or a later patch of another library overwrote ours.
+    #[error("{0}")]
+    PatchUnavailable(crate::patch::Unavailable),
     /// The range is empty or malformed.
     #[error(transparent)]
     Range(#[from] RangeError),

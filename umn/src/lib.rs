@@ -49,6 +49,10 @@
 //!   (docs/KERNEL.md); [`Error::DeviceAbsent`] when it is not loaded.
 //!   With it, [`Notifier::region_word`] validates one registration with
 //!   one load.
+//! - [`Source::Patch`]: libc's `munmap`, `mremap`, `madvise`, `mmap`
+//!   (`MAP_FIXED`), `brk` and `shmdt` patched to invalidate *before* the
+//!   system call — see the `patch` module docs. What `Auto` picks without
+//!   the device; blind only to system calls that bypass libc.
 //! - [`Source::Uffd`]: userfaultfd with a monitor thread — see the `uffd`
 //!   module docs for what it sees and what it cannot. One uffd and one
 //!   monitor per process, shared by every `Uffd` notifier: several
@@ -136,6 +140,7 @@ macro_rules! not_loom {
 
 not_loom! {
     pub mod hooks;
+    pub mod patch;
     mod kernel;
     mod notifier;
     mod sys;

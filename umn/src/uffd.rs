@@ -18,7 +18,7 @@
 //! | `shmdt`, `shmat(SHM_REMAP)`              | [`crate::hooks`] (interposition)   |
 //! | `remap_file_pages`, `MADV_GUARD_INSTALL` | [`crate::hooks`], kernel device   |
 //! | hole punch / truncate of a shared file   | kernel device only (MMU notifier)  |
-//! | another thread mapping new memory at the same address before the event is queued | kernel device only |
+//! | another thread mapping new memory at the same address before the event is queued | kernel device; `Source::Patch` (`crate::patch`) |
 //! | a VMA owned by a uffd not umn's (EBUSY)  | nothing: [`crate::Error::Busy`], serve uncached |
 //! | memory of a `fork` child                 | nothing: the child's notifier reports [`crate::Error::Forked`] |
 //!

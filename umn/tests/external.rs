@@ -118,3 +118,11 @@ fn drain_with_reports_all_then_last() {
     assert_eq!(g, n.generation());
     unmap(r);
 }
+
+/// The shared address-reuse race (common/suite.rs), the host pushing
+/// `notify_unmapped` before each `munmap`.
+#[test]
+fn address_reuse_race() {
+    let _only = exclusive();
+    common::suite::address_reuse_race(Source::External);
+}

@@ -31,19 +31,6 @@ fn open() -> Notifier {
 shared_tests!(Source::Uffd);
 
 #[test]
-fn auto_picks_uffd_without_device() {
-    let _only = exclusive();
-    if std::path::Path::new(umn::DEVICE_PATH).exists() {
-        println!(
-            "SKIPPED: /dev/ummunotify present; Auto picks the device (covered in the VM tier)"
-        );
-        return;
-    }
-    let n = Notifier::open(Source::Auto).unwrap();
-    assert_eq!(n.source(), Source::Uffd);
-}
-
-#[test]
 fn munmap_middle_page_hint_is_that_page() {
     let _only = exclusive();
     let n = open();

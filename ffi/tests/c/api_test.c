@@ -324,7 +324,7 @@ static void test_get_release(void)
 
 /* get, munmap, mmap again at the same address (MAP_FIXED), get: the second
  * get must be a miss with a new registration, never the stale one. With a
- * cache that watches memory itself (uffd, kernel) nothing else is needed;
+ * cache that watches memory itself (uffd, patch, kernel) nothing else is needed;
  * with EXTERNAL/NONE the host reports the unmap, as an MPI library with its
  * own hooks does. */
 static void test_stale_registration(uint32_t monitor)
@@ -337,6 +337,7 @@ static void test_stale_registration(uint32_t monitor)
 
     EXPECT(regcache_cache_monitor(c, &active), REGCACHE_OK);
     CHECK(monitor == REGCACHE_MONITOR_AUTO ? (active == REGCACHE_MONITOR_UFFD ||
+                                              active == REGCACHE_MONITOR_PATCH ||
                                               active == REGCACHE_MONITOR_KERNEL)
                                            : active == monitor);
     char *buf = map_anon(len);

@@ -81,12 +81,14 @@ impl Monitor {
             MonitorKind::Auto => umn::Source::Auto,
             MonitorKind::Kernel => umn::Source::Kernel,
             MonitorKind::Uffd => umn::Source::Uffd,
+            MonitorKind::Patch => umn::Source::Patch,
             MonitorKind::External => umn::Source::External,
         };
         let notifier = umn::Notifier::open(source)?;
         let active = match notifier.source() {
             umn::Source::Kernel => MonitorKind::Kernel,
             umn::Source::Uffd => MonitorKind::Uffd,
+            umn::Source::Patch => MonitorKind::Patch,
             umn::Source::External => MonitorKind::External,
             _ => kind,
         };

@@ -191,3 +191,19 @@ pub(crate) fn with_uffd_fed<R>(f: impl FnOnce(&UffdFed<'_>) -> R) -> R {
     }
     f(&fed)
 }
+
+/// Call `f` with the live `Patch` notifiers, captured once like
+/// [`with_uffd_fed`] (the same set for the whole call, none removed before
+/// `f` returns): the libc patch's hooks keep the captured notifiers'
+/// generations busy across the system call they perform. Lock-free,
+/// allocation-free.
+pub(crate) fn with_patch_fed<R>(f: impl FnOnce(&UffdFed<'_>) -> R) -> R {
+    let walk = Walk::new();
+    let mut all = UffdFed {
+        set: [None; MAX_LIVE],
+    };
+    for (dst, s) in all.set.iter_mut().zip(walk.live().filter(|s| s.patch_fed)) {
+        *dst = Some(s);
+    }
+    f(&all)
+}

@@ -214,7 +214,7 @@ impl Hub {
         FDS.stop.store(stop, Ordering::Release);
         // In the table before the monitor runs and before any VMA is
         // registered: every event that could carve a span reaches it.
-        let feed = Arc::new(Shared::new(FEED_CAPACITY, -1, true));
+        let feed = Arc::new(Shared::new(FEED_CAPACITY, -1, true, false));
         let Some(feed_slot) = add_live(&feed) else {
             close_all();
             return Err(table_full());

@@ -74,7 +74,7 @@ mod hub;
 mod shared;
 mod spans;
 
-pub(crate) use fork::{for_each_live, with_uffd_fed};
+pub(crate) use fork::{for_each_live, with_patch_fed, with_uffd_fed};
 use fork::{add_live, remove_live};
 pub(crate) use hub::HubFds;
 use hub::{Hub, HubRef};
@@ -84,7 +84,10 @@ pub(crate) use shared::Shared;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Source {
-    /// The kernel device if present, else userfaultfd. Never silently
+    /// The kernel device if present, else the libc patch
+    /// ([`Source::Patch`]), else userfaultfd (a patch refused, e.g. because
+    /// another library patched libc first, is counted in
+    /// [`crate::patch::fallbacks`]). Never silently
     /// `External`: a cache on `External` is only safe if the host pushes
     /// every unmap, which `Auto` cannot know.
     Auto,
@@ -97,6 +100,11 @@ pub enum Source {
     /// Events only from [`Notifier::notify_unmapped`] (and the hooks): for
     /// an MPI library that has its own memory hooks.
     External,
+    /// libc's `munmap`, `mremap`, `madvise`, `mmap` (`MAP_FIXED`), `brk`
+    /// and `shmdt` patched to invalidate *before* the system call
+    /// ([`crate::patch`]): synchronous like the kernel device, no module,
+    /// no privilege. Blind to raw system calls that bypass libc.
+    Patch,
 }
 
 /// Tuning for [`Notifier::open_with`].
@@ -252,16 +260,27 @@ impl Notifier {
     /// # Errors
     /// `Kernel`: [`Error::DeviceAbsent`] when `/dev/ummunotify` does not
     /// exist, [`Error::DeviceOpen`]/[`Error::Device`] otherwise. `Uffd`:
-    /// [`Error::UffdOpen`], [`Error::UffdApi`], [`Error::Sys`]. `Auto`: the
-    /// userfaultfd error when neither works.
+    /// [`Error::UffdOpen`], [`Error::UffdApi`], [`Error::Sys`]. `Patch`:
+    /// [`Error::PatchUnavailable`]. `Auto`: the userfaultfd error when
+    /// none works.
     pub fn open_with(source: Source, opts: &Options) -> Result<Self> {
         match source {
             Source::Kernel => Self::open_kernel(),
-            Source::Uffd => Self::open_local(true, opts),
-            Source::External => Self::open_local(false, opts),
+            Source::Uffd => Self::open_local(Source::Uffd, opts),
+            Source::External => Self::open_local(Source::External, opts),
+            Source::Patch => {
+                crate::patch::install().map_err(Error::PatchUnavailable)?;
+                Self::open_local(Source::Patch, opts)
+            }
             Source::Auto => match Self::open_kernel() {
                 Ok(n) => Ok(n),
-                Err(_) => Self::open_local(true, opts),
+                Err(_) => match crate::patch::install() {
+                    Ok(()) => Self::open_local(Source::Patch, opts),
+                    Err(_) => {
+                        crate::patch::count_fallback();
+                        Self::open_local(Source::Uffd, opts)
+                    }
+                },
             },
         }
     }
@@ -275,7 +294,8 @@ impl Notifier {
         })
     }
 
-    fn open_local(with_uffd: bool, opts: &Options) -> Result<Self> {
+    fn open_local(source: Source, opts: &Options) -> Result<Self> {
+        let with_uffd = source == Source::Uffd;
         let sys_err = |call| move |source| Error::Sys { call, source };
         // Dropped on every error path below: the last one closes the hub.
         let hub = if with_uffd {
@@ -284,9 +304,14 @@ impl Notifier {
             None
         };
         let efd = sys::eventfd().map_err(sys_err("eventfd"))?;
-        let shared = Arc::new(Shared::new(opts.ring_capacity, efd, with_uffd));
+        let shared = Arc::new(Shared::new(
+            opts.ring_capacity,
+            efd,
+            with_uffd,
+            source == Source::Patch,
+        ));
         let slot = add_live(&shared);
-        if with_uffd && slot.is_none() {
+        if (with_uffd || source == Source::Patch) && slot.is_none() {
             // The hub's readers reach notifiers through the table only: a
             // uffd notifier outside it would never see an event.
             Shared::take_fd(&shared.efd);
@@ -294,11 +319,7 @@ impl Notifier {
         }
         Ok(Self {
             word: shared.word.as_std() as *const AtomicU64,
-            source: if with_uffd {
-                Source::Uffd
-            } else {
-                Source::External
-            },
+            source,
             backend: Backend::Local(Box::new(Local {
                 shared,
                 inner: Mutex::new(Inner::default()),
@@ -308,7 +329,8 @@ impl Notifier {
         })
     }
 
-    /// The source in use (`Kernel`, `Uffd` or `External`, never `Auto`).
+    /// The source in use (`Kernel`, `Patch`, `Uffd` or `External`, never
+    /// `Auto`).
     pub fn source(&self) -> Source {
         self.source
     }
@@ -441,6 +463,11 @@ impl Notifier {
         };
         if l.shared.is_forked() {
             return Err(Error::Forked);
+        }
+        if self.source == Source::Patch && !crate::patch::intact() {
+            // Another library patched over our jump: nothing would report
+            // an unmap of this range.
+            return Err(Error::PatchUnavailable(crate::patch::Unavailable::Overwritten));
         }
         let page = range.page_align()?;
         let mut inner = Self::lock(l);

@@ -41,12 +41,16 @@ pub(crate) struct Shared {
     /// A `Uffd` notifier: the hub's readers record every uffd event here
     /// (an `External` one gets only its own and the hooks' events).
     pub(crate) uffd_fed: bool,
+    /// A `Patch` notifier: the libc patch's hooks record into it
+    /// (`crate::patch`).
+    pub(crate) patch_fed: bool,
 }
 
 impl Shared {
     /// Fresh state over the pollable eventfd `efd`, with a ring of
-    /// `ring_capacity` raw events; `uffd_fed` for a `Uffd` notifier.
-    pub(super) fn new(ring_capacity: usize, efd: RawFd, uffd_fed: bool) -> Self {
+    /// `ring_capacity` raw events; `uffd_fed` for a `Uffd` notifier,
+    /// `patch_fed` for a `Patch` one.
+    pub(super) fn new(ring_capacity: usize, efd: RawFd, uffd_fed: bool, patch_fed: bool) -> Self {
         Self {
             word: GenCell::new(),
             ring: Ring::with_capacity(ring_capacity),
@@ -54,6 +58,7 @@ impl Shared {
             efd: AtomicI32::new(efd),
             forked: AtomicBool::new(false),
             uffd_fed,
+            patch_fed,
         }
     }
 

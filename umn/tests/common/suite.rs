@@ -76,6 +76,7 @@ macro_rules! shared_tests {
             hit_twice_before_read_is_one_event_without_hint,
             unregister_drops_pending_event,
             munmap_on_another_thread,
+            address_reuse_race,
         );
     };
     ($source:expr; $($name:ident),* $(,)?) => {
@@ -322,4 +323,104 @@ pub fn mremap_move_registered(n: &Notifier) -> AddrRange {
     assert_eq!(ev, vec![inval(1, Some(r))]);
     assert_eq!(c, 1);
     moved
+}
+
+/// A memory-map change a source may be unable to see. Each source
+/// declares its blind spots in [`blind_to`]; the scenarios that need a
+/// change a source cannot see say so (`SKIPPED ... declared`) instead of
+/// failing, and the race reports its stale count without asserting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A system call that bypasses libc (`syscall(SYS_munmap, ..)`, a
+    /// statically linked runtime).
+    RawSyscall,
+    /// `shmdt`, `shmat(SHM_REMAP)` (uffd: only through `umn::hooks`).
+    SysvDetach,
+    /// The unmap event arrives only after the address is free again, so
+    /// another thread can map it and look it up first.
+    AfterTheFact,
+    /// Anything the host does not push with `notify_unmapped`.
+    Unreported,
+}
+
+/// What `source` cannot see (module docs of each source: `umn::patch`,
+/// `umn::uffd`; the kernel device's MMU notifier sees every change).
+pub fn blind_to(source: Source) -> &'static [Change] {
+    match source {
+        Source::Kernel => &[],
+        Source::Patch => &[Change::RawSyscall, Change::SysvDetach],
+        Source::Uffd => &[Change::SysvDetach, Change::AfterTheFact],
+        _ => &[Change::Unreported],
+    }
+}
+
+/// Rounds of [`address_reuse_race`]: `UMN_RACE_ROUNDS`, else 200 (CI);
+/// `UMN_RACE_ROUNDS=10000` on demand.
+pub fn race_rounds() -> u64 {
+    std::env::var("UMN_RACE_ROUNDS")
+        .ok()
+        .map(|v| v.parse().expect("UMN_RACE_ROUNDS: a round count"))
+        .unwrap_or(200)
+}
+
+/// The cross-thread address-reuse race, as a cache would meet it: thread
+/// A unmaps a registered range while thread B maps new memory at the same
+/// address as soon as it is free and then checks, as a cache's hit path
+/// does, whether the registration is still good: the generation unchanged
+/// since the last drain, or changed but the drain has no invalidation of
+/// its cookie, is a *stale* result. Prints the stale count per source;
+/// asserts 0 for a source not declared [`Change::AfterTheFact`]. The
+/// `External` source is driven as a host with its own hooks drives it:
+/// `notify_unmapped` before the `munmap`.
+pub fn address_reuse_race(source: Source) {
+    let Some(n) = open_or_skip(source) else {
+        return;
+    };
+    let rounds = race_rounds();
+    let (mut stale, mut raced) = (0u64, 0u64);
+    for i in 0..rounds {
+        let r = map(16);
+        let cookie = Cookie(1_000 + i);
+        n.register(r, cookie).unwrap();
+        let seen = drain(&n).2;
+        let ready = std::sync::Barrier::new(2);
+        let got = std::thread::scope(|s| {
+            let b = s.spawn(|| {
+                ready.wait();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                loop {
+                    if let Ok(m) = regcache_testkit::mem::try_map_at(r.start(), r.len()) {
+                        // The cache's check, right after the address is ours.
+                        let hit = n.generation() == seen
+                            || drain(&n).0.iter().all(|e| e.cookie != cookie);
+                        break Some((hit, m));
+                    }
+                    if std::time::Instant::now() > deadline {
+                        break None; // something else took the address
+                    }
+                    std::hint::spin_loop();
+                }
+            });
+            ready.wait();
+            if source == Source::External {
+                n.notify_unmapped(r).unwrap();
+            }
+            unmap(r);
+            b.join().unwrap()
+        });
+        if let Some((hit, again)) = got {
+            raced += 1;
+            stale += u64::from(hit);
+            unmap(again);
+        }
+        n.unregister(cookie).unwrap();
+    }
+    assert!(
+        raced >= rounds / 2,
+        "the freed address was reused in only {raced} of {rounds} rounds"
+    );
+    println!("address reuse race, {source:?} source: {stale} stale of {raced} raced rounds");
+    if !blind_to(source).contains(&Change::AfterTheFact) {
+        assert_eq!(stale, 0, "{source:?} let a stale registration through");
+    }
 }
