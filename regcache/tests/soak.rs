@@ -292,3 +292,10 @@ fn soak_broken_source_is_caught() {
         c.registrar().violations()
     );
 }
+
+#[test]
+fn soak_patch_verified() {
+    // The synchronous source (issue 13): invalidates before every unmap
+    // the soak makes (munmap, mremap, madvise, free), so no stale hit.
+    soak_with(MonitorKind::Patch, "soak_patch_verified", true);
+}
