@@ -1,8 +1,8 @@
 //! The hit and the release: one path each.
 //!
-//! **The hit.** A direct-mapped *hint table*, indexed by a hash of the
-//! request's first page, remembers which slot last served a request
-//! starting there — a software TLB. The slot is checked (LIVE, covers the
+//! **The hit.** A *hint table* (`hints.rs`: set-associative, laid out
+//! like a page table), keyed by the request's first page, remembers which
+//! slot last served a request starting there — a software TLB. The slot is checked (LIVE, covers the
 //! request, access flags suffice) and its reference count taken with a
 //! single compare-and-swap on its state word ([`Slot::try_acquire`]); the
 //! CAS also proves the slot was not recycled between the checks and the
@@ -76,14 +76,11 @@ impl<R: Registrar> Cache<R> {
                 return held;
             }
         }
-        let h = self.hints.get(self.hint_index(req.start()))?.load(Relaxed);
-        if h != 0 {
-            let idx = h.wrapping_sub(1);
-            let slot = self.slab.get(idx)?;
-            if slot.try_acquire(req, access) {
-                self.counters.hits.incr_at(me);
-                return Some((idx, slot));
-            }
+        let idx = self.hints.lookup(self.page_of(req.start()))?;
+        let slot = self.slab.get(idx)?;
+        if slot.try_acquire(req, access) {
+            self.counters.hits.incr_at(me);
+            return Some((idx, slot));
         }
         None
     }
