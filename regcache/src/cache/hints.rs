@@ -111,13 +111,9 @@ impl Hints {
     #[inline(always)]
     pub(super) fn lookup(&self, page: u64) -> Option<u32> {
         let tag = Self::tag(page);
-        for e in &self.bucket(page)?.0 {
-            let v = e.load(Relaxed);
-            if v & !0xFFFF_FFFF == tag && v as u32 != 0 {
-                return Some((v as u32).wrapping_sub(1));
-            }
-        }
-        None
+        let b = self.bucket(page)?;
+        let hit = b.0.iter().map(|e| e.load(Relaxed)).find(|&v| (v ^ tag) >> 32 == 0)?;
+        (hit as u32).checked_sub(1)
     }
 
     /// Remember that `slot` served a request starting at page number
