@@ -2,8 +2,9 @@
 //!
 //! **The hit.** A *hint table* (`hints.rs`: set-associative, laid out
 //! like a page table), keyed by the request's first page, remembers which
-//! slot last served a request starting there — a software TLB. The slot is checked (LIVE, covers the
-//! request, access flags suffice) and its reference count taken with a
+//! slot last served a request starting there — a software TLB. The slot
+//! is checked (LIVE, covers the request, access flags suffice) and its
+//! reference count taken with a
 //! single compare-and-swap on its state word ([`Slot::try_acquire`]); the
 //! CAS also proves the slot was not recycled between the checks and the
 //! increment, because the state word carries the slot's incarnation. No
@@ -22,7 +23,7 @@
 //! give up (returning "not done", having changed nothing) where the others
 //! would purge, apply events or decrement. **Invariant:** nothing on the
 //! hit or release path can panic; the lints below, and the same ones in
-//! `slot.rs`, `state.rs` and `deferred.rs`, enforce it (`get`, never
+//! `slot.rs`, `state.rs`, `hints.rs` and `deferred.rs`, enforce it (`get`, never
 //! indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
 //! panics on a bad index, is for the slow paths only.
 

@@ -13,8 +13,9 @@
 //!    catches up (`invalidate.rs`).
 //! 2. **The hit** (`hit.rs`): this thread's deferred-release table
 //!    (`deferred.rs`), then a set-associative hint table laid out like a
-//!    page table (a software TLB, `hints.rs`) name a slot; one CAS on the slot's state word takes a reference. No
-//!    lock, no allocation, no system call.
+//!    page table (a software TLB, `hints.rs`) name a slot; one CAS on the
+//!    slot's state word takes a reference. No lock, no allocation, no
+//!    system call.
 //! 3. **Slots and the state word** (`slot.rs`, `state.rs`): regions live
 //!    in slots that are recycled but never freed; one atomic word per slot
 //!    holds the incarnation, the LIVE bit and the reference count, and
