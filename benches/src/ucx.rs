@@ -336,13 +336,14 @@ pub fn compare<R: Registrar>(
 
 /// The side-by-side table, one line per rank.
 pub fn print_table(rows: &[Comparison]) {
+    let w = rows.iter().map(|c| c.trace.len()).max().unwrap_or(0).max(5);
     println!(
-        "{:<40} {:>4}  {:>9} {:>9}  {:>12} {:>12} {:>7}",
+        "{:<w$} {:>4}  {:>9} {:>9}  {:>12} {:>12} {:>7}",
         "trace", "rank", "hit rc", "hit UCX", "rc ns/op", "UCX ns/op", "rc/UCX"
     );
     for c in rows {
         println!(
-            "{:<40} {:>4}  {:>8.1}% {:>8.1}%  {:>12.1} {:>12.1} {:>6.2}x",
+            "{:<w$} {:>4}  {:>8.1}% {:>8.1}%  {:>12.1} {:>12.1} {:>6.2}x",
             c.trace,
             c.rank,
             100.0 * c.regcache_hit_rate,

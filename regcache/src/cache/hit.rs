@@ -23,8 +23,8 @@
 //! give up (returning "not done", having changed nothing) where the others
 //! would purge, apply events or decrement. **Invariant:** nothing on the
 //! hit or release path can panic; the lints below, and the same ones in
-//! `slot.rs`, `state.rs`, `hints.rs` and `deferred.rs`, enforce it (`get`, never
-//! indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
+//! `slot.rs`, `state.rs`, `hints.rs` and `deferred.rs`, enforce it (`get`,
+//! never indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
 //! panics on a bad index, is for the slow paths only.
 
 #![deny(
