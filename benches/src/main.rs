@@ -164,6 +164,12 @@ fn compare_ucx(
     if let Some(why) = ucx::unavailable() {
         anyhow::bail!("--compare ucx: {why}");
     }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "regcache-bench: note: a debug build; regcache's time per operation is not \
+             comparable with UCX's optimised library (build with --release)"
+        );
+    }
     let traces = match &cli.command {
         Some(Command::Replay { files }) => files
             .iter()
