@@ -5,6 +5,13 @@
 //! - `hit/rotating/N`: get + release cycling through all N cached regions
 //!   in a shuffled order (every hit touches a different region; at 10⁵ the
 //!   slots no longer fit in cache, so this measures memory latency too).
+//! - `many/{round_robin,random}/N`: issue 17's "hits on many live
+//!   regions": get + release visiting N cached regions (10², 10⁴, 10⁵) in
+//!   address order, round-robin, or choosing one uniformly at random
+//!   (seeded xorshift) each time. The regions are the adjacent one-page
+//!   regions below, so eight start pages share each hint-table bucket
+//!   (the densest case for its scan); `regcache-bench --workload many-rr`
+//!   replays the same pattern on 10⁴ separate 64 KiB buffers.
 //! - `miss/pin`: every get misses (a cyclic pattern over 4× the capacity),
 //!   registers with mlock and evicts the LRU region (munlock).
 //! - `invalidate/10000`: invalidation of one idle region among 10⁴
@@ -132,6 +139,38 @@ fn hits(c: &mut Criterion) {
     g.finish();
 }
 
+fn many(c: &mut Criterion) {
+    let mut g = c.benchmark_group("many");
+    for n in [100usize, 10_000, 100_000] {
+        let arena = Arena::new(n);
+        let cache = cache_with(&arena, n);
+        let regions: Vec<AddrRange> = (0..n).map(|i| arena.region(i)).collect();
+        let mut k = 0;
+        g.bench_with_input(BenchmarkId::new("round_robin", n), &n, |b, _| {
+            b.iter(|| {
+                k = if k + 1 == n { 0 } else { k + 1 };
+                drop(black_box(
+                    cache.get(regions[k], AccessFlags::LOCAL_WRITE).unwrap(),
+                ))
+            })
+        });
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        g.bench_with_input(BenchmarkId::new("random", n), &n, |b, _| {
+            b.iter(|| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let r = regions[(x % n as u64) as usize];
+                drop(black_box(cache.get(r, AccessFlags::LOCAL_WRITE).unwrap()))
+            })
+        });
+        let s = cache.stats();
+        assert_eq!(s.misses, n as u64, "benchmark iterations must all be hits");
+        drop(cache);
+    }
+    g.finish();
+}
+
 fn misses(c: &mut Criterion) {
     let cap = 256;
     let arena = Arena::new(4 * cap);
@@ -248,5 +287,5 @@ fn hit_registrar(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hits, misses, invalidation, hit_registrar);
+criterion_group!(benches, hits, many, misses, invalidation, hit_registrar);
 criterion_main!(benches);

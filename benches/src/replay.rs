@@ -197,7 +197,9 @@ pub fn replay<R: Registrar>(
     Ok(out)
 }
 
-fn touch(ops: &[(Kind, AddrRange)]) {
+/// Touch every page of `ops` once (first-touch faults are not the
+/// cache's cost).
+pub(crate) fn touch(ops: &[(Kind, AddrRange)]) {
     let page = umn::page_size();
     let mut seen = std::collections::HashSet::new();
     for (_, r) in ops {

@@ -161,6 +161,50 @@ pub fn collective(scale: Scale) -> Trace {
     finish("builtin:collective", a)
 }
 
+/// The order in which [`many_regions`] visits its buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Buffer 0, 1, …, n−1, 0, 1, …: every acquire a different region,
+    /// each region reused once per round (the worst case for a small
+    /// lookup cache, the best for a prefetcher).
+    RoundRobin,
+    /// A uniformly random buffer each time (seeded): no locality at all.
+    Random,
+}
+
+/// Hits on many live regions (issue 17, item 6): `n` distinct 64 KiB
+/// buffers, each page-aligned with a free page after it (so no two merge
+/// or touch), acquired `acquires` times in `order`. After the first
+/// acquire of each buffer every acquire is a hit in any cache holding `n`
+/// regions: the workload measures the hit path's lookup among `n` live
+/// regions, which a hot-buffer loop never does.
+pub fn many_regions(n: usize, order: Order, acquires: usize) -> Trace {
+    const LEN: u64 = 64 << 10;
+    let base = 0x7f00_0000_0000u64;
+    let addr = |i: usize| base + i as u64 * (LEN + PAGE);
+    let mut rng = StdRng::seed_from_u64(6);
+    let records = (0..acquires)
+        .map(|k| {
+            let i = match order {
+                Order::RoundRobin => k % n,
+                Order::Random => rng.random_range(0..n),
+            };
+            Record {
+                kind: Kind::Acquire,
+                range: AddrRange::from_start_len(addr(i), LEN).unwrap(),
+            }
+        })
+        .collect();
+    let tag = match order {
+        Order::RoundRobin => "rr",
+        Order::Random => "random",
+    };
+    Trace {
+        name: format!("builtin:many-{tag}"),
+        ranks: BTreeMap::from([(0, records)]),
+    }
+}
+
 fn finish(name: &str, a: Alloc) -> Trace {
     Trace {
         name: name.into(),
@@ -187,7 +231,64 @@ impl Scale {
     }
 }
 
-/// Every built-in workload.
+/// Every built-in workload: the three MPI patterns, then 10,000 live
+/// 64 KiB regions hit round-robin and in random order, 10⁶ acquires each
+/// (`many-rr`, `many-random`; with [`Scale::Quick`], 1,000 regions and
+/// 10⁵ acquires, so that a quick run pins 64 MiB, not 640 MiB).
 pub fn all(scale: Scale) -> Vec<Trace> {
-    vec![pingpong(scale), halo(scale), collective(scale)]
+    NAMES.iter().filter_map(|n| by_name(n, scale)).collect()
+}
+
+/// The built-in workloads' names (their traces are named `builtin:NAME`),
+/// in the order [`all`] runs them.
+pub const NAMES: [&str; 5] = ["pingpong", "halo", "collective", "many-rr", "many-random"];
+
+/// The built-in workload `name` (one of [`NAMES`]), generated only when
+/// asked for.
+pub fn by_name(name: &str, scale: Scale) -> Option<Trace> {
+    Some(match name {
+        "pingpong" => pingpong(scale),
+        "halo" => halo(scale),
+        "collective" => collective(scale),
+        "many-rr" => many_regions(scale.of(10_000), Order::RoundRobin, scale.of(1_000_000)),
+        "many-random" => many_regions(scale.of(10_000), Order::Random, scale.of(1_000_000)),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The many-regions workload: `n` distinct 64 KiB buffers, no two of
+    /// which overlap or touch once widened to pages (so no cache merges
+    /// them), visited in the order asked for.
+    #[test]
+    fn many_regions_buffers_are_separate() {
+        for order in [Order::RoundRobin, Order::Random] {
+            let t = many_regions(100, order, 1000);
+            let recs = &t.ranks[&0];
+            assert_eq!(recs.len(), 1000);
+            assert!(
+                recs.iter()
+                    .all(|r| r.kind == Kind::Acquire && r.range.len() == 64 << 10)
+            );
+            let mut starts: Vec<AddrRange> = recs.iter().map(|r| r.range).collect();
+            starts.sort();
+            starts.dedup();
+            for w in starts.windows(2) {
+                let (a, b) = (w[0].page_align().unwrap(), w[1].page_align().unwrap());
+                assert!(!a.touches(&b), "{a} and {b} touch");
+            }
+            if order == Order::RoundRobin {
+                assert_eq!(starts.len(), 100);
+                assert_eq!(recs[0].range, recs[100].range);
+                assert_eq!(t.name, "builtin:many-rr");
+            } else {
+                assert_eq!(t.name, "builtin:many-random");
+            }
+        }
+        assert!(NAMES.iter().all(|n| by_name(n, Scale::Quick).is_some()));
+        assert!(by_name("nope", Scale::Quick).is_none());
+    }
 }

@@ -2,6 +2,7 @@
 //! hits, misses and optimal hit rate are worked out below, malformed input,
 //! and the built-in workloads with `--json`.
 
+use regcache_bench::workloads;
 use std::process::Command;
 
 fn bench() -> Command {
@@ -127,7 +128,15 @@ fn malformed_trace_names_file_line_and_reason() {
 
 #[test]
 fn builtin_workloads_report_every_field() {
-    let v = json_of(bench().args(["--json"]));
+    let v = json_of(bench().args([
+        "--json",
+        "--workload",
+        "pingpong",
+        "--workload",
+        "halo",
+        "--workload",
+        "collective",
+    ]));
     let names: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -158,6 +167,100 @@ fn builtin_workloads_report_every_field() {
             "{r}"
         );
     }
+}
+
+/// A small many-regions trace (200 separate 64 KiB buffers, 2,000
+/// acquires in `order`) written to a file in `dir`.
+fn many_trace(dir: &std::path::Path, order: workloads::Order) -> std::path::PathBuf {
+    let path = dir.join(format!("many-{order:?}.trace"));
+    std::fs::write(&path, workloads::many_regions(200, order, 2000).to_text()).unwrap();
+    path
+}
+
+/// Hits on many live regions: no two buffers touch, so each is registered
+/// once, on its first acquire, and every later acquire is a hit, in
+/// either order.
+#[test]
+fn many_regions_miss_once_per_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    for order in [workloads::Order::RoundRobin, workloads::Order::Random] {
+        let v = json_of(
+            bench()
+                .args(["--json", "replay"])
+                .arg(many_trace(dir.path(), order)),
+        );
+        let r = &v.as_array().unwrap()[0];
+        let field = |k: &str| r[k].as_u64().unwrap();
+        assert_eq!(field("acquires"), 2000, "{r}");
+        assert_eq!(field("misses"), field("distinct_ranges"), "{r}");
+        assert_eq!(field("registrations"), field("distinct_ranges"), "{r}");
+        assert_eq!((field("merges"), field("evictions")), (0, 0), "{r}");
+        if order == workloads::Order::RoundRobin {
+            assert_eq!(
+                field("distinct_ranges"),
+                200,
+                "round-robin visits every buffer"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_workload_is_named() {
+    let out = bench().args(["--workload", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"nope\"") && err.contains("many-rr"), "{err}");
+}
+
+/// `--compare ucx`: where this build has UCX, both caches replay the same
+/// trace and report the same hit rate on it (every buffer registered once:
+/// 1 − 200/2,000); where it has not, the mode says so and fails.
+#[test]
+fn compare_ucx_side_by_side_or_says_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bench()
+        .args([
+            "--json",
+            "--registrar",
+            "pin",
+            "--rounds",
+            "2",
+            "--compare",
+            "ucx",
+            "replay",
+        ])
+        .arg(many_trace(dir.path(), workloads::Order::RoundRobin))
+        .output()
+        .unwrap();
+    if regcache_bench::ucx::unavailable().is_some() {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("unavailable") && err.contains("libucx-dev"),
+            "{err}"
+        );
+        eprintln!("UCX comparison not built here (no UCX headers): checked the message");
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &v.as_array().unwrap()[0];
+    assert!(
+        row["trace"]
+            .as_str()
+            .unwrap()
+            .ends_with("many-RoundRobin.trace")
+    );
+    assert_eq!(row["regcache_hit_rate"].as_f64().unwrap(), 0.9);
+    assert_eq!(row["ucx_hit_rate"].as_f64().unwrap(), 0.9);
+    assert_eq!(row["per_round"].as_array().unwrap().len(), 2);
+    assert!(row["ucx_ns_per_op"].as_f64().unwrap() > 0.0);
+    assert!(row["regcache_ns_per_op"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

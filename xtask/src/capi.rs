@@ -506,6 +506,79 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The main job's capacity-stressing real trace: NetPIPE with `-I`
+/// ("invalidate cache": every repetition uses another part of a large
+/// buffer pool, so the registration cache sees thousands of distinct
+/// buffers) on 2 ranks to 1 MiB under the PMPI library with
+/// `REGCACHE_TRACE_DIR`, then `regcache-bench replay` of the per-rank
+/// traces at the default capacity and at 64 and 16 regions (the
+/// capacities of issue 17), and the miss-ratio curve of rank 0. Results
+/// under `out/`; returns the trace files.
+pub(crate) fn bench_netpipe_invalidate(root: &Path, out: &Path) -> Result<Vec<PathBuf>> {
+    let prefix = test_prefix(root);
+    install(root, &prefix)?;
+    let dir = root.join("target/mpi-tests/netpipe-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let traces = out.join("netpipe-I-traces");
+    let _ = std::fs::remove_dir_all(&traces);
+    let upper = 1 << 20;
+    let text = run_capture(
+        mpirun(2)
+            .current_dir(&dir)
+            .arg("-x")
+            .arg(format!(
+                "LD_PRELOAD={}",
+                prefix.join("lib/libregcache_pmpi.so").display()
+            ))
+            .arg("-x")
+            .arg(format!("REGCACHE_TRACE_DIR={}", traces.display()))
+            .args(["NPopenmpi", "-I", "-u", &upper.to_string(), "-p", "0"]),
+    )?;
+    let record = std::fs::read_to_string(dir.join("np.out")).context("NetPIPE np.out")?;
+    let done = record
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    if done != Some(upper) {
+        bail!("NetPIPE -I did not complete its run up to {upper} bytes (np.out reaches {done:?})");
+    }
+    let rates = pmpi_stats(&text, 2)?;
+    pmpi_balanced(&text, 2)?;
+    let bin = root.join("target/release/regcache-bench");
+    let files: Vec<PathBuf> = (0..2)
+        .map(|r| traces.join(format!("trace.{r}.txt")))
+        .collect();
+    for (tag, extra) in [
+        ("", &[][..]),
+        ("-64", &["--max-regions", "64"][..]),
+        ("-16", &["--max-regions", "16"][..]),
+    ] {
+        let replay = run_capture(Command::new(&bin).args(extra).arg("replay").args(&files))?;
+        std::fs::write(out.join(format!("netpipe-I-replay{tag}.txt")), &replay)?;
+        let json = run_capture(
+            Command::new(&bin)
+                .args(extra)
+                .args(["--json", "replay"])
+                .args(&files),
+        )?;
+        std::fs::write(out.join(format!("netpipe-I-replay{tag}.json")), &json)?;
+    }
+    let svg = out.join("netpipe-I-mrc-rank0.svg");
+    run(Command::new(&bin)
+        .args(["mrc"])
+        .arg(&files[0])
+        .arg("-o")
+        .arg(&svg))?;
+    eprintln!(
+        "NetPIPE -I under regcache-pmpi: live hit rates by rank {rates:?} %; replays in {}, \
+         miss-ratio curve {}",
+        out.join("netpipe-I-replay*.txt").display(),
+        svg.display()
+    );
+    Ok(files)
+}
+
 /// Run test program `exe` on 2 ranks with the PMPI library preloaded and
 /// every buffer registered (`REGCACHE_PMPI_MIN_BYTES=1`); its output, once
 /// it said `<name>: PASSED (2 ranks)`.
@@ -576,7 +649,7 @@ fn pmpi_fortran_test(root: &Path, prefix: &Path) -> Result<()> {
 /// The main job on real input: hpcc (2 ranks) under the PMPI library with
 /// `REGCACHE_TRACE_DIR`, then `regcache-bench replay` of the per-rank
 /// traces and the miss-ratio curve of rank 0. Results under `out/`.
-pub(crate) fn bench_hpcc(root: &Path, out: &Path) -> Result<()> {
+pub(crate) fn bench_hpcc(root: &Path, out: &Path) -> Result<Vec<PathBuf>> {
     let prefix = test_prefix(root);
     install(root, &prefix)?;
     let traces = out.join("hpcc-traces");
@@ -608,5 +681,5 @@ pub(crate) fn bench_hpcc(root: &Path, out: &Path) -> Result<()> {
         out.join("hpcc-replay.txt").display(),
         svg.display()
     );
-    Ok(())
+    Ok(files)
 }

@@ -253,6 +253,9 @@ const HOST_PACKAGES: &[(&str, &str)] = &[
     ("valgrind", "/usr/bin/valgrind"),
     ("hpcc", "/usr/bin/hpcc"),
     ("netpipe-openmpi", "/usr/bin/NPopenmpi"),
+    // regcache-bench --compare ucx (UCX 1.13's rcache headers and libucs;
+    // benches/build.rs builds the shim only when they are here).
+    ("libucx-dev", "/usr/include/ucs/memory/rcache.h"),
 ];
 
 fn deps() -> Result<()> {
@@ -463,7 +466,25 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
     }
     run(&mut cmd)?;
     if args.is_empty() {
-        capi::bench_hpcc(root, &out)?;
+        let mut traces = capi::bench_hpcc(root, &out)?;
+        traces.extend(capi::bench_netpipe_invalidate(root, &out)?);
+        // The real traces side by side with UCX's rcache (issue 17): hit
+        // rates and the caches' time per operation, interleaved rounds.
+        let cmp = Command::new(&bin)
+            .args(["--registrar", "pin", "--compare", "ucx", "replay"])
+            .args(&traces)
+            .output()
+            .context("running regcache-bench --compare ucx")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&cmp.stdout),
+            String::from_utf8_lossy(&cmp.stderr)
+        );
+        eprint!("{text}");
+        std::fs::write(out.join("compare-ucx.txt"), &text)?;
+        if !cmp.status.success() && !text.contains("unavailable") {
+            bail!("regcache-bench --compare ucx failed: see out/compare-ucx.txt");
+        }
     }
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! The hit and the release: one path each.
 //!
-//! **The hit.** A direct-mapped *hint table*, indexed by a hash of the
-//! request's first page, remembers which slot last served a request
-//! starting there — a software TLB. The slot is checked (LIVE, covers the
-//! request, access flags suffice) and its reference count taken with a
+//! **The hit.** A *hint table* (`hints.rs`: set-associative, laid out
+//! like a page table), keyed by the request's first page, remembers which
+//! slot last served a request starting there — a software TLB. The slot
+//! is checked (LIVE, covers the request, access flags suffice) and its
+//! reference count taken with a
 //! single compare-and-swap on its state word ([`Slot::try_acquire`]); the
 //! CAS also proves the slot was not recycled between the checks and the
 //! increment, because the state word carries the slot's incarnation. No
@@ -22,8 +23,8 @@
 //! give up (returning "not done", having changed nothing) where the others
 //! would purge, apply events or decrement. **Invariant:** nothing on the
 //! hit or release path can panic; the lints below, and the same ones in
-//! `slot.rs`, `state.rs` and `deferred.rs`, enforce it (`get`, never
-//! indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
+//! `slot.rs`, `state.rs`, `hints.rs` and `deferred.rs`, enforce it (`get`,
+//! never indexing; no `unwrap`, `expect` or `panic!`). `Slab::slot`, which
 //! panics on a bad index, is for the slow paths only.
 
 #![deny(
@@ -76,14 +77,11 @@ impl<R: Registrar> Cache<R> {
                 return held;
             }
         }
-        let h = self.hints.get(self.hint_index(req.start()))?.load(Relaxed);
-        if h != 0 {
-            let idx = h.wrapping_sub(1);
-            let slot = self.slab.get(idx)?;
-            if slot.try_acquire(req, access) {
-                self.counters.hits.incr_at(me);
-                return Some((idx, slot));
-            }
+        let idx = self.hints.lookup(self.page_of(req.start()))?;
+        let slot = self.slab.get(idx)?;
+        if slot.try_acquire(req, access) {
+            self.counters.hits.incr_at(me);
+            return Some((idx, slot));
         }
         None
     }

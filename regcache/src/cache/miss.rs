@@ -96,9 +96,11 @@ impl<R: Registrar> Cache<R> {
             // Hits must come through the checked lookup (`verify.rs`).
             return;
         }
-        if let Some(h) = self.hints.get(self.hint_index(start)) {
-            h.store(slot + 1, Relaxed);
-        }
+        self.hints.remember(self.page_of(start), slot, |idx| {
+            self.slab
+                .get(idx)
+                .is_none_or(|s| !s.state.load(Relaxed).is_live())
+        });
     }
 
     /// Look up a cached registration covering `range` with at least

@@ -12,9 +12,10 @@
 //!    sees the invalidation source's generation move, or a fork, first
 //!    catches up (`invalidate.rs`).
 //! 2. **The hit** (`hit.rs`): this thread's deferred-release table
-//!    (`deferred.rs`), then a direct-mapped hint table (a software TLB)
-//!    name a slot; one CAS on the slot's state word takes a reference. No
-//!    lock, no allocation, no system call.
+//!    (`deferred.rs`), then a set-associative hint table laid out like a
+//!    page table (a software TLB, `hints.rs`) name a slot; one CAS on the
+//!    slot's state word takes a reference. No lock, no allocation, no
+//!    system call.
 //! 3. **Slots and the state word** (`slot.rs`, `state.rs`): regions live
 //!    in slots that are recycled but never freed; one atomic word per slot
 //!    holds the incarnation, the LIVE bit and the reference count, and
@@ -40,6 +41,7 @@
 
 mod deferred;
 mod handle;
+mod hints;
 mod hit;
 mod index;
 mod invalidate;
@@ -55,12 +57,13 @@ use crate::stats::{Counters, Stats};
 use crate::thread::{STRIPES, thread_stripe};
 use crate::{AccessFlags, Config, MonitorKind, Registrar, RegistrarError};
 use deferred::DeferredTables;
+use hints::Hints;
 use index::Index;
 use invalidate::{FORK_EPOCH, Monitor, install_atfork};
 use slot::{CHUNK, MAX_CHUNKS, Slab};
 use verify::Verifier;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use umn::{AddrRange, RangeError};
 
@@ -91,9 +94,8 @@ pub struct Cache<R: Registrar> {
     config: Config,
     slab: Slab<R>,
     index: RwLock<Index>,
-    /// Direct-mapped: hash(first page of a request) → slot index + 1.
-    hints: Box<[AtomicU32]>,
-    hint_shift: u32,
+    /// First page of a request → the slot that last served it (a guess).
+    hints: Hints,
     page_shift: u32,
     /// LRU logical clock, advanced on every release (racy by design).
     clock: AtomicU64,
@@ -191,15 +193,16 @@ impl<R: Registrar> Cache<R> {
                 }
             },
         };
-        let hint_len = (config.max_regions * 4)
+        // Two 8-byte entries per region (256 KiB for the default 16,384):
+        // buckets at most half full, and windows of 128 MiB (`hints.rs`).
+        let hint_len = (config.max_regions * 2)
             .next_power_of_two()
             .clamp(1 << 10, 1 << 20);
         Self {
             registrar,
             slab: Slab::new(),
             index: RwLock::new(Index::default()),
-            hints: (0..hint_len).map(|_| AtomicU32::new(0)).collect(),
-            hint_shift: 64 - hint_len.trailing_zeros(),
+            hints: Hints::new(hint_len),
             page_shift: umn::page_size().trailing_zeros(),
             clock: AtomicU64::new(1),
             // Verify mode checks every hit on the slow path: no deferred
@@ -250,11 +253,10 @@ impl<R: Registrar> Cache<R> {
         &self.config
     }
 
+    /// The page number of address `addr`.
     #[inline(always)]
-    fn hint_index(&self, page_start: u64) -> usize {
-        (page_start.wrapping_shr(self.page_shift))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_shr(self.hint_shift) as usize
+    fn page_of(&self, addr: u64) -> u64 {
+        addr.wrapping_shr(self.page_shift)
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
