@@ -258,6 +258,7 @@ rmmod ummunotify || fail "rmmod with no users"
 [ -e /dev/ummunotify ] && fail "/dev/ummunotify still present after rmmod"
 echo "== load/unload cycles with live registrations and a storm of unmaps"
 storm="$(dirname "$KO")/storm"
+t0=$(date +%s)
 for cycle in 1 2 3; do
     load || { fail "load (cycle $cycle)"; break; }
     "$storm" 4096 4 &
@@ -275,7 +276,7 @@ for cycle in 1 2 3; do
     rmmod ummunotify || { fail "rmmod after the storm (cycle $cycle)"; break; }
     [ -e /dev/ummunotify ] && fail "/dev/ummunotify still present after rmmod (cycle $cycle)"
 done
-echo "storm cycles done"
+echo "storm cycles done in $(( $(date +%s) - t0 )) s"
 if [ "${DKMS:-0}" = 1 ]; then
     echo "== DKMS: remove"
     sh "$DKMS_SCRIPT" --remove || fail "dkms remove"

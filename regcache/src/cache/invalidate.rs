@@ -179,17 +179,13 @@ impl<R: Registrar> Cache<R> {
     }
 
     /// A hit on `slot` may be returned as far as invalidation goes: its
-    /// own word says no event hit it; or, for a region without a word
-    /// under a source with words, the generation has not moved since the
-    /// last drain (without words, `behind` checked the generation
-    /// already). A `false` sends the get to the slow path, which catches
-    /// up and so kills the region if it was invalidated.
+    /// own word says no event hit it (without per-region words there is
+    /// no word, and `behind` checked the generation already). A `false`
+    /// sends the get to the slow path, which catches up and so kills the
+    /// region if it was invalidated.
     #[inline(always)]
     pub(super) fn fresh(&self, slot: &super::slot::Slot<R>) -> bool {
-        match slot.word_fresh() {
-            Some(fresh) => fresh,
-            None => !self.monitor.as_ref().is_some_and(|m| m.words && m.moved()),
-        }
+        slot.word_fresh()
     }
 
     /// Before a lookup in the index on the slow path: with per-region
@@ -207,14 +203,16 @@ impl<R: Registrar> Cache<R> {
     }
 
     /// Point a reserved slot at the source's word for `cookie` (null when
-    /// the source has none, or words are off): called once the source
-    /// watches the slot's range, before the slot is published.
+    /// the cache does not use words; `NO_WORD`, which fails every hit,
+    /// should the source give none): called once the source watches the
+    /// slot's range, before the slot is published.
     pub(super) fn watch_word(&self, slot: &super::slot::Slot<R>, cookie: u64) {
         let w = match &self.monitor {
             Some(m) if m.words => m
                 .notifier
                 .region_word(umn::Cookie(cookie))
-                .map_or(std::ptr::null_mut(), |w| w.as_ptr().cast_mut()),
+                .map_or(std::ptr::from_ref(&super::slot::NO_WORD), |w| w.as_ptr())
+                .cast_mut(),
             _ => std::ptr::null_mut(),
         };
         slot.word.store(w, Relaxed);

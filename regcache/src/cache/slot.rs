@@ -37,6 +37,12 @@ pub(super) const MAX_CHUNKS: usize = 1 << 14;
 /// The slot index of an uncached registration.
 pub(super) const NO_SLOT: u32 = u32::MAX;
 
+/// The word of a region that should have one and has none (the source has
+/// per-region words but gave none for this registration: not expected):
+/// never 0, so every hit on the region takes the slow path, which checks
+/// the process-wide generation.
+pub(super) static NO_WORD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// `[0, 0)`, built at compile time.
 #[allow(clippy::panic)] // const-evaluated: a failure is a build error
 pub(super) const EMPTY: AddrRange = match AddrRange::new(0, 0) {
@@ -57,7 +63,8 @@ pub(super) struct Slot<R: Registrar> {
     /// per-registration word, `umn::RegionWord::as_ptr`), or null: 0 until
     /// an invalidation hits the registered range. Written with the other
     /// fields (while reserved, before publish); points into the monitor's
-    /// mapping, which lives as long as the cache. See
+    /// mapping, which lives as long as the cache; [`NO_WORD`] when the
+    /// source has words but gave none for this registration. See
     /// [`Slot::word_fresh`].
     pub(super) word: AtomicPtr<std::sync::atomic::AtomicU64>,
     pub(super) access: AtomicU32,
@@ -134,26 +141,27 @@ impl<R: Registrar> Slot<R> {
     }
 
     /// What the source's own word for this region says (one Acquire
-    /// load): `Some(true)` while no invalidation has hit the registration,
-    /// `Some(false)` once one has (the event may not be drained yet),
-    /// `None` when the region has no word (the caller then asks the
-    /// process-wide generation counter). Meaningful for the incarnation
-    /// the caller validates with the state word's CAS or holds a reference
-    /// on, like the other fields.
+    /// load): `false` once an invalidation has hit the registration (the
+    /// event may not be drained yet), else `true` — also for a region
+    /// without a word (null: the source has none, and the caller checked
+    /// the process-wide generation already). Meaningful for the
+    /// incarnation the caller validates with the state word's CAS or
+    /// holds a reference on, like the other fields.
     #[inline(always)]
-    pub(super) fn word_fresh(&self) -> Option<bool> {
+    pub(super) fn word_fresh(&self) -> bool {
         let w = self.word.load(Relaxed);
         if w.is_null() {
-            return None;
+            return true;
         }
-        // SAFETY: a non-null `word` came from `umn::RegionWord::as_ptr` of
-        // the cache's own notifier (`Cache::watch_word`), which the cache
-        // keeps as long as it lives, and only the cache's methods reach
-        // this slot: the pointer is aligned and mapped, and the device and
-        // we only access it atomically. A word since reused by another
-        // registration is still memory we may load; the state word's
-        // incarnation check rejects this slot's stale fields.
-        Some(unsafe { &*w }.load(Acquire) == 0)
+        // SAFETY: a non-null `word` is [`NO_WORD`] or came from
+        // `umn::RegionWord::as_ptr` of the cache's own notifier
+        // (`Cache::watch_word`), which the cache keeps as long as it lives,
+        // and only the cache's methods reach this slot: the pointer is
+        // aligned and mapped, and the device and we only access it
+        // atomically. A word since reused by another registration is still
+        // memory we may load; the state word's incarnation check rejects
+        // this slot's stale fields.
+        unsafe { &*w }.load(Acquire) == 0
     }
 
     /// `true` when LIVE, covering `req` with the access wanted. Only for a
