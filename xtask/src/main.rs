@@ -133,7 +133,7 @@ enum Task {
         #[arg(long)]
         dkms: bool,
         /// Also time hits on untouched regions while another thread unmaps,
-        /// region words off and on (regcache/tests/kernel_bench.rs).
+        /// region words off and on (regcache/tests/region_words_bench.rs).
         #[arg(long)]
         bench_words: bool,
         /// Install the module on this machine with DKMS, for the running

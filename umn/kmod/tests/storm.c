@@ -4,20 +4,23 @@
  * what the module must survive before `rmmod` (run by `cargo xtask kmod`
  * in the VM, several load/unload cycles, dmesg checked for WARN/BUG).
  *
- *   storm [PAGES] [THREADS]
+ *   storm [PAGES] [THREADS] [hold]
  *
  * Opens /dev/ummunotify with per-region words, registers every page of a
  * PAGES-page mapping (cookie = page index), then THREADS threads each
  * munmap their share page by page while the main thread reads events
  * (non-blocking) and another thread maps and unmaps memory nobody
  * registered. Nothing is unregistered and events are left unread at
- * exit: the kernel's exit path and release() free them. Exit status 0
+ * exit: the kernel's exit path and release() free them. With "hold", it
+ * prints its result and waits for SIGUSR1 before exiting, so that the
+ * caller can try `rmmod` while the device is certainly open. Exit status 0
  * when every page's word moved and the generation counter moved; 1,
  * with a message, otherwise (2: a system call failed).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,14 @@ static char *base;
 static long pages;
 static int threads;
 static volatile int stop;
+
+static volatile sig_atomic_t released;
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	released = 1;
+}
 
 static void die(const char *what)
 {
@@ -77,6 +88,14 @@ int main(int argc, char **argv)
 	long read_events = 0;
 	int fd;
 
+	int hold = argc > 3 && !strcmp(argv[3], "hold");
+	sigset_t usr1, old;
+
+	/* Blocked from the start, so a SIGUSR1 sent early is not lost. */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	signal(SIGUSR1, on_usr1);
+	sigprocmask(SIG_BLOCK, &usr1, &old);
 	pagesz = sysconf(_SC_PAGESIZE);
 	pages = argc > 1 ? atol(argv[1]) : 4096;
 	threads = argc > 2 ? atoi(argv[2]) : 4;
@@ -156,5 +175,11 @@ int main(int argc, char **argv)
 	printf("storm: %ld registrations, %d unmapping threads: every word moved, counter %llu, "
 	       "%ld records read, the rest left queued; exiting with all registrations live\n",
 	       pages, threads, (unsigned long long)map[0], read_events);
+	fflush(stdout);
+	if (hold) {
+		sigdelset(&old, SIGUSR1);
+		while (!released)
+			sigsuspend(&old);
+	}
 	return 0;
 }

@@ -8,7 +8,7 @@
 //! and prints the numbers.
 //!
 //! Each pass measures thread A alone, then A with the unmapper B running,
-//! for the same time; three passes, interleaved, and the loss is the
+//! for the same time; seven passes, interleaved, and the loss is the
 //! median over the passes of `1 - with/alone`. B's unmaps hit a
 //! registration every time (it gets its fresh mapping through the cache
 //! before unmapping it), so every one of them bumps the generation.
@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 const LEN: u64 = 64 << 10;
 const REGIONS: usize = 16;
-const PHASE: Duration = Duration::from_millis(1500);
-const PASSES: usize = 3;
+const PHASE: Duration = Duration::from_millis(1000);
+const PASSES: usize = 7;
 
 /// Gets per second of thread A on `regions` for `PHASE`, with the
 /// unmapper running when `unmapper`; also how many unmaps B made.
