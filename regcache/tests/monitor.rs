@@ -569,3 +569,60 @@ fn observer_hears_the_unmapped_part_of_each_region_hit() {
     unmap(AddrRange::new(hole.end(), r.end()).unwrap());
     unmap(other);
 }
+
+/// Per-region words (the kernel device's `UMMUNOTIFY_FEATURE_REGION_WORDS`):
+/// an unmap of region B does not make a hit on region A drain the events
+/// (B's invalidation is applied only by the next get that misses), while
+/// an unmap of A itself refuses the next hit on A. Without words (every
+/// other source, or `REGCACHE_REGION_WORDS=off`), the hit on A drains B's
+/// event first, as before; the test asserts whichever the cache says is in
+/// force, and that the kernel device has the words unless they are off.
+#[test]
+fn region_words_spare_hits_on_untouched_regions() {
+    let _only = exclusive();
+    // Not merged: A and B may be mapped side by side.
+    let Some(cache) = cache_with(Config {
+        merge: false,
+        ..Config::default()
+    }) else {
+        return;
+    };
+    let words_off = std::env::var("REGCACHE_REGION_WORDS").is_ok_and(|v| v == "off");
+    assert_eq!(
+        cache.region_words(),
+        cache.monitor() == MonitorKind::Kernel && !words_off,
+        "per-region words in force with the {} source",
+        cache.monitor().name()
+    );
+    println!(
+        "region words, {} source: {}",
+        cache.monitor().name(),
+        if cache.region_words() { "on" } else { "off" }
+    );
+    let (a, b) = (map(), map());
+    let first = id(&cache.get(a, AccessFlags::LOCAL_WRITE).unwrap());
+    drop(cache.get(b, AccessFlags::LOCAL_WRITE).unwrap());
+    std::thread::spawn(move || unmap(b)).join().unwrap();
+    // A is untouched: a hit, the same registration.
+    assert_eq!(id(&cache.get(a, AccessFlags::LOCAL_WRITE).unwrap()), first);
+    let s = cache.stats();
+    assert_eq!((s.hits, s.misses), (1, 2), "{s:?}");
+    let drained = if cache.region_words() { 0 } else { 1 };
+    assert_eq!(
+        s.monitor_invalidations,
+        drained,
+        "B's event applied by a hit on A (words {}): {s:?}",
+        cache.region_words()
+    );
+    // A unmapped: its word refuses the hit; the slow path drains both
+    // events, finds nothing and fails to register unmapped memory.
+    unmap(a);
+    assert!(
+        cache.get(a, AccessFlags::LOCAL_WRITE).is_err(),
+        "a get of unmapped memory succeeded (stale hit?)"
+    );
+    let s = cache.stats();
+    assert_eq!(s.hits, 1, "{s:?}");
+    assert_eq!(s.monitor_invalidations, 2, "{s:?}");
+    assert_eq!(cache.regions().len(), 0, "{s:?}");
+}

@@ -259,6 +259,21 @@ impl RegionWord {
     pub fn is_valid(&self) -> bool {
         self.load() == 0
     }
+
+    /// The word itself, for a cache that keeps one pointer per region
+    /// instead of a `RegionWord` (regcache's slots do: a bare pointer is
+    /// one atomic field, loadable on the lock-free hit path).
+    ///
+    /// The pointer stays valid (dereferenceable, aligned, only ever
+    /// accessed atomically) while this `RegionWord`, any clone of it, or
+    /// the [`crate::Notifier`] it came from lives: it points into the
+    /// device's mapping, which those keep. After the registration is
+    /// unregistered the device may give the word to another registration
+    /// (reset to 0), so its value then describes that one.
+    #[inline]
+    pub fn as_ptr(&self) -> *const AtomicU64 {
+        self.word
+    }
 }
 
 /// Convert one ABI record (the one place the device's inclusive/exclusive

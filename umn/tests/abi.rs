@@ -35,6 +35,12 @@ int main(void) {
     P("INVAL", UMMUNOTIFY_EVENT_TYPE_INVAL);
     P("LAST", UMMUNOTIFY_EVENT_TYPE_LAST);
     P("FLAG_HINT", UMMUNOTIFY_EVENT_FLAG_HINT);
+    P("FEATURE_REGION_WORDS", UMMUNOTIFY_FEATURE_REGION_WORDS);
+    P("GET_AREA", UMMUNOTIFY_GET_AREA);
+    P("sizeof_area", sizeof(struct ummunotify_area));
+    P("off_area_length", offsetof(struct ummunotify_area, length));
+    P("off_area_max_regions", offsetof(struct ummunotify_area, max_regions));
+    P("off_area_first_word", offsetof(struct ummunotify_area, first_word));
     return 0;
 }
 "#;
@@ -75,7 +81,8 @@ fn c_header_matches_rust_abi() {
         .collect();
     type R = ummunotify_register_ioctl;
     type E = ummunotify_event;
-    let rust: [(&str, u64); 18] = [
+    type A = ummunotify_area;
+    let rust: [(&str, u64); 24] = [
         ("sizeof_register", size_of::<R>() as u64),
         ("off_register_start", offset_of!(R, start) as u64),
         ("off_register_end", offset_of!(R, end) as u64),
@@ -100,6 +107,18 @@ fn c_header_matches_rust_abi() {
         ("INVAL", UMMUNOTIFY_EVENT_TYPE_INVAL as u64),
         ("LAST", UMMUNOTIFY_EVENT_TYPE_LAST as u64),
         ("FLAG_HINT", UMMUNOTIFY_EVENT_FLAG_HINT as u64),
+        // The extension (umn/kmod): negotiated by feature bit, so a 2010
+        // program (features 0) and an older device (nothing granted,
+        // ENOTTY for GET_AREA) keep the 2010 ABI.
+        (
+            "FEATURE_REGION_WORDS",
+            UMMUNOTIFY_FEATURE_REGION_WORDS as u64,
+        ),
+        ("GET_AREA", UMMUNOTIFY_GET_AREA as u64),
+        ("sizeof_area", size_of::<A>() as u64),
+        ("off_area_length", offset_of!(A, length) as u64),
+        ("off_area_max_regions", offset_of!(A, max_regions) as u64),
+        ("off_area_first_word", offset_of!(A, first_word) as u64),
     ];
     assert_eq!(c.len(), rust.len(), "C printed {c:?}");
     for (k, v) in rust {
@@ -114,4 +133,7 @@ fn ioctl_numbers_are_the_seeds() {
     assert_eq!(UMMUNOTIFY_EXCHANGE_FEATURES, 0xc004_5501);
     assert_eq!(UMMUNOTIFY_REGISTER_REGION, 0x4020_5502);
     assert_eq!(UMMUNOTIFY_UNREGISTER_REGION, 0x4008_5503);
+    // The extension: _IOR('U', 4, 16 bytes), feature bit 0.
+    assert_eq!(UMMUNOTIFY_GET_AREA, 0x8010_5504);
+    assert_eq!(UMMUNOTIFY_FEATURE_REGION_WORDS, 1);
 }

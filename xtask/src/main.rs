@@ -142,6 +142,18 @@ enum Task {
         /// Only build the module on the host.
         #[arg(long)]
         build_only: bool,
+        /// Install the module in the VM with DKMS (umn/kmod/dkms-install.sh)
+        /// and run the tier on it; `dkms remove` at the end.
+        #[arg(long)]
+        dkms: bool,
+        /// Also time hits on untouched regions while another thread unmaps,
+        /// region words off and on (regcache/tests/region_words_bench.rs).
+        #[arg(long)]
+        bench_words: bool,
+        /// Install the module on this machine with DKMS, for the running
+        /// kernel (needs root or sudo, dkms and the kernel's headers); no VM.
+        #[arg(long, conflicts_with_all = ["build_only", "dkms", "bench_words"])]
+        install: bool,
     },
 }
 
@@ -183,7 +195,24 @@ fn main() -> Result<()> {
         Task::Kmod {
             timeout,
             build_only,
-        } => kmod::kmod(&root, timeout, build_only),
+            dkms,
+            bench_words,
+            install,
+        } => {
+            if install {
+                kmod::install_here(&root)
+            } else {
+                kmod::kmod(
+                    &root,
+                    timeout,
+                    kmod::KmodOptions {
+                        build_only,
+                        dkms,
+                        bench_words,
+                    },
+                )
+            }
+        }
         Task::MpirunRdma { rcache, nodes, cmd } => {
             deps()?;
             openib::mpirun_rdma(&root, rcache, nodes, &cmd)
@@ -318,7 +347,9 @@ fn test(_root: &Path) -> Result<()> {
         if std::env::var("REGCACHE_SKIP_KMOD").as_deref() == Ok("1") {
             eprintln!("kernel device tier SKIPPED: REGCACHE_SKIP_KMOD=1");
         } else {
-            t.step("kernel device tier", || kmod::kmod(_root, 1500, false))?;
+            t.step("kernel device tier", || {
+                kmod::kmod(_root, 1500, kmod::KmodOptions::default())
+            })?;
         }
     }
     Ok(())

@@ -53,8 +53,29 @@ impl<R: Registrar> Cache<R> {
     /// verifying cache has no deferred tables and never fills the hint
     /// table, so every hit goes through the slow lookup, which checks it
     /// (`verify.rs`).
+    ///
+    /// Invalidation: without per-region words the caller checked the
+    /// generation already (`behind`); with them, each candidate is checked
+    /// with its own word ([`Cache::fresh`]), and with `PURGE` a miss here
+    /// catches up with pending events ([`Cache::settle`]) before the
+    /// caller's slow path looks in the index.
     #[inline(always)]
     pub(super) fn hit<const PURGE: bool>(
+        &self,
+        me: usize,
+        req: &AddrRange,
+        access: AccessFlags,
+    ) -> Option<(u32, &Slot<R>)> {
+        let found = self.hit_here::<PURGE>(me, req, access);
+        if PURGE && found.is_none() {
+            self.settle();
+        }
+        found
+    }
+
+    /// [`Cache::hit`] without the catching up on a miss.
+    #[inline(always)]
+    fn hit_here<const PURGE: bool>(
         &self,
         me: usize,
         req: &AddrRange,
@@ -70,7 +91,7 @@ impl<R: Registrar> Cache<R> {
             let held = d.take(|idx| {
                 let slot = self.slab.get(idx)?;
                 // We hold this reference: the slot cannot be recycled.
-                slot.covers_live(req, access).then_some(slot)
+                (slot.covers_live(req, access) && self.fresh(slot)).then_some(slot)
             });
             if held.is_some() {
                 self.counters.hits.incr_at(me);
@@ -79,7 +100,7 @@ impl<R: Registrar> Cache<R> {
         }
         let idx = self.hints.lookup(self.page_of(req.start()))?;
         let slot = self.slab.get(idx)?;
-        if slot.try_acquire(req, access) {
+        if slot.try_acquire_if(req, access, |s| self.fresh(s)) {
             self.counters.hits.incr_at(me);
             return Some((idx, slot));
         }

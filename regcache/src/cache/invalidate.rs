@@ -15,7 +15,21 @@
 //! region whose slot has since been recycled names a dead incarnation and
 //! is ignored. Gets compare the source's generation word with the value
 //! last drained (one load) and drain in the caller's thread when it moved:
-//! the monitor never deregisters anything itself. A region reserved by a
+//! the monitor never deregisters anything itself.
+//!
+//! **Per-region words.** The kernel device can also give every
+//! registration a word of its own, bumped with the generation (same lock,
+//! before the unmapping call returns). With them, a hit is validated with
+//! its region's word alone — between the state load and the CAS that takes
+//! the reference, so the word read is the one of the incarnation taken —
+//! and the generation is compared only when a get misses, before it looks
+//! in the index. Another thread's munmap of its own regions then moves the
+//! generation without sending this thread's hits to the drain. A word
+//! that moved sends the hit to the slow path, whose catching up kills the
+//! region (the generation moved with the word, so it is never found
+//! caught up while the region is LIVE). The wart: with every get hitting,
+//! nobody drains, so the registrations of unmapped memory stay until some
+//! get misses (any thread's); their regions are unreachable meanwhile. A region reserved by a
 //! miss but not yet published is watched already; an event for it marks it
 //! *doomed*, and its publisher, which checks under the same lock, drops it
 //! and tries again.
@@ -70,9 +84,38 @@ pub(super) struct Monitor {
     seen: AtomicU64,
     /// One drain at a time.
     drain: Mutex<()>,
+    /// The source gives every registration its own word (the kernel
+    /// device with `UMMUNOTIFY_FEATURE_REGION_WORDS`), and
+    /// `REGCACHE_REGION_WORDS` is not `off`: hits validate with the
+    /// region's word and only misses compare the generation.
+    words: bool,
+}
+
+/// `REGCACHE_REGION_WORDS`: `on` (default) or `off`. Off makes the cache
+/// ignore the device's per-registration words and validate every get with
+/// the process-wide generation (the behaviour before the words; for
+/// measuring one against the other, or a device whose words misbehave).
+/// A malformed value is logged and the default used.
+fn region_words_wanted() -> bool {
+    match std::env::var("REGCACHE_REGION_WORDS").as_deref() {
+        Err(_) | Ok("on" | "1" | "yes") => true,
+        Ok("off" | "0" | "no") => false,
+        Ok(v) => {
+            log::error!(
+                "regcache: REGCACHE_REGION_WORDS={v:?} is not valid: expected on or off; using on"
+            );
+            true
+        }
+    }
 }
 
 impl Monitor {
+    /// The generation moved since the last complete drain (two loads).
+    #[inline(always)]
+    fn moved(&self) -> bool {
+        self.watch.load().0 != self.seen.load(Acquire)
+    }
+
     /// Open the source `kind` names: `None` for [`MonitorKind::None`], with
     /// the source actually in force (what `Auto` chose).
     pub(super) fn open(kind: MonitorKind) -> Result<(Option<Self>, MonitorKind), umn::Error> {
@@ -94,12 +137,17 @@ impl Monitor {
         };
         let watch = notifier.watch();
         let seen = AtomicU64::new(notifier.generation().0);
+        let words = notifier
+            .device_features()
+            .is_some_and(|f| f & umn::abi::UMMUNOTIFY_FEATURE_REGION_WORDS != 0)
+            && region_words_wanted();
         Ok((
             Some(Self {
                 notifier,
                 watch,
                 seen,
                 drain: Mutex::new(()),
+                words,
             }),
             active,
         ))
@@ -108,15 +156,68 @@ impl Monitor {
 
 impl<R: Registrar> Cache<R> {
     /// `true` when a get must catch up before looking anything up: this
-    /// process forked, or the source's generation moved since the last
-    /// drain. One load each when nothing changed; no side effect.
+    /// process forked, or — unless the source has per-region words — the
+    /// source's generation moved since the last drain. One load each when
+    /// nothing changed; no side effect.
+    ///
+    /// With per-region words a get does not ask the generation here: a
+    /// hit validates with its region's own word ([`Cache::fresh`]), so an
+    /// invalidation of *other* regions (another thread's munmap) no longer
+    /// sends every thread's next get to the drain; a get that misses
+    /// catches up before it looks in the index ([`Cache::settle`]).
     #[inline(always)]
     pub(super) fn behind(&self) -> bool {
         FORK_EPOCH.load(Relaxed) != self.fork_epoch
-            || self
-                .monitor
-                .as_ref()
-                .is_some_and(|m| m.watch.load().0 != m.seen.load(Acquire))
+            || self.monitor.as_ref().is_some_and(|m| !m.words && m.moved())
+    }
+
+    /// `true` when hits are validated with per-region words (the kernel
+    /// device granted `UMMUNOTIFY_FEATURE_REGION_WORDS` and
+    /// `REGCACHE_REGION_WORDS` is not `off`): then an invalidation of
+    /// other regions costs a thread's hits nothing. `false` with every
+    /// other source, an older device, or no source.
+    pub fn region_words(&self) -> bool {
+        self.monitor.as_ref().is_some_and(|m| m.words)
+    }
+
+    /// A hit on `slot` may be returned as far as invalidation goes: its
+    /// own word says no event hit it (without per-region words there is
+    /// no word, and `behind` checked the generation already). A `false`
+    /// sends the get to the slow path, which catches up and so kills the
+    /// region if it was invalidated.
+    #[inline(always)]
+    pub(super) fn fresh(&self, slot: &super::slot::Slot<R>) -> bool {
+        slot.word_fresh()
+    }
+
+    /// Before a lookup in the index on the slow path: with per-region
+    /// words `behind` did not look at the generation, so catch up here
+    /// (the index is authoritative only after every event counted by the
+    /// generation a get saw has been applied). Without words, nothing to
+    /// do: `behind` did it.
+    #[inline(always)]
+    pub(super) fn settle(&self) {
+        if let Some(m) = &self.monitor {
+            if m.words && m.moved() {
+                self.apply(m);
+            }
+        }
+    }
+
+    /// Point a reserved slot at the source's word for `cookie` (null when
+    /// the cache does not use words; `NO_WORD`, which fails every hit,
+    /// should the source give none): called once the source watches the
+    /// slot's range, before the slot is published.
+    pub(super) fn watch_word(&self, slot: &super::slot::Slot<R>, cookie: u64) {
+        let w = match &self.monitor {
+            Some(m) if m.words => m
+                .notifier
+                .region_word(umn::Cookie(cookie))
+                .map_or(std::ptr::from_ref(&super::slot::NO_WORD), |w| w.as_ptr())
+                .cast_mut(),
+            _ => std::ptr::null_mut(),
+        };
+        slot.word.store(w, Relaxed);
     }
 
     /// Catch up with a fork and with pending invalidation events. Events

@@ -300,6 +300,7 @@ impl<R: Registrar> Cache<R> {
         let cookie = (u64::from(incarnation) << 32) | u64::from(slot);
         s.doomed.store(false, Relaxed);
         s.cookie.store(0, Relaxed);
+        s.word.store(std::ptr::null_mut(), Relaxed);
         let Some(m) = &self.monitor else {
             return Ok(Continue(resv));
         };
@@ -316,6 +317,7 @@ impl<R: Registrar> Cache<R> {
         }
         add(&self.counters.monitor_ns, t.elapsed().as_nanos() as u64);
         let Err(e) = watched else {
+            self.watch_word(s, cookie);
             return Ok(Continue(resv));
         };
         s.cookie.store(0, Relaxed);

@@ -10,7 +10,8 @@
 //!    boundaries, because the NIC (and `mlock`) work in pages and two
 //!    requests in the same pages should share a registration. A get that
 //!    sees the invalidation source's generation move, or a fork, first
-//!    catches up (`invalidate.rs`).
+//!    catches up (`invalidate.rs`); with the kernel device's per-region
+//!    words, only a get that misses the hit path looks at the generation.
 //! 2. **The hit** (`hit.rs`): this thread's deferred-release table
 //!    (`deferred.rs`), then a set-associative hint table laid out like a
 //!    page table (a software TLB, `hints.rs`) name a slot; one CAS on the

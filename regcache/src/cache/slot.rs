@@ -26,7 +26,7 @@
 use super::state::StateWord;
 use crate::{AccessFlags, Keys, LKey, RKey, Registrar};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 use std::sync::{Mutex, OnceLock};
 use umn::AddrRange;
 
@@ -36,6 +36,12 @@ pub(super) const CHUNK: usize = 1 << CHUNK_BITS;
 pub(super) const MAX_CHUNKS: usize = 1 << 14;
 /// The slot index of an uncached registration.
 pub(super) const NO_SLOT: u32 = u32::MAX;
+
+/// The word of a region that should have one and has none (the source has
+/// per-region words but gave none for this registration: not expected):
+/// never 0, so every hit on the region takes the slow path, which checks
+/// the process-wide generation.
+pub(super) static NO_WORD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// `[0, 0)`, built at compile time.
 #[allow(clippy::panic)] // const-evaluated: a failure is a build error
@@ -53,6 +59,14 @@ pub(super) struct Slot<R: Registrar> {
     pub(super) state: StateWord,
     pub(super) start: std::sync::atomic::AtomicU64,
     pub(super) end: std::sync::atomic::AtomicU64,
+    /// The source's word for this region (the kernel device's
+    /// per-registration word, `umn::RegionWord::as_ptr`), or null: 0 until
+    /// an invalidation hits the registered range. Written with the other
+    /// fields (while reserved, before publish); points into the monitor's
+    /// mapping, which lives as long as the cache; [`NO_WORD`] when the
+    /// source has words but gave none for this registration. See
+    /// [`Slot::word_fresh`].
+    pub(super) word: AtomicPtr<std::sync::atomic::AtomicU64>,
     pub(super) access: AtomicU32,
     pub(super) has_keys: AtomicU32,
     pub(super) lkey: AtomicU32,
@@ -78,6 +92,7 @@ impl<R: Registrar> Slot<R> {
             state: StateWord::new(),
             start: AtomicU64::new(0),
             end: AtomicU64::new(0),
+            word: AtomicPtr::new(std::ptr::null_mut()),
             access: AtomicU32::new(0),
             has_keys: AtomicU32::new(0),
             lkey: AtomicU32::new(0),
@@ -125,6 +140,30 @@ impl<R: Registrar> Slot<R> {
             && self.access().satisfies(access)
     }
 
+    /// What the source's own word for this region says (one Acquire
+    /// load): `false` once an invalidation has hit the registration (the
+    /// event may not be drained yet), else `true` — also for a region
+    /// without a word (null: the source has none, and the caller checked
+    /// the process-wide generation already). Meaningful for the
+    /// incarnation the caller validates with the state word's CAS or
+    /// holds a reference on, like the other fields.
+    #[inline(always)]
+    pub(super) fn word_fresh(&self) -> bool {
+        let w = self.word.load(Relaxed);
+        if w.is_null() {
+            return true;
+        }
+        // SAFETY: a non-null `word` is [`NO_WORD`] or came from
+        // `umn::RegionWord::as_ptr` of the cache's own notifier
+        // (`Cache::watch_word`), which the cache keeps as long as it lives,
+        // and only the cache's methods reach this slot: the pointer is
+        // aligned and mapped, and the device and we only access it
+        // atomically. A word since reused by another registration is still
+        // memory we may load; the state word's incarnation check rejects
+        // this slot's stale fields.
+        unsafe { &*w }.load(Acquire) == 0
+    }
+
     /// `true` when LIVE, covering `req` with the access wanted. Only for a
     /// caller that already holds a reference (the slot cannot be recycled
     /// under it).
@@ -137,12 +176,28 @@ impl<R: Registrar> Slot<R> {
     /// access wanted. One CAS; no lock.
     #[inline(always)]
     pub(super) fn try_acquire(&self, req: &AddrRange, access: AccessFlags) -> bool {
+        self.try_acquire_if(req, access, |_| true)
+    }
+
+    /// As [`Slot::try_acquire`], also requiring `fresh(self)` (the hit's
+    /// invalidation check, `Cache::fresh`), evaluated between the state
+    /// load and the CAS: the fields it reads (the region's word) belong to
+    /// the incarnation the CAS then validates. Checked before the CAS
+    /// rather than after, so that a stale region costs no reference to
+    /// undo (the C fast path changes nothing when it gives up).
+    #[inline(always)]
+    pub(super) fn try_acquire_if(
+        &self,
+        req: &AddrRange,
+        access: AccessFlags,
+        fresh: impl FnOnce(&Self) -> bool,
+    ) -> bool {
         let st = self.state.load(Acquire);
         // Relaxed field loads suffice: the Acquire load above saw the
         // Release store that published these fields for this incarnation;
         // if the slot was recycled since, the CAS fails because the
         // incarnation (and LIVE) in `state` changed.
-        st.is_live() && self.covers(req, access) && self.state.try_acquire(st)
+        st.is_live() && self.covers(req, access) && fresh(self) && self.state.try_acquire(st)
     }
 
     /// Write a reserved slot's fields, then publish it LIVE with one
