@@ -35,9 +35,16 @@ struct Opts {
     /// REGCACHE_MAX_BYTES, else a quarter of physical memory).
     #[arg(long, global = true, value_parser = parse_bytes)]
     max_bytes: Option<u64>,
-    /// Do not merge overlapping and adjacent regions.
+    /// Do not merge overlapping and adjacent regions (`--merge off`).
     #[arg(long, global = true)]
     no_merge: bool,
+    /// Merging on a miss: on, off or adaptive (default: REGCACHE_MERGE,
+    /// else adaptive).
+    #[arg(long, global = true, value_parser = parse_merge)]
+    merge: Option<regcache::Merge>,
+    /// Eviction order: lru or cost (default: REGCACHE_EVICTION, else lru).
+    #[arg(long, global = true, value_parser = parse_eviction)]
+    eviction: Option<regcache::Eviction>,
     /// Invalidation source (default: REGCACHE_MONITOR, else auto). With
     /// uffd or kernel, `U` records really replace the pages and the source
     /// reports it.
@@ -92,6 +99,14 @@ fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
         .ok_or_else(|| format!("{s:?}: expected auto, kernel, uffd, external or none"))
 }
 
+fn parse_merge(s: &str) -> Result<regcache::Merge, String> {
+    regcache::Merge::parse(s).ok_or_else(|| format!("{s:?}: expected on, off or adaptive"))
+}
+
+fn parse_eviction(s: &str) -> Result<regcache::Eviction, String> {
+    regcache::Eviction::parse(s).ok_or_else(|| format!("{s:?}: expected lru or cost"))
+}
+
 fn parse_bytes(s: &str) -> Result<u64, String> {
     regcache::parse_size(s)
         .ok_or_else(|| format!("{s:?}: expected bytes, e.g. 4096, 64K, 512M, 2G"))
@@ -107,8 +122,14 @@ fn config(opts: &Opts) -> anyhow::Result<Config> {
         anyhow::ensure!(b >= 1, "--max-bytes must be at least 1");
         c.max_bytes = b;
     }
+    if let Some(m) = opts.merge {
+        c.merge = m;
+    }
     if opts.no_merge {
-        c.merge = false;
+        c.merge = regcache::Merge::Off;
+    }
+    if let Some(e) = opts.eviction {
+        c.eviction = e;
     }
     if let Some(m) = opts.monitor {
         c.monitor = m;

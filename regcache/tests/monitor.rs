@@ -467,7 +467,7 @@ fn observer_hears_the_unmapped_part_of_each_region_hit() {
     let _only = exclusive();
     let kind = source();
     let Some(cache) = cache_with(Config {
-        merge: false,
+        merge: regcache::Merge::Off,
         ..Config::default()
     }) else {
         return;
