@@ -266,9 +266,12 @@ impl<R: Registrar> Cache<R> {
             Some(Ok(dead)) => {
                 self.boundaries.forget(slot);
                 self.boundaries.learn(region, dead);
+                self.boundaries
+                    .died(dead.intersection(&region).unwrap_or(region));
             }
             _ => {
                 self.boundaries.learn_seams(slot);
+                self.boundaries.died(region);
             }
         }
     }

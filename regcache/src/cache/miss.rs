@@ -267,13 +267,16 @@ impl<R: Registrar> Cache<R> {
                 // Adaptive: only within the window the "do not merge
                 // across" table leaves (policy.rs); its mutex is a leaf
                 // under the index lock.
+                let adaptive = merge == Merge::Adaptive;
                 let (lo, hi) = match merge {
+                    Merge::Adaptive if self.boundaries.short_lived(&req) => (u64::MAX, 0),
                     Merge::Adaptive => self.boundaries.window(&req),
                     _ => (0, u64::MAX),
                 };
                 idx.overlapping(&req, true)
                     .iter()
                     .filter(|(_, region)| region.start() >= lo && region.end() <= hi)
+                    .filter(|(_, region)| !adaptive || !self.boundaries.short_lived(region))
                     .fold((req, access), |(r, a), (slot, region)| {
                         (r.hull(region), a | self.slab.slot(*slot).access())
                     })

@@ -23,6 +23,16 @@
 //! that does pays one lost region per boundary, once, then keeps the
 //! neighbours apart (as with merging off).
 //!
+//! Merging costs registrar time as well as hits: each merge registers the
+//! whole hull again, so a hull grown piece by piece over memory that dies
+//! soon registers its bytes several times over. So the table also keeps
+//! the last [`DEAD`] ranges invalidated while cached (the event's hint,
+//! else the whole region): a miss on a request overlapping one of them
+//! merges with nothing, and no miss merges with a region overlapping one.
+//! Temporaries reallocated at the same addresses (glibc's mmap threshold
+//! and free lists make that the common case) are then registered exactly
+//! as with merging off.
+//!
 //! The hint of an event is the invalidated part when the source knows it
 //! (ummunotify's `FLAG_HINT`, userfaultfd's event range, the range given to
 //! [`crate::Cache::invalidate`]); an event without one (a region hit twice
@@ -64,6 +74,9 @@ pub fn registration_cost_ns(len: u64) -> f64 {
     16_000.0 + 0.06 * len as f64
 }
 
+/// Short-lived ranges remembered.
+pub(super) const DEAD: usize = 64;
+
 /// Seams remembered per merged region (more are dropped: a region merged
 /// from that many parts is rare, and a forgotten seam only means one more
 /// lost merge to learn from).
@@ -75,9 +88,35 @@ const SEAMS: usize = 16;
 pub(super) struct Boundaries {
     ring: Mutex<(Vec<u64>, usize)>,
     seams: Mutex<std::collections::HashMap<u32, Vec<u64>>>,
+    /// Ranges seen invalidated while cached (short-lived memory), oldest
+    /// replaced first.
+    dead: Mutex<(Vec<AddrRange>, usize)>,
 }
 
 impl Boundaries {
+    /// Remember `r` as memory that was unmapped while cached: what is
+    /// allocated there again is likely short-lived too, and a miss on it
+    /// merges with nothing (see [`Boundaries::short_lived`]).
+    pub(super) fn died(&self, r: AddrRange) {
+        let mut g = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        let (ring, next) = &mut *g;
+        if ring.contains(&r) {
+            return;
+        }
+        if ring.len() < DEAD {
+            ring.push(r);
+        } else {
+            ring[*next] = r;
+            *next = (*next + 1) % DEAD;
+        }
+    }
+
+    /// `true` when `r` overlaps memory remembered as short-lived.
+    pub(super) fn short_lived(&self, r: &AddrRange) -> bool {
+        let g = self.dead.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.iter().any(|d| d.overlaps(r))
+    }
+
     /// `slot` now holds `target`, merged from `parts` (the request and
     /// the regions it absorbed, whose own seams are still recorded under
     /// their slots): remember where the parts met. Under the index's write
