@@ -396,10 +396,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.variable, "REGCACHE_EVICTION");
         assert!(e.to_string().contains("lru, cost"), "{e}");
-        let c = Config::default()
+        let cost = Config::default()
             .with_overrides(|k| (k == "REGCACHE_EVICTION").then(|| "COST".to_string()))
             .unwrap();
-        assert_eq!(c.eviction, Eviction::Cost);
+        assert_eq!(cost.eviction, Eviction::Cost);
         assert_eq!(c.monitor, MonitorKind::External);
         let e = Config::default()
             .with_overrides(env(&[("REGCACHE_MONITOR", "ptrace")]))

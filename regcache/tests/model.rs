@@ -360,3 +360,65 @@ fn bad_ranges_are_errors_and_change_nothing() {
     assert_eq!(cache.stats().registrations, 0);
     assert!(cache.regions().is_empty());
 }
+
+/// Adaptive merging, step by step (docs/ARCHITECTURE.md, "Adaptive
+/// merging"): a long-lived buffer `l` and a temporary `t` next to it. The
+/// first time, `t` is merged with `l` as with merging on, and `t`'s unmap
+/// takes `l` down. The cache learns from that invalidation: the next `t`
+/// at the same place is registered alone, its unmap leaves `l` cached, and
+/// `l` hits. With merging on, `l` is lost every time; with it off, never.
+#[test]
+fn adaptive_merging_stops_merging_across_a_learned_boundary() {
+    let page = regcache::page_size();
+    let base = 0x3000_0000u64;
+    let l = AddrRange::from_start_len(base, 4 * page).unwrap();
+    let t = AddrRange::from_start_len(base + 4 * page, 4 * page).unwrap();
+    let hits_of_l = |merge: Merge| {
+        let cache = unlimited(Config {
+            merge,
+            ..Config::default()
+        });
+        let mut l_hits = 0;
+        for round in 0..3 {
+            let before = cache.stats().hits;
+            drop(cache.get(l, AccessFlags::LOCAL_WRITE).unwrap());
+            if round > 0 && cache.stats().hits > before {
+                l_hits += 1;
+            }
+            drop(cache.get(t, AccessFlags::LOCAL_WRITE).unwrap());
+            let merged = cache
+                .regions()
+                .iter()
+                .any(|i| i.range.contains(&l) && i.range.contains(&t));
+            assert_eq!(
+                merged,
+                merge == Merge::On || (merge == Merge::Adaptive && round == 0),
+                "{merge:?} round {round}: {:?}",
+                cache.regions()
+            );
+            cache.invalidate(t);
+        }
+        assert!(cache.registrar().violations().is_empty());
+        l_hits
+    };
+    assert_eq!(hits_of_l(Merge::On), 0);
+    assert_eq!(hits_of_l(Merge::Off), 2);
+    assert_eq!(hits_of_l(Merge::Adaptive), 1);
+}
+
+/// Adaptive merging still merges what never dies apart: neighbours with no
+/// invalidation between them end up in one registration, as with merging
+/// on.
+#[test]
+fn adaptive_merging_merges_neighbours_nothing_has_separated() {
+    let page = regcache::page_size();
+    let cache = unlimited(Config::default());
+    assert_eq!(cache.config().merge, Merge::Adaptive);
+    let r = |i: u64| AddrRange::from_start_len(0x3800_0000 + i * page, page).unwrap();
+    for i in 0..4 {
+        drop(cache.get(r(i), AccessFlags::LOCAL_WRITE).unwrap());
+    }
+    let regions = cache.regions();
+    assert_eq!(regions.len(), 1, "{regions:?}");
+    assert_eq!(regions[0].range, r(0).hull(&r(3)));
+}

@@ -124,7 +124,8 @@ impl<R: Registrar> Cache<R> {
         // only by a deferred reference keeps its true LRU position.
         let mut in_use = Vec::new();
         let mut examined = 0;
-        let limit = idx.lru.len() * 2 + 1;
+        // (Cost-aware eviction looks at up to `window` entries per victim.)
+        let limit = idx.lru.len() * 2 * window + 1;
         while victims.len() < n && (examined < limit || !cands.is_empty()) {
             let next = idx
                 .lru
