@@ -113,6 +113,9 @@ pub fn curve<R: Registrar>(
     Ok((points, refs))
 }
 
+/// Which hit rate of a [`Point`] a line draws.
+type Pick = fn(&Point) -> f64;
+
 /// Draw the curve to `path` (SVG).
 ///
 /// # Errors
@@ -145,7 +148,7 @@ pub fn draw(path: &Path, title: &str, points: &[Point], refs: &References) -> an
             .map(move |p| (p.capacity as f64, 100.0 * f(p)))
             .collect::<Vec<_>>()
     };
-    let lines: [(&str, fn(&Point) -> f64, RGBColor); 4] = [
+    let lines: [(&str, Pick, RGBColor); 4] = [
         (
             "regcache, merge adaptive (default)",
             |p| p.merge_adaptive,
