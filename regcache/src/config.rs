@@ -60,10 +60,12 @@ pub enum Merge {
     /// Always merge (UCX's behaviour).
     On,
     /// Merge, except across a boundary where an invalidation once killed
-    /// a merged region whose other side survived (the cache's "do not
-    /// merge across" table; see docs/ARCHITECTURE.md, "Adaptive
-    /// merging"). The default: on every built-in workload and recorded
-    /// trace it matches the better of `on` and `off` (docs/RESULTS.md).
+    /// a merged region whose other side survived, and not in memory seen
+    /// invalidated while cached (the cache's "do not merge across" table;
+    /// see docs/ARCHITECTURE.md, "Policy"). The default: its hit rate is
+    /// at least the better of `on` and `off` on every built-in workload
+    /// and recorded trace at 16384, 64 and 16 regions but `halo`, where
+    /// learning costs one hit of 16 200 (docs/RESULTS.md, "Policies").
     #[default]
     Adaptive,
 }

@@ -35,8 +35,11 @@
 //!
 //! The hint of an event is the invalidated part when the source knows it
 //! (ummunotify's `FLAG_HINT`, userfaultfd's event range, the range given to
-//! [`crate::Cache::invalidate`]); an event without one (a region hit twice
-//! before the read, a lost track) teaches nothing.
+//! [`crate::Cache::invalidate`]). An event without one (a region hit more
+//! than once before the read, a lost track) cannot say which part died:
+//! then every *seam* of the region (where the parts it was merged from
+//! met, recorded when it was published) becomes a boundary, and the whole
+//! region counts as short-lived.
 //!
 //! **Lock order**: the table's mutex is a leaf, taken under the index lock
 //! (read in lookup, write in invalidation) and never held while taking
