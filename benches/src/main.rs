@@ -4,7 +4,8 @@
 //! ```text
 //! regcache-bench                      # the built-in (synthetic) workloads
 //! regcache-bench replay FILE...       # traces in the docs/TRACES.md format
-//! regcache-bench mrc FILE -o mrc.svg  # miss-ratio curve, cache vs optimal
+//! regcache-bench mrc FILE -o mrc.svg  # miss-ratio curve: each merge mode vs the references
+//! regcache-bench policies [FILE...]   # merge on/off/adaptive x lru/cost at 16384/64/16 regions
 //! ```
 
 use anyhow::Context;
@@ -89,7 +90,9 @@ enum Command {
         /// Trace files (docs/TRACES.md format).
         files: Vec<PathBuf>,
     },
-    /// Draw the miss-ratio curve of one trace (cache vs Belady MIN) as SVG.
+    /// Draw the miss-ratio curve of one trace as SVG: the cache in each
+    /// merge mode (three replays per capacity) against the references,
+    /// each named for what it is.
     Mrc {
         /// Trace file.
         file: PathBuf,
