@@ -201,16 +201,19 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&points)?);
             } else {
                 println!(
-                    "capacity  adaptive  merge on  merge off  Belady MIN (exact ranges, no merging)"
+                    "capacity  adaptive  merge on  merge off  Belady MIN (exact ranges, no merging)  registrar ms, modelled: merge {} / MIN's schedule",
+                    cfg.merge.name()
                 );
                 for p in &points {
                     println!(
-                        "{:>8}  {:>7.1}%  {:>7.1}%  {:>8.1}%  {:>6.1}%",
+                        "{:>8}  {:>7.1}%  {:>7.1}%  {:>8.1}%  {:>6.1}%  {:>10.1} / {:.1}",
                         p.capacity,
                         100.0 * p.merge_adaptive,
                         100.0 * p.merge_on,
                         100.0 * p.merge_off,
-                        100.0 * p.optimal
+                        100.0 * p.optimal,
+                        p.registrar_model_ns / 1e6,
+                        p.optimal_registrar_model_ns / 1e6
                     );
                 }
                 println!(

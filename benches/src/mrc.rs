@@ -33,6 +33,14 @@ pub struct Point {
     /// Belady MIN's hit rate at that capacity over exact page ranges,
     /// without merging (not a bound for merging caches).
     pub optimal: f64,
+    /// Bytes the cache registered in the configured merge mode.
+    pub bytes_registered: u64,
+    /// Modelled registrar time of that replay, ns (see
+    /// [`RankReport::registrar_model_ns`]).
+    pub registrar_model_ns: f64,
+    /// Modelled registrar time of MIN's schedule, ns (MIN minimises
+    /// misses, not cost).
+    pub optimal_registrar_model_ns: f64,
 }
 
 /// The capacity-independent references of one rank (see `optimal.rs`).
@@ -97,13 +105,17 @@ pub fn curve<R: Registrar>(
             containment: on.containment_hit_rate,
             merging_bound: on.merging_bound_hit_rate,
         };
+        let mine = match config.merge {
+            Merge::On => &on,
+            Merge::Off => &off,
+            Merge::Adaptive => &adaptive,
+        };
         points.push(Point {
             capacity: cap,
-            cache: match config.merge {
-                Merge::On => on.hit_rate,
-                Merge::Off => off.hit_rate,
-                Merge::Adaptive => adaptive.hit_rate,
-            },
+            cache: mine.hit_rate,
+            bytes_registered: mine.bytes_registered,
+            registrar_model_ns: mine.registrar_model_ns,
+            optimal_registrar_model_ns: mine.optimal_registrar_model_ns,
             merge_on: on.hit_rate,
             merge_off: off.hit_rate,
             merge_adaptive: adaptive.hit_rate,
