@@ -86,7 +86,7 @@ fn cache_over<R: Registrar>(registrar: R, arena: &Arena, n: usize) -> Cache<R> {
         Config {
             max_regions: n.max(1),
             max_bytes: 1 << 40,
-            merge: false,
+            merge: regcache::Merge::Off,
             ..Config::default()
         },
     );
@@ -255,7 +255,7 @@ fn hit_registrar(c: &mut Criterion) {
             Config {
                 max_regions: n,
                 max_bytes: 1 << 40,
-                merge: false,
+                merge: regcache::Merge::Off,
                 verify: regcache::Verify::Pfn,
                 ..Config::default()
             },

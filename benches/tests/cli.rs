@@ -94,6 +94,23 @@ fn hand_written_with(monitor: &str) {
     assert_eq!(r["optimal_hit_rate"], 0.5);
     assert_eq!(r["unlimited_hit_rate"], 0.5);
     assert_eq!(r["distinct_ranges"], 3);
+    // One-page ranges, none inside another: containment and the bound for
+    // merging caches count the same repeats as exact keys.
+    assert_eq!(r["containment_hit_rate"], 0.5);
+    assert_eq!(r["merging_bound_hit_rate"], 0.5);
+    assert_eq!(r["merge"], "off");
+    assert_eq!(r["eviction"], "lru");
+    // Five one-page registrations (pages are 4 KiB here), modelled at
+    // 16 µs + 0.06 ns/B each; MIN registers its four misses.
+    let page = regcache::page_size();
+    assert_eq!(r["bytes_registered"], 5 * page);
+    let model = r["registrar_model_ns"].as_f64().unwrap();
+    assert!(
+        (model - (5.0 * 16_000.0 + 0.06 * 5.0 * page as f64)).abs() < 1e-6,
+        "{model}"
+    );
+    assert_eq!(r["optimal_registrations"], 4);
+    assert_eq!(r["optimal_bytes_registered"], 4 * page);
     // During the replay: two evictions and one invalidation. The two
     // regions still cached go when the replay's cache is dropped, after
     // the statistics are taken.
@@ -290,6 +307,53 @@ fn mrc_draws_an_svg() {
         ),
         (0.375, 0.5)
     );
+    // Every merge mode is replayed; with no neighbours to merge they agree.
+    assert_eq!(at2["merge_on"], at2["merge_off"]);
+    assert_eq!(at2["merge_adaptive"], at2["merge_off"]);
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("Belady"));
+    // The references are named for what they are.
+    for label in [
+        "exact ranges, no merging",
+        "bound for merging caches",
+        "containment floor",
+    ] {
+        assert!(text.contains(label), "{label} missing from the plot");
+    }
+}
+
+/// `policies` replays every merge mode and eviction order at the three
+/// capacities, and on the hand-written trace (no neighbours, at most three
+/// ranges live) all eighteen agree with the LRU table above at capacity
+/// 16384 and 64 (no eviction) and 16.
+#[test]
+fn policies_replays_every_mode_at_every_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hand.trace");
+    std::fs::write(&path, TRACE).unwrap();
+    let v = json_of(
+        bench()
+            .args([
+                "policies",
+                "--json",
+                "--registrar",
+                "pin",
+                "--monitor",
+                "none",
+            ])
+            .arg(&path),
+    );
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 18);
+    let mut seen = std::collections::BTreeSet::new();
+    for r in rows {
+        seen.insert((
+            r["capacity_regions"].as_u64().unwrap(),
+            r["merge"].as_str().unwrap().to_string(),
+            r["eviction"].as_str().unwrap().to_string(),
+        ));
+        // Unlimited enough: a, b and c all stay; 4 of 8 gets hit.
+        assert_eq!(r["hit_rate"], 0.5, "{r}");
+    }
+    assert_eq!(seen.len(), 18);
 }

@@ -398,7 +398,8 @@ typedef struct regcache_config {
   uint64_t max_regions;
   // Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
   uint64_t max_bytes;
-  // Merge overlapping and adjacent regions (0 or 1). `REGCACHE_MERGE`.
+  // Merge overlapping and adjacent regions: 0 off, 1 on, 2 adaptive (the
+  // default). `REGCACHE_MERGE`.
   uint32_t merge;
   // A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
   uint32_t registrar;
@@ -685,7 +686,7 @@ enum regcache_result regcache_config_from_env(struct regcache_config *out);
 //
 // # Errors
 // `REGCACHE_ERR_NULL_ARGUMENT` (`out`), `REGCACHE_ERR_INVALID_ARGUMENT`
-// (zero limit, `merge` not 0/1, unknown registrar or monitor, nonzero
+// (zero limit, `merge` not 0/1/2, unknown registrar or monitor, nonzero
 // `reserved`), `REGCACHE_ERR_CONFIG_ENV`, `REGCACHE_ERR_UNAVAILABLE` (the
 // registrar or monitor asked for is not here).
 //

@@ -37,7 +37,7 @@
  *   rcache_regcache_monitor      auto | kernel | patch | uffd | external
  *   rcache_regcache_max_regions  cached registrations (0: regcache's)
  *   rcache_regcache_max_bytes    cached bytes (0: regcache's)
- *   rcache_regcache_merge        -1 (regcache's) | 0 | 1
+ *   rcache_regcache_merge        -1 (regcache's) | 0 | 1 | 2 (adaptive)
  *   rcache_regcache_verify       off | pfn (unset: regcache's)
  *
  * regcache's own REGCACHE_* variables apply first; the MCA variables
@@ -348,7 +348,8 @@ static int rr_register(void) {
   C->merge = -1;
   (void)mca_base_component_var_register(
       v, "merge",
-      "Merge overlapping and adjacent registrations: 1 yes, 0 no, -1 regcache's default or "
+      "Merge overlapping and adjacent registrations: 1 yes, 0 no, 2 adaptive (not across "
+      "boundaries where an unmap killed a merged neighbour), -1 regcache's default or "
       "REGCACHE_MERGE",
       MCA_BASE_VAR_TYPE_INT, NULL, 0, 0, OPAL_INFO_LVL_5, MCA_BASE_VAR_SCOPE_READONLY,
       &C->merge);
@@ -415,10 +416,10 @@ static bool make_config(struct regcache_config *cfg, uint32_t monitor) {
   if (C->max_bytes) {
     cfg->max_bytes = C->max_bytes;
   }
-  if (0 == C->merge || 1 == C->merge) {
+  if (0 <= C->merge && C->merge <= 2) {
     cfg->merge = (uint32_t)C->merge;
   } else if (-1 != C->merge) {
-    opal_output(0, "%s: rcache_regcache_merge=%d is not valid: expected -1, 0 or 1", RR_NAME,
+    opal_output(0, "%s: rcache_regcache_merge=%d is not valid: expected -1, 0, 1 or 2", RR_NAME,
                 C->merge);
     return false;
   }

@@ -170,7 +170,7 @@ unsafe fn query<T>(
 ///
 /// # Errors
 /// `REGCACHE_ERR_NULL_ARGUMENT` (`out`), `REGCACHE_ERR_INVALID_ARGUMENT`
-/// (zero limit, `merge` not 0/1, unknown registrar or monitor, nonzero
+/// (zero limit, `merge` not 0/1/2, unknown registrar or monitor, nonzero
 /// `reserved`), `REGCACHE_ERR_CONFIG_ENV`, `REGCACHE_ERR_UNAVAILABLE` (the
 /// registrar or monitor asked for is not here).
 ///

@@ -8,7 +8,7 @@
 
 use crate::object::{Out, ffi_guard, write_out};
 use crate::result::{Error, regcache_result};
-use regcache::{Config, MonitorKind, RegistrarKind, Stats, Verify};
+use regcache::{Config, Eviction, Merge, MonitorKind, RegistrarKind, Stats, Verify};
 use regcache_result::*;
 
 /// Which registrar a cache registers with (`regcache_config.registrar`,
@@ -78,7 +78,8 @@ pub struct regcache_config {
     pub max_regions: u64,
     /// Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
     pub max_bytes: u64,
-    /// Merge overlapping and adjacent regions (0 or 1). `REGCACHE_MERGE`.
+    /// Merge overlapping and adjacent regions: 0 off, 1 on, 2 adaptive (the
+    /// default). `REGCACHE_MERGE`.
     pub merge: u32,
     /// A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
     pub registrar: u32,
@@ -179,12 +180,20 @@ fn monitor_from_c(m: regcache_monitor) -> MonitorKind {
     }
 }
 
+fn merge_to_c(m: Merge) -> u32 {
+    match m {
+        Merge::Off => 0,
+        Merge::On => 1,
+        Merge::Adaptive => 2,
+    }
+}
+
 fn default_config() -> regcache_config {
     let c = Config::default();
     regcache_config {
         max_regions: c.max_regions as u64,
         max_bytes: c.max_bytes,
-        merge: c.merge as u32,
+        merge: merge_to_c(c.merge),
         registrar: regcache_registrar::REGCACHE_REGISTRAR_AUTO as u32,
         monitor: monitor_to_c(c.monitor) as u32,
         verify: regcache_verify::REGCACHE_VERIFY_OFF as u32,
@@ -197,7 +206,7 @@ pub(crate) fn env_config() -> Result<regcache_config, Error> {
     let mut out = default_config();
     out.max_regions = c.max_regions as u64;
     out.max_bytes = c.max_bytes;
-    out.merge = c.merge as u32;
+    out.merge = merge_to_c(c.merge);
     if let Ok(v) = std::env::var("REGCACHE_REGISTRAR") {
         out.registrar = match v.trim() {
             "auto" => 0,
@@ -255,16 +264,16 @@ pub unsafe extern "C" fn regcache_config_from_env(out: *mut regcache_config) -> 
 /// cache's configuration.
 ///
 /// # Errors
-/// `REGCACHE_ERR_INVALID_ARGUMENT`: a zero limit, `merge` not 0 or 1, an
+/// `REGCACHE_ERR_INVALID_ARGUMENT`: a zero limit, `merge` not 0, 1 or 2, an
 /// unknown registrar, monitor or verify mode.
 pub(crate) fn checked(c: &regcache_config) -> Result<(RegistrarKind, Config), Error> {
     let bad = |what: String| Error::new(REGCACHE_ERR_INVALID_ARGUMENT, what);
     if c.max_regions == 0 || c.max_bytes == 0 {
         return Err(bad("max_regions and max_bytes must be at least 1".into()));
     }
-    if c.merge > 1 || c.verify > 1 {
+    if c.merge > 2 || c.verify > 1 {
         return Err(bad(format!(
-            "merge must be 0 or 1 (is {}), verify must be 0 (off) or 1 (pfn) (is {})",
+            "merge must be 0 (off), 1 (on) or 2 (adaptive) (is {}), verify must be 0 (off) or 1 (pfn) (is {})",
             c.merge, c.verify
         )));
     }
@@ -275,7 +284,13 @@ pub(crate) fn checked(c: &regcache_config) -> Result<(RegistrarKind, Config), Er
     let config = Config {
         max_regions: usize::try_from(c.max_regions).unwrap_or(usize::MAX),
         max_bytes: c.max_bytes,
-        merge: c.merge == 1,
+        merge: match c.merge {
+            0 => Merge::Off,
+            1 => Merge::On,
+            _ => Merge::Adaptive,
+        },
+        // Not in the C struct (its layout is the ABI): the default.
+        eviction: Eviction::default(),
         monitor: monitor_from_c(monitor),
         verify: if c.verify == 1 {
             Verify::Pfn

@@ -473,13 +473,14 @@ fuzz_target!(|data: &[u8]| {
                     6 | 7 => monitor as u32,
                     m => m as u32,
                 };
+                // Off, on, adaptive, or an unknown value.
                 let merge = if merge & 0x80 != 0 {
                     merge as u32
                 } else {
-                    merge as u32 & 1
+                    merge as u32 % 3
                 };
                 let r = new_cache(monitor, max_regions as u64, max_bytes as u64, merge);
-                if monitor > 4 || merge > 1 || max_regions == 0 || max_bytes == 0 {
+                if monitor > 4 || merge > 2 || max_regions == 0 || max_bytes == 0 {
                     assert!(r.is_none(), "a bad config was accepted");
                 }
                 if let Some(c) = r {

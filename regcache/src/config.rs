@@ -9,7 +9,8 @@ use std::fmt;
 /// |---|---|---|
 /// | `max_regions` | `REGCACHE_MAX_REGIONS` | 16384 |
 /// | `max_bytes` | `REGCACHE_MAX_BYTES` | ¼ of physical memory |
-/// | `merge` | `REGCACHE_MERGE` | `true` |
+/// | `merge` | `REGCACHE_MERGE` | `adaptive` |
+/// | `eviction` | `REGCACHE_EVICTION` | `lru` |
 /// | `monitor` | `REGCACHE_MONITOR` | `auto` |
 /// | `verify` | `REGCACHE_VERIFY` | `off` |
 ///
@@ -32,14 +33,104 @@ pub struct Config {
     /// Maximum bytes in cached regions (≥ one page). A request larger than
     /// this is served uncached.
     pub max_bytes: u64,
-    /// Merge overlapping and adjacent regions into one registration on a
-    /// miss (as UCX's rcache does). With `false`, overlapping regions
-    /// coexist.
-    pub merge: bool,
+    /// Whether a miss merges overlapping and adjacent regions into one
+    /// registration (see [`Merge`]).
+    pub merge: Merge,
+    /// Which idle region goes first when a limit is reached (see
+    /// [`Eviction`]).
+    pub eviction: Eviction,
     /// Where invalidation events come from (see [`MonitorKind`]).
     pub monitor: MonitorKind,
     /// Check every hit against the pages it registered (see [`Verify`]).
     pub verify: Verify,
+}
+
+/// Merging on a miss (`REGCACHE_MERGE`): `on`, `off` or `adaptive`.
+///
+/// Merging registers the hull of the request and the cached regions it
+/// overlaps or touches, as UCX's rcache does: later requests spanning
+/// neighbours hit. Its cost: an unmap of any part kills the whole merged
+/// registration, so a short-lived buffer merged with a long-lived
+/// neighbour takes the neighbour down (docs/RESULTS.md, `collective`:
+/// 22.9 % merged against 49.8 % unmerged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Merge {
+    /// Never merge: overlapping regions coexist.
+    Off,
+    /// Always merge (UCX's behaviour).
+    On,
+    /// Merge, except across a boundary where an invalidation once killed
+    /// a merged region whose other side survived, and not in memory seen
+    /// invalidated while cached (the cache's "do not merge across" table;
+    /// see docs/ARCHITECTURE.md, "Policy"). The default: its hit rate is
+    /// at least the better of `on` and `off` on every built-in workload
+    /// and recorded trace at 16384, 64 and 16 regions but `halo`, where
+    /// learning costs one hit of 16 200 (docs/RESULTS.md, "Policies").
+    #[default]
+    Adaptive,
+}
+
+impl Merge {
+    /// The name used in `REGCACHE_MERGE` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Merge::Off => "off",
+            Merge::On => "on",
+            Merge::Adaptive => "adaptive",
+        }
+    }
+
+    /// Parse a `REGCACHE_MERGE` value: `adaptive`, or a boolean (`on`,
+    /// `1`, `true`, `yes` / `off`, `0`, `false`, `no`).
+    pub fn parse(s: &str) -> Option<Merge> {
+        if s.trim().eq_ignore_ascii_case("adaptive") {
+            return Some(Merge::Adaptive);
+        }
+        parse_bool(s).map(|b| if b { Merge::On } else { Merge::Off })
+    }
+
+    /// `true` unless [`Merge::Off`].
+    pub fn merges(self) -> bool {
+        self != Merge::Off
+    }
+}
+
+impl From<bool> for Merge {
+    fn from(on: bool) -> Self {
+        if on { Merge::On } else { Merge::Off }
+    }
+}
+
+/// Eviction order (`REGCACHE_EVICTION`): which idle region goes when a
+/// limit (regions, bytes, or the registrar's `ENOMEM`) needs room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Eviction {
+    /// Exact least recently used (release order).
+    #[default]
+    Lru,
+    /// Cost-aware: among the [`crate::COST_WINDOW`] least recently used
+    /// idle regions, the one whose re-registration would cost least per
+    /// unit of the limit it holds (GreedyDual-Size's ratio, over an LRU
+    /// window; cost model [`crate::registration_cost_ns`]). See
+    /// docs/ARCHITECTURE.md, "Cost-aware eviction".
+    Cost,
+}
+
+impl Eviction {
+    /// The name used in `REGCACHE_EVICTION` and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Eviction::Lru => "lru",
+            Eviction::Cost => "cost",
+        }
+    }
+
+    /// Parse a `REGCACHE_EVICTION` value (`lru` or `cost`).
+    pub fn parse(s: &str) -> Option<Eviction> {
+        [Self::Lru, Self::Cost]
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s.trim()))
+    }
 }
 
 /// The hit check (`REGCACHE_VERIFY`): what a user turns on when they
@@ -129,7 +220,8 @@ impl Default for Config {
         Self {
             max_regions: 16384,
             max_bytes: default_max_bytes(),
-            merge: true,
+            merge: Merge::default(),
+            eviction: Eviction::default(),
             monitor: MonitorKind::Auto,
             verify: Verify::Off,
         }
@@ -151,12 +243,12 @@ pub use umn::ConfigError;
 
 const SIZE_HELP: &str =
     "a positive decimal integer, optionally followed by K, M, G or T (powers of 1024)";
-const BOOL_HELP: &str = "one of 1, 0, true, false, yes, no, on, off";
+const MERGE_HELP: &str = "one of adaptive, 1, 0, true, false, yes, no, on, off";
 
 impl Config {
     /// The defaults, overridden by `REGCACHE_MAX_REGIONS`,
-    /// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE`, `REGCACHE_MONITOR` and
-    /// `REGCACHE_VERIFY` where set.
+    /// `REGCACHE_MAX_BYTES`, `REGCACHE_MERGE`, `REGCACHE_EVICTION`,
+    /// `REGCACHE_MONITOR` and `REGCACHE_VERIFY` where set.
     ///
     /// # Errors
     /// [`ConfigError`] naming the first malformed variable.
@@ -210,10 +302,17 @@ impl Config {
             };
         }
         if let Some(v) = get("REGCACHE_MERGE") {
-            self.merge = parse_bool(&v).ok_or(ConfigError {
+            self.merge = Merge::parse(&v).ok_or(ConfigError {
                 variable: "REGCACHE_MERGE",
                 value: v,
-                expected: BOOL_HELP,
+                expected: MERGE_HELP,
+            })?;
+        }
+        if let Some(v) = get("REGCACHE_EVICTION") {
+            self.eviction = Eviction::parse(&v).ok_or(ConfigError {
+                variable: "REGCACHE_EVICTION",
+                value: v,
+                expected: "one of lru, cost",
             })?;
         }
         Ok(self)
@@ -248,10 +347,11 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "max_regions={} max_bytes={} merge={} monitor={} verify={}",
+            "max_regions={} max_bytes={} merge={} eviction={} monitor={} verify={}",
             self.max_regions,
             self.max_bytes,
-            self.merge,
+            self.merge.name(),
+            self.eviction.name(),
             self.monitor.name(),
             self.verify.name()
         )
@@ -288,8 +388,26 @@ mod tests {
         assert_eq!(e.variable, "REGCACHE_VERIFY");
         assert_eq!(
             (c.max_regions, c.max_bytes, c.merge),
-            (100, 64 << 20, false)
+            (100, 64 << 20, Merge::Off)
         );
+        let m = |v: &'static str| {
+            Config::default()
+                .with_overrides(move |k| (k == "REGCACHE_MERGE").then(|| v.to_string()))
+                .map(|c| c.merge)
+        };
+        assert_eq!(m("Adaptive").unwrap(), Merge::Adaptive);
+        assert_eq!(m("on").unwrap(), Merge::On);
+        assert_eq!(m("0").unwrap(), Merge::Off);
+        assert_eq!(Config::default().merge, Merge::Adaptive);
+        let e = Config::default()
+            .with_overrides(|k| (k == "REGCACHE_EVICTION").then(|| "lfu".to_string()))
+            .unwrap_err();
+        assert_eq!(e.variable, "REGCACHE_EVICTION");
+        assert!(e.to_string().contains("lru, cost"), "{e}");
+        let cost = Config::default()
+            .with_overrides(|k| (k == "REGCACHE_EVICTION").then(|| "COST".to_string()))
+            .unwrap();
+        assert_eq!(cost.eviction, Eviction::Cost);
         assert_eq!(c.monitor, MonitorKind::External);
         let e = Config::default()
             .with_overrides(env(&[("REGCACHE_MONITOR", "ptrace")]))

@@ -31,9 +31,12 @@
 //! ## Features
 //! - Interval index over page-aligned regions; a request is a hit when a
 //!   cached region covers it with at least the requested [`AccessFlags`].
-//! - Merging of overlapping and adjacent regions on a miss ([`Config::merge`],
-//!   on by default as in UCX); with it off, overlapping regions coexist.
-//! - Reference-counted [`Handle`]s; exact LRU over idle regions; finite
+//! - Merging of overlapping and adjacent regions on a miss ([`Config::merge`]:
+//!   `adaptive` by default, merging as UCX does except across boundaries
+//!   where an unmap once killed a merged neighbour; `on`; `off`, where
+//!   overlapping regions coexist).
+//! - Reference-counted [`Handle`]s; exact LRU over idle regions (or
+//!   cost-aware eviction, [`Config::eviction`]); finite
 //!   default limits on regions and bytes ([`Config`]); eviction and retry
 //!   when the registrar runs out of resources (ENOMEM/EAGAIN); a one-off
 //!   uncached registration when over the limits with nothing evictable.
@@ -114,10 +117,10 @@ not_loom! {
 
     pub use access::{AccessFlags, Keys, LKey, RKey};
     pub use cache::{
-        Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle, RegionInfo,
-        Token,
+        COST_WINDOW, Cache, CacheError, DEFERRED, Got, Handle, InvalidationObserver, RawHandle,
+        RegionInfo, Token, registration_cost_ns,
     };
-    pub use config::{Config, ConfigError, MonitorKind, Verify, parse_size};
+    pub use config::{Config, ConfigError, Eviction, Merge, MonitorKind, Verify, parse_size};
     pub use pin::{PinRegistrar, PinnedRegion};
     pub use registrar::{
         AnyRegion, AnyRegistrar, Registrar, RegistrarError, RegistrarKind, UserRegion,

@@ -112,7 +112,7 @@ fn cache(cap: usize, monitor: MonitorKind) -> (Arc<Cache<AnyRegistrar>>, Arc<Boo
     let cache = Arc::new(Cache::new(
         AnyRegistrar::User(Box::new(reg)),
         Config {
-            merge: false,
+            merge: regcache::Merge::Off,
             monitor,
             ..Config::default()
         },

@@ -21,7 +21,7 @@ fn threads_never_see_a_region_deregistered_under_them() {
         Config {
             max_regions: 8,
             max_bytes: (24 * page) as u64,
-            merge: true,
+            merge: regcache::Merge::On,
             ..Config::default()
         },
     ));

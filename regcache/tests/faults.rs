@@ -20,7 +20,7 @@ fn cache(monitor: MonitorKind) -> Cache<FaultyRegistrar> {
     Cache::try_new(
         FaultyRegistrar::new(CheckingRegistrar::pinned()),
         Config {
-            merge: false,
+            merge: regcache::Merge::Off,
             monitor,
             max_regions: 16384,
             ..Config::default()
@@ -181,7 +181,7 @@ fn event_ring_overflow_invalidates_everything_and_never_serves_stale() {
     let c = match Cache::try_new(
         FaultyRegistrar::new(CheckingRegistrar::pinned()),
         Config {
-            merge: false,
+            merge: regcache::Merge::Off,
             monitor: MonitorKind::Uffd,
             max_regions: 16384,
             ..Config::default()
@@ -272,7 +272,7 @@ fn munmap_storm_while_another_thread_holds_and_drains() {
     let c = match Cache::try_new(
         FaultyRegistrar::new(CheckingRegistrar::pinned()),
         Config {
-            merge: false,
+            merge: regcache::Merge::Off,
             monitor: MonitorKind::Uffd,
             ..Config::default()
         },

@@ -74,7 +74,7 @@ fn child() {
     let cache = Cache::new(
         PinRegistrar::new(),
         Config {
-            merge: false,
+            merge: regcache::Merge::Off,
             ..Config::default()
         },
     );

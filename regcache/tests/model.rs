@@ -8,7 +8,7 @@
 //! registration a handle still holds.
 
 use proptest::prelude::*;
-use regcache::{AccessFlags, AddrRange, Cache, CacheError, Config, MonitorKind};
+use regcache::{AccessFlags, AddrRange, Cache, CacheError, Config, Eviction, Merge, MonitorKind};
 use regcache_testkit::CheckingRegistrar;
 use regcache_testkit::registrar::id;
 use std::collections::BTreeSet;
@@ -41,14 +41,12 @@ fn op() -> impl Strategy<Value = Op> {
 fn run(
     ops: Vec<Op>,
     quiesce: bool,
-    merge: bool,
+    merge: Merge,
     max_regions: usize,
     max_pages: u64,
     cap_pages: u64,
 ) -> Result<(), TestCaseError> {
     let page = regcache::page_size();
-    let base = 0x1000_0000u64;
-    let registrar = CheckingRegistrar::model(cap_pages * page);
     let config = Config {
         max_regions,
         max_bytes: max_pages * page,
@@ -56,6 +54,20 @@ fn run(
         monitor: MonitorKind::None,
         ..Config::default()
     };
+    run_with(ops, quiesce, config, max_pages, cap_pages)
+}
+
+fn run_with(
+    ops: Vec<Op>,
+    quiesce: bool,
+    config: Config,
+    max_pages: u64,
+    cap_pages: u64,
+) -> Result<(), TestCaseError> {
+    let page = regcache::page_size();
+    let base = 0x1000_0000u64;
+    let registrar = CheckingRegistrar::model(cap_pages * page);
+    let (merge, max_regions) = (config.merge, config.max_regions);
     let cache = Cache::new(registrar, config);
     let mut handles = Vec::new();
     let mut dead: BTreeSet<u32> = BTreeSet::new();
@@ -151,7 +163,8 @@ fn run(
         let regions = cache.regions();
         prop_assert!(regions.len() <= max_regions);
         prop_assert!(regions.iter().map(|i| i.range.len()).sum::<u64>() <= max_pages * page);
-        if merge && cache.stats().merge_fallbacks == 0 {
+        // (Adaptive merging may leave neighbours apart on purpose.)
+        if merge == Merge::On && cache.stats().merge_fallbacks == 0 {
             for w in regions.windows(2) {
                 prop_assert!(
                     !w[0].range.touches(&w[1].range),
@@ -221,20 +234,37 @@ proptest! {
 
     #[test]
     fn merge_on_matches_model(ops in prop::collection::vec(op(), 1..120)) {
-        run(ops.clone(), true, true, 6, 24, u64::MAX / 1_000_000)?;
-        run(ops, false, true, 6, 24, u64::MAX / 1_000_000)?;
+        run(ops.clone(), true, Merge::On, 6, 24, u64::MAX / 1_000_000)?;
+        run(ops, false, Merge::On, 6, 24, u64::MAX / 1_000_000)?;
     }
 
     #[test]
     fn merge_off_matches_model(ops in prop::collection::vec(op(), 1..120)) {
-        run(ops.clone(), true, false, 6, 24, u64::MAX / 1_000_000)?;
-        run(ops, false, false, 6, 24, u64::MAX / 1_000_000)?;
+        run(ops.clone(), true, Merge::Off, 6, 24, u64::MAX / 1_000_000)?;
+        run(ops, false, Merge::Off, 6, 24, u64::MAX / 1_000_000)?;
+    }
+
+    /// Adaptive merging with cost-aware eviction keeps every invariant of
+    /// the model (coverage, limits, registrar balance).
+    #[test]
+    fn adaptive_merge_and_cost_eviction_match_model(ops in prop::collection::vec(op(), 1..120)) {
+        let config = Config {
+            max_regions: 6,
+            max_bytes: 24 * regcache::page_size(),
+            merge: Merge::Adaptive,
+            eviction: Eviction::Cost,
+            monitor: MonitorKind::None,
+            ..Config::default()
+        };
+        run_with(ops.clone(), true, config.clone(), 24, u64::MAX / 1_000_000)?;
+        run_with(ops, false, config, 24, 10)?;
     }
 
     /// A registrar with less capacity than the cache's limits: the
     /// ENOMEM-evict-retry path.
     #[test]
     fn registrar_exhaustion_evicts_and_retries(ops in prop::collection::vec(op(), 1..120), merge in any::<bool>()) {
+        let merge = Merge::from(merge);
         run(ops.clone(), true, merge, 64, 1024, 10)?;
         run(ops, false, merge, 64, 1024, 10)?;
     }
@@ -258,7 +288,7 @@ fn lru_evicts_least_recently_released() {
     let cache = unlimited(Config {
         max_regions: 3,
         max_bytes: 1 << 40,
-        merge: false,
+        merge: Merge::Off,
         ..Config::default()
     });
     let r = |i: u64| AddrRange::from_start_len(0x2000_0000 + i * 4 * page, page).unwrap();
@@ -329,4 +359,66 @@ fn bad_ranges_are_errors_and_change_nothing() {
     ));
     assert_eq!(cache.stats().registrations, 0);
     assert!(cache.regions().is_empty());
+}
+
+/// Adaptive merging, step by step (docs/ARCHITECTURE.md, "Adaptive
+/// merging"): a long-lived buffer `l` and a temporary `t` next to it. The
+/// first time, `t` is merged with `l` as with merging on, and `t`'s unmap
+/// takes `l` down. The cache learns from that invalidation: the next `t`
+/// at the same place is registered alone, its unmap leaves `l` cached, and
+/// `l` hits. With merging on, `l` is lost every time; with it off, never.
+#[test]
+fn adaptive_merging_stops_merging_across_a_learned_boundary() {
+    let page = regcache::page_size();
+    let base = 0x3000_0000u64;
+    let l = AddrRange::from_start_len(base, 4 * page).unwrap();
+    let t = AddrRange::from_start_len(base + 4 * page, 4 * page).unwrap();
+    let hits_of_l = |merge: Merge| {
+        let cache = unlimited(Config {
+            merge,
+            ..Config::default()
+        });
+        let mut l_hits = 0;
+        for round in 0..3 {
+            let before = cache.stats().hits;
+            drop(cache.get(l, AccessFlags::LOCAL_WRITE).unwrap());
+            if round > 0 && cache.stats().hits > before {
+                l_hits += 1;
+            }
+            drop(cache.get(t, AccessFlags::LOCAL_WRITE).unwrap());
+            let merged = cache
+                .regions()
+                .iter()
+                .any(|i| i.range.contains(&l) && i.range.contains(&t));
+            assert_eq!(
+                merged,
+                merge == Merge::On || (merge == Merge::Adaptive && round == 0),
+                "{merge:?} round {round}: {:?}",
+                cache.regions()
+            );
+            cache.invalidate(t);
+        }
+        assert!(cache.registrar().violations().is_empty());
+        l_hits
+    };
+    assert_eq!(hits_of_l(Merge::On), 0);
+    assert_eq!(hits_of_l(Merge::Off), 2);
+    assert_eq!(hits_of_l(Merge::Adaptive), 1);
+}
+
+/// Adaptive merging still merges what never dies apart: neighbours with no
+/// invalidation between them end up in one registration, as with merging
+/// on.
+#[test]
+fn adaptive_merging_merges_neighbours_nothing_has_separated() {
+    let page = regcache::page_size();
+    let cache = unlimited(Config::default());
+    assert_eq!(cache.config().merge, Merge::Adaptive);
+    let r = |i: u64| AddrRange::from_start_len(0x3800_0000 + i * page, page).unwrap();
+    for i in 0..4 {
+        drop(cache.get(r(i), AccessFlags::LOCAL_WRITE).unwrap());
+    }
+    let regions = cache.regions();
+    assert_eq!(regions.len(), 1, "{regions:?}");
+    assert_eq!(regions[0].range, r(0).hull(&r(3)));
 }

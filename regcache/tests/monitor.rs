@@ -508,7 +508,7 @@ fn observer_hears_the_unmapped_part_of_each_region_hit() {
     let _only = exclusive();
     let kind = source();
     let Some(cache) = cache_with(Config {
-        merge: false,
+        merge: regcache::Merge::Off,
         ..Config::default()
     }) else {
         return;
@@ -582,7 +582,7 @@ fn region_words_spare_hits_on_untouched_regions() {
     let _only = exclusive();
     // Not merged: A and B may be mapped side by side.
     let Some(cache) = cache_with(Config {
-        merge: false,
+        merge: regcache::Merge::Off,
         ..Config::default()
     }) else {
         return;

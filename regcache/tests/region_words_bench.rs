@@ -97,7 +97,7 @@ fn untouched_regions_hit_rate_while_another_thread_unmaps() {
         PinRegistrar::new(),
         Config {
             monitor: MonitorKind::Kernel,
-            merge: false,
+            merge: regcache::Merge::Off,
             ..Config::default()
         },
     ) {
@@ -111,7 +111,7 @@ fn untouched_regions_hit_rate_while_another_thread_unmaps() {
         PinRegistrar::new(),
         Config {
             monitor: MonitorKind::None,
-            merge: false,
+            merge: regcache::Merge::Off,
             ..Config::default()
         },
     )

@@ -239,7 +239,7 @@ fn rdma_put_and_get_between_processes_verify_every_byte() {
 /// make the registration count depend on the allocator's layout.
 fn no_merge() -> Config {
     Config {
-        merge: false,
+        merge: regcache::Merge::Off,
         ..Config::default()
     }
 }

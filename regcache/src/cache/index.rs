@@ -104,9 +104,19 @@ impl Index {
 }
 
 impl<R: Registrar> Cache<R> {
-    /// Evict up to `n` least recently used idle regions; returns their
-    /// slots for [`Cache::retire_all`] once the lock is dropped.
+    /// Evict up to `n` idle regions, least recently used first (with
+    /// [`crate::Eviction::Cost`], the cheapest to re-register among the
+    /// [`super::COST_WINDOW`] least recently used, see `policy.rs`);
+    /// returns their slots for [`Cache::retire_all`] once the lock is
+    /// dropped.
     pub(super) fn evict_lru(&self, idx: &mut Index, n: usize) -> Vec<u32> {
+        let window = match self.config.eviction {
+            crate::Eviction::Lru => 1,
+            crate::Eviction::Cost => super::COST_WINDOW,
+        };
+        // Idle candidates with current stamps, oldest first, taken out of
+        // `lru` while the window fills; the unchosen go back as recorded.
+        let mut cands: Vec<(u64, u32)> = Vec::new();
         let mut victims = Vec::new();
         // Regions found in use are set aside for this pass and put back
         // under the stamp they were recorded with: their release stamps a
@@ -114,9 +124,40 @@ impl<R: Registrar> Cache<R> {
         // only by a deferred reference keeps its true LRU position.
         let mut in_use = Vec::new();
         let mut examined = 0;
-        let limit = idx.lru.len() * 2 + 1;
-        while victims.len() < n && examined < limit {
-            let Some((&(recorded, slot), _)) = idx.lru.first_key_value() else {
+        // (Cost-aware eviction looks at up to `window` entries per victim.)
+        let limit = idx.lru.len() * 2 * window + 1;
+        while victims.len() < n && (examined < limit || !cands.is_empty()) {
+            let next = idx
+                .lru
+                .first_key_value()
+                .map(|(&k, _)| k)
+                .filter(|_| examined < limit);
+            if !cands.is_empty() && (next.is_none() || cands.len() == window) {
+                let lens: Vec<u64> = cands
+                    .iter()
+                    .map(|&(_, slot)| self.slab.slot(slot).range().len())
+                    .collect();
+                let pick = super::policy::cheapest(
+                    &lens,
+                    self.config.max_regions,
+                    self.config.max_bytes,
+                );
+                let (recorded, slot) = cands.swap_remove(pick);
+                for (rec, other) in cands.drain(..) {
+                    idx.lru.insert((rec, other), ());
+                }
+                idx.lru.insert((recorded, slot), ());
+                let r = self.slab.slot(slot).range();
+                if self.kill(idx, slot, r, true) {
+                    add(&self.counters.evictions, 1);
+                    victims.push(slot);
+                } else if idx.lru_key.contains_key(&slot) {
+                    idx.lru.remove(&(recorded, slot));
+                    in_use.push((recorded, slot));
+                }
+                continue;
+            }
+            let Some((recorded, slot)) = next else {
                 break;
             };
             examined += 1;
@@ -131,6 +172,11 @@ impl<R: Registrar> Cache<R> {
                 idx.rekey(slot, recorded, actual);
                 continue;
             }
+            if window > 1 {
+                idx.lru.remove(&(recorded, slot));
+                cands.push((recorded, slot));
+                continue;
+            }
             let r = s.range();
             if self.kill(idx, slot, r, true) {
                 add(&self.counters.evictions, 1);
@@ -141,7 +187,7 @@ impl<R: Registrar> Cache<R> {
                 in_use.push((recorded, slot));
             }
         }
-        for (recorded, slot) in in_use {
+        for (recorded, slot) in cands.into_iter().chain(in_use) {
             idx.lru.insert((recorded, slot), ());
         }
         victims

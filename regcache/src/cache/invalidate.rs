@@ -329,6 +329,7 @@ impl<R: Registrar> Cache<R> {
                     if self.observer.get().is_some() {
                         seen.push(hint.and_then(|h| h.intersection(&r)).unwrap_or(r));
                     }
+                    self.learn_boundaries(c as u32, r, hint);
                     if self.kill(&mut idx, c as u32, r, false) {
                         add(&self.counters.invalidations_idle, 1);
                         retire.push(c as u32);
@@ -354,6 +355,28 @@ impl<R: Registrar> Cache<R> {
         // callback may call into this cache (a get catches up under it).
         drop(_one);
         self.retire_all(retire);
+    }
+
+    /// Adaptive merging learns from `slot`'s `region`, killed because
+    /// `dead` was unmapped, or an unknown part of it when `None` (see
+    /// `policy.rs`); under the index's write lock.
+    fn learn_boundaries(&self, slot: u32, region: AddrRange, dead: Option<AddrRange>) {
+        if self.config.merge != crate::Merge::Adaptive {
+            return;
+        }
+        let page = 1u64 << self.page_shift;
+        match dead.map(|d| d.align_out(page)) {
+            Some(Ok(dead)) => {
+                self.boundaries.forget(slot);
+                self.boundaries.learn(region, dead);
+                self.boundaries
+                    .died(dead.intersection(&region).unwrap_or(region));
+            }
+            _ => {
+                self.boundaries.learn_seams(slot);
+                self.boundaries.died(region);
+            }
+        }
     }
 
     /// Tell the observer, if any, of invalidated ranges (no index lock
@@ -423,6 +446,7 @@ impl<R: Registrar> Cache<R> {
             let mut idx = self.write_index();
             for (slot, r) in idx.overlapping(&range, false) {
                 n += 1;
+                self.learn_boundaries(slot, r, Some(range));
                 if self.observer.get().is_some() {
                     seen.extend(range.intersection(&r));
                 }

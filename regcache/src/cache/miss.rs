@@ -35,7 +35,7 @@
 use super::slot::NO_SLOT;
 use super::{Cache, Index, RawHandle};
 use crate::stats::add;
-use crate::{AccessFlags, CacheError, Registrar, RegistrarError};
+use crate::{AccessFlags, CacheError, Merge, Registrar, RegistrarError};
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::Instant;
@@ -263,14 +263,26 @@ impl<R: Registrar> Cache<R> {
             }
             return Break(self.handle_for(slot));
         }
-        let (target, target_access) = if self.config.merge {
-            idx.overlapping(&req, true)
-                .iter()
-                .fold((req, access), |(r, a), (slot, region)| {
-                    (r.hull(region), a | self.slab.slot(*slot).access())
-                })
-        } else {
-            (req, access)
+        let (target, target_access) = match self.config.merge {
+            Merge::Off => (req, access),
+            merge => {
+                // Adaptive: only within the window the "do not merge
+                // across" table leaves (policy.rs); its mutex is a leaf
+                // under the index lock.
+                let adaptive = merge == Merge::Adaptive;
+                let (lo, hi) = match merge {
+                    Merge::Adaptive if self.boundaries.short_lived(&req) => (u64::MAX, 0),
+                    Merge::Adaptive => self.boundaries.window(&req),
+                    _ => (0, u64::MAX),
+                };
+                idx.overlapping(&req, true)
+                    .iter()
+                    .filter(|(_, region)| region.start() >= lo && region.end() <= hi)
+                    .filter(|(_, region)| !adaptive || !self.boundaries.short_lived(region))
+                    .fold((req, access), |(r, a), (slot, region)| {
+                        (r.hull(region), a | self.slab.slot(*slot).access())
+                    })
+            }
         };
         drop(idx);
         let mut plan = Plan {
@@ -425,15 +437,22 @@ impl<R: Registrar> Cache<R> {
                 self.remember(req.start(), hit);
                 return Some(self.handle_for(hit));
             }
-            if self.config.merge {
+            if self.config.merge.merges() {
                 // Regions the new one covers are superseded.
+                let mut parts = vec![(None, req)];
                 for (victim, r) in idx.overlapping(&target, false) {
                     if target.contains(&r) {
                         if self.kill(&mut idx, victim, r, false) {
                             retire.push(victim);
                         }
+                        parts.push((Some(victim), r));
                         add(&self.counters.merges, 1);
                     }
+                }
+                if self.config.merge == Merge::Adaptive {
+                    // Where the parts met: what adaptive merging learns
+                    // from if an invalidation without a hint kills it.
+                    self.boundaries.merged(resv.slot, target, &parts);
                 }
             }
             while fits && self.over(&idx, target) {

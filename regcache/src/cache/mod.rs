@@ -26,7 +26,9 @@
 //!    any lock (`ibv_reg_mr` takes 10–100 µs), publish under the write lock
 //!    — or find that another thread won the race.
 //! 5. **The index** (`index.rs`): the interval index by start address,
-//!    exact LRU by release stamps re-keyed lazily, and eviction.
+//!    exact LRU by release stamps re-keyed lazily, and eviction; the
+//!    policies a miss applies (adaptive merging's "do not merge across"
+//!    table, cost-aware eviction) are in `policy.rs`.
 //! 6. **Release** (`hit.rs`, `deferred.rs`): the reference goes back into
 //!    the thread's deferred table while the region is LIVE, else the count
 //!    is decremented; the last release of an invalidated region
@@ -47,12 +49,14 @@ mod hit;
 mod index;
 mod invalidate;
 mod miss;
+mod policy;
 mod slot;
 mod state;
 mod verify;
 
 pub use deferred::DEFERRED;
 pub use handle::{Got, Handle, RawHandle, RegionInfo, Token};
+pub use policy::{COST_WINDOW, registration_cost_ns};
 
 use crate::stats::{Counters, Stats};
 use crate::thread::{STRIPES, thread_stripe};
@@ -118,6 +122,8 @@ pub struct Cache<R: Registrar> {
     verifier: Option<Verifier>,
     /// Why verify mode was asked for and could not be had.
     verify_error: Option<String>,
+    /// Adaptive merging's "do not merge across" table (`policy.rs`).
+    boundaries: policy::Boundaries,
 }
 
 /// What [`Cache::set_invalidation_observer`] installs: called with the
@@ -222,6 +228,7 @@ impl<R: Registrar> Cache<R> {
             observer: OnceLock::new(),
             verifier,
             verify_error,
+            boundaries: policy::Boundaries::default(),
             config,
         }
     }
@@ -272,8 +279,8 @@ impl<R: Registrar> Cache<R> {
     ///
     /// The request is widened to page boundaries. A cached region that
     /// covers it with sufficient access is a hit; otherwise a region is
-    /// registered (merged with overlapping and adjacent cached regions when
-    /// [`Config::merge`] is on) and cached, evicting least recently used
+    /// registered (merged with overlapping and adjacent cached regions as
+    /// [`Config::merge`] says) and cached, evicting least recently used
     /// idle regions to stay within the limits. Over the limits with nothing
     /// evictable, the request gets a one-off registration outside the cache
     /// (counted in [`Stats::uncached`]).
