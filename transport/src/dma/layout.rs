@@ -26,16 +26,19 @@
 //! dead claimer's descriptor with an AcqRel CAS of that exact claim word
 //! to its own (`send`, "Claims of dead senders"). The registry lock is a
 //! CAS 0 → holder word (Acquire) and a store of 0 (Release)
-//! (`registry`, "The registry lock"). `next_dma` is a hint
-//! (Relaxed). `inflight`/`state` for unbind: SeqCst (store-load).
+//! (`registry`, "The registry lock"). `inflight`/`state` for unbind:
+//! SeqCst (store-load). The inline payload words ([`DmaDesc::inline`])
+//! are written Relaxed by the claiming sender before its Release store of
+//! `used_len` and read Relaxed by the receiver after its Acquire load, like
+//! any payload.
 //!
 //! ## Indices and codes from shared memory
 //!
 //! A slot index is a [`SlotIndex`]: made only by [`SlotIndex::new`] (which
 //! refuses an out-of-range value) or by iterating [`SlotIndex::all`], so
 //! the code that turns it into an address needs no clamp. A descriptor
-//! index read from shared memory (the `next_dma` hint) goes through
-//! [`DescIndex::new`] against the binding's validated descriptor count.
+//! index goes through [`DescIndex::new`] against the binding's validated
+//! descriptor count.
 //! The cut-off reason is stored as the `u32` of a [`CutReason`]; a value
 //! this build does not know is reported as such ([`CutReason::from_shared`]),
 //! never read as some other reason.
@@ -89,6 +92,15 @@ pub(super) fn is_claim(used: u64) -> bool {
 }
 /// `flags` bit: the payload is in the bounce segment.
 pub(super) const F_BOUNCED: u32 = 1;
+/// `flags` bit: the payload (at most [`INLINE_BYTES`]) is in the
+/// descriptor's own [`DmaDesc::inline`] words, in the cache line of its
+/// `used_len` (the eager path of `send`, "Eager sends").
+pub(super) const F_INLINE: u32 = 2;
+/// Every `flags` bit this build writes; the receiver refuses others.
+pub(super) const F_KNOWN: u32 = F_BOUNCED | F_INLINE;
+/// Bytes of payload a descriptor holds inline: the three words after
+/// `check`, which end its first cache line.
+pub const INLINE_BYTES: usize = 24;
 
 /// `{addr, len}` of one section, in the receiver's address space (bytes).
 #[repr(C)]
@@ -98,7 +110,10 @@ pub struct SharedSection {
     pub(super) len: AtomicU64,
 }
 
-/// One DMA descriptor: 384 bytes.
+/// One DMA descriptor: 384 bytes. Its first cache line holds everything a
+/// small message touches: `used_len`, `flags`, `sender_pid`, the
+/// immutable `check` the sender compares with its cached validation, and
+/// the inline payload.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct DmaDesc {
@@ -111,7 +126,10 @@ pub struct DmaDesc {
     _pad: u32,
     pub(super) bounce_off: AtomicU64,
     pub(super) check: AtomicU64,
-    _reserved: [u64; 3],
+    /// Inline payload of an [`F_INLINE`] delivery: bytes `8k..8k+8` of
+    /// the message in word `k`, little-endian. Written Relaxed by the
+    /// claiming sender before its Release store of `used_len`.
+    pub(super) inline: [AtomicU64; 3],
     pub(super) sections: [SharedSection; MAX_SECTIONS],
     pub(super) assist: AssistJob,
 }
@@ -145,7 +163,9 @@ pub struct AssistJob {
     pub(super) src: [SharedSection; MAX_SECTIONS],
 }
 
-/// One binding: 6528 bytes.
+/// One binding: 6528 bytes. Its first cache line (state, pid, generation,
+/// key, checksum) is written only by bind, unbind and cut-off, so senders
+/// checking their cached validation against it share it read-only.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct BindingSlot {
@@ -153,6 +173,9 @@ pub struct BindingSlot {
     pub(super) pid: AtomicU32,
     pub(super) gen_: AtomicU32,
     pub(super) ndesc: AtomicU32,
+    /// Set to 0 by bind; unused since layout version 4 (a sender writing
+    /// it on every send made this line, which the receiver polls, change
+    /// hands with every message; each sender keeps its own claim cursor).
     pub(super) next_dma: AtomicU32,
     pub(super) inflight: AtomicU32,
     /// A [`CutReason`] as `u32`.
@@ -238,6 +261,8 @@ const _: () = {
     assert!(offset_of!(DmaDesc, nsec) == 16);
     assert!(offset_of!(DmaDesc, bounce_off) == 24);
     assert!(offset_of!(DmaDesc, check) == 32);
+    assert!(offset_of!(DmaDesc, inline) == 40);
+    assert!(offset_of!(DmaDesc, inline) + INLINE_BYTES == 64);
     assert!(offset_of!(DmaDesc, sections) == 64);
     assert!(size_of::<RegistryHeader>() == 64);
     assert!(offset_of!(RegistryHeader, lock) == 24);

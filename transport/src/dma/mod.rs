@@ -27,7 +27,8 @@
 //!   to bindings, announced sends against unbind, and "Validation and
 //!   cutting off".
 //! - `receiver`: bind, the [`Receiver`] (receive, restock, unbind).
-//! - `send`: "A send": the sender's claim, copy and publish path.
+//! - `send`: "A send": the sender's claim, copy and publish path, its
+//!   cache of validated bindings and the eager path for small messages.
 //! - `assisted`: "Receiver-assisted copy": large single copies split
 //!   between sender and a waiting receiver.
 //! - `cma`: the only caller of `process_vm_writev`/`process_vm_readv`.
@@ -46,10 +47,10 @@ mod receiver;
 mod registry;
 mod send;
 
-pub use config::{ASSIST_MIN_BYTES, Config, ConfigError};
+pub use config::{ASSIST_MIN_BYTES, Config, ConfigError, EAGER_MAX_BYTES, PathChoice};
 pub use layout::{
-    AssistJob, BindingSlot, DmaDesc, MAX_BANNED, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, MAX_SENDERS,
-    NSLOTS, REGISTRY_BYTES, RegistryHeader, SharedSection,
+    AssistJob, BindingSlot, DmaDesc, INLINE_BYTES, MAX_BANNED, MAX_DESCS, MAX_RANGES, MAX_SECTIONS,
+    MAX_SENDERS, NSLOTS, REGISTRY_BYTES, RegistryHeader, SharedSection,
 };
 pub use receiver::{Delivery, DmaBuffer, Receiver};
 pub use registry::{DmaStats, Registry};

@@ -31,7 +31,21 @@
 //! freed ([`Error::CorruptDescriptor`]); a sender that published an
 //! impossible length is banned from the binding. While nothing is
 //! delivered, the receiver helps open assisted copies into its claimed
-//! descriptors ([`super::assisted`]).
+//! descriptors ([`super::assisted`]). An inline delivery (`F_INLINE`,
+//! layout version 4) is copied from the descriptor's inline words into
+//! the private copy's sections; one that claims more than
+//! [`INLINE_BYTES`] is refused like a mismatched descriptor.
+//!
+//! [`Receiver::recv`] first polls the descriptors' `used_len` words
+//! themselves (the spin of [`Config::spin`](super::Config::spin), a
+//! `sched_yield` every 64th poll as in `shm_signal`), and only then sleeps
+//! on the `arrived` doorbell (shm_signal's enable, re-check, `futex_wait`).
+//! While it polls it never touches the doorbell, so a sender's ring
+//! (`dirty` already 1) stays in the sender's cache: a small message costs
+//! the descriptor's cache line going to the receiver and back, not also
+//! the doorbell's. The first sleep after a run of polled deliveries
+//! returns at once on the stale ring and polls once more; no wake-up is
+//! lost, because the sleep is shm_signal's own protocol.
 //!
 //! ## Unbinding
 //!
@@ -41,15 +55,16 @@
 
 use super::assisted::help_job;
 use super::layout::{
-    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
-    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim, slot_check, slot_key, write_pairs,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, F_INLINE, F_KNOWN, FREE,
+    INLINE_BYTES, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim,
+    slot_check, slot_key, write_pairs,
 };
 use super::registry::{Registry, pid_alive, sends_in_flight};
 use super::send::CopyPath;
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::{Side, Wake};
+use crate::shm_signal::{Side, SpinPolicy, Wake};
 use crate::sync::Ordering;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -112,6 +127,10 @@ fn write_desc(d: &DmaDesc, gen_: u32, p: &PrivDesc) {
     // Release: a sender that claims it (AcqRel CAS) sees the sections.
     d.used_len.store(0, Ordering::Release);
 }
+
+/// Every this-many polls of [`Receiver::recv`] is a `sched_yield` (as in
+/// `shm_signal`'s spin).
+const POLL_YIELD_EVERY: u32 = 64;
 
 /// Why a used descriptor failed the receiver's check.
 enum UsedFault {
@@ -391,7 +410,10 @@ impl Receiver {
                     sender_pid,
                 });
             }
-            let path = if flags & F_BOUNCED != 0 {
+            let path = if flags & F_INLINE != 0 {
+                self.copy_inline(j, used);
+                CopyPath::Bounce
+            } else if flags & F_BOUNCED != 0 {
                 self.copy_out(j, used);
                 CopyPath::Bounce
             } else {
@@ -435,11 +457,37 @@ impl Receiver {
         }
     }
 
+    /// Copy `used <= INLINE_BYTES` bytes of descriptor `j`'s inline words
+    /// into our own sections (as the private copy names them).
+    fn copy_inline(&self, j: usize, used: u64) {
+        let mut bytes = [0u8; INLINE_BYTES];
+        for (c, w) in bytes.chunks_exact_mut(8).zip(&self.slot().descs[j].inline) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let p = &self.descs[j];
+        let mut at = 0;
+        let mut left = (used as usize).min(INLINE_BYTES);
+        for r in &p.sections {
+            if left == 0 {
+                break;
+            }
+            let k = (r.len() as usize).min(left);
+            // SAFETY: `at + k <= used <= INLINE_BYTES` (checked in
+            // `check_used`, and clamped above), `k <= r.len()`; the section
+            // is ours and valid for writes (bind's contract).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(at), r.start() as *mut u8, k);
+            }
+            at += k;
+            left -= k;
+        }
+    }
+
     fn check_used(&self, j: usize, used: u64, flags: u32) -> Result<(), UsedFault> {
         let s = self.slot();
         let d = &s.descs[j];
         let p = &self.descs[j];
-        if flags & !F_BOUNCED != 0 {
+        if flags & !F_KNOWN != 0 || flags == F_KNOWN {
             return Err(UsedFault::Mismatch("unknown descriptor flags"));
         }
         let nsec = d.nsec.load(Ordering::Relaxed) as usize;
@@ -456,6 +504,13 @@ impl Receiver {
         }
         if used > p.cap {
             return Err(UsedFault::TooLong);
+        }
+        // After the capacity: a sender that published more than the buffer
+        // holds is banned whatever its flags say.
+        if flags & F_INLINE != 0 && used > INLINE_BYTES as u64 {
+            return Err(UsedFault::Mismatch(
+                "inline delivery longer than the inline area",
+            ));
         }
         Ok(())
     }
@@ -490,7 +545,9 @@ impl Receiver {
             .wait(self.reg.inner.config.spin, timeout)
     }
 
-    /// Wait (spin, then sleep on the binding's doorbell) for a delivery.
+    /// Wait for a delivery: poll the descriptors themselves for up to
+    /// [`Config::spin`](super::Config::spin) rounds, then sleep on the
+    /// binding's doorbell (module docs, "Receiving").
     ///
     /// Returns `Ok(None)` when `timeout` passes with nothing delivered
     /// (`None` waits forever).
@@ -499,9 +556,24 @@ impl Receiver {
     /// As [`Self::try_recv`].
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Delivery>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let spin = self.reg.inner.config.spin;
         loop {
             if let Some(d) = self.try_recv()? {
                 return Ok(Some(d));
+            }
+            for k in 0..spin.iters {
+                if k % POLL_YIELD_EVERY == POLL_YIELD_EVERY - 1 {
+                    // As shm_signal's spin: let a peer on our core run.
+                    std::thread::yield_now();
+                    if deadline.is_some_and(|dl| Instant::now() >= dl) {
+                        break;
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
+                if let Some(d) = self.try_recv()? {
+                    return Ok(Some(d));
+                }
             }
             let left = match deadline {
                 Some(dl) => match dl.checked_duration_since(Instant::now()) {
@@ -510,7 +582,13 @@ impl Receiver {
                 },
                 None => None,
             };
-            let _ = self.wait(left);
+            // We polled already: sleep at once (after shm_signal's
+            // re-check), or return on a ring left by an earlier send.
+            let _ = self
+                .slot()
+                .signal
+                .arrived
+                .wait(SpinPolicy { iters: 0 }, left);
         }
     }
 
