@@ -4,8 +4,10 @@
 //! the trace format ([`trace`]), how trace addresses land in real memory
 //! ([`layout`]), replay through the real cache ([`replay`]), the optimal
 //! bounds ([`optimal`]), built-in synthetic workloads ([`workloads`]) and
-//! miss-ratio curves ([`mrc`]).
+//! miss-ratio curves ([`mrc`]), and the intra-node bandwidth plot
+//! ([`intranode`]).
 
+pub mod intranode;
 pub mod layout;
 pub mod mrc;
 pub mod optimal;

@@ -5,12 +5,13 @@
 //! regcache-bench                      # the built-in (synthetic) workloads
 //! regcache-bench replay FILE...       # traces in the docs/TRACES.md format
 //! regcache-bench mrc FILE -o mrc.svg  # miss-ratio curve, cache vs optimal
+//! regcache-bench intranode-plot CSV -o intranode.svg  # keyed DMA vs memcpy vs vader
 //! ```
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use regcache::{AnyRegistrar, Config, RegistrarKind, open_registrar};
-use regcache_bench::{mrc, replay, trace::Trace, workloads};
+use regcache_bench::{intranode, mrc, replay, trace::Trace, workloads};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -85,6 +86,16 @@ enum Command {
         #[arg(short, long, default_value = "mrc.svg")]
         output: PathBuf,
     },
+    /// Draw intra-node bandwidth against message size (keyed DMA, memcpy,
+    /// Open MPI vader) from the CSV of regcache-transport's `intranode`
+    /// bench (`RC_BENCH_ONLY=report RC_BENCH_CSV=FILE`) as SVG.
+    IntranodePlot {
+        /// The bench's CSV (`series,bytes,gb_per_s`).
+        csv: PathBuf,
+        /// Output SVG path.
+        #[arg(short, long, default_value = "intranode-bandwidth.svg")]
+        output: PathBuf,
+    },
 }
 
 fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
@@ -136,6 +147,18 @@ fn main() -> anyhow::Result<()> {
                 let t = Trace::read(f)?;
                 reports.extend(replay::replay(&make, &t, &cfg, opts.max_footprint)?);
             }
+        }
+        Some(Command::IntranodePlot { csv, output }) => {
+            let text = std::fs::read_to_string(csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let series = intranode::parse(&text).with_context(|| csv.display().to_string())?;
+            intranode::draw(
+                output,
+                "Intra-node bandwidth (ping-pong; memcpy: one thread)",
+                &series,
+            )?;
+            println!("intra-node bandwidth plot written to {}", output.display());
+            return Ok(());
         }
         Some(Command::Mrc { file, rank, output }) => {
             let t = Trace::read(file)?;
