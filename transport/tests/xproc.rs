@@ -510,10 +510,12 @@ fn dma_eager_sends_deliver_every_byte_and_validate_once_per_binding() {
     assert_eq!(s.binding_validations, 1);
 
     // A new binding of the same key (a new generation, other buffers): the
-    // cached validation is not used; the message arrives whole.
-    let mut rx = fx.rx(128, "0+64;64+64", "normal", 1, &[]);
-    send(&fx.reg, key, 1, &[20]).unwrap();
-    rx.expect("GOT 1 20 bounce");
+    // cached validation is not used; an inline message longer than the
+    // descriptor is cut to its 8 bytes, across both sections.
+    let mut rx = fx.rx(128, "0+5,10+3;64+64", "normal", 1, &[]);
+    let r = send(&fx.reg, key, 1, &[20]).unwrap();
+    assert_eq!((r.copied, r.truncated, r.index), (8, true, 0));
+    rx.expect("GOT 1 8 bounce");
     rx.say("BYE");
     rx.finish();
     assert_eq!(fx.reg.stats().binding_validations, 2);
