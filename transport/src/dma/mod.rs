@@ -3,8 +3,11 @@
 //! A receiver *binds* an array of receive buffers to a [`DmaKey`] (a
 //! location in shared memory both sides can name); a sender *sends* to the
 //! key; the library finds the bound receiver in a shared registry, takes
-//! its next free descriptor, copies with one `process_vm_writev` (or
-//! bounces through shared memory when the kernel refuses), publishes the
+//! its next free descriptor, copies by the path its size calls for
+//! (`config`, "Choosing a copy path by size": small messages through shared
+//! memory, inline in the descriptor up to [`INLINE_BYTES`]; larger ones
+//! with one `process_vm_writev`, split with the receiver when large, or
+//! bounced through shared memory when the kernel refuses), publishes the
 //! length with Release ordering and rings the receiver's doorbell.
 //!
 //! One shared segment per job (`/dev/shm/<name>`, created `O_EXCL` mode
