@@ -42,11 +42,12 @@
 //!
 //! ## The sender's cache
 //!
-//! Validating a binding costs a scan of the registry for the key, a
-//! checksum of the header and one of every descriptor, reads of lines the
-//! receiver may be writing, and the lookup of the bounce segment: more
-//! than the whole of an 8-byte message (issue 14 measured 1,656 ns for an
-//! 8-byte half round trip against shm_signal's 92). A sender therefore
+//! Validating a binding on every send cost a scan of the registry for
+//! the key, a checksum of the header and one of the claimed descriptor,
+//! and the lookup of the bounce segment under a lock: more than half the
+//! instructions of an 8-byte send (docs/RESULTS.md, "Intra-node
+//! transport"), for a message that issue 14 measured at 1,656 ns half
+//! round trip against shm_signal's 92. A sender therefore
 //! keeps, per binding generation, a [`BindingCache`]: the slot index, the
 //! validated header (`SlotView`), each descriptor's validated view as it is
 //! first claimed, the mapped bounce segment, and its own claim cursor.
