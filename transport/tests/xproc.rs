@@ -522,6 +522,41 @@ fn dma_eager_sends_deliver_every_byte_and_validate_once_per_binding() {
 }
 
 #[test]
+fn dma_pipelined_bounce_delivers_every_byte() {
+    let fx = Fixture::new(
+        "piped",
+        Config {
+            force_bounce: true,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    // One descriptor of two uneven sections: every message reuses it, so
+    // what the receiver copied early of one must not leak into the next.
+    let mut rx = fx.rx(
+        0,
+        "0+300001,300001+700000",
+        "normal",
+        3,
+        &[("RC_BUFSZ", "1048576".to_owned())],
+    );
+    for (seed, pieces) in [
+        (1, vec![3, 999_000, 997]),
+        (2, vec![100]),
+        (3, vec![65_536, 1, 200_000, 734_464]),
+    ] {
+        let r = send(&fx.reg, key, seed, &pieces).unwrap();
+        let n = pieces.iter().sum::<usize>().min(1_000_001);
+        assert_eq!((r.copied, r.path), (n as u64, CopyPath::Bounce));
+        rx.expect(&format!("GOT {seed} {n} bounce"));
+    }
+    rx.say("BYE");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!((s.piped_sends, s.eager_sends, s.bounce_sends), (2, 1, 3));
+}
+
+#[test]
 fn dma_forced_bounce_path() {
     let fx = Fixture::new(
         "bounce",
@@ -710,6 +745,21 @@ fn role_hostile() {
                 p.add(descs_at).cast::<u64>().write_volatile(1000);
                 p.add(descs_at + 384 + 8).cast::<u32>().write_volatile(3);
                 p.add(descs_at + 384).cast::<u64>().write_volatile(16);
+                // Descriptor 2: "claimed" by a process that does not
+                // exist, in a pipelined bounce claiming u64::MAX bytes
+                // copied (at 192 + 56: the job's `piped` word): the
+                // receiver copies at most its own 1000 bytes, early, and
+                // delivers nothing.
+                let d2 = descs_at + 2 * 384;
+                p.add(d2 + 192 + 56).cast::<u64>().write_volatile(u64::MAX);
+                p.add(d2 + 8).cast::<u32>().write_volatile(4);
+                p.add(d2)
+                    .cast::<u64>()
+                    .write_volatile((1 << 63) | 0x7fff_ffff);
+                // Descriptor 3: published "pipelined" without "bounced".
+                let d3 = descs_at + 3 * 384;
+                p.add(d3 + 8).cast::<u32>().write_volatile(4);
+                p.add(d3).cast::<u64>().write_volatile(16);
             }
         }
         // A peer posing as a sender publishes an impossible length.
@@ -910,11 +960,14 @@ fn hostile_scenario(name: &str, config: Config, pieces: &'static [usize]) {
     roundtrip(&mut bystander, k2);
 
     // 4. Deliveries that misuse the inline area (layout version 4): more
-    //    bytes than it holds, and inline and bounced at once. Both are
-    //    rejected and repaired; nothing is read past the inline words.
+    //    bytes than it holds, and inline and bounced at once; a pipelined
+    //    bounce "in progress" past the buffer's end, and one published
+    //    without its bounce. The three deliveries are rejected and
+    //    repaired; nothing is read past the inline words or copied past
+    //    the buffer (the claimed descriptor stays claimed).
     hostile("inline");
     victim.say("DRAIN");
-    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=2 cut=0");
+    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=3 cut=0");
     roundtrip(&mut victim, k1);
     roundtrip(&mut bystander, k2);
 

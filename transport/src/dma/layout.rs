@@ -69,8 +69,13 @@ pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
 /// offset 24); a claimed descriptor's `used_len` names its claimer
 /// ([`CLAIM_BIT`]) instead of being `u64::MAX`; the restock doorbell is a
 /// [`BroadcastRecord`] that many senders may wait on
-/// ([`BindingDoorbells`]).
-pub(super) const REG_VERSION: u32 = 3;
+/// ([`BindingDoorbells`]). 4 (issue 14): a descriptor carries an inline
+/// payload area ([`DmaDesc::inline`], [`INLINE_BYTES`] at offset 40, where
+/// version 3 had reserved words) and the [`F_INLINE`] flag; a pipelined
+/// bounce ([`F_PIPED`]) publishes its progress in [`AssistJob::piped`]
+/// (offset 56 of the job, reserved in 3); senders no longer write
+/// `next_dma`.
+pub(super) const REG_VERSION: u32 = 4;
 
 /// Slot states (`BindingSlot::state`).
 pub(super) const FREE: u32 = 0;
@@ -96,8 +101,14 @@ pub(super) const F_BOUNCED: u32 = 1;
 /// descriptor's own [`DmaDesc::inline`] words, in the cache line of its
 /// `used_len` (the eager path of `send`, "Eager sends").
 pub(super) const F_INLINE: u32 = 2;
-/// Every `flags` bit this build writes; the receiver refuses others.
-pub(super) const F_KNOWN: u32 = F_BOUNCED | F_INLINE;
+/// `flags` bit: a pipelined bounce (`send`, "Pipelined bounce"): while
+/// the descriptor is claimed, [`AssistJob::piped`] counts the bytes the
+/// sender has copied into the bounce area so far, which a polling
+/// receiver may copy out before the publish; published with
+/// [`F_BOUNCED`], it tells the receiver that those copies were of this
+/// message (a sender that took over a dead claim never sets it).
+pub(super) const F_PIPED: u32 = 4;
+
 /// Bytes of payload a descriptor holds inline: the three words after
 /// `check`, which end its first cache line.
 pub const INLINE_BYTES: usize = 24;
@@ -159,7 +170,12 @@ pub struct AssistJob {
     _pad: u32,
     /// FNV over the binding generation, `seq` and all fields above.
     pub(super) check: AtomicU64,
-    _reserved: u64,
+    /// Not part of the assist job: the bytes of a pipelined bounce
+    /// ([`F_PIPED`]) copied into the bounce area so far. Written by the
+    /// claiming sender (Release, after each chunk), read by the receiver
+    /// (Acquire), reset to 0 by the receiver before it frees the
+    /// descriptor.
+    pub(super) piped: AtomicU64,
     pub(super) src: [SharedSection; MAX_SECTIONS],
 }
 
@@ -253,6 +269,7 @@ const _: () = {
     assert!(size_of::<AssistJob>() == 192);
     assert!(offset_of!(DmaDesc, assist) == 192);
     assert!(offset_of!(AssistJob, check) == 48);
+    assert!(offset_of!(AssistJob, piped) == 56);
     assert!(offset_of!(AssistJob, src) == 64);
     assert!(offset_of!(BindingSlot, assist_open) == 96);
     assert!(offset_of!(DmaDesc, used_len) == 0);

@@ -55,7 +55,7 @@
 
 use super::assisted::help_job;
 use super::layout::{
-    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, F_INLINE, F_KNOWN, FREE,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, F_INLINE, F_PIPED, FREE,
     INLINE_BYTES, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim,
     slot_check, slot_key, write_pairs,
 };
@@ -109,6 +109,9 @@ pub(super) struct PrivDesc {
     pub(super) cap: u64,
     bounce_off: u64,
     delivered: bool,
+    /// Bytes of a pipelined bounce already copied out (`F_PIPED`) since the
+    /// descriptor was last handed to senders.
+    piped_out: u64,
 }
 
 /// (Re)write shared descriptor `d` from the private copy `p` and free it.
@@ -120,6 +123,7 @@ fn write_desc(d: &DmaDesc, gen_: u32, p: &PrivDesc) {
     d.bounce_off.store(p.bounce_off, Ordering::Relaxed);
     d.flags.store(0, Ordering::Relaxed);
     d.sender_pid.store(0, Ordering::Relaxed);
+    d.assist.piped.store(0, Ordering::Relaxed);
     d.check.store(
         desc_check(gen_, nsec, p.bounce_off, &secs),
         Ordering::Relaxed,
@@ -187,6 +191,7 @@ fn check_bind(ranges: &[AddrRange], buffers: &[DmaBuffer]) -> Result<(Vec<PrivDe
             cap,
             bounce_off: bounce_len,
             delivered: false,
+            piped_out: 0,
         });
         bounce_len = bounce_len
             .checked_add(cap)
@@ -339,10 +344,42 @@ impl Receiver {
         if let Some(d) = self.take()? {
             return Ok(Some(d));
         }
-        if self.help() {
+        let piped = self.pipe_out();
+        if self.help() || piped {
             return self.take();
         }
         Ok(None)
+    }
+
+    /// Copy out what senders of pipelined bounces (`F_PIPED`) into our
+    /// claimed descriptors have copied in so far. Returns whether we copied
+    /// any. Bounded by our own capacity and bounce offsets whatever shared
+    /// memory says (`send`, "Pipelined bounce").
+    fn pipe_out(&mut self) -> bool {
+        let s = self.reg.slot(self.slot);
+        let mut copied = false;
+        for j in 0..self.descs.len() {
+            let d = &s.descs[j];
+            if self.descs[j].delivered || !is_claim(d.used_len.load(Ordering::Acquire)) {
+                continue;
+            }
+            if d.flags.load(Ordering::Acquire) & F_PIPED == 0 {
+                continue;
+            }
+            // Acquire: pairs with the sender's Release after each chunk.
+            let upto = d
+                .assist
+                .piped
+                .load(Ordering::Acquire)
+                .min(self.descs[j].cap);
+            let from = self.descs[j].piped_out;
+            if upto > from {
+                self.copy_out(j, from, upto);
+                self.descs[j].piped_out = upto;
+                copied = true;
+            }
+        }
+        copied
     }
 
     /// Copy chunks of senders' open assist jobs on our claimed
@@ -414,7 +451,15 @@ impl Receiver {
                 self.copy_inline(j, used);
                 CopyPath::Bounce
             } else if flags & F_BOUNCED != 0 {
-                self.copy_out(j, used);
+                // A pipelined bounce of this message (published with
+                // F_PIPED, module docs) left `piped_out` bytes to skip;
+                // any other delivery is copied whole.
+                let from = if flags & F_PIPED != 0 {
+                    self.descs[j].piped_out.min(used)
+                } else {
+                    0
+                };
+                self.copy_out(j, from, used);
                 CopyPath::Bounce
             } else {
                 CopyPath::Cma
@@ -431,29 +476,33 @@ impl Receiver {
         Ok(None)
     }
 
-    /// Copy `used` bytes of descriptor `j` out of the bounce area into our
-    /// own sections (as the private copy names them).
-    fn copy_out(&self, j: usize, used: u64) {
+    /// Copy bytes `[from, to)` of the message in descriptor `j` out of the
+    /// bounce area into our own sections (as the private copy names them);
+    /// `to <= cap`.
+    fn copy_out(&self, j: usize, from: u64, to: u64) {
         let p = &self.descs[j];
-        let mut at = p.bounce_off as usize;
-        let mut left = used as usize;
+        let to = to.min(p.cap);
+        let mut off = 0u64; // message offset of section `r`
         for r in &p.sections {
-            if left == 0 {
+            let (lo, hi) = (from.max(off), to.min(off + r.len()));
+            if lo < hi {
+                let at = (p.bounce_off + lo) as usize;
+                // SAFETY: `bounce_off + hi <= bounce_off + cap <=
+                // bounce.len()` by construction of the private copy
+                // (`to <= cap`); `[lo - off, hi - off)` lies in section `r`,
+                // which is ours and valid for writes (bind's contract).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.bounce.as_ptr().add(at),
+                        (r.start() + (lo - off)) as *mut u8,
+                        (hi - lo) as usize,
+                    );
+                }
+            }
+            off += r.len();
+            if off >= to {
                 break;
             }
-            let k = (r.len() as usize).min(left);
-            // SAFETY: `at + k <= bounce_off + cap <= bounce.len()` by
-            // construction of the private copy (`used <= cap` was checked);
-            // the section is ours and valid for writes (bind's contract).
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.bounce.as_ptr().add(at),
-                    r.start() as *mut u8,
-                    k,
-                );
-            }
-            at += k;
-            left -= k;
         }
     }
 
@@ -487,7 +536,7 @@ impl Receiver {
         let s = self.slot();
         let d = &s.descs[j];
         let p = &self.descs[j];
-        if flags & !F_KNOWN != 0 || flags == F_KNOWN {
+        if ![0, F_BOUNCED, F_BOUNCED | F_PIPED, F_INLINE].contains(&flags) {
             return Err(UsedFault::Mismatch("unknown descriptor flags"));
         }
         let nsec = d.nsec.load(Ordering::Relaxed) as usize;
@@ -604,10 +653,17 @@ impl Receiver {
             .get_mut(j)
             .ok_or(Error::InvalidBind("restock index out of range"))?;
         p.delivered = false;
+        p.piped_out = 0;
         let s = self.reg.slot(self.slot);
-        // Release: our reads of the payload happen before a sender's
-        // AcqRel claim and its new writes.
-        s.descs[j].used_len.store(0, Ordering::Release);
+        let d = &s.descs[j];
+        // A pipelined bounce's marks go before the descriptor does: the
+        // next claimer starts from "nothing copied" (`send`, "Pipelined
+        // bounce").
+        d.flags.store(0, Ordering::Relaxed);
+        d.assist.piped.store(0, Ordering::Relaxed);
+        // Release: our reads of the payload (and the resets above) happen
+        // before a sender's AcqRel claim and its new writes.
+        d.used_len.store(0, Ordering::Release);
         s.signal.restocked.notify();
         Ok(())
     }

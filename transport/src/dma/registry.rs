@@ -135,6 +135,8 @@ dma_stats! {
     /// Sends that took the eager path (`send`, "Eager sends"); also
     /// counted in `bounce_sends`.
     eager_sends,
+    /// Bounce sends this handle pipelined (`send`, "Pipelined bounce").
+    piped_sends,
     /// Slot headers this handle validated: once per binding generation a
     /// sender sends to while its cache holds (`send`, "The sender's
     /// cache"), again after any change of the slot's first cache line.

@@ -80,6 +80,32 @@
 //! are copied in and out; [`DmaStats::eager_sends`](super::DmaStats::eager_sends)
 //! counts them.
 //!
+//! ## Pipelined bounce
+//!
+//! A bounced message of at least two chunks (`PIPE_MIN_BYTES`, 64 KiB)
+//! from a claim of our own is copied in `PIPE_CHUNK_BYTES` (32 KiB) at a
+//! time; after each chunk the sender stores the bytes copied so far in the
+//! descriptor's `piped` word (Release), and after the first it sets
+//! `F_PIPED` in `flags` and rings the receiver. A receiver polling in
+//! [`super::Receiver::recv`] (or calling `try_recv`) copies out what has
+//! arrived while the sender copies the rest, so the two copies of a
+//! bounce overlap on two cores instead of following each other. The
+//! publish carries `F_BOUNCED | F_PIPED`; the receiver then copies only
+//! what it has not copied yet.
+//!
+//! Why the receiver may trust its early copies: it resets `flags` and
+//! `piped` before it frees a descriptor (restock, repair, bind), so
+//! between a free and the next publish the only writer of either is the
+//! claimer that CASed the descriptor from free, whose progress grows from
+//! 0 over one message; every check of a pipelined copy comes before its
+//! first chunk, so once begun it ends in a publish, or the sender died.
+//! A sender that takes over a dead sender's claim never pipelines and
+//! publishes without `F_PIPED`, so the receiver copies that message whole,
+//! whatever it copied of the dead sender's. A peer scribbling `flags` or
+//! `piped` can make the receiver copy bytes of its own bounce area into
+//! its own buffer early (within its capacity, never elsewhere), i.e.
+//! garble a message, which writing into the bounce area could always do.
+//!
 //! ## Claims of dead senders
 //!
 //! A sender killed between its claim (step 4) and its publish (step 7)
@@ -119,7 +145,7 @@ use super::assisted::AssistFail;
 use super::cma;
 use super::config::PathChoice;
 use super::layout::{
-    BOUND, BindingSlot, CLAIM_BIT, CutReason, DescIndex, DmaDesc, F_BOUNCED, F_INLINE,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DescIndex, DmaDesc, F_BOUNCED, F_INLINE, F_PIPED,
     INLINE_BYTES, MAX_DESCS, MAX_SECTIONS, NO_RANGE, SlotIndex, desc_check, is_claim, read_pairs,
     slot_key,
 };
@@ -133,6 +159,14 @@ use crate::sync::Ordering;
 use std::sync::atomic::{AtomicU32 as LocalU32, Ordering as LocalOrdering};
 use std::sync::{Arc, OnceLock};
 use umn::AddrRange;
+
+/// Bounced messages of at least this many bytes are pipelined (module
+/// docs, "Pipelined bounce"): two chunks at least.
+const PIPE_MIN_BYTES: u64 = 2 * PIPE_CHUNK_BYTES as u64;
+/// Bytes per chunk of a pipelined bounce: large enough that the progress
+/// store and the receiver's poll are noise next to the copy, small enough
+/// that the receiver starts early (half a typical L2).
+const PIPE_CHUNK_BYTES: usize = 32 << 10;
 
 /// Which copy path a send took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,7 +374,7 @@ impl Registry {
             });
         }
 
-        let (j, retried) = self.claim_or_wait(s, &b, key)?;
+        let (j, retried, taken_over) = self.claim_or_wait(s, &b, key)?;
         let index = j.get() as u32;
         let d = &s.descs[j.get()];
         let dst = match self.desc_view(&b, j, d) {
@@ -407,12 +441,24 @@ impl Registry {
             }
         }
         if flags == F_BOUNCED {
-            if let Err(e) = self.bounce_write(key, &b, dst.bounce_off, src, n) {
-                match e {
-                    Error::CorruptDescriptor { .. } => self.cut_off(s, CutReason::Bounce),
-                    _ => d.used_len.store(0, Ordering::Release),
+            // Pipelined only from a claim of our own: the receiver trusts
+            // what it copied out early only when the publisher is the
+            // sender it copied from (module docs, "Pipelined bounce").
+            let pipe = (choice == PathChoice::Bounce && n >= PIPE_MIN_BYTES && !taken_over)
+                .then_some((s, d));
+            match self.bounce_write(key, &b, dst.bounce_off, src, n, pipe) {
+                Ok(true) => {
+                    flags |= F_PIPED;
+                    bump(&self.inner.stats.piped_sends, 1);
                 }
-                return Err(e);
+                Ok(false) => {}
+                Err(e) => {
+                    match e {
+                        Error::CorruptDescriptor { .. } => self.cut_off(s, CutReason::Bounce),
+                        _ => d.used_len.store(0, Ordering::Release),
+                    }
+                    return Err(e);
+                }
             }
         }
 
@@ -537,13 +583,14 @@ impl Registry {
     }
 
     /// Step 4 of a send: claim a free descriptor; one retry after a restock
-    /// signal. Returns the descriptor and whether it took the retry.
+    /// signal. Returns the descriptor, whether it took the retry, and
+    /// whether it took over a dead sender's claim.
     fn claim_or_wait(
         &self,
         s: &BindingSlot,
         b: &BindingCache,
         key: DmaKey,
-    ) -> Result<(DescIndex, bool), Error> {
+    ) -> Result<(DescIndex, bool, bool), Error> {
         let view = &b.view;
         let me = CLAIM_BIT | self.inner.id.word();
         let start = b.cursor.load(LocalOrdering::Relaxed) as usize;
@@ -551,7 +598,7 @@ impl Registry {
         // sender that reads `seq` on every send makes that line, which the
         // receiver writes on every restock, change hands with every message.
         if let Some(j) = claim(s, view.ndesc, me, start) {
-            return Ok((j, false));
+            return Ok((j, false, false));
         }
         let mut retried = false;
         let restocked = &s.signal.restocked;
@@ -561,7 +608,7 @@ impl Registry {
             // is seen by the claim (`shm_signal`, "Many waiters").
             let ticket = restocked.ticket();
             if let Some(j) = claim(s, view.ndesc, me, start) {
-                return Ok((j, retried));
+                return Ok((j, retried, false));
             }
             if let Some(j) = take_over_dead_claim(s, view.ndesc, me) {
                 bump(&self.inner.stats.claims_taken_over, 1);
@@ -569,7 +616,7 @@ impl Registry {
                     "regcache-transport: took over descriptor {} of a sender that died before publishing",
                     j.get()
                 );
-                return Ok((j, retried));
+                return Ok((j, retried, true));
             }
             if retried {
                 return Err(Error::NoFreeDescriptor(key));
@@ -601,7 +648,10 @@ impl Registry {
 
     /// The bounce path: copy the first `n` bytes of `src` into the bounce
     /// area at `off` of the binding `b` (mapping its bounce segment on
-    /// first use per binding generation).
+    /// first use per binding generation). With `pipe`, the slot and the
+    /// claimed descriptor, the copy is pipelined (module docs, "Pipelined
+    /// bounce"). Returns whether it was; every check comes before the
+    /// first byte is copied, so a pipelined copy, once begun, finishes.
     fn bounce_write(
         &self,
         key: DmaKey,
@@ -609,7 +659,8 @@ impl Registry {
         off: u64,
         src: &[&[u8]],
         n: u64,
-    ) -> Result<(), Error> {
+        pipe: Option<(&BindingSlot, &DmaDesc)>,
+    ) -> Result<bool, Error> {
         let view = &b.view;
         let seg = match b.bounce.get() {
             Some(seg) => seg,
@@ -629,20 +680,49 @@ impl Registry {
         }
         let mut at = off as usize;
         let mut left = n as usize;
+        // Chunk boundaries: the whole message at once, or PIPE_CHUNK_BYTES
+        // at a time with the progress published after each.
+        let chunk = if pipe.is_some() {
+            PIPE_CHUNK_BYTES
+        } else {
+            usize::MAX
+        };
+        let mut since_mark = 0usize;
+        let mut done = 0u64;
         for piece in src {
+            let mut p: &[u8] = piece;
+            while left > 0 && !p.is_empty() {
+                let k = p.len().min(left).min(chunk - since_mark);
+                // SAFETY: `at + k <= off + n <= seg.len()` (checked above);
+                // the bounce area of this descriptor is ours while we hold
+                // the claimed used_len; the source is a valid slice.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p.as_ptr(), seg.as_ptr().add(at), k);
+                }
+                at += k;
+                left -= k;
+                p = &p[k..];
+                since_mark += k;
+                done += k as u64;
+                if let Some((s, d)) = pipe {
+                    if since_mark == chunk || left == 0 {
+                        since_mark = 0;
+                        // Release: the chunk happens-before a receiver's
+                        // Acquire load of `piped` that reads it.
+                        d.assist.piped.store(done, Ordering::Release);
+                        if done as usize <= chunk {
+                            // First chunk: mark the copy pipelined and
+                            // wake a sleeping receiver to copy along.
+                            d.flags.store(F_PIPED, Ordering::Release);
+                            s.signal.arrived.notify();
+                        }
+                    }
+                }
+            }
             if left == 0 {
                 break;
             }
-            let k = piece.len().min(left);
-            // SAFETY: `at + k <= off + n <= seg.len()` (checked above); the
-            // bounce area of this descriptor is ours while we hold the
-            // claimed used_len; the source is a valid slice.
-            unsafe {
-                std::ptr::copy_nonoverlapping(piece.as_ptr(), seg.as_ptr().add(at), k);
-            }
-            at += k;
-            left -= k;
         }
-        Ok(())
+        Ok(pipe.is_some())
     }
 }
