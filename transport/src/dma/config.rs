@@ -33,7 +33,7 @@
 //! | bytes `n` | path | cost |
 //! |---|---|---|
 //! | `n <= eager_max_bytes` | eager: copied into the descriptor (inline, up to [`INLINE_BYTES`](super::INLINE_BYTES)) or its bounce area and out by the receiver | two `memcpy`s, no system call |
-//! | `n < cma_min_bytes` | bounce: the same two copies through the bounce area | two `memcpy`s |
+//! | `n < cma_min_bytes` | bounce: the same two copies through the bounce area, pipelined from 64 KiB (`send`, "Pipelined bounce") | two `memcpy`s, overlapped on two cores when the receiver polls |
 //! | `n < assist_min_bytes` | single copy: one `process_vm_writev` | a system call, pinning, one copy |
 //! | otherwise | receiver-assisted single copy | the copy split between both cores |
 //!
