@@ -440,6 +440,9 @@ impl Receiver {
                 };
                 write_desc(&s.descs[j], self.gen_, &self.descs[j]);
                 s.signal.restocked.notify();
+                // Freed again: what we copied early of a pipelined bounce
+                // into it is void (as at restock).
+                self.descs[j].piped_out = 0;
                 return Err(Error::CorruptDescriptor {
                     key: self.key,
                     index: j as u32,
