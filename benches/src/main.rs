@@ -7,12 +7,13 @@
 //! regcache-bench mrc FILE -o mrc.svg  # miss-ratio curve: each merge mode vs the references
 //! regcache-bench policies [FILE...]   # merge on/off/adaptive x lru/cost at 16384/64/16 regions
 //! regcache-bench --compare ucx [replay FILE...]  # side by side with UCX's rcache
+//! regcache-bench intranode-plot CSV -o intranode.svg  # keyed DMA vs memcpy vs vader
 //! ```
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use regcache::{AnyRegistrar, Config, RegistrarKind, open_registrar};
-use regcache_bench::{mrc, replay, trace::Trace, ucx, workloads};
+use regcache_bench::{intranode, mrc, replay, trace::Trace, ucx, workloads};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -118,6 +119,16 @@ enum Command {
         #[arg(short, long, default_value = "mrc.svg")]
         output: PathBuf,
     },
+    /// Draw intra-node bandwidth against message size (keyed DMA, memcpy,
+    /// Open MPI vader) from the CSV of regcache-transport's `intranode`
+    /// bench (`RC_BENCH_ONLY=report RC_BENCH_CSV=FILE`) as SVG.
+    IntranodePlot {
+        /// The bench's CSV (`series,bytes,gb_per_s`).
+        csv: PathBuf,
+        /// Output SVG path.
+        #[arg(short, long, default_value = "intranode-bandwidth.svg")]
+        output: PathBuf,
+    },
 }
 
 fn parse_monitor(s: &str) -> Result<regcache::MonitorKind, String> {
@@ -207,8 +218,8 @@ fn compare_ucx(
             .iter()
             .map(|f| Trace::read(f))
             .collect::<anyhow::Result<Vec<_>>>()?,
-        Some(Command::Mrc { .. } | Command::Policies { .. }) => {
-            anyhow::bail!("--compare applies to replay and the built-ins, not mrc or policies")
+        Some(Command::Mrc { .. } | Command::Policies { .. } | Command::IntranodePlot { .. }) => {
+            anyhow::bail!("--compare applies to replay and the built-ins only")
         }
         None => builtins(opts)?,
     };
@@ -269,6 +280,18 @@ fn main() -> anyhow::Result<()> {
             } else {
                 print_policies(&rows);
             }
+            return Ok(());
+        }
+        Some(Command::IntranodePlot { csv, output }) => {
+            let text = std::fs::read_to_string(csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let series = intranode::parse(&text).with_context(|| csv.display().to_string())?;
+            intranode::draw(
+                output,
+                "Intra-node bandwidth (ping-pong; memcpy: one thread)",
+                &series,
+            )?;
+            println!("intra-node bandwidth plot written to {}", output.display());
             return Ok(());
         }
         Some(Command::Mrc { file, rank, output }) => {

@@ -5,7 +5,12 @@
 //! one-page buffers between canary pages and then only waits. Before
 //! every input the parent puts the slot back as the child bound it; the
 //! input then scribbles the slot (all but its owner pid, which would aim
-//! the copies at another process) between sends of 1 byte to 16 KiB.
+//! the copies at another process) between sends of 1 byte to 16 KiB and
+//! small sends of 1 to 32 bytes. Sends of up to 4 KiB take the eager path
+//! (layout version 4: inline in the descriptor up to 24 bytes, else the
+//! bounce area) on the sender's cached validation of the binding, which
+//! outlives an input (the slot is put back as bound, same generation);
+//! larger ones a single copy.
 //!
 //! Oracle: no crash, hang or panic in the sender; after every step the
 //! child's canary pages (read with `process_vm_readv`) are untouched —
@@ -145,9 +150,22 @@ fn peek(pid: u32, addr: u64, len: usize) -> Vec<u8> {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Scribble { off: u16, bytes: Vec<u8> },
-    Word { at: u16, value: u64 },
-    Send { a: u16, b: u16 },
+    Scribble {
+        off: u16,
+        bytes: Vec<u8>,
+    },
+    Word {
+        at: u16,
+        value: u64,
+    },
+    Send {
+        a: u16,
+        b: u16,
+    },
+    /// 1 to 32 bytes: inline (up to 24) or just past it.
+    Small {
+        n: u8,
+    },
 }
 
 fuzz_target!(
@@ -195,6 +213,16 @@ fuzz_target!(
                     scribbled = true;
                     // SAFETY: 8-aligned, inside the slot.
                     unsafe { slot.add(at).cast::<u64>().write_volatile(value) };
+                }
+                Op::Small { n } => {
+                    let n = n as usize % 32 + 1;
+                    match reg.send(*key, &[&vec![0x69u8; n]]) {
+                        Ok(r) => assert!(r.copied <= n as u64, "copied {} of {n}", r.copied),
+                        Err(e) if !scribbled && steps <= 4 => {
+                            panic!("a send to the slot as bound failed: {e}")
+                        }
+                        Err(_) => {}
+                    }
                 }
                 Op::Send { a, b } => {
                     let (a, b) = (a as usize % 8192 + 1, b as usize % 8192);

@@ -1,11 +1,23 @@
 //! Intra-node transport benchmarks (reported, not tests).
 //!
 //! `cargo bench -p regcache-transport --bench intranode` prints:
-//! - single-thread `memcpy` bandwidth at 1, 4, 16 MiB (the reference);
-//! - keyed-DMA bandwidth at the same sizes to a receiver in another
-//!   process, single-copy (`process_vm_writev`) and bounce;
+//! - single-thread `memcpy` bandwidth at 64 KiB, 1, 4, 16 MiB (the
+//!   reference);
+//! - keyed-DMA streaming and ping-pong bandwidth at the same sizes to a
+//!   receiver in another process: on the size-aware default path
+//!   (`Config::path_for`) and forced receiver-assisted, single copy
+//!   (`process_vm_writev`) and bounce;
 //! - 8-byte ping-pong half round-trip latency through `shm_signal` alone
-//!   and through keyed DMA (send + doorbell + receive + restock).
+//!   and through keyed DMA (send + receive + restock; eager, inline);
+//! - Open MPI's vader in the same run (NetPIPE) and the targets of
+//!   issue 14.
+//!
+//! `RC_BENCH_ONLY=calibrate` measures ping-pong bandwidth of every forced
+//! path from 1 B to 64 MiB and prints the crossovers and the
+//! `REGCACHE_TRANSPORT_*` variables that set them; `RC_BENCH_ONLY=report`
+//! (what `cargo xtask bench` runs) adds the intra-node table (keyed DMA,
+//! memcpy, vader at every size) and, with `RC_BENCH_CSV=<file>`, writes the
+//! curves for the plot.
 //!
 //! The receiver is this binary re-executed with `RC_BENCH_ROLE`. Compare
 //! with Open MPI's shared-memory path with NetPIPE (`NPmpi`, see
@@ -24,7 +36,7 @@ use std::time::{Duration, Instant};
 use umn::AddrRange;
 
 const MIB: usize = 1 << 20;
-const SIZES: [usize; 3] = [MIB, 4 * MIB, 16 * MIB];
+const SIZES: [usize; 4] = [64 << 10, MIB, 4 * MIB, 16 * MIB];
 
 fn main() {
     match std::env::var("RC_BENCH_ROLE").as_deref() {
@@ -40,31 +52,52 @@ fn main() {
         "# regcache-transport intra-node benchmarks (pid {})",
         std::process::id()
     );
-    if std::env::var("RC_BENCH_ONLY").as_deref() == Ok("stream") {
-        for &s in &SIZES {
-            println!("memcpy {s}: {:.2} GB/s", memcpy_bw(s));
-            dma_bw(s, Mode::Assisted);
+    match std::env::var("RC_BENCH_ONLY").as_deref() {
+        Ok("stream") => {
+            for &s in &SIZES {
+                println!("memcpy {}: {:.2} GB/s", human(s), memcpy_bw(s));
+                dma_bw(s, Mode::Default);
+            }
         }
-        return;
+        Ok("latency") => {
+            let (sig_ns, dma_ns) = latency();
+            println!(
+                "8-byte ping-pong, half round trip: shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns"
+            );
+        }
+        Ok("calibrate") => {
+            calibrate(reps());
+        }
+        Ok("report") => report(reps()),
+        _ => full(reps()),
     }
-    if std::env::var("RC_BENCH_ONLY").as_deref() == Ok("latency") {
-        let (sig_ns, dma_ns) = latency();
-        println!(
-            "8-byte ping-pong, half round trip: shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns"
-        );
-        return;
+}
+
+/// `64 KiB`, `4 MiB`, `8 B`.
+fn human(n: usize) -> String {
+    if n >= MIB && n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} B")
     }
-    let reps = reps();
+}
+
+/// The default run: streaming and ping-pong at [`SIZES`] in every mode,
+/// 8-byte latency, Open MPI in the same run, the targets of issue 14.
+fn full(reps: usize) {
     println!(
-        "# best of {reps} interleaved runs each (RC_BENCH_REPS); assisted = receiver-assisted single copy, \
-         single = one process_vm_writev per send"
+        "# best of {reps} interleaved runs each (RC_BENCH_REPS); keyed DMA = the size-aware default path \
+         (Config::path_for); assisted = receiver-assisted single copy, single = one process_vm_writev per send"
     );
     let mut stream = Vec::new();
     for &s in &SIZES {
-        let mut best = [0f64; 4];
+        let mut best = [0f64; 5];
         for _ in 0..reps {
             let r = [
                 memcpy_bw(s),
+                dma_bw(s, Mode::Default),
                 dma_bw(s, Mode::Assisted),
                 dma_bw(s, Mode::Single),
                 dma_bw(s, Mode::Bounce),
@@ -73,21 +106,23 @@ fn main() {
                 *b = b.max(v);
             }
         }
-        let [memcpy, assisted, single, bounce] = best;
+        let [memcpy, dflt, assisted, single, bounce] = best;
         println!(
-            "size {:>2} MiB streaming: memcpy {memcpy:6.2} GB/s | keyed DMA assisted {assisted:6.2} GB/s ({:.2}x memcpy) | single {single:6.2} GB/s ({:.2}x) | bounce {bounce:6.2} GB/s ({:.2}x)",
-            s / MIB,
+            "size {:>6} streaming: memcpy {memcpy:6.2} GB/s | keyed DMA {dflt:6.2} GB/s ({:.2}x memcpy) | assisted {assisted:6.2} ({:.2}x) | single {single:6.2} ({:.2}x) | bounce {bounce:6.2} ({:.2}x)",
+            human(s),
+            dflt / memcpy,
             assisted / memcpy,
             single / memcpy,
             bounce / memcpy
         );
-        stream.push((memcpy, assisted));
+        stream.push((memcpy, dflt));
     }
     let mut pp = Vec::new();
     for &s in &SIZES {
-        let mut best = [0f64; 3];
+        let mut best = [0f64; 4];
         for _ in 0..reps {
             let r = [
+                pingpong_bw(s, Mode::Default),
                 pingpong_bw(s, Mode::Assisted),
                 pingpong_bw(s, Mode::Single),
                 pingpong_bw(s, Mode::Bounce),
@@ -96,81 +131,250 @@ fn main() {
                 *b = b.max(v);
             }
         }
-        let [assisted, single, bounce] = best;
+        let [dflt, assisted, single, bounce] = best;
         println!(
-            "size {:>2} MiB ping-pong (NetPIPE method, one message in flight): keyed DMA assisted {assisted:6.2} GB/s | single {single:6.2} GB/s | bounce {bounce:6.2} GB/s",
-            s / MIB,
+            "size {:>6} ping-pong (NetPIPE method, one message in flight): keyed DMA {dflt:6.2} GB/s | assisted {assisted:6.2} | single {single:6.2} | bounce {bounce:6.2}",
+            human(s),
         );
-        pp.push(assisted);
+        pp.push(dflt);
     }
     println!(
-        "# single-copy sends with receiver help: {} of {} (all modes; only `assisted` can)",
+        "# single-copy sends with receiver help: {} of {} (all modes; only `assisted` and the default can)",
         ASSISTED.load(Ordering::Relaxed),
         SENDS.load(Ordering::Relaxed)
     );
-    let mut lat = (f64::MAX, f64::MAX);
-    for _ in 0..reps {
-        let (a, b) = latency();
-        lat = (lat.0.min(a), lat.1.min(b));
-    }
-    let (sig_ns, dma_ns) = lat;
+    let (sig_ns, dma_ns) = best_latency(reps);
     println!(
         "8-byte ping-pong, half round trip (spin {} iters then futex): shm_signal {sig_ns:.0} ns | keyed DMA {dma_ns:.0} ns",
         spin().iters
     );
 
     // Open MPI's shared-memory path in the same run, and the targets.
-    let Some(np) = netpipe(reps) else {
+    let sizes: Vec<usize> = std::iter::once(8).chain(SIZES).collect();
+    let Some(np) = netpipe(reps, &sizes) else {
         println!("# NetPIPE (NPopenmpi + mpirun) not found: no Open MPI comparison");
         return;
     };
+    let np_lat = np.lat_ns(8);
     println!(
-        "# Open MPI vader (CMA single copy), NetPIPE NPopenmpi, best of {reps}: 8 B {:.0} ns; {}",
-        np.lat_ns,
+        "# Open MPI vader (CMA single copy), NetPIPE NPopenmpi, best of {reps}: 8 B {np_lat:.0} ns; {}",
         SIZES
             .iter()
-            .zip(&np.bw)
-            .map(|(s, b)| format!("{} MiB {b:.2} GB/s", s / MIB))
+            .map(|&s| format!("{} {:.2} GB/s", human(s), np.bw(s)))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("# targets (issue 6)");
+    println!("# targets (issue 14)");
     for (k, &s) in SIZES.iter().enumerate() {
-        let (memcpy, assisted) = stream[k];
-        let r = assisted / memcpy;
+        let (memcpy, dflt) = stream[k];
+        let r = dflt / memcpy;
+        let v = np.bw(s);
         println!(
-            "{:>2} MiB: streaming {r:.2}x memcpy (target >= 0.90: {}) | ping-pong {:.2} GB/s vs Open MPI {:.2} GB/s = {:.2}x (target >= 1: {})",
-            s / MIB,
+            "{:>6}: streaming {r:.2}x memcpy (target >= 0.90: {}) | ping-pong {:.2} GB/s vs Open MPI {v:.2} GB/s = {:.2}x (target >= 1: {})",
+            human(s),
             verdict(r >= 0.9),
             pp[k],
-            np.bw[k],
-            pp[k] / np.bw[k],
-            verdict(pp[k] >= np.bw[k])
+            pp[k] / v,
+            verdict(pp[k] >= v)
         );
     }
     println!(
-        "8 B latency: shm_signal {sig_ns:.0} ns vs Open MPI {:.0} ns (target: no worse: {})",
-        np.lat_ns,
-        verdict(sig_ns <= np.lat_ns)
+        "8 B latency: keyed DMA {dma_ns:.0} ns vs Open MPI {np_lat:.0} ns = {:.2}x (target <= 1.0: {}); shm_signal {sig_ns:.0} ns = {:.2}x (target <= 0.5: {})",
+        dma_ns / np_lat,
+        verdict(dma_ns <= np_lat),
+        sig_ns / np_lat,
+        verdict(sig_ns <= 0.5 * np_lat)
     );
+}
+
+fn best_latency(reps: usize) -> (f64, f64) {
+    let mut lat = (f64::MAX, f64::MAX);
+    for _ in 0..reps {
+        let (a, b) = latency();
+        lat = (lat.0.min(a), lat.1.min(b));
+    }
+    lat
 }
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-/// NetPIPE over Open MPI's vader BTL with CMA single copy.
-struct NetPipe {
-    /// 8-byte half round trip (ns).
-    lat_ns: f64,
-    /// Bandwidth at each of [`SIZES`] (GB/s).
-    bw: Vec<f64>,
+/// Ping-pong bandwidth of every forced path over the sweep, the best of
+/// `reps`; prints the table, the crossovers and the variables that set
+/// them. Returns `(size, [eager, bounce, single, assisted])` (GB/s; 0 where
+/// a path was not run: eager past 1 MiB, assisted under 64 KiB).
+fn calibrate(reps: usize) -> Vec<(usize, [f64; 4])> {
+    const PATHS: [Mode; 4] = [Mode::Eager, Mode::Bounce, Mode::Single, Mode::Assisted];
+    println!("# calibration: ping-pong GB/s per forced path, best of {reps}");
+    println!("#      size      eager     bounce     single   assisted");
+    let mut rows = Vec::new();
+    for s in sweep_sizes() {
+        let mut best = [0f64; 4];
+        for _ in 0..reps {
+            for (b, m) in best.iter_mut().zip(PATHS) {
+                let run = match m {
+                    Mode::Eager => s <= MIB,
+                    Mode::Assisted => s >= 64 << 10,
+                    _ => true,
+                };
+                if run {
+                    *b = b.max(pingpong_bw_n(s, m, sweep_iters(s)));
+                }
+            }
+        }
+        println!(
+            "{:>11} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+            human(s),
+            best[0],
+            best[1],
+            best[2],
+            best[3]
+        );
+        rows.push((s, best));
+    }
+    let (eager_max, cma_min, assist_min) = crossovers(&rows);
+    let show = |v: Option<usize>| v.map_or("none in the sweep".to_owned(), human);
+    println!(
+        "# crossovers: copy through shared memory wins up to {}; single copy from {}; receiver-assisted from {}",
+        show(eager_max),
+        show(cma_min),
+        show(assist_min)
+    );
+    println!(
+        "# to use them: REGCACHE_TRANSPORT_EAGER_MAX_BYTES={} REGCACHE_TRANSPORT_CMA_MIN_BYTES={} REGCACHE_TRANSPORT_ASSIST_MIN_BYTES={}",
+        eager_max.unwrap_or(0),
+        cma_min.unwrap_or(usize::MAX),
+        assist_min.map_or("off".to_owned(), |v| v.to_string())
+    );
+    rows
 }
 
-/// Run `NPopenmpi` `reps` times (8 bytes, then [`SIZES`]) under `mpirun`
-/// with 2 ranks and keep the best; `None` when Open MPI or NetPIPE is
-/// missing. NetPIPE's output columns: bytes, Mbit/s, seconds per transfer.
-fn netpipe(reps: usize) -> Option<NetPipe> {
+/// From calibration rows: the largest size up to which copying through
+/// shared memory (eager or bounce) beats the single copy at every size,
+/// the size from which the single copy (or assisted) wins at every larger
+/// size, and the size from which the assisted copy beats the single copy
+/// at every larger size.
+fn crossovers(rows: &[(usize, [f64; 4])]) -> (Option<usize>, Option<usize>, Option<usize>) {
+    let shm = |r: &[f64; 4]| r[0].max(r[1]);
+    let cma = |r: &[f64; 4]| r[2].max(r[3]);
+    let from = |wins: &dyn Fn(&[f64; 4]) -> bool| {
+        let k = rows
+            .iter()
+            .rposition(|(_, r)| !wins(r))
+            .map_or(0, |k| k + 1);
+        rows.get(k).map(|(s, _)| *s)
+    };
+    let cma_min = from(&|r| cma(r) > shm(r));
+    let eager_max = rows
+        .iter()
+        .take_while(|(_, r)| shm(r) >= cma(r))
+        .last()
+        .map(|(s, _)| *s);
+    let assist_min = from(&|r| r[3] > r[2]);
+    (eager_max, cma_min, assist_min)
+}
+
+/// The report `cargo xtask bench` prints: the calibration, then the
+/// intra-node table at every sweep size (keyed DMA on its default path,
+/// single-thread memcpy, Open MPI vader, same run), 8-byte latency, and,
+/// when `RC_BENCH_CSV` names a file, the bandwidth curves as CSV
+/// (`series,bytes,gb_per_s`) for the plot.
+fn report(reps: usize) {
+    let cal = calibrate(reps);
+    let sizes = sweep_sizes();
+    let mut dma = vec![0f64; sizes.len()];
+    let mut mem = vec![0f64; sizes.len()];
+    for _ in 0..reps {
+        for (k, &s) in sizes.iter().enumerate() {
+            dma[k] = dma[k].max(pingpong_bw_n(s, Mode::Default, sweep_iters(s)));
+            mem[k] = mem[k].max(memcpy_bw(s));
+        }
+    }
+    let (sig_ns, dma_ns) = best_latency(reps);
+    let np = netpipe(reps, &sizes);
+    println!(
+        "# intra-node, best of {reps}: keyed DMA = ping-pong on the default path; memcpy = one thread; vader = Open MPI 4 ob1/vader with CMA (NetPIPE NPopenmpi)"
+    );
+    println!(
+        "| size | keyed DMA (GB/s) | memcpy (GB/s) | Open MPI vader (GB/s) | keyed DMA / vader |"
+    );
+    println!("|---:|---:|---:|---:|---:|");
+    for (k, &s) in sizes.iter().enumerate() {
+        let v = np.as_ref().map(|n| n.bw(s));
+        println!(
+            "| {} | {:.3} | {:.3} | {} | {} |",
+            human(s),
+            dma[k],
+            mem[k],
+            v.map_or("n/a".to_owned(), |v| format!("{v:.3}")),
+            v.map_or("n/a".to_owned(), |v| format!("{:.2}x", dma[k] / v)),
+        );
+    }
+    let np_lat = np.as_ref().map(|n| n.lat_ns(8));
+    println!(
+        "| 8 B half round trip | {dma_ns:.0} ns | shm_signal alone {sig_ns:.0} ns | {} | {} |",
+        np_lat.map_or("n/a".to_owned(), |v| format!("{v:.0} ns")),
+        np_lat.map_or("n/a".to_owned(), |v| format!("{:.2}x", dma_ns / v)),
+    );
+    if np.is_none() {
+        println!("# NetPIPE (NPopenmpi + mpirun) not found: no Open MPI column");
+    }
+    if let Ok(path) = std::env::var("RC_BENCH_CSV") {
+        let mut csv = String::from("series,bytes,gb_per_s\n");
+        for (k, &s) in sizes.iter().enumerate() {
+            csv += &format!("keyed DMA,{s},{}\n", dma[k]);
+            csv += &format!("memcpy,{s},{}\n", mem[k]);
+        }
+        for (s, r) in &cal {
+            for (name, v) in ["eager", "bounce", "single copy", "assisted"].iter().zip(r) {
+                if *v > 0.0 {
+                    csv += &format!("keyed DMA {name},{s},{v}\n");
+                }
+            }
+        }
+        if let Some(n) = &np {
+            for &(s, bw, _) in &n.points {
+                csv += &format!("Open MPI vader,{s},{bw}\n");
+            }
+        }
+        std::fs::write(&path, csv).unwrap();
+        println!("# bandwidth curves written to {path}");
+    }
+}
+
+/// NetPIPE over Open MPI's vader BTL with CMA single copy: its points,
+/// best of the runs.
+struct NetPipe {
+    /// `(bytes, GB/s, half round trip in ns)`, by size.
+    points: Vec<(usize, f64, f64)>,
+}
+
+impl NetPipe {
+    /// The point nearest `size` (NetPIPE picks its own sizes).
+    fn at(&self, size: usize) -> (usize, f64, f64) {
+        let dist = |s: usize| ((s.max(1) as f64).ln() - (size.max(1) as f64).ln()).abs();
+        self.points
+            .iter()
+            .copied()
+            .min_by(|a, b| dist(a.0).total_cmp(&dist(b.0)))
+            .unwrap_or((size, f64::NAN, f64::NAN))
+    }
+    /// Bandwidth at (the point nearest) `size` (GB/s).
+    fn bw(&self, size: usize) -> f64 {
+        self.at(size).1
+    }
+    /// Half round trip at (the point nearest) `size` (ns).
+    fn lat_ns(&self, size: usize) -> f64 {
+        self.at(size).2
+    }
+}
+
+/// Run `NPopenmpi` `reps` times from the smallest to the largest of
+/// `sizes` under `mpirun` with 2 ranks and keep the best of each point;
+/// `None` when Open MPI or NetPIPE is missing. NetPIPE's output columns:
+/// bytes, Mbit/s, seconds per transfer.
+fn netpipe(reps: usize, sizes: &[usize]) -> Option<NetPipe> {
     let dir = std::env::temp_dir().join(format!("rc-netpipe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let run = |lo: usize, hi: usize, out: &str| -> Option<Vec<(usize, f64, f64)>> {
@@ -205,21 +409,24 @@ fn netpipe(reps: usize) -> Option<NetPipe> {
             })
             .collect()
     };
-    let mut best = NetPipe {
-        lat_ns: f64::MAX,
-        bw: vec![0.0; SIZES.len()],
-    };
+    let lo = sizes.iter().copied().min()?;
+    let hi = sizes.iter().copied().max()?;
+    let mut best: Vec<(usize, f64, f64)> = Vec::new();
     for _ in 0..reps {
-        let l = run(8, 8, "lat.out")?;
-        best.lat_ns = best.lat_ns.min(l.first()?.2 * 1e9);
-        let b = run(SIZES[0], SIZES[SIZES.len() - 1], "bw.out")?;
-        for (k, &s) in SIZES.iter().enumerate() {
-            let mbps = b.iter().find(|r| r.0 == s)?.1;
-            best.bw[k] = best.bw[k].max(mbps / 8000.0);
+        for (s, mbps, secs) in run(lo, hi, "np.out")? {
+            let (bw, ns) = (mbps / 8000.0, secs * 1e9);
+            match best.iter_mut().find(|p| p.0 == s) {
+                Some(p) => {
+                    p.1 = p.1.max(bw);
+                    p.2 = p.2.min(ns);
+                }
+                None => best.push((s, bw, ns)),
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Some(best)
+    best.sort_by_key(|p| p.0);
+    (!best.is_empty()).then_some(NetPipe { points: best })
 }
 
 /// `RC_BENCH_SPIN` overrides the receivers' spin policy (iterations).
@@ -248,11 +455,17 @@ fn reps() -> usize {
 }
 
 /// Copy path under test.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
-    /// Receiver-assisted single copy (the default configuration).
+    /// The size-aware choice of the default configuration
+    /// (`Config::path_for`, with `REGCACHE_TRANSPORT_*` overrides).
+    Default,
+    /// Every message eager (copied in and out through shared memory on the
+    /// cached fast path; inline up to 24 bytes).
+    Eager,
+    /// Receiver-assisted single copy at every size.
     Assisted,
-    /// One `process_vm_writev` per send (assist off).
+    /// One `process_vm_writev` per send at every size (assist off).
     Single,
     /// Forced bounce through the shared segment.
     Bounce,
@@ -261,6 +474,8 @@ enum Mode {
 impl Mode {
     fn env(self) -> &'static str {
         match self {
+            Mode::Default => "default",
+            Mode::Eager => "eager",
             Mode::Assisted => "assisted",
             Mode::Single => "single",
             Mode::Bounce => "bounce",
@@ -268,34 +483,70 @@ impl Mode {
     }
     fn from_env() -> Self {
         match std::env::var("RC_MODE").as_deref() {
+            Ok("eager") => Mode::Eager,
+            Ok("assisted") => Mode::Assisted,
             Ok("single") => Mode::Single,
             Ok("bounce") => Mode::Bounce,
-            _ => Mode::Assisted,
+            _ => Mode::Default,
         }
     }
 }
 
 fn cfg(mode: Mode) -> Config {
     let d = Config::default();
-    Config {
-        force_bounce: mode == Mode::Bounce,
+    let base = Config {
         restock_wait: Duration::from_secs(10),
         spin: spin(),
-        assist_min_bytes: if mode == Mode::Single {
-            u64::MAX
-        } else {
-            d.assist_min_bytes
-        },
         ..d
+    };
+    match mode {
+        Mode::Default => base,
+        Mode::Eager => Config {
+            eager_max_bytes: u64::MAX,
+            ..base
+        },
+        Mode::Assisted => Config {
+            eager_max_bytes: 0,
+            cma_min_bytes: 0,
+            assist_min_bytes: 0,
+            ..base
+        },
+        Mode::Single => Config {
+            eager_max_bytes: 0,
+            cma_min_bytes: 0,
+            assist_min_bytes: u64::MAX,
+            ..base
+        },
+        Mode::Bounce => Config {
+            eager_max_bytes: 0,
+            force_bounce: true,
+            ..base
+        },
     }
+}
+
+/// Sizes of the sweeps (calibration, report, plot): 1 B to 64 MiB in
+/// steps of 4.
+fn sweep_sizes() -> Vec<usize> {
+    (0..14).map(|k| 1usize << (2 * k)).collect()
+}
+
+/// Ping-pong round trips at `size`: enough to move ~256 MiB each way, at
+/// least 16 and at most 20 000 (`RC_BENCH_ROUNDS` caps it too).
+fn sweep_iters(size: usize) -> usize {
+    (256 * MIB / size).clamp(16, 20_000).min(rounds() as usize)
 }
 
 /// NetPIPE's method: one message of `size` each way, time / 2 per message.
 fn pingpong_bw(size: usize, mode: Mode) -> f64 {
+    pingpong_bw_n(size, mode, (1024 * MIB / size).max(4))
+}
+
+/// [`pingpong_bw`] with `iters` round trips (GB/s).
+fn pingpong_bw_n(size: usize, mode: Mode, iters: usize) -> f64 {
     let name = format!("rc-bench-{}-pp{size}-{}", std::process::id(), mode.env());
     let reg = Registry::create_with(&name, cfg(mode)).unwrap();
     let place = Segment::memfd(4096).unwrap();
-    let iters = (1024 * MIB / size).max(4);
     let mut child = spawn(
         "echo",
         &[
@@ -386,7 +637,7 @@ fn role_echo() {
 fn memcpy_bw(size: usize) -> f64 {
     let src = vec![1u8; size];
     let mut dst = vec![0u8; size];
-    let iters = (1024 * MIB / size).max(8);
+    let iters = (1024 * MIB / size).clamp(8, 10_000_000);
     for _ in 0..2 {
         dst.copy_from_slice(&src);
     }
@@ -517,7 +768,7 @@ fn latency() -> (f64, f64) {
         .with_spin(spin());
     // keyed DMA: 8-byte messages both ways.
     let name = format!("rc-bench-{}-lat", std::process::id());
-    let reg = Registry::create_with(&name, cfg(Mode::Single)).unwrap();
+    let reg = Registry::create_with(&name, cfg(Mode::Default)).unwrap();
     let mut child = spawn(
         "pong",
         &[
@@ -565,7 +816,7 @@ fn role_pong() {
     let sig = ShmSignal::attach(seg.clone(), 0, Side::South)
         .unwrap()
         .with_spin(spin());
-    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(Mode::Single)).unwrap();
+    let reg = Registry::open_with(&std::env::var("RC_REG").unwrap(), cfg(Mode::Default)).unwrap();
     println!("READY");
     std::io::stdout().flush().unwrap();
     let (ping, pong) = (mailbox(&seg, 256), mailbox(&seg, 264));

@@ -407,6 +407,7 @@ fn dma_scatter_gather_with_different_boundaries_single_copy() {
         Config {
             force_bounce: false,
             cma_min_bytes: 0,
+            eager_max_bytes: 0,
             ..Config::default()
         },
     );
@@ -464,6 +465,95 @@ fn dma_never_sends_to_itself() {
     let dup = unsafe { fx.reg.bind(key, &[whole], &[DmaBuffer::new(vec![whole])]) };
     assert!(matches!(dup, Err(Error::KeyInUse(_))));
     rx.unbind().unwrap();
+}
+
+#[test]
+fn dma_eager_sends_deliver_every_byte_and_validate_once_per_binding() {
+    let fx = Fixture::new("eager", Config::default());
+    let key = fx.key(128);
+    // Inline sizes (1..=24, some in several pieces), the first sizes past
+    // the inline area, and up to the eager limit; a descriptor of three
+    // uneven sections so copy-out crosses section boundaries.
+    let sizes: Vec<Vec<usize>> = (1..=24)
+        .map(|n| vec![n])
+        .chain([
+            vec![3, 0, 9, 12],
+            vec![1, 1, 1],
+            vec![25],
+            vec![13, 20],
+            vec![1000, 3096],
+        ])
+        .collect();
+    let count = sizes.len() as u64;
+    let layout = "0+7,100+17,200+4072;5000+4096";
+    let mut rx = fx.rx(128, layout, "normal", count, &[]);
+    for (k, pieces) in sizes.iter().enumerate() {
+        let seed = k as u64 + 1;
+        let total: usize = pieces.iter().sum();
+        let r = loop {
+            match send(&fx.reg, key, seed, pieces) {
+                Err(Error::NoFreeDescriptor(_)) => continue,
+                r => break r.unwrap(),
+            }
+        };
+        assert_eq!((r.copied, r.path), (total as u64, CopyPath::Bounce));
+        rx.expect(&format!("GOT {seed} {total} bounce"));
+    }
+    rx.say("BYE");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!(
+        (s.eager_sends, s.bounce_sends, s.cma_sends),
+        (count, count, 0)
+    );
+    // One validation for all the sends to one binding generation.
+    assert_eq!(s.binding_validations, 1);
+
+    // A new binding of the same key (a new generation, other buffers): the
+    // cached validation is not used; an inline message longer than the
+    // descriptor is cut to its 8 bytes, across both sections.
+    let mut rx = fx.rx(128, "0+5,10+3;64+64", "normal", 1, &[]);
+    let r = send(&fx.reg, key, 1, &[20]).unwrap();
+    assert_eq!((r.copied, r.truncated, r.index), (8, true, 0));
+    rx.expect("GOT 1 8 bounce");
+    rx.say("BYE");
+    rx.finish();
+    assert_eq!(fx.reg.stats().binding_validations, 2);
+}
+
+#[test]
+fn dma_pipelined_bounce_delivers_every_byte() {
+    let fx = Fixture::new(
+        "piped",
+        Config {
+            force_bounce: true,
+            ..Config::default()
+        },
+    );
+    let key = fx.key(0);
+    // One descriptor of two uneven sections: every message reuses it, so
+    // what the receiver copied early of one must not leak into the next.
+    let mut rx = fx.rx(
+        0,
+        "0+300001,300001+700000",
+        "normal",
+        3,
+        &[("RC_BUFSZ", "1048576".to_owned())],
+    );
+    for (seed, pieces) in [
+        (1, vec![3, 999_000, 997]),
+        (2, vec![100]),
+        (3, vec![65_536, 1, 200_000, 734_464]),
+    ] {
+        let r = send(&fx.reg, key, seed, &pieces).unwrap();
+        let n = pieces.iter().sum::<usize>().min(1_000_001);
+        assert_eq!((r.copied, r.path), (n as u64, CopyPath::Bounce));
+        rx.expect(&format!("GOT {seed} {n} bounce"));
+    }
+    rx.say("BYE");
+    rx.finish();
+    let s = fx.reg.stats();
+    assert_eq!((s.piped_sends, s.eager_sends, s.bounce_sends), (2, 1, 3));
 }
 
 #[test]
@@ -525,6 +615,7 @@ fn role_tx_nocap() {
         Config {
             force_bounce: false,
             cma_min_bytes: 0,
+            eager_max_bytes: 0,
             ..Config::default()
         },
     )
@@ -644,6 +735,33 @@ fn role_hostile() {
                 };
             }
         }
+        // Inline deliveries the receiver must refuse: descriptor 0 says
+        // 1000 bytes inline (its buffer holds 1000, the inline area 24),
+        // descriptor 1 says inline and bounced at once.
+        "inline" => {
+            // SAFETY: as above: used_len and flags of descriptors 0 and 1.
+            unsafe {
+                p.add(descs_at + 8).cast::<u32>().write_volatile(2);
+                p.add(descs_at).cast::<u64>().write_volatile(1000);
+                p.add(descs_at + 384 + 8).cast::<u32>().write_volatile(3);
+                p.add(descs_at + 384).cast::<u64>().write_volatile(16);
+                // Descriptor 2: "claimed" by a process that does not
+                // exist, in a pipelined bounce claiming u64::MAX bytes
+                // copied (at 192 + 56: the job's `piped` word): the
+                // receiver copies at most its own 1000 bytes, early, and
+                // delivers nothing.
+                let d2 = descs_at + 2 * 384;
+                p.add(d2 + 192 + 56).cast::<u64>().write_volatile(u64::MAX);
+                p.add(d2 + 8).cast::<u32>().write_volatile(4);
+                p.add(d2)
+                    .cast::<u64>()
+                    .write_volatile((1 << 63) | 0x7fff_ffff);
+                // Descriptor 3: published "pipelined" without "bounced".
+                let d3 = descs_at + 3 * 384;
+                p.add(d3 + 8).cast::<u32>().write_volatile(4);
+                p.add(d3).cast::<u64>().write_volatile(16);
+            }
+        }
         // A peer posing as a sender publishes an impossible length.
         "used" => {
             let me = std::process::id();
@@ -723,13 +841,37 @@ fn role_rx_survivor() {
 fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
     // Single copy even for small messages: the dangerous path (writes
     // into the receiver at addresses read from shared memory).
-    let fx = Fixture::new(
+    hostile_scenario(
         "hostile",
         Config {
             cma_min_bytes: 0,
+            eager_max_bytes: 0,
             ..Config::default()
         },
+        &[700, 300],
     );
+}
+
+#[test]
+fn dma_hostile_peer_scribbling_descriptors_cannot_crash_an_eager_receiver() {
+    // Every message eager, the 16-byte ones inline in the descriptor
+    // (layout version 4): the same scribbles, against the sender's cached
+    // validation and the receiver's inline copy-out.
+    hostile_scenario(
+        "hostile-eager",
+        Config {
+            eager_max_bytes: u64::MAX,
+            ..Config::default()
+        },
+        &[5, 11],
+    );
+}
+
+/// The hostile-peer scenario of the two tests above: round trips of
+/// messages cut into `pieces` to a victim and a bystander binding, with
+/// scribbles on the victim's slot in between.
+fn hostile_scenario(name: &str, config: Config, pieces: &'static [usize]) {
+    let fx = Fixture::new(name, config);
     let (k1, k2) = (fx.key(0), fx.key(4096));
     let survivor_env = |off: u64| {
         vec![
@@ -763,7 +905,7 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
     let mut seed = 0;
     let mut roundtrip = |p: &mut Peer, key: DmaKey| {
         seed += 1;
-        send(&fx.reg, key, seed, &[700, 300]).unwrap();
+        send(&fx.reg, key, seed, pieces).unwrap();
         p.say(&format!("EXPECT {seed}"));
         p.expect(&format!("GOT {seed}"));
     };
@@ -817,6 +959,18 @@ fn dma_hostile_peer_scribbling_descriptors_cannot_crash_the_receiver() {
     roundtrip(&mut victim, k1);
     roundtrip(&mut bystander, k2);
 
+    // 4. Deliveries that misuse the inline area (layout version 4): more
+    //    bytes than it holds, and inline and bounced at once; a pipelined
+    //    bounce "in progress" past the buffer's end, and one published
+    //    without its bounce. The three deliveries are rejected and
+    //    repaired; nothing is read past the inline words or copied past
+    //    the buffer (the claimed descriptor stays claimed).
+    hostile("inline");
+    victim.say("DRAIN");
+    assert_eq!(victim.expect("DRAINED"), "DRAINED ok=0 corrupt=3 cut=0");
+    roundtrip(&mut victim, k1);
+    roundtrip(&mut bystander, k2);
+
     for mut p in [victim, bystander] {
         p.say("BYE");
         p.finish();
@@ -845,6 +999,7 @@ fn dma_binding_of_a_dead_receiver_is_reaped() {
         "dead",
         Config {
             cma_min_bytes: 0,
+            eager_max_bytes: 0,
             ..Config::default()
         },
     );
@@ -885,6 +1040,7 @@ fn assist_config(sender_idle: bool) -> Config {
     Config {
         force_bounce: false,
         cma_min_bytes: 0,
+        eager_max_bytes: 0,
         assist_min_bytes: 256 << 10,
         assist_sender_idle: sender_idle,
         assist_wait: Duration::from_secs(60),

@@ -29,7 +29,8 @@ enum Task {
     Ci,
     /// Install dependencies, then fmt --check, clippy -D warnings, all tests.
     Test,
-    /// The main job: `regcache-bench` on its workloads, results under out/.
+    /// The main job: `regcache-bench` on its workloads, then (with no
+    /// arguments) hpcc and the intra-node table and plot; results under out/.
     Bench {
         /// Instead of the main job: NetPIPE over Open MPI's openib BTL on
         /// SoftRoCE in the VM, with regcache and with grdma as the rcache,
@@ -516,6 +517,36 @@ fn bench(root: &Path, args: &[String]) -> Result<()> {
         if !cmp.status.success() && !text.contains("unavailable") {
             bail!("regcache-bench --compare ucx failed: see out/compare-ucx.txt");
         }
+        bench_intranode(root, &out, &bin)?;
     }
+    Ok(())
+}
+
+/// The intra-node comparison (issue 14): regcache-transport's `intranode`
+/// bench in its report mode prints the copy-path calibration and the table
+/// keyed DMA vs memcpy vs Open MPI vader (same run) and writes the curves
+/// to `out/intranode.csv`; `regcache-bench intranode-plot` draws them to
+/// `out/intranode-bandwidth.svg`. `RC_BENCH_REPS` sets the repetitions
+/// (default 3).
+fn bench_intranode(root: &Path, out: &Path, bench_bin: &Path) -> Result<()> {
+    let csv = out.join("intranode.csv");
+    let svg = out.join("intranode-bandwidth.svg");
+    run(cargo()
+        .args([
+            "bench",
+            "--locked",
+            "-p",
+            "regcache-transport",
+            "--bench",
+            "intranode",
+        ])
+        .env("RC_BENCH_ONLY", "report")
+        .env("RC_BENCH_CSV", &csv)
+        .current_dir(root))?;
+    run(Command::new(bench_bin)
+        .arg("intranode-plot")
+        .arg(&csv)
+        .arg("-o")
+        .arg(&svg))?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! | field | variable | accepted | default |
 //! |---|---|---|---|
 //! | `force_bounce` | `REGCACHE_TRANSPORT_FORCE_BOUNCE` | `0`, `1` | 0 |
+//! | `eager_max_bytes` | `REGCACHE_TRANSPORT_EAGER_MAX_BYTES` | decimal bytes | 4096 |
 //! | `cma_min_bytes` | `REGCACHE_TRANSPORT_CMA_MIN_BYTES` | decimal bytes | 8192 |
 //! | `assist_min_bytes` | `REGCACHE_TRANSPORT_ASSIST_MIN_BYTES` | decimal bytes, `off` | 262144 |
 //!
@@ -23,6 +24,25 @@
 //!   `regcache_dma_config_default` is built on it.
 //!
 //! Values are trimmed of surrounding white space before parsing.
+//!
+//! ## Choosing a copy path by size
+//!
+//! [`Config::path_for`] is the one place a message size becomes a path
+//! ([`PathChoice`]), from three thresholds:
+//!
+//! | bytes `n` | path | cost |
+//! |---|---|---|
+//! | `n <= eager_max_bytes` | eager: copied into the descriptor (inline, up to [`INLINE_BYTES`](super::INLINE_BYTES)) or its bounce area and out by the receiver | two `memcpy`s, no system call |
+//! | `n < cma_min_bytes` | bounce: the same two copies through the bounce area, pipelined from 64 KiB (`send`, "Pipelined bounce") | two `memcpy`s, overlapped on two cores when the receiver polls |
+//! | `n < assist_min_bytes` | single copy: one `process_vm_writev` | a system call, pinning, one copy |
+//! | otherwise | receiver-assisted single copy | the copy split between both cores |
+//!
+//! The defaults are the crossovers measured on the development machine
+//! (docs/ARCHITECTURE.md, "Choosing a copy path"); `cargo bench -p
+//! regcache-transport --bench intranode` with `RC_BENCH_ONLY=calibrate`
+//! measures them on another and prints the variables to set. A forced
+//! bounce (`force_bounce`, or a kernel that refuses `process_vm_writev`)
+//! sends every message past `eager_max_bytes` through the bounce area.
 
 use crate::shm_signal::SpinPolicy;
 use std::time::Duration;
@@ -33,6 +53,13 @@ pub struct Config {
     /// Never try `process_vm_writev`; always bounce. Also set by the
     /// environment variable `REGCACHE_TRANSPORT_FORCE_BOUNCE=1`.
     pub force_bounce: bool,
+    /// Messages of at most this many bytes take the eager path: copied
+    /// into shared memory (inline in the descriptor when they fit in
+    /// [`INLINE_BYTES`](super::INLINE_BYTES)) and out by the receiver, no
+    /// system call (module docs, "Choosing a copy path by size"). Default
+    /// [`EAGER_MAX_BYTES`]; 0 turns it off. Also set by
+    /// `REGCACHE_TRANSPORT_EAGER_MAX_BYTES`.
+    pub eager_max_bytes: u64,
     /// How long a sender with no free descriptor waits for the receiver's
     /// restock doorbell before its one retry. Default 100 ms.
     pub restock_wait: Duration,
@@ -69,6 +96,26 @@ pub struct Config {
 /// Default [`Config::assist_min_bytes`].
 pub const ASSIST_MIN_BYTES: u64 = 256 << 10;
 
+/// Default [`Config::eager_max_bytes`]: 4 KiB, one page, the usual eager
+/// limit of MPI shared-memory transports (Open MPI's vader fast boxes hold
+/// messages of a few KiB); the bench's calibration prints the crossover of
+/// this machine (module docs).
+pub const EAGER_MAX_BYTES: u64 = 4096;
+
+/// The copy path [`Config::path_for`] picks for a message size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathChoice {
+    /// Copied into shared memory and out by the receiver, on the sender's
+    /// cached validation, inline when it fits.
+    Eager,
+    /// Through the descriptor's bounce area (two copies).
+    Bounce,
+    /// One `process_vm_writev`.
+    Single,
+    /// A single copy split with the waiting receiver.
+    Assisted,
+}
+
 /// A malformed variable (the workspace's one such error, from `umn`).
 pub use umn::ConfigError;
 
@@ -86,7 +133,15 @@ fn bytes(v: &str) -> Option<u64> {
     v.trim().parse().ok()
 }
 
-const VARS: [EnvVar; 3] = [
+const VARS: [EnvVar; 4] = [
+    EnvVar {
+        name: "REGCACHE_TRANSPORT_EAGER_MAX_BYTES",
+        expected: "a byte count (decimal integer)",
+        apply: |c, v| {
+            c.eager_max_bytes = bytes(v)?;
+            Some(())
+        },
+    },
     EnvVar {
         name: "REGCACHE_TRANSPORT_FORCE_BOUNCE",
         expected: "0 or 1",
@@ -126,6 +181,7 @@ impl Config {
     pub fn builtin() -> Self {
         Self {
             force_bounce: false,
+            eager_max_bytes: EAGER_MAX_BYTES,
             restock_wait: Duration::from_millis(100),
             spin: SpinPolicy::default(),
             unbind_wait: Duration::from_secs(10),
@@ -133,6 +189,21 @@ impl Config {
             assist_min_bytes: ASSIST_MIN_BYTES,
             assist_wait: Duration::from_secs(10),
             assist_sender_idle: false,
+        }
+    }
+
+    /// The path of an `n`-byte message (module docs, "Choosing a copy
+    /// path by size"), before the kernel has a say: a single copy it
+    /// refuses becomes a bounce.
+    pub fn path_for(&self, n: u64) -> PathChoice {
+        if n <= self.eager_max_bytes {
+            PathChoice::Eager
+        } else if self.force_bounce || n < self.cma_min_bytes {
+            PathChoice::Bounce
+        } else if n >= self.assist_min_bytes {
+            PathChoice::Assisted
+        } else {
+            PathChoice::Single
         }
     }
 
@@ -211,8 +282,8 @@ mod tests {
         let c = Config::builtin().with_overrides(env(&[])).unwrap();
         assert!(!c.force_bounce);
         assert_eq!(
-            (c.cma_min_bytes, c.assist_min_bytes),
-            (8192, ASSIST_MIN_BYTES)
+            (c.eager_max_bytes, c.cma_min_bytes, c.assist_min_bytes),
+            (EAGER_MAX_BYTES, 8192, ASSIST_MIN_BYTES)
         );
         let c = Config::builtin()
             .with_overrides(env(&[
@@ -228,9 +299,11 @@ mod tests {
                 ("REGCACHE_TRANSPORT_FORCE_BOUNCE", "0"),
                 ("REGCACHE_TRANSPORT_CMA_MIN_BYTES", "65536"),
                 ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "1048576"),
+                ("REGCACHE_TRANSPORT_EAGER_MAX_BYTES", " 512 "),
             ]))
             .unwrap();
         assert!(!c.force_bounce);
+        assert_eq!(c.eager_max_bytes, 512);
         assert_eq!((c.cma_min_bytes, c.assist_min_bytes), (65536, 1 << 20));
     }
 
@@ -249,6 +322,16 @@ mod tests {
             ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "never", "or off"),
             ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "0x100", "or off"),
             ("REGCACHE_TRANSPORT_ASSIST_MIN_BYTES", "", "or off"),
+            (
+                "REGCACHE_TRANSPORT_EAGER_MAX_BYTES",
+                "4KiB",
+                "decimal integer",
+            ),
+            (
+                "REGCACHE_TRANSPORT_EAGER_MAX_BYTES",
+                "-4096",
+                "decimal integer",
+            ),
         ] {
             let pairs: &'static [(&'static str, &'static str)] =
                 Box::leak(Box::new([(var, value)]));
@@ -258,6 +341,46 @@ mod tests {
             assert!(text.starts_with(&format!("{var}={value:?}")), "{text}");
             assert!(text.contains(expected), "{text}");
         }
+    }
+
+    #[test]
+    fn the_path_follows_the_thresholds_at_their_edges() {
+        let c = Config {
+            eager_max_bytes: 4096,
+            cma_min_bytes: 8192,
+            assist_min_bytes: 1 << 20,
+            ..Config::builtin()
+        };
+        let at = |n| c.path_for(n);
+        assert_eq!(
+            [at(1), at(4096), at(4097), at(8191), at(8192)],
+            [
+                PathChoice::Eager,
+                PathChoice::Eager,
+                PathChoice::Bounce,
+                PathChoice::Bounce,
+                PathChoice::Single
+            ]
+        );
+        assert_eq!(
+            [at((1 << 20) - 1), at(1 << 20), at(u64::MAX)],
+            [
+                PathChoice::Single,
+                PathChoice::Assisted,
+                PathChoice::Assisted
+            ]
+        );
+        let bounce = Config {
+            force_bounce: true,
+            ..c.clone()
+        };
+        assert_eq!(bounce.path_for(100), PathChoice::Eager);
+        assert_eq!(bounce.path_for(1 << 30), PathChoice::Bounce);
+        let no_eager = Config {
+            eager_max_bytes: 0,
+            ..c
+        };
+        assert_eq!(no_eager.path_for(1), PathChoice::Bounce);
     }
 
     #[test]

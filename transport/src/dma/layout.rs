@@ -26,16 +26,19 @@
 //! dead claimer's descriptor with an AcqRel CAS of that exact claim word
 //! to its own (`send`, "Claims of dead senders"). The registry lock is a
 //! CAS 0 → holder word (Acquire) and a store of 0 (Release)
-//! (`registry`, "The registry lock"). `next_dma` is a hint
-//! (Relaxed). `inflight`/`state` for unbind: SeqCst (store-load).
+//! (`registry`, "The registry lock"). `inflight`/`state` for unbind:
+//! SeqCst (store-load). The inline payload words ([`DmaDesc::inline`])
+//! are written Relaxed by the claiming sender before its Release store of
+//! `used_len` and read Relaxed by the receiver after its Acquire load, like
+//! any payload.
 //!
 //! ## Indices and codes from shared memory
 //!
 //! A slot index is a [`SlotIndex`]: made only by [`SlotIndex::new`] (which
 //! refuses an out-of-range value) or by iterating [`SlotIndex::all`], so
 //! the code that turns it into an address needs no clamp. A descriptor
-//! index read from shared memory (the `next_dma` hint) goes through
-//! [`DescIndex::new`] against the binding's validated descriptor count.
+//! index goes through [`DescIndex::new`] against the binding's validated
+//! descriptor count.
 //! The cut-off reason is stored as the `u32` of a [`CutReason`]; a value
 //! this build does not know is reported as such ([`CutReason::from_shared`]),
 //! never read as some other reason.
@@ -66,8 +69,13 @@ pub(super) const REG_MAGIC: u32 = u32::from_le_bytes(*b"RCDR");
 /// offset 24); a claimed descriptor's `used_len` names its claimer
 /// ([`CLAIM_BIT`]) instead of being `u64::MAX`; the restock doorbell is a
 /// [`BroadcastRecord`] that many senders may wait on
-/// ([`BindingDoorbells`]).
-pub(super) const REG_VERSION: u32 = 3;
+/// ([`BindingDoorbells`]). 4 (issue 14): a descriptor carries an inline
+/// payload area ([`DmaDesc::inline`], [`INLINE_BYTES`] at offset 40, where
+/// version 3 had reserved words) and the [`F_INLINE`] flag; a pipelined
+/// bounce ([`F_PIPED`]) publishes its progress in [`AssistJob::piped`]
+/// (offset 56 of the job, reserved in 3); senders no longer write
+/// `next_dma`.
+pub(super) const REG_VERSION: u32 = 4;
 
 /// Slot states (`BindingSlot::state`).
 pub(super) const FREE: u32 = 0;
@@ -89,6 +97,21 @@ pub(super) fn is_claim(used: u64) -> bool {
 }
 /// `flags` bit: the payload is in the bounce segment.
 pub(super) const F_BOUNCED: u32 = 1;
+/// `flags` bit: the payload (at most [`INLINE_BYTES`]) is in the
+/// descriptor's own [`DmaDesc::inline`] words, in the cache line of its
+/// `used_len` (the eager path of `send`, "Eager sends").
+pub(super) const F_INLINE: u32 = 2;
+/// `flags` bit: a pipelined bounce (`send`, "Pipelined bounce"): while
+/// the descriptor is claimed, [`AssistJob::piped`] counts the bytes the
+/// sender has copied into the bounce area so far, which a polling
+/// receiver may copy out before the publish; published with
+/// [`F_BOUNCED`], it tells the receiver that those copies were of this
+/// message (a sender that took over a dead claim never sets it).
+pub(super) const F_PIPED: u32 = 4;
+
+/// Bytes of payload a descriptor holds inline: the three words after
+/// `check`, which end its first cache line.
+pub const INLINE_BYTES: usize = 24;
 
 /// `{addr, len}` of one section, in the receiver's address space (bytes).
 #[repr(C)]
@@ -98,7 +121,10 @@ pub struct SharedSection {
     pub(super) len: AtomicU64,
 }
 
-/// One DMA descriptor: 384 bytes.
+/// One DMA descriptor: 384 bytes. Its first cache line holds everything a
+/// small message touches: `used_len`, `flags`, `sender_pid`, the
+/// immutable `check` the sender compares with its cached validation, and
+/// the inline payload.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct DmaDesc {
@@ -111,7 +137,10 @@ pub struct DmaDesc {
     _pad: u32,
     pub(super) bounce_off: AtomicU64,
     pub(super) check: AtomicU64,
-    _reserved: [u64; 3],
+    /// Inline payload of an [`F_INLINE`] delivery: bytes `8k..8k+8` of
+    /// the message in word `k`, little-endian. Written Relaxed by the
+    /// claiming sender before its Release store of `used_len`.
+    pub(super) inline: [AtomicU64; 3],
     pub(super) sections: [SharedSection; MAX_SECTIONS],
     pub(super) assist: AssistJob,
 }
@@ -141,11 +170,18 @@ pub struct AssistJob {
     _pad: u32,
     /// FNV over the binding generation, `seq` and all fields above.
     pub(super) check: AtomicU64,
-    _reserved: u64,
+    /// Not part of the assist job: the bytes of a pipelined bounce
+    /// ([`F_PIPED`]) copied into the bounce area so far. Written by the
+    /// claiming sender (Release, after each chunk), read by the receiver
+    /// (Acquire), reset to 0 by the receiver before it frees the
+    /// descriptor.
+    pub(super) piped: AtomicU64,
     pub(super) src: [SharedSection; MAX_SECTIONS],
 }
 
-/// One binding: 6528 bytes.
+/// One binding: 6528 bytes. Its first cache line (state, pid, generation,
+/// key, checksum) is written only by bind, unbind and cut-off, so senders
+/// checking their cached validation against it share it read-only.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
 pub struct BindingSlot {
@@ -153,6 +189,9 @@ pub struct BindingSlot {
     pub(super) pid: AtomicU32,
     pub(super) gen_: AtomicU32,
     pub(super) ndesc: AtomicU32,
+    /// Set to 0 by bind; unused since layout version 4 (a sender writing
+    /// it on every send made this line, which the receiver polls, change
+    /// hands with every message; each sender keeps its own claim cursor).
     pub(super) next_dma: AtomicU32,
     pub(super) inflight: AtomicU32,
     /// A [`CutReason`] as `u32`.
@@ -230,6 +269,7 @@ const _: () = {
     assert!(size_of::<AssistJob>() == 192);
     assert!(offset_of!(DmaDesc, assist) == 192);
     assert!(offset_of!(AssistJob, check) == 48);
+    assert!(offset_of!(AssistJob, piped) == 56);
     assert!(offset_of!(AssistJob, src) == 64);
     assert!(offset_of!(BindingSlot, assist_open) == 96);
     assert!(offset_of!(DmaDesc, used_len) == 0);
@@ -238,6 +278,8 @@ const _: () = {
     assert!(offset_of!(DmaDesc, nsec) == 16);
     assert!(offset_of!(DmaDesc, bounce_off) == 24);
     assert!(offset_of!(DmaDesc, check) == 32);
+    assert!(offset_of!(DmaDesc, inline) == 40);
+    assert!(offset_of!(DmaDesc, inline) + INLINE_BYTES == 64);
     assert!(offset_of!(DmaDesc, sections) == 64);
     assert!(size_of::<RegistryHeader>() == 64);
     assert!(offset_of!(RegistryHeader, lock) == 24);

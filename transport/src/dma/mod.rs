@@ -3,8 +3,11 @@
 //! A receiver *binds* an array of receive buffers to a [`DmaKey`] (a
 //! location in shared memory both sides can name); a sender *sends* to the
 //! key; the library finds the bound receiver in a shared registry, takes
-//! its next free descriptor, copies with one `process_vm_writev` (or
-//! bounces through shared memory when the kernel refuses), publishes the
+//! its next free descriptor, copies by the path its size calls for
+//! (`config`, "Choosing a copy path by size": small messages through shared
+//! memory, inline in the descriptor up to [`INLINE_BYTES`]; larger ones
+//! with one `process_vm_writev`, split with the receiver when large, or
+//! bounced through shared memory when the kernel refuses), publishes the
 //! length with Release ordering and rings the receiver's doorbell.
 //!
 //! One shared segment per job (`/dev/shm/<name>`, created `O_EXCL` mode
@@ -27,7 +30,8 @@
 //!   to bindings, announced sends against unbind, and "Validation and
 //!   cutting off".
 //! - `receiver`: bind, the [`Receiver`] (receive, restock, unbind).
-//! - `send`: "A send": the sender's claim, copy and publish path.
+//! - `send`: "A send": the sender's claim, copy and publish path, its
+//!   cache of validated bindings and the eager path for small messages.
 //! - `assisted`: "Receiver-assisted copy": large single copies split
 //!   between sender and a waiting receiver.
 //! - `cma`: the only caller of `process_vm_writev`/`process_vm_readv`.
@@ -46,10 +50,10 @@ mod receiver;
 mod registry;
 mod send;
 
-pub use config::{ASSIST_MIN_BYTES, Config, ConfigError};
+pub use config::{ASSIST_MIN_BYTES, Config, ConfigError, EAGER_MAX_BYTES, PathChoice};
 pub use layout::{
-    AssistJob, BindingSlot, DmaDesc, MAX_BANNED, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, MAX_SENDERS,
-    NSLOTS, REGISTRY_BYTES, RegistryHeader, SharedSection,
+    AssistJob, BindingSlot, DmaDesc, INLINE_BYTES, MAX_BANNED, MAX_DESCS, MAX_RANGES, MAX_SECTIONS,
+    MAX_SENDERS, NSLOTS, REGISTRY_BYTES, RegistryHeader, SharedSection,
 };
 pub use receiver::{Delivery, DmaBuffer, Receiver};
 pub use registry::{DmaStats, Registry};

@@ -31,7 +31,21 @@
 //! freed ([`Error::CorruptDescriptor`]); a sender that published an
 //! impossible length is banned from the binding. While nothing is
 //! delivered, the receiver helps open assisted copies into its claimed
-//! descriptors ([`super::assisted`]).
+//! descriptors ([`super::assisted`]). An inline delivery (`F_INLINE`,
+//! layout version 4) is copied from the descriptor's inline words into
+//! the private copy's sections; one that claims more than
+//! [`INLINE_BYTES`] is refused like a mismatched descriptor.
+//!
+//! [`Receiver::recv`] first polls the descriptors' `used_len` words
+//! themselves (the spin of [`Config::spin`](super::Config::spin), a
+//! `sched_yield` every 64th poll as in `shm_signal`), and only then sleeps
+//! on the `arrived` doorbell (shm_signal's enable, re-check, `futex_wait`).
+//! While it polls it never touches the doorbell, so a sender's ring
+//! (`dirty` already 1) stays in the sender's cache: a small message costs
+//! the descriptor's cache line going to the receiver and back, not also
+//! the doorbell's. The first sleep after a run of polled deliveries
+//! returns at once on the stale ring and polls once more; no wake-up is
+//! lost, because the sleep is shm_signal's own protocol.
 //!
 //! ## Unbinding
 //!
@@ -41,15 +55,16 @@
 
 use super::assisted::help_job;
 use super::layout::{
-    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, FREE, MAX_DESCS, MAX_RANGES,
-    MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim, slot_check, slot_key, write_pairs,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DmaDesc, F_BOUNCED, F_INLINE, F_PIPED, FREE,
+    INLINE_BYTES, MAX_DESCS, MAX_RANGES, MAX_SECTIONS, SlotIndex, UNBINDING, desc_check, is_claim,
+    slot_check, slot_key, write_pairs,
 };
 use super::registry::{Registry, pid_alive, sends_in_flight};
 use super::send::CopyPath;
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
-use crate::shm_signal::{Side, Wake};
+use crate::shm_signal::{Side, SpinPolicy, Wake};
 use crate::sync::Ordering;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -94,6 +109,9 @@ pub(super) struct PrivDesc {
     pub(super) cap: u64,
     bounce_off: u64,
     delivered: bool,
+    /// Bytes of a pipelined bounce already copied out (`F_PIPED`) since the
+    /// descriptor was last handed to senders.
+    piped_out: u64,
 }
 
 /// (Re)write shared descriptor `d` from the private copy `p` and free it.
@@ -105,6 +123,7 @@ fn write_desc(d: &DmaDesc, gen_: u32, p: &PrivDesc) {
     d.bounce_off.store(p.bounce_off, Ordering::Relaxed);
     d.flags.store(0, Ordering::Relaxed);
     d.sender_pid.store(0, Ordering::Relaxed);
+    d.assist.piped.store(0, Ordering::Relaxed);
     d.check.store(
         desc_check(gen_, nsec, p.bounce_off, &secs),
         Ordering::Relaxed,
@@ -112,6 +131,10 @@ fn write_desc(d: &DmaDesc, gen_: u32, p: &PrivDesc) {
     // Release: a sender that claims it (AcqRel CAS) sees the sections.
     d.used_len.store(0, Ordering::Release);
 }
+
+/// Every this-many polls of [`Receiver::recv`] is a `sched_yield` (as in
+/// `shm_signal`'s spin).
+const POLL_YIELD_EVERY: u32 = 64;
 
 /// Why a used descriptor failed the receiver's check.
 enum UsedFault {
@@ -168,6 +191,7 @@ fn check_bind(ranges: &[AddrRange], buffers: &[DmaBuffer]) -> Result<(Vec<PrivDe
             cap,
             bounce_off: bounce_len,
             delivered: false,
+            piped_out: 0,
         });
         bounce_len = bounce_len
             .checked_add(cap)
@@ -320,10 +344,42 @@ impl Receiver {
         if let Some(d) = self.take()? {
             return Ok(Some(d));
         }
-        if self.help() {
+        let piped = self.pipe_out();
+        if self.help() || piped {
             return self.take();
         }
         Ok(None)
+    }
+
+    /// Copy out what senders of pipelined bounces (`F_PIPED`) into our
+    /// claimed descriptors have copied in so far. Returns whether we copied
+    /// any. Bounded by our own capacity and bounce offsets whatever shared
+    /// memory says (`send`, "Pipelined bounce").
+    fn pipe_out(&mut self) -> bool {
+        let s = self.reg.slot(self.slot);
+        let mut copied = false;
+        for j in 0..self.descs.len() {
+            let d = &s.descs[j];
+            if self.descs[j].delivered || !is_claim(d.used_len.load(Ordering::Acquire)) {
+                continue;
+            }
+            if d.flags.load(Ordering::Acquire) & F_PIPED == 0 {
+                continue;
+            }
+            // Acquire: pairs with the sender's Release after each chunk.
+            let upto = d
+                .assist
+                .piped
+                .load(Ordering::Acquire)
+                .min(self.descs[j].cap);
+            let from = self.descs[j].piped_out;
+            if upto > from {
+                self.copy_out(j, from, upto);
+                self.descs[j].piped_out = upto;
+                copied = true;
+            }
+        }
+        copied
     }
 
     /// Copy chunks of senders' open assist jobs on our claimed
@@ -384,6 +440,9 @@ impl Receiver {
                 };
                 write_desc(&s.descs[j], self.gen_, &self.descs[j]);
                 s.signal.restocked.notify();
+                // Freed again: what we copied early of a pipelined bounce
+                // into it is void (as at restock).
+                self.descs[j].piped_out = 0;
                 return Err(Error::CorruptDescriptor {
                     key: self.key,
                     index: j as u32,
@@ -391,8 +450,19 @@ impl Receiver {
                     sender_pid,
                 });
             }
-            let path = if flags & F_BOUNCED != 0 {
-                self.copy_out(j, used);
+            let path = if flags & F_INLINE != 0 {
+                self.copy_inline(j, used);
+                CopyPath::Bounce
+            } else if flags & F_BOUNCED != 0 {
+                // A pipelined bounce of this message (published with
+                // F_PIPED, module docs) left `piped_out` bytes to skip;
+                // any other delivery is copied whole.
+                let from = if flags & F_PIPED != 0 {
+                    self.descs[j].piped_out.min(used)
+                } else {
+                    0
+                };
+                self.copy_out(j, from, used);
                 CopyPath::Bounce
             } else {
                 CopyPath::Cma
@@ -409,26 +479,56 @@ impl Receiver {
         Ok(None)
     }
 
-    /// Copy `used` bytes of descriptor `j` out of the bounce area into our
-    /// own sections (as the private copy names them).
-    fn copy_out(&self, j: usize, used: u64) {
+    /// Copy bytes `[from, to)` of the message in descriptor `j` out of the
+    /// bounce area into our own sections (as the private copy names them);
+    /// `to <= cap`.
+    fn copy_out(&self, j: usize, from: u64, to: u64) {
         let p = &self.descs[j];
-        let mut at = p.bounce_off as usize;
-        let mut left = used as usize;
+        let to = to.min(p.cap);
+        let mut off = 0u64; // message offset of section `r`
+        for r in &p.sections {
+            let (lo, hi) = (from.max(off), to.min(off + r.len()));
+            if lo < hi {
+                let at = (p.bounce_off + lo) as usize;
+                // SAFETY: `bounce_off + hi <= bounce_off + cap <=
+                // bounce.len()` by construction of the private copy
+                // (`to <= cap`); `[lo - off, hi - off)` lies in section `r`,
+                // which is ours and valid for writes (bind's contract).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        self.bounce.as_ptr().add(at),
+                        (r.start() + (lo - off)) as *mut u8,
+                        (hi - lo) as usize,
+                    );
+                }
+            }
+            off += r.len();
+            if off >= to {
+                break;
+            }
+        }
+    }
+
+    /// Copy `used <= INLINE_BYTES` bytes of descriptor `j`'s inline words
+    /// into our own sections (as the private copy names them).
+    fn copy_inline(&self, j: usize, used: u64) {
+        let mut bytes = [0u8; INLINE_BYTES];
+        for (c, w) in bytes.chunks_exact_mut(8).zip(&self.slot().descs[j].inline) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        let p = &self.descs[j];
+        let mut at = 0;
+        let mut left = (used as usize).min(INLINE_BYTES);
         for r in &p.sections {
             if left == 0 {
                 break;
             }
             let k = (r.len() as usize).min(left);
-            // SAFETY: `at + k <= bounce_off + cap <= bounce.len()` by
-            // construction of the private copy (`used <= cap` was checked);
-            // the section is ours and valid for writes (bind's contract).
+            // SAFETY: `at + k <= used <= INLINE_BYTES` (checked in
+            // `check_used`, and clamped above), `k <= r.len()`; the section
+            // is ours and valid for writes (bind's contract).
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    self.bounce.as_ptr().add(at),
-                    r.start() as *mut u8,
-                    k,
-                );
+                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(at), r.start() as *mut u8, k);
             }
             at += k;
             left -= k;
@@ -439,7 +539,7 @@ impl Receiver {
         let s = self.slot();
         let d = &s.descs[j];
         let p = &self.descs[j];
-        if flags & !F_BOUNCED != 0 {
+        if ![0, F_BOUNCED, F_BOUNCED | F_PIPED, F_INLINE].contains(&flags) {
             return Err(UsedFault::Mismatch("unknown descriptor flags"));
         }
         let nsec = d.nsec.load(Ordering::Relaxed) as usize;
@@ -456,6 +556,13 @@ impl Receiver {
         }
         if used > p.cap {
             return Err(UsedFault::TooLong);
+        }
+        // After the capacity: a sender that published more than the buffer
+        // holds is banned whatever its flags say.
+        if flags & F_INLINE != 0 && used > INLINE_BYTES as u64 {
+            return Err(UsedFault::Mismatch(
+                "inline delivery longer than the inline area",
+            ));
         }
         Ok(())
     }
@@ -490,7 +597,9 @@ impl Receiver {
             .wait(self.reg.inner.config.spin, timeout)
     }
 
-    /// Wait (spin, then sleep on the binding's doorbell) for a delivery.
+    /// Wait for a delivery: poll the descriptors themselves for up to
+    /// [`Config::spin`](super::Config::spin) rounds, then sleep on the
+    /// binding's doorbell (module docs, "Receiving").
     ///
     /// Returns `Ok(None)` when `timeout` passes with nothing delivered
     /// (`None` waits forever).
@@ -499,9 +608,24 @@ impl Receiver {
     /// As [`Self::try_recv`].
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Option<Delivery>, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        let spin = self.reg.inner.config.spin;
         loop {
             if let Some(d) = self.try_recv()? {
                 return Ok(Some(d));
+            }
+            for k in 0..spin.iters {
+                if k % POLL_YIELD_EVERY == POLL_YIELD_EVERY - 1 {
+                    // As shm_signal's spin: let a peer on our core run.
+                    std::thread::yield_now();
+                    if deadline.is_some_and(|dl| Instant::now() >= dl) {
+                        break;
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
+                if let Some(d) = self.try_recv()? {
+                    return Ok(Some(d));
+                }
             }
             let left = match deadline {
                 Some(dl) => match dl.checked_duration_since(Instant::now()) {
@@ -510,7 +634,13 @@ impl Receiver {
                 },
                 None => None,
             };
-            let _ = self.wait(left);
+            // We polled already: sleep at once (after shm_signal's
+            // re-check), or return on a ring left by an earlier send.
+            let _ = self
+                .slot()
+                .signal
+                .arrived
+                .wait(SpinPolicy { iters: 0 }, left);
         }
     }
 
@@ -526,10 +656,17 @@ impl Receiver {
             .get_mut(j)
             .ok_or(Error::InvalidBind("restock index out of range"))?;
         p.delivered = false;
+        p.piped_out = 0;
         let s = self.reg.slot(self.slot);
-        // Release: our reads of the payload happen before a sender's
-        // AcqRel claim and its new writes.
-        s.descs[j].used_len.store(0, Ordering::Release);
+        let d = &s.descs[j];
+        // A pipelined bounce's marks go before the descriptor does: the
+        // next claimer starts from "nothing copied" (`send`, "Pipelined
+        // bounce").
+        d.flags.store(0, Ordering::Relaxed);
+        d.assist.piped.store(0, Ordering::Relaxed);
+        // Release: our reads of the payload (and the resets above) happen
+        // before a sender's AcqRel claim and its new writes.
+        d.used_len.store(0, Ordering::Release);
         s.signal.restocked.notify();
         Ok(())
     }

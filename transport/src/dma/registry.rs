@@ -71,6 +71,7 @@ use super::layout::{
 };
 use super::proc_id::ProcId;
 pub(super) use super::proc_id::pid_alive;
+use super::send::BindingCache;
 use crate::Error;
 use crate::key::DmaKey;
 use crate::shm::Segment;
@@ -131,15 +132,21 @@ dma_stats! {
     /// Descriptors this process took over from a sender that died after
     /// claiming them (`send`, "Claims of dead senders").
     claims_taken_over,
+    /// Sends that took the eager path (`send`, "Eager sends"); also
+    /// counted in `bounce_sends`.
+    eager_sends,
+    /// Bounce sends this handle pipelined (`send`, "Pipelined bounce").
+    piped_sends,
+    /// Slot headers this handle validated: once per binding generation a
+    /// sender sends to while its cache holds (`send`, "The sender's
+    /// cache"), again after any change of the slot's first cache line.
+    binding_validations,
 }
 
 /// Add `n` to a counter.
 pub(super) fn bump(a: &LocalU64, n: u64) {
     a.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
 }
-
-/// A bounce segment mapped for one binding generation of a slot.
-pub(super) type BounceMap = Option<(u32, Arc<Segment>)>;
 
 #[derive(Debug)]
 pub(super) struct Inner {
@@ -151,9 +158,9 @@ pub(super) struct Inner {
     pub(super) id: ProcId,
     pub(super) config: Config,
     pub(super) stats: LocalStats,
-    /// Per slot: the bounce segment of the binding generation we last
-    /// sent to.
-    pub(super) bounce: Mutex<Vec<BounceMap>>,
+    /// Per slot: what we validated of the binding generation we last
+    /// sent to (`send`, "The sender's cache").
+    pub(super) cache: Mutex<Vec<Option<Arc<BindingCache>>>>,
     pub(super) cma_refused: Mutex<HashSet<u32>>,
 }
 
@@ -218,6 +225,7 @@ pub(super) fn sends_in_flight(s: &BindingSlot) -> bool {
 }
 
 /// A validated view of a slot header, copied out of shared memory.
+#[derive(Debug)]
 pub(super) struct SlotView {
     pub(super) pid: u32,
     pub(super) gen_: u32,
@@ -349,7 +357,7 @@ impl Registry {
                 id: ProcId::me(),
                 config,
                 stats: LocalStats::default(),
-                bounce: Mutex::new(vec![None; NSLOTS]),
+                cache: Mutex::new(vec![None; NSLOTS]),
                 cma_refused: Mutex::new(HashSet::new()),
             }),
         }

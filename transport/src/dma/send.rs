@@ -3,38 +3,108 @@
 //! ## A send
 //!
 //! 1. Find a `BOUND` slot with the key whose pid is not ours
-//!    ([`Registry::find_slot`]).
+//!    ([`Registry::find_slot`]), or take the binding from the sender's
+//!    cache (below, "The sender's cache").
 //! 2. Announce the send (`InflightGuard`, see [`super::registry`],
 //!    "Announced sends"), then re-check the slot is still bound with the
-//!    same key: with the send announced, unbind cannot complete.
-//! 3. Validate the slot header (checksum, counts, ranges).
-//! 4. From `next_dma`, claim the first descriptor with `used_len == 0` by
-//!    a CAS to our claim word, `CLAIM_BIT | ProcId::word` (our pid and
-//!    start time). None free: take over a claim of a dead sender (below);
+//!    same key (a cached binding: the same generation, owner, key and
+//!    header checksum): with the send announced, unbind cannot complete.
+//! 3. Validate the slot header (checksum, counts, ranges), once per
+//!    binding generation.
+//! 4. From this process's cursor, claim the first descriptor with
+//!    `used_len == 0` by a CAS to our claim word, `CLAIM_BIT |
+//!    ProcId::word` (our pid and start time). None free: take over a
+//!    claim of a dead sender (below);
 //!    none either: ring the receiver, wait (bounded) for its restock
 //!    doorbell, retry once, else [`Error::NoFreeDescriptor`]. The restock
 //!    doorbell is a [`BroadcastRecord`](crate::shm_signal::BroadcastRecord)
 //!    (layout version 3): the sender takes its ticket before it looks for
 //!    a free descriptor, and every sender waiting at once is woken by a
 //!    restock (with a single-owner doorbell, as before, two waiting
-//!    senders could consume each other's ring). `next_dma`
-//!    is a hint anyone can scribble on: a value that is not a descriptor
-//!    index of the binding starts the search at descriptor 0.
+//!    senders could consume each other's ring). The first claim is tried
+//!    before the ticket is taken: the ticket only matters to a sender
+//!    that goes on to wait.
 //! 5. Validate the descriptor (checksum, section count, each section an
-//!    [`AddrRange`] inside a registered range).
-//! 6. Copy `min(source, destination)` bytes section by section: one
-//!    `process_vm_writev` with all sections as iovecs ([`super::cma`]),
-//!    or, when the kernel refuses (`EPERM`) or the config forces it, a copy
-//!    into the receiver's bounce segment that the receiver copies out.
-//!    Messages under [`Config::cma_min_bytes`](super::Config::cma_min_bytes)
-//!    bounce by choice (cheaper than the system call); messages of at
-//!    least [`Config::assist_min_bytes`](super::Config::assist_min_bytes)
-//!    are split with the receiver ([`super::assisted`]).
+//!    [`AddrRange`] inside a registered range), once per binding
+//!    generation while its `check` word stays the same.
+//! 6. Copy `min(source, destination)` bytes by the path
+//!    [`Config::path_for`](super::Config::path_for) picks for the size
+//!    ([`super::config`], "Choosing a copy path by size"): eager (inline
+//!    in the descriptor up to [`INLINE_BYTES`], else into the bounce area),
+//!    bounce, one `process_vm_writev` with all sections as iovecs
+//!    ([`super::cma`]), or split with the receiver ([`super::assisted`]).
+//!    A single copy the kernel refuses (`EPERM`) bounces.
 //! 7. Store `flags`, `sender_pid`, then `used_len` with **Release**; the
 //!    receiver loads `used_len` with **Acquire**, so it sees the payload
 //!    (CMA writes are done by the kernel in our context before the
 //!    syscall returns, i.e. before the Release store).
 //! 8. Ring the receiver's doorbell.
+//!
+//! ## The sender's cache
+//!
+//! Validating a binding on every send cost a scan of the registry for
+//! the key, a checksum of the header and one of the claimed descriptor,
+//! and the lookup of the bounce segment under a lock: more than half the
+//! instructions of an 8-byte send (docs/RESULTS.md, "Intra-node
+//! transport"), for a message that issue 14 measured at 1,656 ns half
+//! round trip against shm_signal's 92. A sender therefore
+//! keeps, per binding generation, a [`BindingCache`]: the slot index, the
+//! validated header (`SlotView`), each descriptor's validated view as it is
+//! first claimed, the mapped bounce segment, and its own claim cursor.
+//!
+//! A cached binding is used only after the send is announced and the
+//! slot's first cache line still reads `BOUND` with the generation, owner
+//! pid, key and header checksum that were validated; any difference (an
+//! unbind, a rebind, a scribble) sends it through the full validation,
+//! which cuts the binding off if it fails. A cached descriptor view is
+//! used only while the descriptor's `check` word (in the cache line of its
+//! `used_len`, which the claim has just brought in) is the one validated.
+//! Where a peer scribbled the sections or ranges and left the checksums,
+//! the sender still copies by what it validated, i.e. into buffers the
+//! receiver bound and promised to keep: the cache never widens where a
+//! sender writes. What it no longer does is notice such a scribble and cut
+//! the binding off; the receiver still refuses the delivery against its
+//! private copy.
+//!
+//! ## Eager sends
+//!
+//! A message of at most [`Config::eager_max_bytes`](super::Config::eager_max_bytes)
+//! bytes is copied into shared memory, never with a system call: up to
+//! [`INLINE_BYTES`] into the descriptor's own inline words (`F_INLINE`),
+//! which share the cache line of its `used_len`, larger ones into its
+//! bounce area (`F_BOUNCED`). With the cached binding, the sender's
+//! per-message traffic is the claim, payload and publish of one descriptor
+//! line (plus the bounce lines of a larger message) and the doorbell
+//! (which stays in the sender's cache while the receiver polls, see
+//! `receiver`, "Receiving"). Both report [`CopyPath::Bounce`]: the bytes
+//! are copied in and out; [`DmaStats::eager_sends`](super::DmaStats::eager_sends)
+//! counts them.
+//!
+//! ## Pipelined bounce
+//!
+//! A bounced message of at least two chunks (`PIPE_MIN_BYTES`, 64 KiB)
+//! from a claim of our own is copied in `PIPE_CHUNK_BYTES` (32 KiB) at a
+//! time; after each chunk the sender stores the bytes copied so far in the
+//! descriptor's `piped` word (Release), and after the first it sets
+//! `F_PIPED` in `flags` and rings the receiver. A receiver polling in
+//! [`super::Receiver::recv`] (or calling `try_recv`) copies out what has
+//! arrived while the sender copies the rest, so the two copies of a
+//! bounce overlap on two cores instead of following each other. The
+//! publish carries `F_BOUNCED | F_PIPED`; the receiver then copies only
+//! what it has not copied yet.
+//!
+//! Why the receiver may trust its early copies: it resets `flags` and
+//! `piped` before it frees a descriptor (restock, repair, bind), so
+//! between a free and the next publish the only writer of either is the
+//! claimer that CASed the descriptor from free, whose progress grows from
+//! 0 over one message; every check of a pipelined copy comes before its
+//! first chunk, so once begun it ends in a publish, or the sender died.
+//! A sender that takes over a dead sender's claim never pipelines and
+//! publishes without `F_PIPED`, so the receiver copies that message whole,
+//! whatever it copied of the dead sender's. A peer scribbling `flags` or
+//! `piped` can make the receiver copy bytes of its own bounce area into
+//! its own buffer early (within its capacity, never elsewhere), i.e.
+//! garble a message, which writing into the bounce area could always do.
 //!
 //! ## Claims of dead senders
 //!
@@ -73,9 +143,11 @@
 
 use super::assisted::AssistFail;
 use super::cma;
+use super::config::PathChoice;
 use super::layout::{
-    BOUND, BindingSlot, CLAIM_BIT, CutReason, DescIndex, DmaDesc, F_BOUNCED, MAX_SECTIONS,
-    NO_RANGE, SlotIndex, desc_check, is_claim, read_pairs, slot_key,
+    BOUND, BindingSlot, CLAIM_BIT, CutReason, DescIndex, DmaDesc, F_BOUNCED, F_INLINE, F_PIPED,
+    INLINE_BYTES, MAX_DESCS, MAX_SECTIONS, NO_RANGE, SlotIndex, desc_check, is_claim, read_pairs,
+    slot_key,
 };
 use super::proc_id::ProcId;
 use super::registry::{InflightGuard, Registry, SlotView, bump};
@@ -84,8 +156,17 @@ use crate::key::DmaKey;
 use crate::shm::Segment;
 use crate::shm_signal::Wake;
 use crate::sync::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32 as LocalU32, Ordering as LocalOrdering};
+use std::sync::{Arc, OnceLock};
 use umn::AddrRange;
+
+/// Bounced messages of at least this many bytes are pipelined (module
+/// docs, "Pipelined bounce"): two chunks at least.
+const PIPE_MIN_BYTES: u64 = 2 * PIPE_CHUNK_BYTES as u64;
+/// Bytes per chunk of a pipelined bounce: large enough that the progress
+/// store and the receiver's poll are noise next to the copy, small enough
+/// that the receiver starts early (half a typical L2).
+const PIPE_CHUNK_BYTES: usize = 32 << 10;
 
 /// Which copy path a send took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +197,13 @@ pub struct SendReport {
 }
 
 /// A validated view of a claimed descriptor, copied out of shared memory.
-struct DstView {
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DstView {
     sections: [AddrRange; MAX_SECTIONS],
     nsec: usize,
     bounce_off: u64,
+    /// The descriptor's `check` word this view was validated with.
+    check: u64,
 }
 
 impl DstView {
@@ -128,11 +212,45 @@ impl DstView {
     }
 }
 
+/// What a sender validated of one binding generation (module docs,
+/// "The sender's cache"): process-local, shared by the threads of one
+/// [`Registry`] handle.
+#[derive(Debug)]
+pub(super) struct BindingCache {
+    key: DmaKey,
+    slot: SlotIndex,
+    gen_: u32,
+    /// The slot's `check` word as validated: it covers pid, generation,
+    /// descriptor count, key, bounce length and ranges.
+    check: u64,
+    view: SlotView,
+    /// Descriptors validated so far, by index.
+    descs: [OnceLock<DstView>; MAX_DESCS],
+    /// The binding's bounce segment, mapped on first use.
+    bounce: OnceLock<Arc<Segment>>,
+    /// Where this process's next claim starts (not shared: a shared hint
+    /// written on every send made the slot's first cache line change hands
+    /// with every message).
+    cursor: LocalU32,
+}
+
+impl BindingCache {
+    /// Whether the first cache line of `s` still says what we validated:
+    /// bound (SeqCst: after our announcement, see `registry`, "Announced
+    /// sends"), same generation, owner, key and checksum.
+    fn current(&self, s: &BindingSlot) -> bool {
+        s.state.load(Ordering::SeqCst) == BOUND
+            && s.gen_.load(Ordering::Relaxed) == self.gen_
+            && s.pid.load(Ordering::Relaxed) == self.view.pid
+            && s.check.load(Ordering::Relaxed) == self.check
+            && slot_key(s) == self.key
+    }
+}
+
 /// Claim a free descriptor of a binding of `ndesc` (validated) descriptors
-/// with our claim word `me`, starting at the `next_dma` hint.
-fn claim(s: &BindingSlot, ndesc: usize, me: u64) -> Option<DescIndex> {
-    let hint = s.next_dma.load(Ordering::Relaxed) as usize;
-    let start = DescIndex::new(hint, ndesc).map_or(0, DescIndex::get);
+/// with our claim word `me`, looking from index `start` on.
+fn claim(s: &BindingSlot, ndesc: usize, me: u64, start: usize) -> Option<DescIndex> {
+    let start = DescIndex::new(start, ndesc).map_or(0, DescIndex::get);
     (0..ndesc)
         .map(|k| (start + k) % ndesc)
         .find(|&j| {
@@ -168,7 +286,8 @@ fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> 
     let secs = read_pairs::<MAX_SECTIONS>(&d.sections[..nsec as usize]);
     let secs = &secs[..nsec as usize];
     let bounce_off = d.bounce_off.load(Ordering::Relaxed);
-    if d.check.load(Ordering::Relaxed) != desc_check(view.gen_, nsec, bounce_off, secs) {
+    let check = d.check.load(Ordering::Relaxed);
+    if check != desc_check(view.gen_, nsec, bounce_off, secs) {
         return Err("descriptor checksum mismatch");
     }
     let mut sections = [NO_RANGE; MAX_SECTIONS];
@@ -191,32 +310,50 @@ fn validate_desc(d: &DmaDesc, view: &SlotView) -> Result<DstView, &'static str> 
         sections,
         nsec: nsec as usize,
         bounce_off,
+        check,
     })
+}
+
+/// The first `n <= INLINE_BYTES` bytes of `src` as the inline words.
+fn inline_words(src: &[&[u8]], n: usize) -> [u64; INLINE_BYTES / 8] {
+    let mut bytes = [0u8; INLINE_BYTES];
+    let mut at = 0;
+    for piece in src {
+        let k = piece.len().min(n - at);
+        bytes[at..at + k].copy_from_slice(&piece[..k]);
+        at += k;
+        if at == n {
+            break;
+        }
+    }
+    let mut words = [0u64; INLINE_BYTES / 8];
+    for (w, c) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *w = u64::from_le_bytes(b);
+    }
+    words
 }
 
 impl Registry {
     /// Send the concatenation of `src` to the receiver bound to `key`.
     ///
     /// Copies `min(source, destination descriptor)` bytes; the report says
-    /// whether it truncated and which path ran. Never delivers to a
+    /// whether it truncated and which path ran ([`Config::path_for`]
+    /// chooses by size; eager sends report [`CopyPath::Bounce`]: they are
+    /// copied in and out through shared memory). Never delivers to a
     /// binding of this process.
     ///
     /// # Errors
     /// [`Error::EmptySend`], [`Error::NoReceiver`], [`Error::CutOff`],
     /// [`Error::NoFreeDescriptor`], [`Error::CorruptDescriptor`] (the
     /// binding is cut off), [`Error::ProcessVmWritev`] (receiver gone).
+    ///
+    /// [`Config::path_for`]: super::Config::path_for
     pub fn send(&self, key: DmaKey, src: &[&[u8]]) -> Result<SendReport, Error> {
         let total: u64 = src.iter().map(|s| s.len() as u64).sum();
         if total == 0 {
             return Err(Error::EmptySend);
-        }
-        let i = self.find_slot(key)?;
-        let s = self.slot(i);
-        let _guard = InflightGuard::enter(s, self.inner.me);
-        // With the send announced, unbind cannot complete: if the slot is
-        // still bound to `key` now, it stays so until we are done.
-        if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) != key {
-            return Err(Error::NoReceiver(key));
         }
         let corrupt = |index: u32, reason: &'static str| Error::CorruptDescriptor {
             key,
@@ -224,19 +361,12 @@ impl Registry {
             reason,
             sender_pid: 0,
         };
-        let view = match self.view_slot(s, key) {
-            Ok(v) => v,
-            Err(reason) => {
-                self.cut_off(s, reason);
-                return Err(corrupt(u32::MAX, reason.as_str()));
-            }
-        };
-        if view.pid == self.inner.me {
-            return Err(Error::NoReceiver(key));
-        }
+        let (b, _guard) = self.binding(key)?;
+        let s = self.slot(b.slot);
+        let view = &b.view;
         if s.banned
             .iter()
-            .any(|b| b.load(Ordering::Relaxed) == self.inner.me)
+            .any(|p| p.load(Ordering::Relaxed) == self.inner.me)
         {
             return Err(Error::CutOff {
                 key,
@@ -244,10 +374,10 @@ impl Registry {
             });
         }
 
-        let (j, retried) = self.claim_or_wait(s, &view, key)?;
+        let (j, retried, taken_over) = self.claim_or_wait(s, &b, key)?;
         let index = j.get() as u32;
         let d = &s.descs[j.get()];
-        let dst = match validate_desc(d, &view) {
+        let dst = match self.desc_view(&b, j, d) {
             Ok(v) => v,
             Err(reason) => {
                 self.cut_off(s, CutReason::Descriptor);
@@ -257,14 +387,21 @@ impl Registry {
         let cap: u64 = dst.sections().iter().map(AddrRange::len).sum();
         let n = total.min(cap);
 
+        let choice = self.inner.config.path_for(n);
         let mut path = CopyPath::Bounce;
+        let mut flags = F_BOUNCED;
         let mut receiver_chunks = 0;
-        if !self.inner.config.force_bounce
-            && n >= self.inner.config.cma_min_bytes
+        if choice == PathChoice::Eager && n <= INLINE_BYTES as u64 {
+            // Inline: the payload goes into the cache line of `used_len`.
+            for (w, v) in d.inline.iter().zip(inline_words(src, n as usize)) {
+                w.store(v, Ordering::Relaxed);
+            }
+            flags = F_INLINE;
+        } else if matches!(choice, PathChoice::Single | PathChoice::Assisted)
             && !self.cma_refused(view.pid)
         {
-            let copied = if n >= self.inner.config.assist_min_bytes {
-                self.assisted_write(s, d, &view, src, dst.sections(), n)
+            let copied = if choice == PathChoice::Assisted {
+                self.assisted_write(s, d, view, src, dst.sections(), n)
             } else {
                 cma::write(view.pid, src, dst.sections(), n)
                     .map(|()| 0)
@@ -273,6 +410,7 @@ impl Registry {
             match copied {
                 Ok(c) => {
                     path = CopyPath::Cma;
+                    flags = 0;
                     receiver_chunks = c;
                 }
                 Err(AssistFail::Gone) => return Err(Error::NoReceiver(key)),
@@ -302,28 +440,33 @@ impl Registry {
                 }
             }
         }
-        if path == CopyPath::Bounce {
-            if let Err(e) = self.bounce_write(key, i, &view, dst.bounce_off, src, n) {
-                match e {
-                    Error::CorruptDescriptor { .. } => self.cut_off(s, CutReason::Bounce),
-                    _ => d.used_len.store(0, Ordering::Release),
+        if flags == F_BOUNCED {
+            // Pipelined only from a claim of our own: the receiver trusts
+            // what it copied out early only when the publisher is the
+            // sender it copied from (module docs, "Pipelined bounce").
+            let pipe = (choice == PathChoice::Bounce && n >= PIPE_MIN_BYTES && !taken_over)
+                .then_some((s, d));
+            match self.bounce_write(key, &b, dst.bounce_off, src, n, pipe) {
+                Ok(true) => {
+                    flags |= F_PIPED;
+                    bump(&self.inner.stats.piped_sends, 1);
                 }
-                return Err(e);
+                Ok(false) => {}
+                Err(e) => {
+                    match e {
+                        Error::CorruptDescriptor { .. } => self.cut_off(s, CutReason::Bounce),
+                        _ => d.used_len.store(0, Ordering::Release),
+                    }
+                    return Err(e);
+                }
             }
         }
 
-        d.flags.store(
-            if path == CopyPath::Bounce {
-                F_BOUNCED
-            } else {
-                0
-            },
-            Ordering::Relaxed,
-        );
+        d.flags.store(flags, Ordering::Relaxed);
         d.sender_pid.store(self.inner.me, Ordering::Relaxed);
-        s.next_dma
-            .store(((j.get() + 1) % view.ndesc) as u32, Ordering::Relaxed);
-        // Release: the payload (CMA or bounce) happens-before the
+        b.cursor
+            .store(((j.get() + 1) % view.ndesc) as u32, LocalOrdering::Relaxed);
+        // Release: the payload (CMA, bounce or inline) happens-before the
         // receiver's Acquire load of used_len.
         d.used_len.store(n, Ordering::Release);
         s.signal.arrived.notify();
@@ -337,6 +480,9 @@ impl Registry {
             },
             1,
         );
+        if choice == PathChoice::Eager {
+            bump(&st.eager_sends, 1);
+        }
         bump(&st.bytes_sent, n);
         if receiver_chunks > 0 {
             bump(&st.assisted_sends, 1);
@@ -351,24 +497,118 @@ impl Registry {
         })
     }
 
+    /// Steps 1–3 of a send: the validated binding of `key` with our send
+    /// announced on it, from the cache when its slot still says what we
+    /// validated, else found and validated afresh (and cached).
+    fn binding(&self, key: DmaKey) -> Result<(Arc<BindingCache>, InflightGuard<'_>), Error> {
+        let cached = {
+            let m = self
+                .inner
+                .cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.iter().flatten().find(|b| b.key == key).cloned()
+        };
+        if let Some(b) = cached {
+            let s = self.slot(b.slot);
+            let guard = InflightGuard::enter(s, self.inner.me);
+            if b.current(s) {
+                return Ok((b, guard));
+            }
+        }
+        let i = self.find_slot(key)?;
+        let s = self.slot(i);
+        let guard = InflightGuard::enter(s, self.inner.me);
+        // With the send announced, unbind cannot complete: if the slot is
+        // still bound to `key` now, it stays so until we are done.
+        if s.state.load(Ordering::SeqCst) != BOUND || slot_key(s) != key {
+            return Err(Error::NoReceiver(key));
+        }
+        bump(&self.inner.stats.binding_validations, 1);
+        let view = match self.view_slot(s, key) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.cut_off(s, reason);
+                return Err(Error::CorruptDescriptor {
+                    key,
+                    index: u32::MAX,
+                    reason: reason.as_str(),
+                    sender_pid: 0,
+                });
+            }
+        };
+        if view.pid == self.inner.me {
+            return Err(Error::NoReceiver(key));
+        }
+        let b = Arc::new(BindingCache {
+            key,
+            slot: i,
+            gen_: view.gen_,
+            check: s.check.load(Ordering::Relaxed),
+            view,
+            descs: std::array::from_fn(|_| OnceLock::new()),
+            bounce: OnceLock::new(),
+            cursor: LocalU32::new(0),
+        });
+        // Keep the binding only while the slot still says what we
+        // validated (a check word that changed under us is found by the
+        // next send's `current`).
+        let mut m = self
+            .inner
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m[i.get()] = Some(b.clone());
+        Ok((b, guard))
+    }
+
+    /// Step 5: the validated view of claimed descriptor `j`: the cached
+    /// one while the descriptor's `check` word is the one it was
+    /// validated with, else validated afresh (and cached when none was).
+    fn desc_view(
+        &self,
+        b: &BindingCache,
+        j: DescIndex,
+        d: &DmaDesc,
+    ) -> Result<DstView, &'static str> {
+        let cell = &b.descs[j.get()];
+        if let Some(v) = cell.get() {
+            if d.check.load(Ordering::Relaxed) == v.check {
+                return Ok(*v);
+            }
+        }
+        let v = validate_desc(d, &b.view)?;
+        let _ = cell.set(v);
+        Ok(v)
+    }
+
     /// Step 4 of a send: claim a free descriptor; one retry after a restock
-    /// signal. Returns the descriptor and whether it took the retry.
+    /// signal. Returns the descriptor, whether it took the retry, and
+    /// whether it took over a dead sender's claim.
     fn claim_or_wait(
         &self,
         s: &BindingSlot,
-        view: &SlotView,
+        b: &BindingCache,
         key: DmaKey,
-    ) -> Result<(DescIndex, bool), Error> {
-        let mut retried = false;
+    ) -> Result<(DescIndex, bool, bool), Error> {
+        let view = &b.view;
         let me = CLAIM_BIT | self.inner.id.word();
+        let start = b.cursor.load(LocalOrdering::Relaxed) as usize;
+        // The common case first, without the restock doorbell's ticket: a
+        // sender that reads `seq` on every send makes that line, which the
+        // receiver writes on every restock, change hands with every message.
+        if let Some(j) = claim(s, view.ndesc, me, start) {
+            return Ok((j, false, false));
+        }
+        let mut retried = false;
         let restocked = &s.signal.restocked;
         loop {
             // The ticket first, then the look at the descriptors: a restock
             // after the ticket ends the wait below at once, one before it
             // is seen by the claim (`shm_signal`, "Many waiters").
             let ticket = restocked.ticket();
-            if let Some(j) = claim(s, view.ndesc, me) {
-                return Ok((j, retried));
+            if let Some(j) = claim(s, view.ndesc, me, start) {
+                return Ok((j, retried, false));
             }
             if let Some(j) = take_over_dead_claim(s, view.ndesc, me) {
                 bump(&self.inner.stats.claims_taken_over, 1);
@@ -376,7 +616,7 @@ impl Registry {
                     "regcache-transport: took over descriptor {} of a sender that died before publishing",
                     j.get()
                 );
-                return Ok((j, retried));
+                return Ok((j, retried, true));
             }
             if retried {
                 return Err(Error::NoFreeDescriptor(key));
@@ -407,32 +647,26 @@ impl Registry {
     }
 
     /// The bounce path: copy the first `n` bytes of `src` into the bounce
-    /// area at `off` of the binding in slot `slot` (mapping its bounce
-    /// segment on first use per binding generation).
+    /// area at `off` of the binding `b` (mapping its bounce segment on
+    /// first use per binding generation). With `pipe`, the slot and the
+    /// claimed descriptor, the copy is pipelined (module docs, "Pipelined
+    /// bounce"). Returns whether it was; every check comes before the
+    /// first byte is copied, so a pipelined copy, once begun, finishes.
     fn bounce_write(
         &self,
         key: DmaKey,
-        slot: SlotIndex,
-        view: &SlotView,
+        b: &BindingCache,
         off: u64,
         src: &[&[u8]],
         n: u64,
-    ) -> Result<(), Error> {
-        let seg = {
-            let mut m = self
-                .inner
-                .bounce
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let e = &mut m[slot.get()];
-            match e {
-                Some((g, s)) if *g == view.gen_ => s.clone(),
-                _ => {
-                    // The mapping of an older binding of this slot goes.
-                    let seg = Arc::new(Segment::open(&self.bounce_name(slot, view.gen_))?);
-                    *e = Some((view.gen_, seg.clone()));
-                    seg
-                }
+        pipe: Option<(&BindingSlot, &DmaDesc)>,
+    ) -> Result<bool, Error> {
+        let view = &b.view;
+        let seg = match b.bounce.get() {
+            Some(seg) => seg,
+            None => {
+                let seg = Arc::new(Segment::open(&self.bounce_name(b.slot, view.gen_))?);
+                b.bounce.get_or_init(|| seg)
             }
         };
         let end = off.checked_add(n);
@@ -446,20 +680,49 @@ impl Registry {
         }
         let mut at = off as usize;
         let mut left = n as usize;
+        // Chunk boundaries: the whole message at once, or PIPE_CHUNK_BYTES
+        // at a time with the progress published after each.
+        let chunk = if pipe.is_some() {
+            PIPE_CHUNK_BYTES
+        } else {
+            usize::MAX
+        };
+        let mut since_mark = 0usize;
+        let mut done = 0u64;
         for piece in src {
+            let mut p: &[u8] = piece;
+            while left > 0 && !p.is_empty() {
+                let k = p.len().min(left).min(chunk - since_mark);
+                // SAFETY: `at + k <= off + n <= seg.len()` (checked above);
+                // the bounce area of this descriptor is ours while we hold
+                // the claimed used_len; the source is a valid slice.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(p.as_ptr(), seg.as_ptr().add(at), k);
+                }
+                at += k;
+                left -= k;
+                p = &p[k..];
+                since_mark += k;
+                done += k as u64;
+                if let Some((s, d)) = pipe {
+                    if since_mark == chunk || left == 0 {
+                        since_mark = 0;
+                        // Release: the chunk happens-before a receiver's
+                        // Acquire load of `piped` that reads it.
+                        d.assist.piped.store(done, Ordering::Release);
+                        if done as usize <= chunk {
+                            // First chunk: mark the copy pipelined and
+                            // wake a sleeping receiver to copy along.
+                            d.flags.store(F_PIPED, Ordering::Release);
+                            s.signal.arrived.notify();
+                        }
+                    }
+                }
+            }
             if left == 0 {
                 break;
             }
-            let k = piece.len().min(left);
-            // SAFETY: `at + k <= off + n <= seg.len()` (checked above); the
-            // bounce area of this descriptor is ours while we hold the
-            // claimed used_len; the source is a valid slice.
-            unsafe {
-                std::ptr::copy_nonoverlapping(piece.as_ptr(), seg.as_ptr().add(at), k);
-            }
-            at += k;
-            left -= k;
         }
-        Ok(())
+        Ok(pipe.is_some())
     }
 }

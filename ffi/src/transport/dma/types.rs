@@ -173,6 +173,9 @@ pub(super) fn config_of(c: &regcache_dma_config) -> Result<Config, Error> {
     }
     Ok(Config {
         force_bounce: c.force_bounce == 1,
+        // Not a field of the C struct (yet): the environment's value
+        // (`REGCACHE_TRANSPORT_EAGER_MAX_BYTES`) or the default.
+        eager_max_bytes: Config::default().eager_max_bytes,
         spin: SpinPolicy {
             iters: c.spin_iters,
         },
