@@ -81,6 +81,7 @@ pub enum Error {
     UnknownCookie(Cookie),
     /// `Source::Patch`: libc could not be patched in this process (the
     /// named reason), or a later patch of another library overwrote ours.
+    #[cfg(not(loom))]
     #[error("{0}")]
     PatchUnavailable(crate::patch::Unavailable),
     /// The range is empty or malformed.
