@@ -42,7 +42,7 @@ struct Opts {
     #[arg(long, global = true)]
     no_merge: bool,
     /// Merging on a miss: on, off or adaptive (default: REGCACHE_MERGE,
-    /// else adaptive).
+    /// else on).
     #[arg(long, global = true, value_parser = parse_merge)]
     merge: Option<regcache::Merge>,
     /// Eviction order: lru or cost (default: REGCACHE_EVICTION, else lru).

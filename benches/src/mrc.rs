@@ -161,12 +161,8 @@ pub fn draw(path: &Path, title: &str, points: &[Point], refs: &References) -> an
             .collect::<Vec<_>>()
     };
     let lines: [(&str, Pick, RGBColor); 4] = [
-        (
-            "regcache, merge adaptive (default)",
-            |p| p.merge_adaptive,
-            BLUE,
-        ),
-        ("regcache, merge on", |p| p.merge_on, CYAN),
+        ("regcache, merge adaptive", |p| p.merge_adaptive, BLUE),
+        ("regcache, merge on (default)", |p| p.merge_on, CYAN),
         ("regcache, merge off", |p| p.merge_off, MAGENTA),
         (
             "Belady MIN, exact ranges, no merging (no bound for merging)",

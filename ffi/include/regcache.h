@@ -398,8 +398,8 @@ typedef struct regcache_config {
   uint64_t max_regions;
   // Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
   uint64_t max_bytes;
-  // Merge overlapping and adjacent regions: 0 off, 1 on, 2 adaptive (the
-  // default). `REGCACHE_MERGE`.
+  // Merge overlapping and adjacent regions: 0 off, 1 on (the default),
+  // 2 adaptive. `REGCACHE_MERGE`.
   uint32_t merge;
   // A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
   uint32_t registrar;

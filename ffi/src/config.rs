@@ -78,8 +78,8 @@ pub struct regcache_config {
     pub max_regions: u64,
     /// Maximum bytes in cached regions (≥ 1). `REGCACHE_MAX_BYTES`.
     pub max_bytes: u64,
-    /// Merge overlapping and adjacent regions: 0 off, 1 on, 2 adaptive (the
-    /// default). `REGCACHE_MERGE`.
+    /// Merge overlapping and adjacent regions: 0 off, 1 on (the default),
+    /// 2 adaptive. `REGCACHE_MERGE`.
     pub merge: u32,
     /// A `regcache_registrar` value. `REGCACHE_REGISTRAR`.
     pub registrar: u32,

@@ -57,16 +57,23 @@ pub struct Config {
 pub enum Merge {
     /// Never merge: overlapping regions coexist.
     Off,
-    /// Always merge (UCX's behaviour).
+    /// Always merge (UCX's behaviour). The default: `Adaptive` has not
+    /// met issue 17's targets (docs/RESULTS.md, "Policies": `halo` one hit
+    /// short, registrar time above the better fixed mode on four traces),
+    /// and over Open MPI's openib it lost the RDMA pipeline protocol's
+    /// merging: once a reallocated buffer's memory was seen invalidated,
+    /// its chunks (at offsets that shift every message) never merged
+    /// again — NetPIPE to 4 MiB, 256 misses per rank against 19 with `On`
+    /// (`cargo xtask bench --rdma`, docs/notes-openib-rxe.md).
+    #[default]
     On,
     /// Merge, except across a boundary where an invalidation once killed
     /// a merged region whose other side survived, and not in memory seen
     /// invalidated while cached (the cache's "do not merge across" table;
-    /// see docs/ARCHITECTURE.md, "Policy"). The default: its hit rate is
-    /// at least the better of `on` and `off` on every built-in workload
-    /// and recorded trace at 16384, 64 and 16 regions but `halo`, where
-    /// learning costs one hit of 16 200 (docs/RESULTS.md, "Policies").
-    #[default]
+    /// see docs/ARCHITECTURE.md, "Policy"). Its hit rate is at least the
+    /// better of `on` and `off` on every built-in workload and recorded
+    /// trace at 16384, 64 and 16 regions but `halo`, where learning costs
+    /// one hit of 16 200 (docs/RESULTS.md, "Policies").
     Adaptive,
 }
 
@@ -398,7 +405,7 @@ mod tests {
         assert_eq!(m("Adaptive").unwrap(), Merge::Adaptive);
         assert_eq!(m("on").unwrap(), Merge::On);
         assert_eq!(m("0").unwrap(), Merge::Off);
-        assert_eq!(Config::default().merge, Merge::Adaptive);
+        assert_eq!(Config::default().merge, Merge::On);
         let e = Config::default()
             .with_overrides(|k| (k == "REGCACHE_EVICTION").then(|| "lfu".to_string()))
             .unwrap_err();

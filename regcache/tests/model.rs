@@ -412,8 +412,10 @@ fn adaptive_merging_stops_merging_across_a_learned_boundary() {
 #[test]
 fn adaptive_merging_merges_neighbours_nothing_has_separated() {
     let page = regcache::page_size();
-    let cache = unlimited(Config::default());
-    assert_eq!(cache.config().merge, Merge::Adaptive);
+    let cache = unlimited(Config {
+        merge: Merge::Adaptive,
+        ..Config::default()
+    });
     let r = |i: u64| AddrRange::from_start_len(0x3800_0000 + i * page, page).unwrap();
     for i in 0..4 {
         drop(cache.get(r(i), AccessFlags::LOCAL_WRITE).unwrap());
