@@ -70,7 +70,7 @@ static void test_last_error(void)
     EXPECT(regcache_last_error(buf, 3, &n), REGCACHE_ERR_BUFFER_TOO_SMALL);
     CHECK(n > 3 && buf[0] == 'x');
     EXPECT(regcache_config_default(&cfg), REGCACHE_OK);
-    CHECK(cfg.max_regions >= 1 && cfg.max_bytes >= page && cfg.merge == 2);
+    CHECK(cfg.max_regions >= 1 && cfg.max_bytes >= page && cfg.merge == 1);
     CHECK(cfg.registrar == REGCACHE_REGISTRAR_AUTO && cfg.monitor == REGCACHE_MONITOR_AUTO);
 }
 
