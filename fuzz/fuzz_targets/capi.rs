@@ -468,7 +468,8 @@ fuzz_target!(|data: &[u8]| {
                 if caches.len() >= 3 {
                     continue;
                 }
-                // AUTO, KERNEL, UFFD, EXTERNAL, NONE or an unknown value.
+                // AUTO, KERNEL, UFFD, EXTERNAL, NONE, PATCH or an unknown
+                // value.
                 let monitor = match monitor % 8 {
                     6 | 7 => monitor as u32,
                     m => m as u32,
@@ -480,7 +481,7 @@ fuzz_target!(|data: &[u8]| {
                     merge as u32 % 3
                 };
                 let r = new_cache(monitor, max_regions as u64, max_bytes as u64, merge);
-                if monitor > 4 || merge > 2 || max_regions == 0 || max_bytes == 0 {
+                if monitor > 5 || merge > 2 || max_regions == 0 || max_bytes == 0 {
                     assert!(r.is_none(), "a bad config was accepted");
                 }
                 if let Some(c) = r {
