@@ -487,22 +487,28 @@ fn mpi_test(root: &Path, prefix: &Path, flags: &[String]) -> Result<()> {
             .args(["-x", "REGCACHE_VERIFY=pfn"])
             .args(["NPopenmpi", "-u", &upper.to_string(), "-p", "0"]),
     )?;
-    // NetPIPE's own record (np.out: bytes, Mbps, seconds per size; the
-    // console line can be interleaved with the ranks' statistics lines).
-    let record = std::fs::read_to_string(np.join("np.out")).context("NetPIPE np.out")?;
-    let done = record
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .max();
-    if done != Some(upper) {
-        bail!("NetPIPE did not complete its run up to {upper} bytes (np.out reaches {done:?})");
-    }
+    netpipe_reached(&np, upper, "NetPIPE")?;
     eprintln!(
         "NetPIPE under regcache-pmpi: completed; hit rates by rank {:?} %",
         pmpi_stats(&text, 2)?
     );
     pmpi_balanced(&text, 2)?;
     pmpi_verified(&text, 2)?;
+    Ok(())
+}
+
+/// NetPIPE (`what`, run in `dir`) completed its run up to `upper` bytes,
+/// by its own record (np.out: bytes, Mbps, seconds per size; the console
+/// line can be interleaved with the ranks' statistics lines).
+fn netpipe_reached(dir: &Path, upper: u64, what: &str) -> Result<()> {
+    let record = std::fs::read_to_string(dir.join("np.out")).context("NetPIPE np.out")?;
+    let done = record
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .max();
+    if done != Some(upper) {
+        bail!("{what} did not complete its run up to {upper} bytes (np.out reaches {done:?})");
+    }
     Ok(())
 }
 
@@ -535,14 +541,7 @@ pub(crate) fn bench_netpipe_invalidate(root: &Path, out: &Path) -> Result<Vec<Pa
             .arg(format!("REGCACHE_TRACE_DIR={}", traces.display()))
             .args(["NPopenmpi", "-I", "-u", &upper.to_string(), "-p", "0"]),
     )?;
-    let record = std::fs::read_to_string(dir.join("np.out")).context("NetPIPE np.out")?;
-    let done = record
-        .lines()
-        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
-        .max();
-    if done != Some(upper) {
-        bail!("NetPIPE -I did not complete its run up to {upper} bytes (np.out reaches {done:?})");
-    }
+    netpipe_reached(&dir, upper, "NetPIPE -I")?;
     let rates = pmpi_stats(&text, 2)?;
     pmpi_balanced(&text, 2)?;
     let bin = root.join("target/release/regcache-bench");
